@@ -1,0 +1,3 @@
+from mien.cli.main import main
+
+raise SystemExit(main())
