@@ -1,0 +1,41 @@
+"""`mien weights`: where each pretrained file is, whether it verifies, and how to get it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mien import weights as W
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "weights",
+        help="list the pretrained files mien needs; --download fetches missing ones",
+        description=(
+            "List every third-party pretrained file mien uses, where it was found and whether its "
+            f"SHA256 matches. Files are searched in ${W.ENV_VAR}, then {W.cache_dir()}, then "
+            "../shared/weights beside a source checkout."
+        ),
+    )
+    p.add_argument("--download", action="store_true", help=f"fetch missing files from their original URLs into {W.cache_dir()}")
+    p.add_argument("--dest", type=Path, help="with --download: folder to fetch into instead of the user cache")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.download:
+        W.download(dest=args.dest, progress=lambda m: print(m, file=sys.stderr))
+    rows = W.status()
+    width = max(len(r.path) for r in rows)
+    for r in rows:
+        wf = W.FILES[r.name]
+        where = r.found_at or f"get it from {wf.url}"
+        print(f"{r.path:<{width}}  {r.state:<12}  {where}")
+    bad = [r for r in rows if r.state != "ok"]
+    if bad:
+        print(f"{len(bad)} file(s) not usable; set {W.ENV_VAR} to a folder holding them, or run `mien weights --download`",
+              file=sys.stderr)
+        return 3
+    return 0
