@@ -28,14 +28,14 @@ start here:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mien.cli import analyze, weights  # each subcommand is its own module
+    from mien.cli import analyze, annotate, weights  # each subcommand is its own module
 
     parser = argparse.ArgumentParser(
         prog="mien", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"mien {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (analyze, weights):
+    for module in (analyze, annotate, weights):
         module.register(sub)
     return parser
 

@@ -48,7 +48,9 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except UnidentifiedImageError:
         raise MienError(f"{path}: not an image file mien can read (JPEG, PNG, WebP, BMP, TIFF, GIF)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise MienError(f"{path}: image is too large (possible decompression bomb); downscale it first") from None
+        raise MienError(
+            f"{path}: image is over the {max_pixels / 1e6:.0f} MP limit (possibly a decompression bomb); downscale it first"
+        ) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise MienError(f"{path}: the file is damaged or truncated ({e}); re-export or re-download it") from None
 

@@ -1,0 +1,133 @@
+"""`mien analyze`: what mien sees in each face of each photo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+
+from tqdm import tqdm
+
+from mien.errors import MienError
+from mien.io.image import expand_inputs, load_rgb
+
+EXAMPLE = "london_001_neutral.jpg"  # Face Research Lab London Set, CC BY 4.0 (assets/examples/ATTRIBUTION.md)
+
+EPILOG = """\
+output (--json): {"photos": [{"path": ..., "faces": [{"box": [x0,y0,x1,y1],
+  "identity": {"faceapi": [128 floats], "mobilefacenet": [192 floats]},
+  "expression": {"neutral": p, ... 7 labels}, "blendshapes": {name: score, ... 52},
+  "pose": {"yaw": deg, "pitch": deg, "roll": deg}}], "warnings": [...]}]}
+  A photo that failed has "error": "..." instead of "faces".
+
+  identity.faceapi is the dlib-convention 128-D descriptor (same person when the L2 distance
+  is below 0.6); identity.mobilefacenet is L2-normalised (compare with cosine).
+  Expression labels come from the face-api.js classifier; blendshapes and pose from MediaPipe.
+
+examples:
+  mien analyze --example                 the bundled London Set photo
+  mien analyze me.jpg --json > me.json
+  mien analyze photos/ --out analysed/   annotated PNG + JSON per photo
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="detect faces and measure identity, expression, blendshapes and head pose",
+        description="Find the face in each photo (the largest, unless --all-faces) and report its box, "
+        "identity embeddings (two models), expression probabilities, 52 MediaPipe blendshapes and head pose.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("photos", nargs="*", metavar="PHOTO_OR_DIR", help="image files, or folders searched for images")
+    p.add_argument("--example", action="store_true", help="analyse the bundled example photo (London Set, CC BY 4.0)")
+    p.add_argument("--json", action="store_true", help="print one JSON document to stdout instead of a summary")
+    p.add_argument("--out", type=Path, metavar="DIR", help="write <name>.png (annotated) and <name>.json per photo here")
+    p.add_argument("--all-faces", action="store_true", help="analyse every face, not only the largest")
+    p.add_argument("--device", default="cpu", help="torch device for the identity/expression nets (default: cpu)")
+    p.set_defaults(run=run)
+
+
+def example_path() -> Path:
+    return Path(str(resources.files("mien") / "assets" / "examples" / EXAMPLE))
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = expand_inputs(args.photos) + ([example_path()] if args.example else [])
+    if not paths:
+        raise MienError("no photos given; name image files or folders (or use --example to try the bundled photo)")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+
+    from mien.analysis import FaceAnalyzer  # heavy imports only once there is work
+
+    results, failed = [], []
+    with FaceAnalyzer(device=args.device) as analyzer:
+        bar = tqdm(paths, desc="analysing", unit="photo", file=sys.stderr, disable=len(paths) < 5 or None)
+        for path in bar:
+            entry = _analyze_one(analyzer, path, args)
+            results.append(entry)
+            if "error" in entry:
+                failed.append(entry)
+                bar.write(f"mien: {path}: {entry['error']}", file=sys.stderr)
+            else:
+                for w in entry["warnings"]:
+                    bar.write(f"mien: warning: {path}: {w}", file=sys.stderr)
+            if not args.json:
+                _print_summary(entry)
+
+    if args.json:
+        json.dump({"photos": results}, sys.stdout)
+        sys.stdout.write("\n")
+    if failed:
+        print(f"mien: {len(failed)} of {len(results)} photo(s) could not be analysed:", file=sys.stderr)
+        for e in failed:
+            print(f"  {e['path']}: {e['error']}", file=sys.stderr)
+    return 2 if len(failed) == len(results) else 0
+
+
+def _analyze_one(analyzer, path: Path, args) -> dict:
+    try:
+        rgb = load_rgb(path)
+        faces = analyzer.analyze(rgb, all_faces=args.all_faces)
+    except MienError as e:
+        return {"path": str(path), "error": _strip_path(str(e), path)}
+    entry = {"path": str(path), "faces": [f.to_json() for f in faces], "warnings": faces[0].warnings}
+    if args.out:
+        from mien.face.draw import annotate
+
+        stem = _unique_stem(args.out, path)
+        annotate(rgb, faces).save(args.out / f"{stem}.png")
+        (args.out / f"{stem}.json").write_text(json.dumps(entry, indent=1))
+    return entry
+
+
+def _strip_path(msg: str, path: Path) -> str:
+    prefix = f"{path}: "
+    return msg[len(prefix):] if msg.startswith(prefix) else msg
+
+
+def _unique_stem(out: Path, path: Path) -> str:
+    stem, i = path.stem, 1
+    while (out / f"{stem}.json").exists():
+        i += 1
+        stem = f"{path.stem}-{i}"
+    return stem
+
+
+def _print_summary(entry: dict) -> None:
+    if "error" in entry:
+        return
+    for i, f in enumerate(entry["faces"]):
+        top_expr = max(f["expression"], key=f["expression"].get)
+        top_bs = sorted(f["blendshapes"].items(), key=lambda kv: -kv[1])[:3]
+        pose = f["pose"]
+        print(
+            f"{entry['path']} face {i}: box {[round(v) for v in f['box']]}  "
+            f"expression {top_expr} {f['expression'][top_expr]:.2f}  "
+            f"blendshapes {', '.join(f'{k} {v:.2f}' for k, v in top_bs)}  "
+            f"pose yaw {pose['yaw']:+.1f} pitch {pose['pitch']:+.1f} roll {pose['roll']:+.1f}"
+        )

@@ -1,0 +1,32 @@
+"""`mien annotate`: label every crop of the faces128 pool automatically (Parquet sidecar)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "annotate",
+        help="label the face pool: blendshapes, pose, AU estimates, expression, identity embeddings",
+        description="Run mien's face analysis over the faces128 pool and write one Parquet sidecar keyed by "
+        "sample key (annotations.parquet) plus annotations.json (versions, weight checksums). Interrupt it "
+        "at any time: re-running continues where it stopped. The shards are never modified. Action Units "
+        "are estimates computed from blendshapes.",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/annotations"), help="output folder (default: runs/annotations)")
+    p.add_argument("--data", type=Path, help="faces128 folder (default: $MIEN_DATA or ../shared/data/faces128)")
+    p.add_argument("--split", nargs="+", default=["train", "dev"], choices=["train", "dev"], help="splits to annotate")
+    p.add_argument("--limit", type=int, help="stop after this many images in total (for a quick look)")
+    p.add_argument("--workers", type=int, default=2, help="processes (default 2: one per core here)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mien.data.annotate import annotate, load_annotations
+
+    path = annotate(args.out, data_dir=args.data, split=tuple(args.split), limit=args.limit, workers=args.workers)
+    a = load_annotations(path)
+    print(f"{path}: {len(a['key'])} rows, {int(a['ok'].sum())} analysed, {int((~a['ok']).sum())} without a face")
+    return 0
