@@ -19,6 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, help="faces128 folder (default: $MIEN_DATA or ../shared/data/faces128)")
     p.add_argument("--split", nargs="+", default=["train", "dev"], choices=["train", "dev"], help="splits to annotate")
     p.add_argument("--limit", type=int, help="stop after this many images in total (for a quick look)")
+    p.add_argument("--only", nargs="+", choices=["landmarks", "faceapi", "mobilefacenet"],
+                   default=["landmarks", "faceapi", "mobilefacenet"],
+                   help="column groups to compute (default: all); each group resumes on its own")
+    p.add_argument("--device", default="cpu", help="torch device for the face-api / MobileFaceNet groups")
     p.add_argument("--workers", type=int, default=2, help="processes (default 2: one per core here)")
     p.set_defaults(run=run)
 
@@ -26,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mien.data.annotate import annotate, load_annotations
 
-    path = annotate(args.out, data_dir=args.data, split=tuple(args.split), limit=args.limit, workers=args.workers)
+    path = annotate(args.out, data_dir=args.data, split=tuple(args.split), groups=tuple(args.only), limit=args.limit,
+                    workers=args.workers, device=args.device)
     a = load_annotations(path)
     print(f"{path}: {len(a['key'])} rows, {int(a['ok'].sum())} analysed, {int((~a['ok']).sum())} without a face")
     return 0

@@ -24,18 +24,19 @@ start here:
   mien analyze photo.jpg            what mien sees in a face
   mien analyze photos/ --out report write annotated images and JSON for a folder
   mien weights                      which pretrained files are present
+  mien expressions                  the expressions you can ask for (labels, 135 terms, AUs)
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mien.cli import analyze, annotate, weights  # each subcommand is its own module
+    from mien.cli import analyze, annotate, expressions, weights  # each subcommand is its own module
 
     parser = argparse.ArgumentParser(
         prog="mien", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"mien {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (analyze, annotate, weights):
+    for module in (analyze, annotate, expressions, weights):
         module.register(sub)
     return parser
 

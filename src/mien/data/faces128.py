@@ -273,6 +273,11 @@ class Faces128:
             raise MienError(f"{what} is {img.shape[1]}×{img.shape[0]}, not {SIZE}×{SIZE}: {_FIX}")
         return img
 
+    def image_bytes(self, key: str | Sample) -> bytes:
+        """The crop's WebP file as stored in its shard (for repacking without re-encoding)."""
+        sample = self.sample(key)
+        return self._read(sample, f"{sample.key}.webp")
+
     def has_raw_photo(self, key: str | Sample) -> bool:
         sample = self.sample(key)
         return f"{sample.key}.raw.jpg" in self._index(sample)

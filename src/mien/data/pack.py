@@ -1,0 +1,117 @@
+"""`mien data pack`: the training view in chunks that each fit one GPU call.
+
+A lent GPU call carries at most 64 MiB (code + data, shared/GPU.md), so the train split is written as
+chunk tars of at most ``max_mb`` MB, each self-contained: the crops' original WebP bytes (not
+re-encoded) plus ``conditions.npz`` (keys, identity and expression vectors, person groups, affine
+matrices and source sizes for the validity masks). Chunks are cut along people, so every identity
+reference of a sample lies in its own chunk and a run can train on any subset of chunks.
+``pack.json`` lists the chunks; ``SHA256SUMS`` lets the GPU side verify what arrived.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from mien.data.annotate import load_annotations
+from mien.data.faces128 import Faces128
+from mien.data.training_view import TrainingView, build
+
+CONDITIONS = "conditions.npz"
+
+
+def _chunks_by_person(view: TrainingView, sizes: np.ndarray, max_bytes: int) -> list[np.ndarray]:
+    order = np.argsort(view.group, kind="stable")
+    bounds = np.flatnonzero(np.diff(view.group[order])) + 1
+    people = np.split(order, bounds)
+    # Alternate people by size so chunks mix sources evenly (UTKFace singletons and multi-photo ids).
+    rng = np.random.default_rng(0)
+    people = [people[i] for i in rng.permutation(len(people))]
+    chunks, cur, cur_bytes = [], [], 0
+    for p in people:
+        b = int(sizes[p].sum())
+        if cur and cur_bytes + b > max_bytes:
+            chunks.append(np.concatenate(cur))
+            cur, cur_bytes = [], 0
+        cur.append(p)
+        cur_bytes += b
+    if cur:
+        chunks.append(np.concatenate(cur))
+    return chunks
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def pack(annotations: Path, out_dir: Path, data_dir: Path | None = None, split: str = "train",
+         max_mb: float = 27.0, progress: bool = True) -> Path:
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ds = Faces128(data_dir, split=split)
+    view = build(ds.samples, load_annotations(annotations))
+    blobs = {}
+    for s in tqdm(view.samples, desc="reading crops", unit="img", disable=not progress):
+        blobs[s.key] = ds.image_bytes(s)
+    sizes = np.array([len(blobs[s.key]) + 512 for s in view.samples])  # + tar header
+    overhead = 400 * len(view.samples) // max(1, int(sizes.sum() / (max_mb * 1e6)))  # conditions per chunk
+    chunks = _chunks_by_person(view, sizes, int(max_mb * 1e6) - overhead)
+    entries = []
+    for c, idx in enumerate(chunks):
+        name = f"chunk-{c:02d}.tar"
+        cond = {
+            "key": np.array([view.samples[i].key for i in idx]),
+            "identity": view.identity[idx].astype(np.float16),
+            "expression": view.expression[idx].astype(np.float16),
+            "group": view.group[idx],
+            "self_ref": view.self_ref[idx],
+            "affine": np.array([view.samples[i].affine for i in idx], dtype=np.float32),
+            "src_size": np.array([view.samples[i].src_size for i in idx], dtype=np.int32),
+        }
+        buf = io.BytesIO()
+        np.savez(buf, **cond)
+        tmp = out_dir / f".{name}.tmp"
+        with tarfile.open(tmp, "w") as tar:
+            _add_bytes(tar, CONDITIONS, buf.getvalue())
+            for i in idx:
+                _add_bytes(tar, f"{view.samples[i].key}.webp", blobs[view.samples[i].key])
+        os.replace(tmp, out_dir / name)
+        entries.append({"file": name, "images": int(len(idx)), "people": int(len(np.unique(view.group[idx]))),
+                        "bytes": (out_dir / name).stat().st_size})
+    sums = {e["file"]: hashlib.sha256((out_dir / e["file"]).read_bytes()).hexdigest() for e in entries}
+    (out_dir / "SHA256SUMS").write_text("".join(f"{h}  {f}\n" for f, h in sums.items()))
+    meta = {"split": split, "images": len(view.samples), "self_ref": int(view.self_ref.sum()),
+            "annotations": str(annotations), "chunks": entries,
+            "expression_vector": "52 MediaPipe blendshapes, then yaw, pitch, roll in degrees / 90",
+            "identity_vector": "face-api 128-D then MobileFaceNet 192-D, each L2-normalised"}
+    (out_dir / "pack.json").write_text(json.dumps(meta, indent=1))
+    return out_dir / "pack.json"
+
+
+def verify(pack_dir: Path) -> list[str]:
+    """Files whose SHA256 does not match SHA256SUMS (missing files included)."""
+    bad = []
+    for line in (Path(pack_dir) / "SHA256SUMS").read_text().splitlines():
+        h, name = line.split("  ", 1)
+        p = Path(pack_dir) / name
+        if not p.is_file() or hashlib.sha256(p.read_bytes()).hexdigest() != h:
+            bad.append(name)
+    return bad
+
+
+def read_chunk(path: Path) -> tuple[dict[str, np.ndarray], dict[str, bytes]]:
+    """(conditions, {key: webp bytes}) of one chunk tar."""
+    with tarfile.open(path) as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    cond = dict(np.load(io.BytesIO(files.pop(CONDITIONS))))
+    return cond, {name[: -len(".webp")]: data for name, data in files.items()}

@@ -1,0 +1,83 @@
+"""Basic expressions with an intensity → targets in blendshape space.
+
+Model: target(label, x) = N + x · D_label, clipped to [0, 1], where N is the neutral prototype (mean
+blendshapes of neutral faces) and D_label the displacement of a full-intensity display. Mixes add
+displacements: N + Σ x_l D_l. Intensity 1.0 is defined as the 95th percentile of the observers'
+intensity ratings for that label among the posed training images, so "happy 1.0" is as strong as
+the strongest typical posed smiles, and 0.5 half that displacement.
+
+Fitting (:func:`fit_prototypes`, run by ``scripts/fit_expression_space.py``) uses the Taiwanese
+performers of the *train* split (ids 01–19, 23–30; Chen, Cho & Tseng 2013): each posed image's
+blendshapes minus its performer's own mean neutral face, regressed through the origin on the observers'
+mean intensity for the posed label (least squares, one displacement per label). Subtracting each
+performer's neutral removes their resting face, so D is the movement, not the person.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from mien.errors import MienError
+
+# face-api.js label order (faceExpressionNet/FaceExpressions.ts); used everywhere in mien.
+BASIC = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
+
+
+def _resource(name: str) -> Path:
+    return Path(str(resources.files("mien") / "resources" / "expression" / name))
+
+
+@dataclass
+class Prototypes:
+    neutral: list[float]  # (52,)
+    displacement: dict[str, list[float]]  # label -> (52,) at intensity 1.0
+    intensity_scale: dict[str, float]  # observer rating that counts as intensity 1.0
+    source: str = ""
+
+    def target(self, mix: dict[str, float]) -> np.ndarray:
+        """(52,) blendshape target for a mix {label: intensity in [0, 1]}."""
+        out = np.array(self.neutral, dtype=np.float64)
+        for label, x in mix.items():
+            if label not in BASIC:
+                raise MienError(f"unknown basic expression '{label}'; use one of {', '.join(BASIC)}")
+            if not 0.0 <= float(x) <= 1.0:
+                raise MienError(f"intensity {x} for '{label}' is out of range; use a number from 0 to 1")
+            if label != "neutral":
+                out += float(x) * np.asarray(self.displacement[label])
+        return np.clip(out, 0.0, 1.0)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> "Prototypes":
+        path = Path(path) if path else _resource("prototypes.json")
+        if not path.is_file():
+            raise MienError(f"expression prototypes {path} are missing; run scripts/fit_expression_space.py")
+        return cls(**json.loads(path.read_text()))
+
+
+def fit_prototypes(bs: np.ndarray, label: np.ndarray, performer: np.ndarray, rating: np.ndarray,
+                   source: str) -> Prototypes:
+    """bs (N,52); label (N,) in BASIC; performer (N,) ids; rating (N,) observer mean intensity of the
+    posed label (NaN for neutral)."""
+    bs = np.asarray(bs, dtype=np.float64)
+    neutral_rows = label == "neutral"
+    own = {p: bs[neutral_rows & (performer == p)].mean(0) for p in np.unique(performer[neutral_rows])}
+    keep = np.array([p in own for p in performer])
+    delta = bs - np.stack([own.get(p, np.zeros(bs.shape[1])) for p in performer])
+    disp, scale = {}, {}
+    for lab in BASIC[1:]:
+        rows = keep & (label == lab) & np.isfinite(rating)
+        if rows.sum() < 5:
+            raise MienError(f"only {int(rows.sum())} rated '{lab}' faces to fit its prototype; need at least 5")
+        scale[lab] = float(np.percentile(rating[rows], 95))
+        x = np.clip(rating[rows] / scale[lab], 0.0, 1.0)
+        disp[lab] = ((x[:, None] * delta[rows]).sum(0) / (x**2).sum()).round(6).tolist()
+    neutral = bs[neutral_rows & keep].mean(0).round(6).tolist()
+    return Prototypes(neutral, disp, scale, source)

@@ -1,0 +1,70 @@
+"""Every expression control → one expression vector: 52 blendshapes + head pose.
+
+The rule for combining controls given together (documented for users in docs/expressions.md):
+  1. start from the reference photo's blendshapes (``--like``) if given, else the neutral prototype;
+  2. add the displacement of each basic expression in the label / vocabulary term, scaled by its
+     intensity (``--intensity`` multiplies the whole mix);
+  3. set the blendshapes of every requested Action Unit to that AU's level (``--au`` and a term's own
+     AU adjustments; ``--au`` wins over a term's) — AUs are applied last, so they are exact;
+  4. clip to [0, 1]. Head pose comes from the identity photo (expression controls never move the head).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mien.expression.aus import AU_NAMES, AUCalibration, aus_to_blendshapes, blendshapes_to_aus
+from mien.expression.basic import Prototypes
+from mien.models.blendshapes import BLENDSHAPE_NAMES
+
+POSE_SCALE = 90.0  # pose angles enter the vector in degrees / 90, so they are O(1) like blendshapes
+EXPRESSION_DIM = 52 + 3
+
+
+@dataclass
+class ExpressionRequest:
+    mix: dict[str, float] = field(default_factory=dict)  # basic label -> intensity in [0, 1]
+    aus: dict[str, float] = field(default_factory=dict)  # AU name -> 0..5
+    like: np.ndarray | None = None  # (52,) blendshapes of a reference photo
+    intensity: float = 1.0
+
+    def describe(self) -> str:
+        parts = [f"{k} {v * self.intensity:.2f}" for k, v in self.mix.items()]
+        parts += [f"{k}={v:g}" for k, v in self.aus.items()]
+        if self.like is not None:
+            parts.insert(0, "like reference")
+        return ", ".join(parts) or "neutral"
+
+
+def blendshape_target(req: ExpressionRequest, protos: Prototypes, calib: AUCalibration) -> np.ndarray:
+    """(52,) blendshape target for a request, by the rule in the module docstring."""
+    base = np.array(req.like if req.like is not None else protos.neutral, dtype=np.float64)
+    for label, x in req.mix.items():
+        if label != "neutral":
+            base = base + req.intensity * float(x) * np.asarray(protos.displacement[label])
+    if req.aus:
+        base = aus_to_blendshapes(req.aus, calib, base)
+    return np.clip(base, 0.0, 1.0)
+
+
+def expression_vector(blendshapes: np.ndarray, pose_deg) -> np.ndarray:
+    """(55,) conditioning vector: blendshapes then yaw, pitch, roll / 90."""
+    return np.concatenate([np.asarray(blendshapes, np.float32), np.asarray(pose_deg, np.float32) / POSE_SCALE])
+
+
+def describe(recipe, protos: Prototypes | None = None, calib: AUCalibration | None = None) -> list[str]:
+    """Lines saying what a vocabulary recipe becomes: the blendshapes it moves and its AU estimates."""
+    protos = protos or Prototypes.load()
+    calib = calib or AUCalibration.load()
+    req = ExpressionRequest(mix=dict(recipe.basic), aus=dict(recipe.aus))
+    target = blendshape_target(req, protos, calib)
+    moved = target - np.asarray(protos.neutral)
+    top = np.argsort(-np.abs(moved))[:6]
+    lines = ["blendshape target (change from neutral): " + ", ".join(
+        f"{BLENDSHAPE_NAMES[i]} {target[i]:.2f} ({moved[i]:+.2f})" for i in top if abs(moved[i]) >= 0.01)]
+    aus = blendshapes_to_aus(target, calib)
+    lines.append("AU estimates of the target (0-5, from blendshapes): " + ", ".join(
+        f"{a} {v:.1f}" for a, v in zip(AU_NAMES, aus) if v >= 0.5) or "none above 0.5")
+    return lines
