@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     except MienError as e:
         print(f"mien: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # e.g. `mien expressions --terms | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("mien: interrupted; finished results were kept", file=sys.stderr)
         return 130
