@@ -29,14 +29,14 @@ start here:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mien.cli import analyze, annotate, expressions, weights  # each subcommand is its own module
+    from mien.cli import analyze, annotate, data, expressions, weights  # each subcommand is its own module
 
     parser = argparse.ArgumentParser(
         prog="mien", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"mien {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (analyze, annotate, expressions, weights):
+    for module in (analyze, annotate, data, expressions, weights):
         module.register(sub)
     return parser
 

@@ -1,0 +1,40 @@
+"""`mien data pack`: the training view in chunks sized for one GPU call each."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="prepare the face pool for training (pack)",
+                       description="Data preparation for training the built-in model on the lent GPU.")
+    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    pk = dsub.add_parser(
+        "pack",
+        help="write the training view as self-contained chunks that each fit one GPU call",
+        description="Join the faces128 train split with its annotations (mien annotate) into chunks of at most "
+        "--max-mb MB: original WebP bytes + identity and expression vectors + mask geometry, cut along people "
+        "so identity references stay inside a chunk. Writes pack.json and SHA256SUMS beside them.",
+    )
+    pk.add_argument("--annotations", type=Path, default=Path("runs/annotations/annotations.parquet"))
+    pk.add_argument("--out", type=Path, default=Path(".carry/pack"), help="output folder (default .carry/pack, git-ignored)")
+    pk.add_argument("--data", type=Path, help="faces128 folder (default: $MIEN_DATA or ../shared/data/faces128)")
+    pk.add_argument("--max-mb", type=float, default=24.0, help="chunk size limit in MB (default 24: two per GPU call)")
+    pk.set_defaults(run=run_pack)
+    p.set_defaults(run=lambda a: p.print_help() or 2)
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    import json
+
+    from mien.data.pack import pack
+    from mien.errors import MienError
+
+    if not args.annotations.is_file():
+        raise MienError(f"{args.annotations} not found; run `mien annotate` first (or pass --annotations)")
+    meta = json.loads(pack(args.annotations, args.out, data_dir=args.data, max_mb=args.max_mb).read_text())
+    for c in meta["chunks"]:
+        print(f"{args.out / c['file']}: {c['images']} images, {c['people']} people, {c['bytes'] / 1e6:.1f} MB")
+    print(f"{meta['images']} images in {len(meta['chunks'])} chunks ({meta['self_ref']} with no other photo of the person)")
+    return 0
