@@ -21,6 +21,8 @@ blendshapes, head pose) and, with its built-in model, generates that person with
 expression you ask for.
 
 start here:
+  mien generate --identity me.jpg --expression happy --intensity 0.6
+                                    you, smiling (built-in model)
   mien analyze photo.jpg            what mien sees in a face
   mien analyze photos/ --out report write annotated images and JSON for a folder
   mien weights                      which pretrained files are present
@@ -29,14 +31,14 @@ start here:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mien.cli import analyze, annotate, data, expressions, weights  # each subcommand is its own module
+    from mien.cli import analyze, annotate, data, evaluate, expressions, generate, weights  # one module each
 
     parser = argparse.ArgumentParser(
         prog="mien", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"mien {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (analyze, annotate, data, expressions, weights):
+    for module in (generate, analyze, expressions, evaluate, annotate, data, weights):
         module.register(sub)
     return parser
 

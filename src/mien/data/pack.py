@@ -18,9 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mien.data.annotate import load_annotations
-from mien.data.faces128 import Faces128
-from mien.data.training_view import TrainingView, build
+from mien.data.training_view import TrainingView
 
 def _chunks_by_person(view: TrainingView, sizes: np.ndarray, max_bytes: int) -> list[np.ndarray]:
     order = np.argsort(view.group, kind="stable")
@@ -45,6 +43,10 @@ def _chunks_by_person(view: TrainingView, sizes: np.ndarray, max_bytes: int) -> 
 def pack(annotations: Path, out_dir: Path, data_dir: Path | None = None, split: str = "train",
          max_mb: float = 24.0, progress: bool = True) -> Path:
     from tqdm import tqdm
+
+    from mien.data.annotate import load_annotations  # pyarrow: not needed (nor present) on the GPU side
+    from mien.data.faces128 import Faces128
+    from mien.data.training_view import build
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,6 @@ from mien.models.mobilefacenet import MobileFaceNet
 DLIB5_IN_CROP_128 = np.array(
     [[94.17, 52.35], [76.98, 54.07], [33.91, 52.59], [51.24, 54.16], [64.34, 82.48]], dtype=np.float64
 )
-IDENTITY_DIM = 128 + 192
 
 
 def _sampling_grid(crop_to_out: np.ndarray, out_size: int, in_size: int) -> torch.Tensor:
@@ -46,7 +45,7 @@ def _sampling_grid(crop_to_out: np.ndarray, out_size: int, in_size: int) -> torc
 class IdentityEncoder(nn.Module):
     """(B,3,128,128) aligned crops, RGB 0..255 → dict of face-api (128, raw) and MobileFaceNet (192, raw)."""
 
-    def __init__(self, recognition: FaceRecognitionNet, mobilefacenet: MobileFaceNet, size: int = 128):
+    def __init__(self, recognition: FaceRecognitionNet, mobilefacenet: MobileFaceNet | None = None, size: int = 128):
         super().__init__()
         self.recognition = recognition
         self.mobilefacenet = mobilefacenet
@@ -56,8 +55,13 @@ class IdentityEncoder(nn.Module):
         self.register_buffer("grid_arc", _sampling_grid(similarity_transform(TEMPLATE_128 * s, ARCFACE_112), 112, size))
 
     @classmethod
-    def from_weights(cls) -> "IdentityEncoder":
-        return cls(FaceRecognitionNet.from_weights(), MobileFaceNet.from_weights()).eval()
+    def from_weights(cls, mobilefacenet: bool = True) -> "IdentityEncoder":
+        mfn = MobileFaceNet.from_weights() if mobilefacenet else None
+        return cls(FaceRecognitionNet.from_weights(), mfn).eval()
+
+    def faceapi(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw face-api descriptors (B, 128) of aligned crops."""
+        return self.recognition(self.crops(x)[0])
 
     def crops(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = x.shape[0]
@@ -67,9 +71,12 @@ class IdentityEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         chip, arc = self.crops(x)
-        return {"faceapi": self.recognition(chip), "mobilefacenet": self.mobilefacenet(arc)}
+        out = {"faceapi": self.recognition(chip)}
+        if self.mobilefacenet is not None:
+            out["mobilefacenet"] = self.mobilefacenet(arc)
+        return out
 
-    def vector(self, x: torch.Tensor) -> torch.Tensor:
-        """The (B, 320) identity condition: both embeddings L2-normalised and concatenated."""
-        e = self(x)
-        return torch.cat([F.normalize(e["faceapi"], dim=1), F.normalize(e["mobilefacenet"], dim=1)], 1)
+    def condition(self, x: torch.Tensor) -> torch.Tensor:
+        """The built-in model's (B, 128) identity condition: the face-api descriptor, L2-normalised
+        (the same as :func:`mien.data.training_view.identity_vectors` on annotated crops)."""
+        return F.normalize(self.faceapi(x), dim=1)

@@ -1,0 +1,98 @@
+"""Sampling speed of the built-in model: mien's sampler against a diffusers-style scheduler loop.
+
+    PYTHONPATH=src python3 scripts/bench_sampling.py --model src/mien/resources/model --device cuda
+
+Both sides run the same UNet with both guidance streams (identity 2, expression 3: three branches
+per step), 25 Euler steps on the same sigmas, from the same noise, and must give the same latents.
+- "diffusers loop": diffusers' FlowMatchEulerDiscreteScheduler driven step by step the way diffusers
+  pipelines do (``scheduler.step`` on the model output, the three guidance branches batched together).
+- "mien": the pure Euler sampler over the guided denoiser, with the UNet in channels-last bf16 and,
+  with ``--compile``, wrapped in ``torch.compile(mode="max-autotune-no-cudagraphs")``.
+Prints a table of images/s at each batch size; on CPU, also the end-to-end seconds for one image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+
+def diffusers_loop(model, cond, noise, steps, scales):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from mien.builtin.guidance import guided_velocity
+
+    sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+    sched.set_timesteps(steps, device=noise.device)
+    v = guided_velocity(model, cond, scales=scales)
+    x = noise
+    for t in sched.timesteps:
+        x = sched.step(v(x, t / 1000), t, x).prev_sample
+    return x
+
+
+def mien_loop(model, cond, noise, steps, scales):
+    from mien.builtin.guidance import guided_denoiser
+    from mien.sampling import flow_sigmas, sample_euler
+
+    sigmas = flow_sigmas(steps).to(noise.device)
+    return sample_euler(guided_denoiser(model, cond, scales=scales), noise * sigmas[0], sigmas)
+
+
+def timed(fn, sync, repeats=3):
+    fn()
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        sync()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="src/mien/resources/model")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 64, 256, 1024])
+    ap.add_argument("--compile", action="store_true")
+    args = ap.parse_args()
+    from mien.builtin.model import MienModel
+
+    dev = torch.device(args.device)
+    model = MienModel.from_pretrained(args.model).to(dev).eval()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    rows = []
+    for b in args.batches:
+        g = torch.Generator().manual_seed(0)
+        noise = torch.randn(b, 32, 16, 16, generator=g).to(dev)
+        cond = {"identity": torch.nn.functional.normalize(torch.randn(b, 128, generator=g), dim=1).to(dev),
+                "expression": torch.rand(b, 55, generator=g).to(dev)}
+        scales = (2.0, 3.0)
+        with torch.no_grad():
+            t_ref, ref = timed(lambda: diffusers_loop(model, cond, noise, args.steps, scales), sync)
+            fast = model
+            if dev.type == "cuda":
+                fast = model.to(memory_format=torch.channels_last)
+                if args.compile:
+                    fast.unet = torch.compile(fast.unet, mode="max-autotune-no-cudagraphs")
+            ctx = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+            with ctx:
+                t_ours, ours = timed(lambda: mien_loop(fast, cond, noise, args.steps, scales), sync)
+            with torch.autocast("cpu", enabled=False):
+                _, ours32 = timed(lambda: mien_loop(model, cond, noise, args.steps, scales), sync, repeats=1)
+        rows.append({"batch": b, "diffusers_loop_img_s": round(b / t_ref, 1), "mien_img_s": round(b / t_ours, 1),
+                     "speedup": round(t_ref / t_ours, 2),
+                     "max_abs_diff_fp32": float((ours32.float() - ref.float()).abs().max())})
+        print(json.dumps(rows[-1]), flush=True)
+    print(json.dumps({"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
+                      "torch": torch.__version__, "steps": args.steps, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

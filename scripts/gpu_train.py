@@ -1,0 +1,107 @@
+"""One GPU call of a built-in model training run (shared/GPU.md: plan a run as 2-3 calls < 10 min).
+
+Runs on the lent machine from the repository root, e.g. (the exact commands used are in
+docs/training.md):
+
+    python3 -m pip install -q --no-index --no-deps --target /root/run/site .whl/*.whl
+    PYTHONPATH=src:/root/run/site MIEN_WEIGHTS=.carry/weights python3 scripts/gpu_train.py \
+        --chunks .carry/pack/chunk-00.npz .carry/pack/chunk-01.npz --minutes 8 --out $OUT
+
+Each call encodes the chunks it carries (cached under --work, which survives while the machine stays
+warm), trains on every chunk encoded so far, resuming from the checkpoint in --work, and writes the
+EMA model (fp16, split into < 16 MiB parts for the return trip), the loss log and a summary to --out.
+If the machine went cold, --init-from (a carried EMA model) restarts from those weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from diffusers.training_utils import EMAModel
+
+from mien.builtin.config import ModelConfig, TrainConfig, from_dict
+from mien.builtin.model import MienModel
+from mien.models.taef2 import TAEF2
+from mien.train.latents import load_chunks
+from mien.train.loop import train
+
+PART_BYTES = 15 * 2**20
+
+
+def split_file(path: Path, out: Path) -> list[str]:
+    data, names = path.read_bytes(), []
+    for i in range(0, len(data), PART_BYTES):
+        name = f"{path.name}.part{i // PART_BYTES}"
+        (out / name).write_bytes(data[i: i + PART_BYTES])
+        names.append(name)
+    return names
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--chunks", nargs="+", type=Path, default=[])
+    ap.add_argument("--work", type=Path, default=Path("/root/run"))
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--minutes", type=float, default=8.0, help="wall-clock budget for this call's training")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--steps", type=int, default=40_000, help="total steps of the whole run (the LR schedule's horizon)")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--device", default="cuda", help="cuda on the lent machine; cpu for a local dry run")
+    ap.add_argument("--init-from", default="", help="a saved model folder to start from (machine went cold)")
+    args = ap.parse_args()
+    t0 = time.time()
+    dev = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    taef2 = TAEF2.from_weights().to(dev).eval()
+    tensors, info = load_chunks(args.chunks, args.work / "cache", taef2, dev)
+    prep_s = time.time() - t0
+    print(f"data: {info} (prep {prep_s:.0f} s)", flush=True)
+
+    model_cfg = ModelConfig.from_preset(args.preset)
+    if (args.work / "train" / "checkpoint.pt").exists():  # resuming: keep the run's config (its latent stats)
+        model_cfg = from_dict(ModelConfig, torch.load(args.work / "train" / "checkpoint.pt", map_location="cpu",
+                                                      weights_only=True)["model_config"])
+    train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, flip_prob=0.5,
+                            checkpoint_every=2000, log_every=100, init_from=args.init_from)
+    run = args.work / "train"
+    budget = args.minutes * 60 - (time.time() - t0)
+    t1 = time.time()
+    result = train(model_cfg, train_cfg, tensors, run, time_budget_s=budget)
+    train_s = time.time() - t1
+
+    # Export the EMA weights now (the run may continue in a later call).
+    ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    cfg = from_dict(ModelConfig, ckpt["model_config"])
+    net = MienModel(cfg)
+    net.load_state_dict(ckpt["model"])
+    ema = EMAModel(net.parameters())
+    ema.load_state_dict(ckpt["ema"])
+    ema.copy_to(net.parameters())
+    export = args.work / "export"
+    net.save_pretrained(export)
+    args.out.mkdir(parents=True, exist_ok=True)
+    parts = split_file(export / "model.safetensors", args.out)
+    shutil.copy(export / "config.json", args.out / "config.json")
+    for name in ("loss.csv", "loss.png"):
+        if (run / name).exists():
+            shutil.copy(run / name, args.out / name)
+    rows = (run / "loss.csv").read_text().splitlines()[1:] if (run / "loss.csv").exists() else []
+    summary = {"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu", "torch": torch.__version__, "data": info,
+               "prep_s": round(prep_s, 1), "train_s": round(train_s, 1), "step": int(ckpt["step"]),
+               "parts": parts, "params": net.num_parameters(), "train_config": dataclasses.asdict(train_cfg),
+               "last_log": rows[-3:], "result": str(result)}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    print(json.dumps({k: v for k, v in summary.items() if k != "train_config"}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Typed configs of the built-in model and its training, and the named model presets.
+
+``ModelConfig`` is saved as ``config.json`` beside the weights and is all that is needed to rebuild
+the model; ``TrainConfig`` is saved beside a training run. Loading rejects keys the dataclass does
+not have (STYLE.md 5: a typo must not silently become a default). Presets are a plain dict of
+keyword overrides (DiT's ``DiT_models``), not class paths.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mien.errors import MienError
+
+LATENT_CHANNELS = 32  # TAEF2 latent channels (mien.models.taef2.LATENT_CHANNELS)
+LATENT_SIZE = 16  # 128 px faces / 8
+IDENTITY_DIM = 128  # the face-api descriptor, L2-normalised (mien.data.training_view says why only it)
+EXPRESSION_DIM = 55  # 52 MediaPipe blendshapes + yaw, pitch, roll (degrees / 90)
+
+
+@dataclass
+class StreamConfig:
+    """One named condition stream: a vector in, ``n_tokens`` cross-attention tokens out."""
+
+    name: str
+    in_dim: int
+    kind: str = "vector"  # a key of mien.builtin.streams.STREAM_KINDS
+    n_tokens: int = 4
+    hidden_dim: int = 512  # width of the MLP's hidden layer
+    dropout_prob: float = 0.1  # training-time chance of replacing this stream by its null tokens
+
+
+def _unet(channels, heads, layers_per_block, cross_dim, groups) -> dict:
+    """UNet2DConditionModel kwargs for 16x16 latents with cross-attention at every level.
+
+    diffusers quirk: ``attention_head_dim`` of ``UNet2DConditionModel`` is used as the number of
+    heads per level (its own ``num_attention_heads`` argument raises), so we pass head counts.
+    """
+    levels = len(channels)
+    return dict(
+        sample_size=LATENT_SIZE,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        down_block_types=["CrossAttnDownBlock2D"] * levels,
+        up_block_types=["CrossAttnUpBlock2D"] * levels,
+        block_out_channels=list(channels),
+        attention_head_dim=list(heads),
+        layers_per_block=layers_per_block,
+        cross_attention_dim=cross_dim,
+        norm_num_groups=groups,
+    )
+
+
+def _streams(n_tokens: int, hidden: int) -> list[dict]:
+    # identity first: it uses each cross-attention layer's own to_k/to_v (see attention.py)
+    return [
+        dict(name="identity", in_dim=IDENTITY_DIM, n_tokens=n_tokens, hidden_dim=hidden),
+        dict(name="expression", in_dim=EXPRESSION_DIM, n_tokens=n_tokens, hidden_dim=hidden),
+    ]
+
+
+# Named model presets (parameter counts include streams and stream K/V; fp16 sizes in MB = 1e6 B).
+# All have 3 levels at 16/8/4 latent pixels, one resnet + transformer per level going down and two
+# going up, cross-attention everywhere, head width 32. Timed as one batch-3 forward (the three
+# guidance branches) in CPU time on one core of the 2-core dev machine (a busy one: two threads
+# could not be timed fairly there).
+# - "tiny": tests only (130k parameters).
+# - "small" (default): 13.4M, 26.7 MB, 2.9 GFLOP, ~73 ms -> 25 steps ~1.9 s of the 3 s end-to-end
+#   target, with 3 MB left under the 30 MB budget for a further stream (background, text).
+# - "medium": the budget filled: 14.9M, 29.8 MB, 3.5 GFLOP, ~84 ms. Also measured and not kept:
+#   (64,128,128) x2 layers per level, 13.1M but 3.7 GFLOP, ~108 ms (16x16 work dominates).
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(unet=_unet((16, 16), (2, 2), 1, 16, 4), streams=_streams(2, 32)),
+    "small": dict(unet=_unet((64, 128, 192), (2, 4, 6), 1, 256, 32), streams=_streams(4, 512)),
+    "medium": dict(unet=_unet((64, 160, 192), (2, 5, 6), 1, 256, 32), streams=_streams(4, 512)),
+}
+
+
+@dataclass
+class ModelConfig:
+    """Everything that defines a built-in model; saved as ``config.json`` beside its weights."""
+
+    preset: str = "small"
+    unet: dict = field(default_factory=dict)  # diffusers UNet2DConditionModel keyword arguments
+    streams: list[StreamConfig] = field(default_factory=list)  # in token order; first uses to_k/to_v
+    latent_mean: list[float] | None = None  # per-channel TAEF2 latent statistics (None: from data)
+    latent_std: list[float] | None = None
+    zero_init_streams: bool = True  # extra streams' value projections start at 0 (adapter-safe)
+
+    def __post_init__(self):
+        self.streams = [s if isinstance(s, StreamConfig) else _build(StreamConfig, s) for s in self.streams]
+        _check_unet_kwargs(self.unet)
+        names = [s.name for s in self.streams]
+        if len(set(names)) != len(names) or not names:
+            raise MienError(f"model config: stream names must be unique and non-empty, got {names}")
+        for stats in (self.latent_mean, self.latent_std):
+            if stats is not None and len(stats) != self.unet.get("in_channels", LATENT_CHANNELS):
+                raise MienError(f"model config: latent statistics need one value per channel, got {len(stats)}")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "ModelConfig":
+        if name not in PRESETS:
+            raise MienError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+        return from_dict(cls, {**copy.deepcopy(PRESETS[name]), "preset": name, **overrides})
+
+    @property
+    def cross_attention_dim(self) -> int:
+        return int(self.unet["cross_attention_dim"])
+
+
+def _field(default, help: str):
+    """A dataclass field whose help text is its documentation (peft's config style); the CLI shows it."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """One training run; saved as ``train_config.json`` in the run folder."""
+
+    steps: int = _field(20_000, "optimizer steps in the whole run")
+    batch_size: int = _field(256, "global batch, split evenly over processes")
+    lr: float = _field(2e-4, "AdamW learning rate after warm-up")
+    warmup_steps: int = _field(500, "linear learning-rate warm-up steps")
+    weight_decay: float = _field(0.01, "AdamW weight decay")
+    grad_clip: float = _field(1.0, "gradient-norm clip (0: off)")
+    ema_decay: float = _field(0.999, "EMA decay of the saved weights (diffusers EMAModel, with its warm-up)")
+    drop_all_prob: float = _field(
+        0.05, "chance of nulling all streams of a sample at once, on top of each stream's own dropout "
+        "(InstructPix2Pix drops each condition 5 % and both 5 %, Brooks et al. 2023, sec. 3.4)")  # fmt: skip
+    t_sampling: str = _field("logit_normal", "'logit_normal' (SD3) or 'uniform' timesteps, see builtin/loss.py")
+    flip_prob: float = _field(0.0, "mirror chance; needs latents of mirrored photos (train/data.py)")
+    seed: int = _field(0, "seed of weights, batches, noise and dropout")
+    log_every: int = _field(50, "steps between loss.csv rows")
+    checkpoint_every: int = _field(1000, "steps between checkpoints (also written when a run stops)")
+    bf16: bool = _field(True, "bf16 autocast on CUDA (ignored on CPU)")
+    pack: str = _field("", "training pack path (read by scripts/train_builtin.py)")
+    init_from: str = _field("", "a save_pretrained folder to start from instead of random weights")
+
+
+def _check_unet_kwargs(kwargs: dict) -> None:
+    from diffusers import UNet2DConditionModel
+
+    allowed = set(inspect.signature(UNet2DConditionModel.__init__).parameters) - {"self"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise MienError(f"model config: unknown UNet2DConditionModel arguments {unknown}")
+    if "cross_attention_dim" not in kwargs:
+        raise MienError("model config: unet needs cross_attention_dim (the width of every stream's tokens)")
+
+
+def _build(cls, data: dict):
+    if not isinstance(data, dict):
+        raise MienError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise MienError(f"{cls.__name__}: unknown keys {unknown}; known keys are {sorted(known)}")
+    return cls(**data)
+
+
+def from_dict(cls, data: dict):
+    """A config dataclass from a dict, rejecting unknown keys with a message naming them."""
+    return _build(cls, data)
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def save_json(config, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(to_dict(config), indent=2) + "\n")
+
+
+def load_json(cls, path: str | Path):
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise MienError(f"cannot read {cls.__name__} from {path}: {e}") from e
+    return from_dict(cls, data)

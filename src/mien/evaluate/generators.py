@@ -1,0 +1,134 @@
+"""What `mien evaluate` runs: anything that turns identity photos and a request into a face image.
+
+The contract (:class:`Generator`) is one method, ``generate(identity_images, request, seed) -> RGB``,
+where ``request`` is a :class:`Condition`: the benchmark request with everything a model needs
+already resolved (the recipe of a label or term, the AU vector, the reference photo's pixels). A
+generator that cannot serve a request raises :class:`Unsupported`; the run records it and moves on.
+
+Optional, for the trade-off curve: ``guidance_scales`` (a sequence of floats) and
+``with_guidance(scale) -> Generator``; the run then sweeps the scales (see ``run.guidance_sweep``).
+``model_hash`` (a string or None) is written into results.json.
+
+Baselines (the issue's two reference points):
+  copy   returns the first identity photo: perfect identity, no expression change (the floor for
+         expression, the ceiling for identity);
+  real   returns a real photo of that person showing the requested expression when the benchmark
+         has one (the ceiling for expression).
+The built-in model registers itself as "built-in" (:func:`register`) once it exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from mien.errors import MienError
+from mien.evaluate.benchmark import Benchmark, Photo, Request
+
+
+class Unsupported(Exception):
+    """The generator cannot serve this request (not an error: counted and reported as unsupported)."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A benchmark request, resolved for a generator."""
+
+    request: Request
+    identity: str  # benchmark identity id; for data-backed baselines only; a model must not use it
+    basic: dict[str, float] = field(default_factory=dict)  # label/term: basic-expression mix, 0-1
+    aus: dict[str, float] = field(default_factory=dict)  # AU levels 0-5 (aus requests, and terms' extras)
+    reference: np.ndarray | None = None  # like: the reference photo, uint8 RGB
+    reference_label: str | None = None  # like: the reference photo's label when the data has one
+
+    @property
+    def label(self) -> str | None:
+        """The basic label this request is scored against (None when it has none)."""
+        if self.request.kind == "like":
+            return self.reference_label
+        return max(self.basic, key=self.basic.get) if self.basic else None
+
+
+@runtime_checkable
+class Generator(Protocol):
+    name: str
+    description: str
+    model_hash: str | None
+
+    def generate(self, identity_images: list[np.ndarray], request: Condition, seed: int) -> np.ndarray: ...
+
+
+class CopyGenerator:
+    name = "copy"
+    description = "returns the first identity photo unchanged: perfect identity, no expression change"
+    model_hash = None
+
+    def generate(self, identity_images: list[np.ndarray], request: Condition, seed: int) -> np.ndarray:
+        return identity_images[0]
+
+
+class RealGenerator:
+    """A real photo of the person with the requested label: a scoring photo when one has it, else an
+    identity photo; the seed picks among several. Terms use their dominant label, reference requests
+    the reference's label; intensity is whatever the photo shows. AU requests are unsupported (no
+    photo here has AU labels)."""
+
+    name = "real"
+    description = ("returns a real photo of the person showing the requested label (ceiling); terms use "
+                   "their dominant label, references their label; AU requests unsupported")
+    model_hash = None
+
+    def __init__(self, benchmark: Benchmark):
+        self.benchmark = benchmark
+        self._photos = {i.id: (i.scoring_photos, i.identity_photos) for i in benchmark.identities}
+
+    def pick(self, request: Condition, seed: int) -> Photo:
+        if request.request.kind == "aus":
+            raise Unsupported("no real photo has Action Unit labels")
+        label = request.label
+        if label is None:
+            raise Unsupported("the reference photo has no expression label")
+        scoring, identity = self._photos[request.identity]
+        for pool in (scoring, identity):
+            candidates = [p for p in pool if p.label == label]
+            if candidates:
+                return candidates[seed % len(candidates)]
+        raise Unsupported(f"no real '{label}' photo of the person")  # no id: failures are grouped by reason
+
+    def generate(self, identity_images: list[np.ndarray], request: Condition, seed: int) -> np.ndarray:
+        return self.benchmark.image(self.pick(request, seed))
+
+
+def _builtin(benchmark: Benchmark) -> Generator:
+    raise MienError("the built-in model is not available in this version yet; evaluate a baseline with "
+                    "--generator copy or --generator real")
+
+
+Factory = Callable[[Benchmark], Generator]
+GENERATORS: dict[str, Factory] = {
+    "built-in": _builtin,
+    "copy": lambda benchmark: CopyGenerator(),
+    "real": RealGenerator,
+}
+
+
+def register(name: str, factory: Factory) -> None:
+    """Make ``mien evaluate --generator NAME`` build a generator with ``factory(benchmark)``."""
+    GENERATORS[name] = factory
+
+
+def create(name: str, benchmark: Benchmark) -> Generator:
+    try:
+        factory = GENERATORS[name]
+    except KeyError:
+        raise MienError(f"unknown generator '{name}'; choose from {', '.join(GENERATORS)}") from None
+    return factory(benchmark)
+
+
+def guidance_scales(generator: Generator) -> Sequence[float]:
+    """The generator's guidance scales for the trade-off sweep (empty when it has none)."""
+    scales = getattr(generator, "guidance_scales", None)
+    return tuple(scales) if scales and hasattr(generator, "with_guidance") else ()

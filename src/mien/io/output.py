@@ -1,0 +1,45 @@
+"""Writing generated images: PNGs that carry their request, seed and model hash, plus a contact sheet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, PngImagePlugin
+
+
+def _png_info(meta: dict) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("mien", json.dumps(meta))
+    return info
+
+
+def save_generation(out: Path, identity, gen) -> list[Path]:
+    """``out/NNN_seedS.png`` per image (metadata in the PNG text chunk ``mien``) and ``out/sheet.png``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = len(list(out.glob("*_seed*.png")))  # never overwrite earlier results in the same folder
+    paths = []
+    for i, (img, seed) in enumerate(zip(gen.images, gen.seeds)):
+        meta = {"request": gen.request, "seed": seed, **gen.settings}
+        p = out / f"{start + i:03d}_seed{seed}.png"
+        Image.fromarray(img).save(p, pnginfo=_png_info(meta))
+        paths.append(p)
+    sheet = contact_sheet([identity.crops[0]] + gen.images, ["identity"] + [f"seed {s}" for s in gen.seeds], gen.request)
+    sheet.save(out / "sheet.png", pnginfo=_png_info({"request": gen.request, **gen.settings}))
+    paths.append(out / "sheet.png")
+    return paths
+
+
+def contact_sheet(images: list[np.ndarray], labels: list[str], title: str = "") -> Image.Image:
+    size, pad, head = 128, 4, 16
+    w = len(images) * (size + pad) + pad
+    sheet = Image.new("RGB", (w, size + 2 * head + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, 2), title[:120], fill=(0, 0, 0))
+    for i, (img, label) in enumerate(zip(images, labels)):
+        x = pad + i * (size + pad)
+        sheet.paste(Image.fromarray(img).resize((size, size)), (x, head))
+        draw.text((x, head + size + 2), label, fill=(0, 0, 0))
+    return sheet

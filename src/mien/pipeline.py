@@ -1,0 +1,148 @@
+"""`MienPipeline`: photos of a person + an expression request → that person with that expression.
+
+The pipeline only composes (STYLE.md 9): face alignment (:mod:`mien.face`), the identity condition
+(:class:`mien.models.identity.IdentityEncoder` on the aligned 128 px crop, exactly as the training
+data was conditioned), the expression target (:mod:`mien.expression.targets`), the built-in model
+(:mod:`mien.builtin`), per-stream guidance and a pure sampler (:mod:`mien.sampling`), TAEF2 decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mien.errors import MienError, NoFaceError
+
+DEFAULT_MODEL = "default"
+
+
+def default_model_dir() -> Path:
+    return Path(str(resources.files("mien") / "resources" / "model"))
+
+
+@dataclass
+class IdentityInput:
+    crops: list[np.ndarray]  # aligned 128 px crops, one per usable photo
+    vector: torch.Tensor  # (128,) the identity condition
+    pose: np.ndarray  # (3,) yaw, pitch, roll in degrees (mean over photos)
+    blendshapes: np.ndarray  # (52,) the identity photos' own expression (mean)
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Generation:
+    images: list[np.ndarray]  # uint8 128x128x3
+    seeds: list[int]
+    request: str
+    expression: np.ndarray  # (55,) the conditioning vector used
+    settings: dict
+
+
+class MienPipeline:
+    def __init__(self, model, taef2, identity, landmarker, model_dir: Path, device: torch.device):
+        self.model, self.taef2, self.identity, self.landmarker = model, taef2, identity, landmarker
+        self.model_dir, self.device = Path(model_dir), device
+        self.model_hash = _file_hash(self.model_dir / "model.safetensors")
+        from mien.expression.aus import AUCalibration
+        from mien.expression.basic import Prototypes
+
+        self.prototypes, self.calibration = Prototypes.load(), AUCalibration.load()
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path = DEFAULT_MODEL, device: str = "cpu") -> "MienPipeline":
+        """Load the built-in model (``"default"``: the one shipped inside the package) and its helpers."""
+        from mien.builtin.model import MienModel
+        from mien.face.landmarker import FaceLandmarker
+        from mien.models.faceapi_recognition import FaceRecognitionNet
+        from mien.models.identity import IdentityEncoder
+        from mien.models.taef2 import TAEF2
+
+        model_dir = default_model_dir() if str(path) == DEFAULT_MODEL else Path(path)
+        _check_model_files(model_dir)
+        dev = torch.device(device)
+        model = MienModel.from_pretrained(model_dir).to(dev).eval()
+        taef2 = TAEF2.from_weights().to(dev).eval()
+        identity = IdentityEncoder(FaceRecognitionNet.from_weights()).to(dev).eval()
+        return cls(model, taef2, identity, FaceLandmarker(num_faces=2), model_dir, dev)
+
+    def close(self) -> None:
+        self.landmarker.close()
+
+    # -- inputs -----------------------------------------------------------------------------------
+    def align(self, rgb: np.ndarray) -> tuple[np.ndarray, object]:
+        """(aligned 128 px crop, MediaPipe face) of the largest face in a photo."""
+        from mien.face import align
+
+        faces = self.landmarker.detect(rgb)
+        if not faces:
+            raise NoFaceError("no face found; use a photo where the face is visible, frontal-ish and well lit")
+        crop, _ = align.align_face(rgb, align.five_points(faces[0].landmarks), 128)
+        return crop, faces[0]
+
+    @torch.no_grad()
+    def prepare_identity(self, photos: list[np.ndarray], names: list[str] | None = None) -> IdentityInput:
+        """Align each photo and combine their identity vectors (mean, renormalised: DESIGN.md)."""
+        names = names or [f"photo {i + 1}" for i in range(len(photos))]
+        crops, faces, skipped = [], [], []
+        for name, rgb in zip(names, photos):
+            try:
+                crop, face = self.align(rgb)
+            except NoFaceError as e:
+                skipped.append(f"{name}: {e}")
+                continue
+            crops.append(crop)
+            faces.append(face)
+        if not crops:
+            raise NoFaceError("no usable face in any identity photo (" + "; ".join(skipped) + ")")
+        x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().to(self.device)
+        vec = F.normalize(self.identity.condition(x).mean(0), dim=0)
+        pose = np.mean([f.pose for f in faces], axis=0)
+        bs = np.mean([f.blendshapes for f in faces], axis=0)
+        return IdentityInput(crops, vec, pose, bs, skipped)
+
+    def reference_blendshapes(self, rgb: np.ndarray) -> np.ndarray:
+        """The expression of a reference photo (``--like``): its blendshapes; its identity is not used."""
+        return self.align(rgb)[1].blendshapes
+
+    # -- generation -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(self, identity: IdentityInput, request, n: int = 1, seed: int = 0, steps: int = 25,
+                 sampler: str = "euler", guidance_identity: float = 2.0, guidance_expression: float = 3.0) -> Generation:
+        from mien.builtin.guidance import guided_denoiser
+        from mien.expression.targets import blendshape_target, expression_vector
+        from mien.sampling import SAMPLERS, flow_sigmas
+
+        if sampler not in SAMPLERS:
+            raise MienError(f"unknown sampler '{sampler}'; choose one of {', '.join(sorted(SAMPLERS))}")
+        if steps < 1 or n < 1:
+            raise MienError("--steps and --n must be at least 1")
+        bs = blendshape_target(request, self.prototypes, self.calibration)
+        expr = expression_vector(bs, identity.pose)
+        cond = {"identity": identity.vector[None].expand(n, -1).to(self.device),
+                "expression": torch.from_numpy(expr)[None].expand(n, -1).float().to(self.device)}
+        seeds = [seed + i for i in range(n)]
+        noise = torch.stack([torch.randn(32, 16, 16, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(self.device)
+        sigmas = flow_sigmas(steps).to(self.device)
+        denoise = guided_denoiser(self.model, cond, scales=(guidance_identity, guidance_expression))
+        z = SAMPLERS[sampler](denoise, noise * sigmas[0], sigmas)
+        rgb = self.taef2.decode(self.model.denormalize(z)).clamp(0, 1)
+        images = [(im.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8) for im in rgb]
+        settings = {"steps": steps, "sampler": sampler, "guidance_identity": guidance_identity,
+                    "guidance_expression": guidance_expression, "model_hash": self.model_hash}
+        return Generation(images, seeds, request.describe(), expr, settings)
+
+
+def _check_model_files(model_dir: Path) -> None:
+    for name in ("config.json", "model.safetensors"):
+        if not (model_dir / name).is_file():
+            raise MienError(f"model file {model_dir / name} is missing; reinstall mien or pass --model DIR with a saved model")
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]

@@ -1,0 +1,32 @@
+"""Samplers, noise schedules and the flow-matching adapter, all behind one denoiser contract.
+
+``denoise(x, sigma, **extra_args) -> x0_hat`` with x = x0 + sigma * noise (k-diffusion / EDM).
+"""
+
+from mien.sampling.flow import flow_to_denoiser
+from mien.sampling.samplers import SAMPLERS, sample_dpmpp_2m, sample_euler, sample_heun, sample_midpoint
+from mien.sampling.schedules import (
+    EDM_RHO,
+    EDM_SIGMA_MAX,
+    EDM_SIGMA_MIN,
+    FLOW_SIGMA_MAX,
+    edm_sigmas,
+    flow_sigmas,
+    karras_sigmas,
+)
+
+__all__ = [
+    "SAMPLERS",
+    "EDM_RHO",
+    "EDM_SIGMA_MAX",
+    "EDM_SIGMA_MIN",
+    "FLOW_SIGMA_MAX",
+    "edm_sigmas",
+    "flow_sigmas",
+    "flow_to_denoiser",
+    "karras_sigmas",
+    "sample_dpmpp_2m",
+    "sample_euler",
+    "sample_heun",
+    "sample_midpoint",
+]

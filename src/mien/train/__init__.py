@@ -1,0 +1,1 @@
+"""Training of the built-in model: data (training tensors, mirroring) and the loop."""

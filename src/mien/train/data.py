@@ -1,0 +1,147 @@
+"""Training tensors of the built-in model and the Dataset that serves them.
+
+``TrainTensors`` is the in-memory form of a training pack: raw TAEF2 latents, the real-pixel mask
+per latent cell, each photo's identity embedding and expression vector, and for every sample the
+indices of *other* photos of the same person (``ref_candidates``). Each epoch the identity
+condition of sample i is the embedding of one of its candidates, drawn afresh, so expression and pose
+have to come from the expression stream (DESIGN.md, "Identity conditioning without copy-paste");
+a sample whose person has no other photo uses its own embedding.
+
+Mirroring. A horizontal flip is only a valid augmentation if the condition is mirrored too: left and
+right blendshapes swap and yaw and roll change sign. It also needs the latent of the *mirrored image*:
+TAEF2 latents are not flip-equivariant (measured on 16 dev faces: decode(flip(z)) reaches 18.6 dB
+PSNR against the flipped photo where decode(z) reaches 29.5 dB against the photo, and
+flip(encode(flip(x))) differs from encode(x) by 82 % relative L2). So flipping requires
+``latents_mirrored`` (encoded from mirrored photos) in the pack; flipping latents here is refused.
+
+Randomness is a pure function of (seed, epoch): resuming at any step rebuilds the same batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mien.builtin.config import EXPRESSION_DIM, IDENTITY_DIM
+from mien.errors import MienError
+from mien.models.blendshapes import BLENDSHAPE_NAMES
+
+POSE_NAMES = ("yaw", "pitch", "roll")  # expression[52:55], degrees / 90 (config.EXPRESSION_DIM)
+EXPRESSION_NAMES = (*BLENDSHAPE_NAMES, *POSE_NAMES)
+
+
+def _mirror_name(name: str) -> str:
+    for a, b in (("Left", "Right"), ("Right", "Left")):
+        if name.endswith(a):
+            return name[: -len(a)] + b
+    return name
+
+
+# mirror image: ...Left <-> ...Right by name; yaw and roll change sign, pitch does not
+MIRROR_PERMUTATION = torch.tensor([EXPRESSION_NAMES.index(_mirror_name(n)) for n in EXPRESSION_NAMES])
+MIRROR_SIGN = torch.tensor([-1.0 if n in ("yaw", "roll") else 1.0 for n in EXPRESSION_NAMES])
+
+
+def mirror_expression(expression: torch.Tensor) -> torch.Tensor:
+    """(..., 55) expression vectors of the mirrored faces."""
+    perm, sign = MIRROR_PERMUTATION.to(expression.device), MIRROR_SIGN.to(expression.device, expression.dtype)
+    return expression[..., perm] * sign
+
+
+@dataclass
+class TrainTensors:
+    latents: torch.Tensor  # (N, 32, 16, 16) float16, raw TAEF2 latents (normalised in the loop)
+    mask: torch.Tensor  # (N, 1, 16, 16) float16, share of real pixels per latent cell
+    identity: torch.Tensor  # (N, IDENTITY_DIM) float16, this photo's identity vector
+    expression: torch.Tensor  # (N, 55) float16, blendshapes + pose of this photo
+    ref_candidates: list[np.ndarray]  # per sample: indices of other photos of the same person
+    latents_mirrored: torch.Tensor | None = None  # (N, 32, 16, 16): latents of the mirrored photos
+
+    def __post_init__(self):
+        n = self.latents.shape[0]
+        shapes = {"latents": (n, 32, 16, 16), "mask": (n, 1, 16, 16), "identity": (n, IDENTITY_DIM),
+                  "expression": (n, EXPRESSION_DIM)}  # fmt: skip
+        if self.latents_mirrored is not None:
+            shapes["latents_mirrored"] = (n, 32, 16, 16)
+        for name, shape in shapes.items():
+            if tuple(getattr(self, name).shape) != shape:
+                raise MienError(f"training tensors: {name} should be {shape}, got {tuple(getattr(self, name).shape)}")
+        if len(self.ref_candidates) != n:
+            raise MienError(f"training tensors: {len(self.ref_candidates)} ref_candidates for {n} samples")
+
+    def __len__(self) -> int:
+        return self.latents.shape[0]
+
+    def to(self, device) -> "TrainTensors":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return TrainTensors(move(self.latents), move(self.mask), move(self.identity), move(self.expression),
+                            self.ref_candidates, move(self.latents_mirrored))  # fmt: skip
+
+
+class FaceLatentDataset(Dataset):
+    """Samples of ``TrainTensors`` with the epoch's identity references and mirroring applied.
+
+    ``batch(indices, epoch)`` gathers a whole batch at once (the training loop's path; the tensors
+    may live on the GPU); ``__getitem__`` serves one sample of ``self.epoch`` for DataLoader users.
+    """
+
+    def __init__(self, tensors: TrainTensors, seed: int = 0, flip_prob: float = 0.0):
+        if flip_prob > 0 and tensors.latents_mirrored is None:
+            raise MienError("flip_prob > 0 needs latents_mirrored (latents of the mirrored photos): "
+                            "TAEF2 latents cannot be mirrored by flipping them (see mien.train.data)")  # fmt: skip
+        self.tensors, self.seed, self.flip_prob, self.epoch = tensors, seed, flip_prob, 0
+        counts = np.array([len(c) for c in tensors.ref_candidates])
+        self._counts, self._offsets = counts, np.concatenate([[0], np.cumsum(counts)[:-1]])
+        flat = [np.asarray(c, dtype=np.int64) for c in tensors.ref_candidates]
+        self._flat = np.concatenate(flat + [np.zeros(1, np.int64)])  # padded: never empty
+        self._plans: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.batch(torch.tensor([i]), self.epoch)
+        return {**{k: v[0] for k, v in item.items() if k != "cond"}, "cond": {k: v[0] for k, v in item["cond"].items()}}
+
+    def plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reference index (N,), mirror flag (N,)) of an epoch, from (seed, epoch) only."""
+        if epoch not in self._plans:
+            rng = np.random.default_rng([self.seed, epoch])
+            pick = self._offsets + np.floor(rng.random(len(self)) * self._counts).astype(np.int64)
+            ref = np.where(self._counts > 0, self._flat[np.minimum(pick, len(self._flat) - 1)], np.arange(len(self)))
+            flip = rng.random(len(self)) < self.flip_prob
+            self._plans = {epoch: (torch.from_numpy(ref), torch.from_numpy(flip))}  # keep one epoch
+        return self._plans[epoch]
+
+    def batch(self, indices: torch.Tensor, epoch: int) -> dict:
+        """Float32 ``latents``, ``mask`` and ``cond`` {identity, expression} for ``indices``."""
+        t = self.tensors
+        ref, flip = (p[indices.cpu()].to(t.latents.device) for p in self.plan(epoch))
+        idx = indices.to(t.latents.device)
+        latents, mask, expression = t.latents[idx].float(), t.mask[idx].float(), t.expression[idx].float()
+        if self.flip_prob > 0:  # no flip.any() test: it would sync with the GPU every step
+            f4 = flip.view(-1, 1, 1, 1)
+            latents = torch.where(f4, t.latents_mirrored[idx].float(), latents)
+            mask = torch.where(f4, mask.flip(-1), mask)
+            expression = torch.where(flip.view(-1, 1), mirror_expression(expression), expression)
+        return {"latents": latents, "mask": mask,
+                "cond": {"identity": t.identity[ref].float(), "expression": expression}}  # fmt: skip
+
+
+def latent_stats(latents: torch.Tensor, mask: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of latents over real-pixel cells (mask-weighted), in chunks."""
+    total = s1 = s2 = 0.0
+    for i in range(0, latents.shape[0], chunk):
+        z, m = latents[i : i + chunk].double(), mask[i : i + chunk].double()
+        total = total + m.sum()
+        s1 = s1 + (z * m).sum((0, 2, 3))
+        s2 = s2 + (z * z * m).sum((0, 2, 3))
+    mean = s1 / total
+    std = (s2 / total - mean**2).clamp_min(1e-12).sqrt()
+    return mean.tolist(), std.tolist()

@@ -1,0 +1,126 @@
+"""Built-in model: behavioural invariants on the tiny random-weight preset (CPU, seconds)."""
+
+import copy
+import json
+
+import pytest
+import torch
+from diffusers.models.attention_processor import AttnProcessor2_0
+
+from mien.builtin import MienModel, ModelConfig, guided_denoiser, guided_velocity
+from mien.builtin.attention import StreamAttnProcessor
+from mien.builtin.config import EXPRESSION_DIM, IDENTITY_DIM
+from mien.errors import MienError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()  # see tests/test_train.py: 2 threads crawl on a busy 2-core box
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(**overrides) -> MienModel:
+    torch.manual_seed(0)
+    return MienModel(ModelConfig.from_preset("tiny", **overrides)).eval()
+
+
+def inputs(batch=2, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    cond = {"identity": torch.randn(batch, IDENTITY_DIM, generator=g), "expression": torch.rand(batch, EXPRESSION_DIM, generator=g)}
+    return torch.randn(batch, 32, 16, 16, generator=g), torch.rand(batch, generator=g), cond
+
+
+def test_tiny_preset_is_tiny_and_every_cross_attention_layer_has_streams():
+    model = tiny()
+    assert model.num_parameters() < 200_000
+    cross = [m for m in model.unet.modules() if getattr(m, "is_cross_attention", False)]
+    assert cross and all(isinstance(m.processor, StreamAttnProcessor) for m in cross)
+    # the extra K/V projections are the model's own parameters, so they are trained and saved
+    assert len(model.stream_kv) == len(cross)
+    assert any(k.startswith("stream_kv.") for k in model.state_dict())
+
+
+@torch.no_grad()
+def test_zero_initialised_stream_changes_nothing():
+    model = tiny()  # zero_init_streams=True: the expression stream's values start at 0
+    x, t, cond = inputs()
+    assert torch.equal(model.velocity(x, t, cond), model.velocity(x, t, cond, scales={"expression": 0}))
+
+
+@torch.no_grad()
+def test_scale_zero_removes_the_stream():
+    model = tiny(zero_init_streams=False)
+    x, t, cond = inputs()
+    other = {**cond, "expression": torch.rand(2, EXPRESSION_DIM)}
+    off = {"expression": 0.0}
+    assert not torch.allclose(model.velocity(x, t, cond), model.velocity(x, t, other))
+    assert torch.equal(model.velocity(x, t, cond, scales=off), model.velocity(x, t, other, scales=off))
+
+
+@torch.no_grad()
+def test_extra_streams_at_scale_zero_equal_stock_diffusers_attention():
+    model = tiny(zero_init_streams=False)
+    x, t, cond = inputs()
+    tokens = model.encode_conditions(cond, 2)
+    n_id = model.config.streams[0].n_tokens
+    ours = model.unet(x, t * 1000, tokens, cross_attention_kwargs={"stream_scales": {"expression": 0}}).sample
+    stock = copy.deepcopy(model.unet)
+    stock.set_attn_processor(AttnProcessor2_0())
+    reference = stock(x, t * 1000, tokens[:, :n_id]).sample  # the identity tokens alone
+    assert torch.equal(ours, reference)  # same ops in the same order: bit-identical
+
+
+@torch.no_grad()
+def test_guidance_at_scale_one_is_the_conditional_prediction():
+    model = tiny(zero_init_streams=False)
+    x, t, cond = inputs()
+    guided = guided_velocity(model, cond, scales=(1.0, 1.0))
+    assert torch.equal(guided(x, t), model.velocity(x, t, cond))
+    # and as the samplers' denoiser: x0 = x_t - t v at x_t = x / (1 + sigma), t = sigma / (1 + sigma)
+    sigma = torch.tensor([0.5, 3.0])
+    t_s = (sigma / (1 + sigma)).view(-1, 1, 1, 1)
+    x0 = guided_denoiser(model, cond, scales=(1.0, 1.0))(x, sigma)
+    torch.testing.assert_close(x0, x * (1 - t_s) - t_s * model.velocity(x * (1 - t_s), t_s.flatten(), cond))
+
+
+@torch.no_grad()
+def test_guidance_combines_the_three_branches():
+    model = tiny(zero_init_streams=False)
+    x, t, cond = inputs()
+    u = model.velocity(x, t, {})
+    c_id = model.velocity(x, t, {"identity": cond["identity"]})
+    c_full = model.velocity(x, t, cond)
+    expected = u + 2.0 * (c_id - u) + 3.0 * (c_full - c_id)
+    torch.testing.assert_close(guided_velocity(model, cond, scales=(2.0, 3.0))(x, t), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_each_stream_owns_its_dropout():
+    model = tiny(streams=[dict(name="identity", in_dim=IDENTITY_DIM, n_tokens=2, hidden_dim=32, dropout_prob=1.0),
+                          dict(name="expression", in_dim=EXPRESSION_DIM, n_tokens=2, hidden_dim=32, dropout_prob=0.0)])
+    model.train()
+    _, _, cond = inputs()
+    tokens = model.encode_conditions(cond, 2)
+    assert torch.equal(tokens[:, :2], model.streams["identity"].null_tokens.expand(2, -1, -1))
+    assert not torch.equal(tokens[:, 2:], model.streams["expression"].null_tokens.expand(2, -1, -1))
+
+
+def test_save_load_round_trip_and_unknown_keys(tmp_path):
+    model = tiny(zero_init_streams=False)
+    x, t, cond = inputs()
+    model.save_pretrained(tmp_path / "fp32", dtype=None)
+    loaded = MienModel.from_pretrained(tmp_path / "fp32")
+    with torch.no_grad():
+        assert torch.equal(loaded.velocity(x, t, cond), model.velocity(x, t, cond))
+    model.save_pretrained(tmp_path / "fp16")
+    size = lambda d: (tmp_path / d / "model.safetensors").stat().st_size  # noqa: E731
+    assert size("fp16") < 0.6 * size("fp32")
+    config = json.loads((tmp_path / "fp32" / "config.json").read_text())
+    (tmp_path / "fp32" / "config.json").write_text(json.dumps({**config, "latent_scale": 1.0}))
+    with pytest.raises(MienError, match="latent_scale"):
+        MienModel.from_pretrained(tmp_path / "fp32")
+    config["streams"][0]["tokens"] = 4
+    (tmp_path / "fp32" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(MienError, match="tokens"):
+        MienModel.from_pretrained(tmp_path / "fp32")

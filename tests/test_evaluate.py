@@ -1,0 +1,295 @@
+"""`mien evaluate`: benchmark loading, baselines, the run's bookkeeping, and the copy baseline end to end.
+
+The fast tests use synthetic one-colour photos and a stand-in analyzer that reads identity and
+expression off the colour, so the run's logic is checked without the face models. The `shared` tests
+run the real stack on the dev benchmark.
+"""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from mien.errors import MienError, NoFaceError
+from mien.evaluate import benchmark as bm
+from mien.evaluate.compare import compare, diff
+from mien.evaluate.generators import CopyGenerator, RealGenerator, Unsupported, create
+from mien.evaluate.run import RESULT_KEYS, Options, condition, evaluate, _Vocab
+
+LABELS = bm.LABELS
+
+
+# ----------------------------------------------------------------------------------------------
+# synthetic world: red channel = person, green = expression; black = no face
+
+
+def photo(person: int, label: str, variant: int = 0) -> np.ndarray:
+    """The blue channel makes a different image of the same person and expression."""
+    return np.full((16, 16, 3), (40 * (person + 1), 30 * LABELS.index(label), variant), np.uint8)
+
+
+class FakeAnalyzer:
+    def analyze(self, rgb):
+        r, g, _ = (int(v) for v in rgb[0, 0])
+        if r == 0:
+            raise NoFaceError("no face found")
+        person, expr = r // 40 - 1, g // 30
+        onehot = lambda n, i: np.eye(n)[i]  # noqa: E731
+        bs = np.zeros(52)
+        bs[expr] = 1.0
+        return [SimpleNamespace(faceapi=onehot(128, person), mobilefacenet=onehot(192, person),
+                                expression=dict(zip(LABELS, onehot(7, expr))),
+                                blendshapes={f"b{i}": v for i, v in enumerate(bs)},
+                                pose={"yaw": 0.0, "pitch": 0.0, "roll": 0.0})]
+
+
+class GuidedGenerator:
+    """Shows the requested label when the guidance scale is at least 1; black (no face) for 'sad'."""
+
+    name, description, model_hash = "guided", "test generator", "abc123"
+    guidance_scales = (0.0, 2.0)
+
+    def __init__(self, scale=2.0):
+        self.scale, self.calls = scale, 0
+
+    def with_guidance(self, scale):
+        return GuidedGenerator(scale)
+
+    def generate(self, identity_images, request, seed):
+        self.calls += 1
+        if request.label == "sad":
+            return np.zeros((16, 16, 3), np.uint8)
+        person = int(identity_images[0][0, 0, 0]) // 40 - 1
+        label = request.label if (request.label and self.scale >= 1) else "neutral"
+        return photo(person, label)
+
+
+@pytest.fixture
+def world(tmp_path):
+    """Two people, each with a neutral identity photo and labelled scoring photos, as a benchmark file."""
+    for person in (0, 1):
+        for label in ("neutral", "happy", "surprised"):
+            Image.fromarray(photo(person, label)).save(tmp_path / f"p{person}_{label}.png")
+        Image.fromarray(photo(person, "neutral", 1)).save(tmp_path / f"p{person}_neutral2.png")
+    doc = {
+        "name": "synthetic",
+        "seeds": [0, 1],
+        "requests": [{"label": "happy"}, {"label": "surprised", "intensity": 0.5}, {"label": "sad"},
+                     {"aus": {"AU12": 3}}],
+        "identities": [
+            {"id": f"p{p}", "group": "g", "identity_photos": [f"p{p}_neutral.png"],
+             "scoring_photos": [{"photo": f"p{p}_{lab}.png", "label": lab} for lab in ("happy", "surprised")]
+             + [{"photo": f"p{p}_neutral2.png", "label": "neutral"}],
+             "requests": [{"like": f"p{1 - p}_surprised.png"}]}
+            for p in (0, 1)
+        ],
+    }
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path, doc
+
+
+# ----------------------------------------------------------------------------------------------
+# benchmark files
+
+
+def test_benchmark_loads_requests_photos_and_seeds(world):
+    path, _ = world
+    b = bm.load(path)
+    assert [i.id for i in b.identities] == ["p0", "p1"]
+    ident = b.identities[0]
+    assert [r.id for r in ident.requests] == ["label:happy@1", "label:surprised@0.5", "label:sad@1", "aus:AU12=3",
+                                              f"like:{path.parent / 'p1_surprised.png'}"]
+    assert ident.requests[3].au_vector().sum() == 3
+    assert ident.scoring_photos[0].label == "happy" and not ident.scoring_photos[0].is_key
+    assert b.n_items() == 2 * 5 * 2
+    assert len(b.limit(1).identities) == 1
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(colour="red"), "unknown key(s) colour"),
+    (lambda d: d["requests"].append({"label": "smug"}), "unknown label 'smug'"),
+    (lambda d: d["requests"].append({"label": "happy", "intensity": 2}), "intensity 2 must be a number from 0 to 1"),
+    (lambda d: d["requests"].append({"term": "happpy-ish"}), "unknown expression"),
+    (lambda d: d["requests"].append({"aus": {"AU12": 7}}), "out of range"),
+    (lambda d: d["requests"].append({"aus": {"AU99": 1}}), "unknown Action Unit"),
+    (lambda d: d["requests"].append({"label": "happy", "term": "joy"}), "exactly one of"),
+    (lambda d: d["requests"].append({"label": "happy"}), "listed twice"),
+    (lambda d: d.update(seeds=[0, "1"]), "seeds must be a non-empty list of integers"),
+    (lambda d: d["identities"].append(dict(d["identities"][0])), "appears twice"),
+    (lambda d: d["identities"][0].update(identity_photos=[]), "at least one identity photo"),
+    (lambda d: d["identities"][0].update(identity_photos=["nothere.png"]), "not found"),
+    (lambda d: d["identities"][0]["scoring_photos"].append("p0_neutral.png"), "both an identity and a scoring photo"),
+])
+def test_benchmark_errors_say_what_is_wrong(world, change, message):
+    path, doc = world
+    change(doc)
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(MienError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        bm.load(path)
+
+
+def test_benchmark_file_errors(tmp_path):
+    with pytest.raises(MienError, match="not found"):
+        bm.load(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("identities: [unclosed")
+    with pytest.raises(MienError, match="not valid YAML"):
+        bm.load(tmp_path / "bad.yaml")
+
+
+# ----------------------------------------------------------------------------------------------
+# generators
+
+
+def test_generators_registry_and_baselines(world):
+    path, _ = world
+    b = bm.load(path)
+    ident = b.identities[0]
+    images = [b.image(p) for p in ident.identity_photos]
+    cond = {r.id: condition(b, ident, r, _Vocab()) for r in ident.requests}
+    assert create("copy", b).generate(images, cond["label:happy@1"], 0) is images[0]
+    real = RealGenerator(b)
+    assert str(real.pick(cond["label:happy@1"], 0)) == "p0_happy.png"
+    # a 'like' request asks for the reference's label, shown by this person
+    assert str(real.pick(cond[ident.requests[-1].id], 0)) == "p0_surprised.png"
+    with pytest.raises(Unsupported, match="no real 'sad' photo of the person"):
+        real.pick(cond["label:sad@1"], 0)
+    with pytest.raises(Unsupported, match="Action Unit"):
+        real.pick(cond["aus:AU12=3"], 0)
+    with pytest.raises(MienError, match="not available"):
+        create("built-in", b)
+    with pytest.raises(MienError, match="unknown generator"):
+        create("nope", b)
+
+
+# ----------------------------------------------------------------------------------------------
+# the run, with the stand-in analyzer
+
+
+def run(path, generator, out, **kw):
+    return evaluate(bm.load(path), generator, Options(out=out, cache_dir=out.parent / "cache", progress=False, **kw),
+                    make_analyzer=FakeAnalyzer)
+
+
+class StubClassifier:
+    """Stands in for mien.expression.classifier.BlendshapeClassifier: the label is the top blendshape."""
+
+    labels = LABELS
+
+    def predict_proba(self, bs):
+        return np.eye(7)[np.argmax(np.asarray(bs)[:, :7], 1)]
+
+
+@pytest.fixture
+def expression_models(monkeypatch):
+    """A fitted AU calibration and a stub blendshape classifier, whether or not the shipped ones exist."""
+    from mien.expression import aus
+
+    calib = aus.AUCalibration.fit(np.random.default_rng(0).uniform(0, 1, (200, 52)), source="test")
+    monkeypatch.setattr(aus.AUCalibration, "load", classmethod(lambda cls, path=None: calib))
+    try:
+        from mien.expression import classifier
+    except ImportError:
+        pytest.skip("mien.expression.classifier is not importable yet")
+    monkeypatch.setattr(classifier.BlendshapeClassifier, "load", classmethod(lambda cls, path=None: StubClassifier()))
+
+
+def test_run_scores_failures_sweep_and_resumes(world, tmp_path, expression_models):
+    path, _ = world
+    gen = GuidedGenerator()
+    res = run(path, gen, tmp_path / "guided")
+    m = {k: v["value"] for k, v in res["metrics"].items()}
+    assert m["expression.blendshape"]["per_label"]["happy"] == 1.0
+    assert m["aus"]["n"] == 4 and set(m["aus"]["per_au"]) == set(aus_names())
+    assert np.isfinite(m["aus"]["mae"]) and "blendshapes" in m["aus"]["note"]
+    assert res["counts"] == {"items": 20, "ok": 16, "no_face": 4, "unsupported": 0, "error": 0, "real_photos": 8}
+    assert m["failures"]["no_face"] == 4
+    assert m["identity.verification_rate"] == 1.0
+    # per identity and seed: 9 accepted pairs (outputs identical to a scoring photo skip that one),
+    # and the no-face 'sad' output rejected against all 3 scoring photos
+    assert m["identity.verification_rate_with_failures"] == pytest.approx(9 / 12)
+    fa = m["expression.faceapi"]
+    assert fa["per_label"]["happy"] == 1.0 and fa["per_label"]["surprised"] == 1.0
+    assert fa["real_accuracy"]["per_label"]["neutral"] == 1.0 and fa["real_accuracy"]["n_per_label"]["happy"] == 2
+    assert m["reference.blendshape_distance"] == 0.0 and m["reference.identity_photo_distance"] > 0
+    assert m["tradeoff.expression_change"]["mean"] > 0
+    assert m["tradeoff.joint_success"]["value"] == pytest.approx(4 / 6)  # sad (2 per seed) fails, no face
+    curve = m["tradeoff.curve"]
+    assert [p["scale"] for p in curve] == [0.0, 2.0]
+    assert curve[0]["expression_change"] == 0.0 < curve[1]["expression_change"]
+    assert res["model_hash"] == "abc123"
+    assert all((tmp_path / "guided" / f).exists() for f in ("results.json", "report.html", "items.jsonl"))
+    # Rerun: every item is read back from items.jsonl, nothing is generated again (the sweep aside).
+    again = GuidedGenerator()
+    again.guidance_scales = ()
+    res2 = run(path, again, tmp_path / "guided")
+    assert again.calls == 0 and res2["metrics"]["identity.faceapi_cosine"] == res["metrics"]["identity.faceapi_cosine"]
+    with pytest.raises(MienError, match="another benchmark, generator, model"):
+        run(path, CopyGenerator(), tmp_path / "guided")
+
+
+def test_real_baseline_reaches_the_ceiling_on_what_it_supports(world, tmp_path):
+    path, _ = world
+    res = run(path, RealGenerator(bm.load(path)), tmp_path / "real")
+    m = {k: v["value"] for k, v in res["metrics"].items()}
+    assert m["failures"]["unsupported"] == {"no real 'sad' photo of the person": 4,
+                                            "no real photo has Action Unit labels": 4}
+    assert m["expression.faceapi"]["normalised"]["per_label"]["happy"] == 1.0
+    assert m["identity.verification_rate"] == 1.0  # never scored against itself
+
+
+# ----------------------------------------------------------------------------------------------
+# the dev benchmark with the real analysis stack
+
+
+def aus_names():
+    from mien.expression.aus import AU_NAMES
+
+    return AU_NAMES
+
+
+@pytest.mark.shared
+def test_shipped_dev_benchmark_is_current(shared_dir):
+    shipped = yaml.safe_load(bm.dev_path().read_text())
+    from mien.data.faces128 import load_manifest
+
+    assert shipped == bm.build_dev(load_manifest(shared_dir / "data" / "faces128"))
+    groups = [i["group"] for i in shipped["identities"]]
+    assert set(groups) == {"london", "taiwanese", "cfp", "essex94"}
+    assert groups[0] == "london"  # --limit runs start with the quick, shareable set
+
+
+@pytest.mark.shared
+def test_copy_baseline_end_to_end(shared_dir, tmp_path, capsys):
+    from mien.cli.main import main
+
+    out = tmp_path / "copy"
+    assert main(["evaluate", "--generator", "copy", "--limit", "2", "--out", str(out), "--no-cache"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert tuple(res) == RESULT_KEYS
+    m = {k: v["value"] for k, v in res["metrics"].items()}
+    assert all(v["definition"] for v in res["metrics"].values())
+    assert res["counts"]["ok"] == res["counts"]["items"] == 2 * 16 * 2
+    # Identity is scored against the person's OTHER photos: a copy scores exactly the real-pair
+    # ceiling on those same pairs, and is accepted as the same person.
+    ceiling = m["identity.ceiling.identity_photo_pairs"]
+    for k in ("faceapi_cosine", "mobilefacenet_cosine", "verification_rate"):
+        assert m[f"identity.{k}"] == pytest.approx(ceiling[k], abs=1e-6)
+    assert m["identity.verification_rate"] == pytest.approx(1.0)
+    assert m["tradeoff.expression_change"]["mean"] == 0.0
+    assert m["realism.diversity"]["blendshapes"] == 0.0
+    html = (out / "report.html").read_text()
+    assert "blendshapes" in html and "not from an image-to-AU model" in html
+    capsys.readouterr()
+
+    changed = json.loads((out / "results.json").read_text())
+    changed["metrics"]["identity.faceapi_cosine"]["value"] = 0.5
+    changed["generator"]["name"] = "other"
+    (tmp_path / "b.json").write_text(json.dumps(changed))
+    assert main(["evaluate", "--compare", str(out / "results.json"), str(tmp_path / "b.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "identity.faceapi_cosine" in printed and "-> 0.5" in printed and "generator.name: copy -> other" in printed
+    assert diff(res, res) == [] and "no differences" in compare(out / "results.json", out / "results.json")
