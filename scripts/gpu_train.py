@@ -55,7 +55,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--device", default="cuda", help="cuda on the lent machine; cpu for a local dry run")
-    ap.add_argument("--init-from", default="", help="a saved model folder to start from (machine went cold)")
+    ap.add_argument("--init-from", default="", help="a saved model folder to start from (machine went cold, "
+                    "or growing a model without a spatial reference into one with it)")
+    ap.add_argument("--reference", action="store_true", help="model with the spatial identity reference (model.py)")
+    ap.add_argument("--flip", type=float, default=0.5, help="mirror chance")
     args = ap.parse_args()
     t0 = time.time()
     dev = torch.device(args.device)
@@ -66,11 +69,11 @@ def main() -> None:
     prep_s = time.time() - t0
     print(f"data: {info} (prep {prep_s:.0f} s)", flush=True)
 
-    model_cfg = ModelConfig.from_preset(args.preset)
+    model_cfg = ModelConfig.from_preset(args.preset, reference=args.reference)
     if (args.work / "train" / "checkpoint.pt").exists():  # resuming: keep the run's config (its latent stats)
         model_cfg = from_dict(ModelConfig, torch.load(args.work / "train" / "checkpoint.pt", map_location="cpu",
                                                       weights_only=True)["model_config"])
-    train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, flip_prob=0.5,
+    train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, flip_prob=args.flip,
                             checkpoint_every=2000, log_every=100, init_from=args.init_from)
     run = args.work / "train"
     budget = args.minutes * 60 - (time.time() - t0)

@@ -124,3 +124,50 @@ def test_save_load_round_trip_and_unknown_keys(tmp_path):
     (tmp_path / "fp32" / "config.json").write_text(json.dumps(config))
     with pytest.raises(MienError, match="tokens"):
         MienModel.from_pretrained(tmp_path / "fp32")
+
+
+def test_grown_reference_model_starts_as_the_saved_one(tmp_path):
+    """load_weights_from zero-initialises the reference channels of conv_in (InstructPix2Pix)."""
+    old = tiny(zero_init_streams=False)
+    old.save_pretrained(tmp_path, dtype=None)
+    new = tiny(zero_init_streams=False, reference=True)
+    new.load_weights_from(tmp_path)
+    x, t, cond = inputs()
+    with torch.no_grad():
+        assert torch.allclose(new.velocity(x, t, {**cond, "reference": torch.randn_like(x)}), old.velocity(x, t, cond), atol=1e-6)
+
+
+def test_reference_is_used_and_nulled_with_the_identity_stream():
+    model = tiny(reference=True)
+    torch.nn.init.normal_(model.unet.conv_in.weight, std=0.1)
+    x, t, cond = inputs()
+    ref = torch.randn_like(x)
+    with torch.no_grad():
+        with_ref = model.velocity(x, t, {**cond, "reference": ref})
+        without = model.velocity(x, t, cond)
+        zeros = model.velocity(x, t, {**cond, "reference": torch.zeros_like(ref)})
+        nulled = model.velocity(x, t, {**cond, "reference": ref}, null={"identity": torch.tensor([True, True])})
+        no_identity = model.velocity(x, t, {**cond, "identity": None})
+    assert not torch.allclose(with_ref, without)
+    assert torch.equal(without, zeros)  # zeros mean "no reference"
+    assert torch.allclose(nulled, no_identity)  # nulling identity drops the reference too
+    with pytest.raises(ValueError, match="no spatial reference"):
+        tiny().velocity(x, t, {**cond, "reference": ref})
+
+
+def test_reference_config_needs_matching_input_channels():
+    cfg = ModelConfig.from_preset("tiny", reference=True)
+    assert cfg.unet["in_channels"] == 64
+    with pytest.raises(MienError, match="in_channels"):
+        ModelConfig(preset="tiny", unet={**cfg.unet, "in_channels": 32}, streams=cfg.streams, reference=True)
+
+
+def test_a_damaged_weights_file_is_caught_by_its_checksum(tmp_path):
+    tiny().save_pretrained(tmp_path)
+    assert (tmp_path / "SHA256SUMS").read_text().endswith("  model.safetensors\n")
+    MienModel.from_pretrained(tmp_path)  # intact: loads
+    data = bytearray((tmp_path / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF  # same length, a flipped byte in the last tensor
+    (tmp_path / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(MienError, match="checksum"):
+        MienModel.from_pretrained(tmp_path)

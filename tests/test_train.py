@@ -138,3 +138,32 @@ def test_cli_dry_run_prints_the_resolved_config(capsys):
     assert main(["--preset", "tiny", "--dry-run", "--batch-size", "32", "--no-bf16"]) == 0
     out = capsys.readouterr().out
     assert '"batch_size": 32' in out and '"bf16": false' in out and '"preset": "tiny"' in out
+
+
+def test_spatial_reference_is_another_photo_mirrored_with_the_sample_and_zero_for_single_photos():
+    tensors = toy_tensors()
+    tensors.latents_mirrored = -tensors.latents
+    tensors.ref_candidates[5] = np.array([5])  # a person with one photo: the loader's self-reference
+    data = FaceLatentDataset(tensors, seed=1, flip_prob=0.5, reference=True)
+    ref, flip = data.plan(0)
+    item = data.batch(torch.arange(8), epoch=0)
+    for i in range(8):
+        got = item["cond"]["reference"][i]
+        if i == 5:
+            assert torch.count_nonzero(got) == 0  # its own latent would teach copying, expression included
+        else:
+            want = (tensors.latents_mirrored if flip[i] else tensors.latents)[ref[i]].float()
+            assert int(ref[i]) != i and torch.equal(got, want)
+    assert "reference" not in FaceLatentDataset(tensors, seed=1).batch(torch.arange(4), epoch=0)["cond"]
+
+
+def test_a_reference_model_trains_and_its_loss_falls(tmp_path):
+    tensors = toy_tensors(n=32)
+    model_cfg = ModelConfig.from_preset("tiny", reference=True)
+    cfg = TrainConfig(steps=40, batch_size=8, lr=3e-3, warmup_steps=1, log_every=10, checkpoint_every=100)
+    out = train(model_cfg, cfg, tensors, tmp_path / "run")
+    rows = list(csv.DictReader(open(tmp_path / "run" / "loss.csv")))
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    from mien.builtin import MienModel
+
+    assert MienModel.from_pretrained(out).config.reference

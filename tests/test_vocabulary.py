@@ -273,3 +273,25 @@ def test_cli_unknown_term_is_one_line_error():
     p = mien("expressions", "hapy")
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert p.stderr.strip().count("\n") == 0 and "did you mean happy" in p.stderr
+
+
+def test_cli_expressions_does_not_import_torch():
+    # `mien expressions` only reads names and small JSON/CSV files; importing torch (seconds) is a regression.
+    code = (
+        "import contextlib, io, sys\n"
+        "from mien.cli.main import main\n"
+        "for argv in (['expressions'], ['expressions', 'happy'], ['expressions', 'happily', 'surprised'],\n"
+        "             ['expressions', 'happy:0.5+AU6:2'], ['expressions', '--terms', '--aus']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        assert main(argv) == 0, argv\n"
+        "    assert 'torch' not in sys.modules, argv\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+
+
+def test_blendshape_names_are_reexported_by_the_model_module():
+    from mien.face.blendshape_names import BLENDSHAPE_NAMES
+    from mien.models.blendshapes import BLENDSHAPE_NAMES as reexported
+
+    assert reexported is BLENDSHAPE_NAMES and len(BLENDSHAPE_NAMES) == 52

@@ -18,8 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from mien.errors import MienError, NoFaceError
+from mien.settings import GENERATION_DEFAULTS
 
 DEFAULT_MODEL = "default"
+DEFAULTS = GENERATION_DEFAULTS
+
+
+def default_settings() -> dict:
+    return dict(DEFAULTS)
 
 
 def default_model_dir() -> Path:
@@ -33,6 +39,7 @@ class IdentityInput:
     pose: np.ndarray  # (3,) yaw, pitch, roll in degrees (mean over photos)
     blendshapes: np.ndarray  # (52,) the identity photos' own expression (mean)
     skipped: list[str] = field(default_factory=list)
+    latent: torch.Tensor | None = None  # (32, 16, 16) raw TAEF2 latent of the first usable photo
 
 
 @dataclass
@@ -87,7 +94,12 @@ class MienPipeline:
 
     @torch.no_grad()
     def prepare_identity(self, photos: list[np.ndarray], names: list[str] | None = None) -> IdentityInput:
-        """Align each photo and combine their identity vectors (mean, renormalised: DESIGN.md)."""
+        """Align each photo and combine their identity vectors (mean, renormalised: DESIGN.md).
+
+        For a model with a spatial reference, the first usable photo is the reference (its latent):
+        averaging latents of different photos would blur them; the other photos still count
+        through the identity vector.
+        """
         names = names or [f"photo {i + 1}" for i in range(len(photos))]
         crops, faces, skipped = [], [], []
         for name, rgb in zip(names, photos):
@@ -104,7 +116,8 @@ class MienPipeline:
         vec = F.normalize(self.identity.condition(x).mean(0), dim=0)
         pose = np.mean([f.pose for f in faces], axis=0)
         bs = np.mean([f.blendshapes for f in faces], axis=0)
-        return IdentityInput(crops, vec, pose, bs, skipped)
+        latent = self.taef2.encode(x[:1] / 255)[0] if self.model.config.reference else None
+        return IdentityInput(crops, vec, pose, bs, skipped, latent)
 
     def reference_blendshapes(self, rgb: np.ndarray) -> np.ndarray:
         """The expression of a reference photo (``--like``): its blendshapes; its identity is not used."""
@@ -112,8 +125,9 @@ class MienPipeline:
 
     # -- generation -------------------------------------------------------------------------------
     @torch.no_grad()
-    def __call__(self, identity: IdentityInput, request, n: int = 1, seed: int = 0, steps: int = 25,
-                 sampler: str = "euler", guidance_identity: float = 2.0, guidance_expression: float = 3.0) -> Generation:
+    def __call__(self, identity: IdentityInput, request, n: int = 1, seed: int = 0, steps: int = DEFAULTS["steps"],
+                 sampler: str = DEFAULTS["sampler"], guidance_identity: float = DEFAULTS["guidance_identity"],
+                 guidance_expression: float = DEFAULTS["guidance_expression"]) -> Generation:  # fmt: skip
         from mien.builtin.guidance import guided_denoiser
         from mien.expression.targets import blendshape_target, expression_vector
         from mien.sampling import SAMPLERS, flow_sigmas
@@ -126,6 +140,8 @@ class MienPipeline:
         expr = expression_vector(bs, identity.pose)
         cond = {"identity": identity.vector[None].expand(n, -1).to(self.device),
                 "expression": torch.from_numpy(expr)[None].expand(n, -1).float().to(self.device)}
+        if identity.latent is not None:
+            cond["reference"] = identity.latent[None].expand(n, -1, -1, -1).to(self.device)
         seeds = [seed + i for i in range(n)]
         noise = torch.stack([torch.randn(32, 16, 16, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(self.device)
         sigmas = flow_sigmas(steps).to(self.device)

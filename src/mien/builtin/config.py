@@ -92,6 +92,10 @@ class ModelConfig:
     latent_mean: list[float] | None = None  # per-channel TAEF2 latent statistics (None: from data)
     latent_std: list[float] | None = None
     zero_init_streams: bool = True  # extra streams' value projections start at 0 (adapter-safe)
+    # Spatial identity reference: the latent of an identity photo is concatenated to the noisy latent
+    # as extra input channels (InstructPix2Pix's image conditioning, Brooks et al. 2023, sec. 3.4).
+    # It belongs to the identity stream: nulled (zeros) with it, in dropout and in guidance.
+    reference: bool = False
 
     def __post_init__(self):
         self.streams = [s if isinstance(s, StreamConfig) else _build(StreamConfig, s) for s in self.streams]
@@ -99,15 +103,24 @@ class ModelConfig:
         names = [s.name for s in self.streams]
         if len(set(names)) != len(names) or not names:
             raise MienError(f"model config: stream names must be unique and non-empty, got {names}")
+        want_in = LATENT_CHANNELS * (2 if self.reference else 1)
+        if self.unet.get("in_channels", LATENT_CHANNELS) != want_in:
+            raise MienError(f"model config: reference={self.reference} needs unet in_channels {want_in}, "
+                            f"got {self.unet.get('in_channels')}")  # fmt: skip
+        if "identity" not in names and self.reference:
+            raise MienError("model config: a spatial reference needs an 'identity' stream (it is nulled with it)")
         for stats in (self.latent_mean, self.latent_std):
-            if stats is not None and len(stats) != self.unet.get("in_channels", LATENT_CHANNELS):
+            if stats is not None and len(stats) != LATENT_CHANNELS:
                 raise MienError(f"model config: latent statistics need one value per channel, got {len(stats)}")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "ModelConfig":
         if name not in PRESETS:
             raise MienError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
-        return from_dict(cls, {**copy.deepcopy(PRESETS[name]), "preset": name, **overrides})
+        data = {**copy.deepcopy(PRESETS[name]), "preset": name, **overrides}
+        if data.get("reference"):
+            data["unet"]["in_channels"] = 2 * LATENT_CHANNELS
+        return from_dict(cls, data)
 
     @property
     def cross_attention_dim(self) -> int:

@@ -7,10 +7,17 @@ Latents are TAEF2 latents normalised per channel with ``config.latent_mean/std``
 
 Conditions become tokens in the streams (streams.py) and reach every cross-attention layer through
 ``StreamAttnProcessor`` (attention.py); the UNet itself is diffusers' code, unmodified.
+
+With ``config.reference`` the identity stream also has a spatial part: ``cond["reference"]``, the raw
+TAEF2 latent of an identity photo, normalised here and concatenated to ``x_t`` as 32 more input
+channels (InstructPix2Pix, Brooks et al. 2023, sec. 3.4). Embeddings alone kept identity only loosely
+(docs/training.md, run 1): a 128-D descriptor cannot carry hair, skin and face shape. Zeros stand for
+"no reference"; they are used whenever the identity stream is nulled, so identity guidance moves both.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -24,7 +31,33 @@ from mien.builtin.config import ModelConfig, load_json, save_json
 from mien.builtin.streams import build_streams
 from mien.errors import MienError
 
-CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+CONFIG_NAME, WEIGHTS_NAME, CHECKSUM_NAME = "config.json", "model.safetensors", "SHA256SUMS"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checksum(directory: str | Path) -> None:
+    """``SHA256SUMS`` beside the weights (sha256sum's format), so a damaged copy is caught on load."""
+    directory = Path(directory)
+    (directory / CHECKSUM_NAME).write_text(f"{_sha256(directory / WEIGHTS_NAME)}  {WEIGHTS_NAME}\n")
+
+
+def verify_checksum(directory: str | Path) -> None:
+    """Compare the weights with ``SHA256SUMS`` when the folder has one (folders without it still load)."""
+    directory = Path(directory)
+    sums = directory / CHECKSUM_NAME
+    if not sums.is_file():
+        return
+    want = dict(line.split()[::-1] for line in sums.read_text().splitlines() if line.strip()).get(WEIGHTS_NAME)
+    if want and _sha256(directory / WEIGHTS_NAME) != want:
+        raise MienError(f"{directory / WEIGHTS_NAME} does not match its checksum in {CHECKSUM_NAME}: the file is "
+                        "damaged or was replaced; reinstall mien (or re-export the model) to get an intact copy")  # fmt: skip
 
 
 class MienModel(nn.Module):
@@ -40,13 +73,15 @@ class MienModel(nn.Module):
     def stream_names(self) -> list[str]:
         return list(self.streams.keys())
 
-    def encode_conditions(self, cond: dict, batch_size: int, null: dict | None = None) -> torch.Tensor:
+    def encode_conditions(self, cond: dict, batch_size: int, null: dict | None = None,
+                          dropout: bool = True) -> torch.Tensor:  # fmt: skip
         """Every stream's tokens, concatenated in stream order: (B, sum n_tokens, D).
 
         A stream missing from ``cond`` (or given as None) gets its null tokens; ``null[name]`` (B,)
-        bool nulls single samples (the guidance batch, joint dropout).
+        bool nulls single samples (the guidance batch, joint dropout). In training mode each stream's
+        own dropout is added unless ``dropout=False`` (the caller drew it already).
         """
-        null = null or {}
+        null = self.dropout_null(null, batch_size) if dropout else (null or {})
         unknown = (set(cond) | set(null)) - set(self.streams)
         if unknown:
             raise ValueError(f"unknown condition streams {sorted(unknown)}; the model has {self.stream_names}")
@@ -62,11 +97,42 @@ class MienModel(nn.Module):
         """
         batch = x_t.shape[0]
         t = torch.as_tensor(t, device=x_t.device, dtype=torch.float32).reshape(-1).expand(batch)
-        tokens = self.encode_conditions(cond, batch, null)
+        cond = dict(cond)
+        reference = cond.pop("reference", None)
+        null = self.dropout_null(null, batch)
+        if self.config.reference:
+            x_t = torch.cat([x_t, self._reference_input(reference, x_t, null)], dim=1)
+        elif reference is not None:
+            raise ValueError("this model has no spatial reference input (config.reference is False)")
+        tokens = self.encode_conditions(cond, batch, null, dropout=False)
         kwargs = {"stream_scales": dict(scales)} if scales else None
         return self.unet(x_t, t * 1000, encoder_hidden_states=tokens, cross_attention_kwargs=kwargs).sample
 
     forward = velocity  # DDP and accelerate hooks call forward
+
+    def dropout_null(self, null: dict | None, batch: int) -> dict:
+        """``null`` with each stream's training-time dropout (its ``drop_mask``) OR-ed in."""
+        null = dict(null or {})
+        for name, stream in self.streams.items():
+            drop = stream.drop_mask(batch, next(stream.parameters()).device)
+            if drop is not None:
+                null[name] = drop if null.get(name) is None else drop | null[name].to(drop.device, torch.bool)
+        return null
+
+    def _reference_input(self, reference, x_t: torch.Tensor, null: dict | None) -> torch.Tensor:
+        """The normalised reference latent, zero where absent or where the identity stream is nulled.
+
+        A reference row that is exactly zero everywhere also means "none" (the training data's
+        people with a single photo), which lets one batch mix samples with and without one.
+        """
+        if reference is None:
+            return torch.zeros_like(x_t)
+        ref = reference.to(x_t)
+        present = ref.flatten(1).abs().amax(1) > 0
+        drop = (null or {}).get("identity")
+        if drop is not None:
+            present = present & ~drop.to(present.device)
+        return torch.where(present.view(-1, 1, 1, 1), self.normalize(ref), torch.zeros_like(ref))
 
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
         mean, std = self._stats(z)
@@ -97,6 +163,28 @@ class MienModel(nn.Module):
         os.replace(tmp, directory / WEIGHTS_NAME)
         save_json(self.config, directory / (CONFIG_NAME + ".tmp"))
         os.replace(directory / (CONFIG_NAME + ".tmp"), directory / CONFIG_NAME)
+        write_checksum(directory)
+
+    def load_weights_from(self, directory: str | Path) -> None:
+        """Start from the weights of a saved model whose config may lack the spatial reference.
+
+        The reference's extra input channels of ``conv_in`` start at zero (InstructPix2Pix, Brooks et
+        al. 2023, sec. 3.4), so the grown model first behaves exactly like the saved one. Any other
+        difference between the two is an error.
+        """
+        state = load_file(Path(directory) / WEIGHTS_NAME)
+        own = self.state_dict()
+        key = "unet.conv_in.weight"
+        if key in state and state[key].shape != own[key].shape:
+            old = state[key]
+            if old.shape[1] > own[key].shape[1] or old.shape[0] != own[key].shape[0]:
+                raise MienError(f"{directory}: conv_in {tuple(old.shape)} cannot grow into {tuple(own[key].shape)}")
+            grown = torch.zeros_like(own[key])
+            grown[:, : old.shape[1]] = old.to(grown.dtype)
+            state[key] = grown
+        missing, unexpected = self.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        if missing or unexpected:
+            raise MienError(f"{directory} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "MienModel":
@@ -104,6 +192,7 @@ class MienModel(nn.Module):
         directory = Path(directory)
         if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
             raise MienError(f"{directory} is not a saved mien model: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
+        verify_checksum(directory)
         model = cls(load_json(ModelConfig, directory / CONFIG_NAME))
         state = load_file(directory / WEIGHTS_NAME)
         missing, unexpected = model.load_state_dict(state, strict=False)

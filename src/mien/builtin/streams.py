@@ -42,7 +42,9 @@ class VectorStream(nn.Module):
         """(B, in_dim) or None -> (B, n_tokens, width).
 
         ``x=None`` gives the null tokens for the whole batch; ``null`` (B,) bool picks samples that get
-        them; in training mode each sample is also dropped with ``dropout_prob``.
+        them. Training-time dropout is drawn by the model with ``drop_mask`` and arrives in ``null``,
+        so parts of a condition that live outside the tokens (the spatial reference of the identity
+        stream, model.py) are dropped together with them.
         """
         null_tokens = self.null_tokens.unsqueeze(0).expand(batch_size, -1, -1)
         if x is None:
@@ -50,12 +52,9 @@ class VectorStream(nn.Module):
         if x.shape != (batch_size, self.in_dim):
             raise ValueError(f"stream {self.name!r} expects ({batch_size}, {self.in_dim}), got {tuple(x.shape)}")
         tokens = self.norm(self.mlp(x).view(batch_size, self.n_tokens, self.width))
-        drop = self.drop_mask(batch_size, x.device)
-        if null is not None:
-            drop = null.to(x.device, torch.bool) if drop is None else drop | null.to(x.device, torch.bool)
-        if drop is None:
+        if null is None:
             return tokens
-        return torch.where(drop.view(-1, 1, 1), null_tokens.to(tokens.dtype), tokens)
+        return torch.where(null.to(x.device, torch.bool).view(-1, 1, 1), null_tokens.to(tokens.dtype), tokens)
 
     def drop_mask(self, batch_size: int, device) -> torch.Tensor | None:
         """Training-time guidance dropout (DiT ``LabelEmbedder.token_drop``); None when not training."""

@@ -56,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="print what changed between two results.json files, then exit")
     p.add_argument("--seed", type=int, default=0, help="seed of the realism split (default 0); generation "
                    "seeds come from the benchmark")
+    p.add_argument("--model", metavar="DIR", help="saved model folder for --generator built-in (default: the shipped model)")
+    p.add_argument("--guidance-identity", type=float, metavar="G", help="built-in: identity guidance (default: mien generate's)")
+    p.add_argument("--guidance-expression", type=float, metavar="G", help="built-in: expression guidance (default: mien generate's)")
+    p.add_argument("--sweep-identities", type=int, default=8, metavar="N",
+                   help="identities in the guidance trade-off sweep (default 8; 0: no sweep)")
     p.add_argument("--model-hash", help="record this model hash in results.json (default: the generator's own)")
     p.add_argument("--fresh", action="store_true", help="discard finished items in DIR instead of resuming")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the persistent analysis cache")
@@ -82,9 +87,10 @@ def run(args: argparse.Namespace) -> int:
               f"generator  {args.generator}\nout        {out}\n"
               f"cache      {'off' if args.no_cache else default_cache_dir()}\nseed       {args.seed}")
         return 0
-    generator = create(args.generator, bench)
+    generator = create(args.generator, bench, model=args.model, guidance_identity=args.guidance_identity,
+                       guidance_expression=args.guidance_expression)
     options = Options(out=out, seed=args.seed, use_cache=not args.no_cache, fresh=args.fresh, device=args.device,
-                      model_hash=args.model_hash)
+                      model_hash=args.model_hash, sweep_identities=args.sweep_identities)
     results = evaluate(bench, generator, options)
     _summary(results, out)
     return 0

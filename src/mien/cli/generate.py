@@ -8,13 +8,16 @@ import sys
 from pathlib import Path
 
 from mien.errors import MienError
+from mien.settings import GENERATION_DEFAULTS
 
 EPILOG = """\
 how controls combine (docs/expressions.md): start from the --like photo's expression (else neutral),
 add the --expression label/term scaled by --intensity, then set every --au exactly; the head pose
-comes from the identity photo(s). Several --identity photos are averaged into one identity.
+comes from the identity photo(s). With several --identity photos their identity vectors are averaged
+and the first usable one is the spatial reference (hair, skin, background).
 
 examples:
+  mien generate --example --expression happy            the bundled London Set photo (CC BY 4.0)
   mien generate --identity me.jpg --expression happy --intensity 0.6
   mien generate --identity me.jpg --expression "happily surprised" --n 4
   mien generate --identity me.jpg --au AU12=3,AU6=2
@@ -32,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--identity", nargs="+", required=True, metavar="PHOTO", help="one or more photos of the person")
+    p.add_argument("--identity", nargs="+", metavar="PHOTO", help="one or more photos of the person")
+    p.add_argument("--example", action="store_true", help="use the bundled example photo (London Set) as --identity")
     p.add_argument("--expression", metavar="LABEL_OR_TERM",
                    help="a basic label, a vocabulary term, a compound ('happily surprised') or a recipe ('happy:0.6+AU6:2')")
     p.add_argument("--intensity", type=float, default=1.0, help="scales the --expression mix, 0 to 1 (default 1)")
@@ -40,10 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--like", metavar="PHOTO", help="take the expression (not the identity) from this reference photo")
     p.add_argument("--n", type=int, default=1, help="images to generate (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed+i")
-    p.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
-    p.add_argument("--sampler", default="euler", help="euler, heun, midpoint or dpmpp_2m (default euler)")
-    p.add_argument("--guidance-identity", type=float, default=2.0, help="identity guidance scale (0 turns the stream off)")
-    p.add_argument("--guidance-expression", type=float, default=3.0, help="expression guidance scale (0 turns it off)")
+    d = GENERATION_DEFAULTS
+    p.add_argument("--steps", type=int, default=d["steps"], help=f"sampler steps (default {d['steps']})")
+    p.add_argument("--sampler", default=d["sampler"], help=f"euler, heun, midpoint or dpmpp_2m (default {d['sampler']})")
+    p.add_argument("--guidance-identity", type=float, default=d["guidance_identity"],
+                   help=f"identity guidance scale (default {d['guidance_identity']:g}; higher keeps more of the identity photo)")
+    p.add_argument("--guidance-expression", type=float, default=d["guidance_expression"],
+                   help=f"expression guidance scale (default {d['guidance_expression']:g}; higher pushes the requested expression harder)")
     p.add_argument("--out", type=Path, default=Path("mien-out"), help="output folder (default mien-out)")
     p.add_argument("--model", default="default", help="a saved model folder (default: the built-in model)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -51,12 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def build_request(args, pipe=None):
+def build_request(args, like=None):
+    """The ExpressionRequest of the arguments; ``like``: the --like photo's blendshapes, once measured."""
     from mien.expression.aus import parse_au_spec
     from mien.expression.targets import ExpressionRequest
     from mien.expression.vocabulary import Vocabulary
 
-    if not 0.0 <= args.intensity <= 1.0:
+    if not 0.0 <= args.intensity <= 1.0:  # also rejects nan
         raise MienError(f"--intensity {args.intensity} is out of range; use a number from 0 to 1")
     mix, aus = {}, {}
     if args.expression:
@@ -64,32 +72,81 @@ def build_request(args, pipe=None):
         mix, aus = dict(recipe.basic), dict(recipe.aus)
     if args.au:
         aus.update(parse_au_spec(args.au))
-    like = None
-    if args.like and pipe is not None:
-        from mien.io.image import load_rgb
-
-        like = pipe.reference_blendshapes(load_rgb(args.like))
     return ExpressionRequest(mix=mix, aus=aus, like=like, intensity=args.intensity)
 
 
+def check_settings(args) -> None:
+    """Settings errors that need no model: found here, before the slow model loading."""
+    from mien.sampling.samplers import SAMPLERS
+
+    if args.sampler not in SAMPLERS:
+        raise MienError(f"unknown sampler '{args.sampler}'; choose one of {', '.join(sorted(SAMPLERS))}")
+    check_model_dir(args.model)
+
+
+def check_model_dir(model: str) -> None:
+    """A --model folder must hold a readable config.json and a complete model.safetensors.
+
+    Opens only the safetensors header (safetensors checks that the tensors it declares cover the file
+    exactly), so a truncated or foreign file is a one-line error here instead of a failure deep in loading.
+    """
+    from mien.pipeline import DEFAULT_MODEL, default_model_dir
+
+    is_default = str(model) == DEFAULT_MODEL
+    d = default_model_dir() if is_default else Path(model)
+    fix = ("reinstall mien" if is_default
+           else "pass --model with a folder saved by mien training, or leave --model out for the built-in model")
+    if not d.is_dir():
+        raise MienError(f"--model {model}: no such folder; {fix}")
+    for name in ("config.json", "model.safetensors"):
+        if not (d / name).is_file():
+            raise MienError(f"model file {d / name} is missing; {fix}")
+    try:
+        json.loads((d / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise MienError(f"model file {d / 'config.json'} is not valid JSON ({e}); {fix}") from None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(d / "model.safetensors"), framework="np") as f:
+            f.keys()
+    except (SafetensorError, OSError) as e:
+        raise MienError(f"model file {d / 'model.safetensors'} is truncated or corrupt ({e}); {fix}") from None
+
+
 def run(args: argparse.Namespace) -> int:
+    from mien.errors import NoFaceError
     from mien.io.image import load_rgb
 
+    # Every error the arguments alone can show is raised before the (slow) model loading.
+    if args.example:
+        from mien.cli.analyze import example_path
+
+        args.identity = [*(args.identity or []), str(example_path())]
+    if not args.identity:
+        raise MienError("no identity photo; give --identity PHOTO [PHOTO...] (or --example to try the bundled photo)")
+    request = build_request(args)  # terms, AUs, intensities
     if args.n < 1 or args.steps < 1:
         raise MienError("--n and --steps must be at least 1")
-    request = build_request(args)  # validates terms and AUs before any model loads
+    if not args.dry_run:  # a dry run reads no photos
+        photos = [load_rgb(p) for p in args.identity]
+        like_rgb = load_rgb(args.like) if args.like else None
+    check_settings(args)  # sampler, model folder
     if args.dry_run:
         print(json.dumps({"identity": args.identity, "request": request.describe(), "like": args.like,
                           "n": args.n, "seed": args.seed, "steps": args.steps, "sampler": args.sampler,
                           "guidance_identity": args.guidance_identity,
                           "guidance_expression": args.guidance_expression, "model": args.model}, indent=1))
         return 0
-    photos = [load_rgb(p) for p in args.identity]
     from mien.pipeline import MienPipeline
 
     pipe = MienPipeline.from_pretrained(args.model, device=args.device)
     try:
-        request = build_request(args, pipe)
+        if like_rgb is not None:
+            try:
+                request = build_request(args, like=pipe.reference_blendshapes(like_rgb))
+            except NoFaceError as e:
+                raise NoFaceError(f"--like {args.like}: {e}") from None
         ident = pipe.prepare_identity(photos, names=args.identity)
         for msg in ident.skipped:
             print(f"mien: warning: skipped {msg}", file=sys.stderr)

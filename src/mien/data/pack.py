@@ -5,7 +5,8 @@ chunks of at most ``max_mb`` MB, each one self-contained ``.npz``: the crops' or
 (not re-encoded; concatenated, with offsets: a tar's 512-byte headers and padding would add ~17 % to
 4.5 kB images) plus the conditions (keys, identity and expression vectors, person groups, affine
 matrices and source sizes for the validity masks). Chunks are cut along people, so every identity
-reference of a sample lies in its own chunk and a run can train on any subset of chunks.
+reference of a sample lies in its own chunk and a run can train on any subset of chunks; people with
+several photos come first.
 ``pack.json`` lists the chunks; ``SHA256SUMS`` lets the GPU side verify what arrived.
 """
 
@@ -24,9 +25,12 @@ def _chunks_by_person(view: TrainingView, sizes: np.ndarray, max_bytes: int) -> 
     order = np.argsort(view.group, kind="stable")
     bounds = np.flatnonzero(np.diff(view.group[order])) + 1
     people = np.split(order, bounds)
-    # Alternate people by size so chunks mix sources evenly (UTKFace singletons and multi-photo ids).
+    # People with several photos first (in random order), then the single-photo people: the first
+    # chunks hold every identity pair, so a run that can carry only some chunks (one per GPU call
+    # beside the shipped model, shared/GPU.md) still has all the cross-photo identity references.
     rng = np.random.default_rng(0)
     people = [people[i] for i in rng.permutation(len(people))]
+    people = [p for p in people if len(p) > 1] + [p for p in people if len(p) == 1]
     chunks, cur, cur_bytes = [], [], 0
     for p in people:
         b = int(sizes[p].sum())

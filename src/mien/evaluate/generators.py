@@ -19,6 +19,7 @@ The built-in model registers itself as "built-in" (:func:`register`) once it exi
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -106,15 +107,27 @@ class BuiltinGenerator:
     """mien's built-in model through :class:`mien.pipeline.MienPipeline` (its default settings)."""
 
     name = "built-in"
-    description = "mien's built-in model (MienPipeline defaults: Euler, 25 steps, guidance identity 2, expression 3)"
+    guidance_scales = (1.0, 2.0, 3.0, 5.0)  # expression guidance scales of the trade-off sweep
 
-    def __init__(self, model: str = "default", device: str = "cpu", **settings):
-        from mien.pipeline import MienPipeline
+    def __init__(self, model: str = "default", device: str = "cpu", pipe=None, **settings):
+        from mien.pipeline import MienPipeline, default_settings
 
-        self.pipe = MienPipeline.from_pretrained(model, device=device)
+        self.pipe = pipe or MienPipeline.from_pretrained(model, device=device)
         self.model_hash = self.pipe.model_hash
-        self.settings = settings
+        self.settings = {**default_settings(), **{k: v for k, v in settings.items() if v is not None}}
         self._identity: dict[bytes, object] = {}
+
+    @property
+    def description(self) -> str:
+        s = self.settings
+        return (f"mien's built-in model: {s['sampler']}, {s['steps']} steps, guidance identity "
+                f"{s['guidance_identity']:g}, expression {s['guidance_expression']:g}")
+
+    def with_guidance(self, scale: float) -> "BuiltinGenerator":
+        """The same model at expression guidance ``scale`` (the trade-off sweep); identities are re-used."""
+        other = BuiltinGenerator(pipe=self.pipe, **{**self.settings, "guidance_expression": scale})
+        other._identity = self._identity
+        return other
 
     def generate(self, identity_images: list[np.ndarray], request: Condition, seed: int) -> np.ndarray:
         import hashlib
@@ -129,8 +142,8 @@ class BuiltinGenerator:
         return self.pipe(self._identity[key], req, n=1, seed=seed, **self.settings).images[0]
 
 
-def _builtin(benchmark: Benchmark) -> Generator:
-    return BuiltinGenerator()
+def _builtin(benchmark: Benchmark, model: str | None = None, **settings) -> Generator:
+    return BuiltinGenerator(model or "default", **settings)
 
 
 Factory = Callable[[Benchmark], Generator]
@@ -146,12 +159,21 @@ def register(name: str, factory: Factory) -> None:
     GENERATORS[name] = factory
 
 
-def create(name: str, benchmark: Benchmark) -> Generator:
+def create(name: str, benchmark: Benchmark, **options) -> Generator:
+    """The generator ``name``; ``options`` (model folder, guidance scales: None = default) only for
+    generators that take them."""
     try:
         factory = GENERATORS[name]
     except KeyError:
         raise MienError(f"unknown generator '{name}'; choose from {', '.join(GENERATORS)}") from None
-    return factory(benchmark)
+    options = {k: v for k, v in options.items() if v is not None}
+    params = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for key in options:
+        if key not in params and not takes_any:
+            flag = "--" + key.replace("_", "-")
+            raise MienError(f"{flag}: generator '{name}' has no such setting; drop it or use --generator built-in")
+    return factory(benchmark, **options)
 
 
 def guidance_scales(generator: Generator) -> Sequence[float]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from mien.errors import MienError
-from mien.models.blendshapes import BLENDSHAPE_NAMES
+from mien.face.blendshape_names import BLENDSHAPE_NAMES
 
 _INDEX = {name: i for i, name in enumerate(BLENDSHAPE_NAMES)}
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from mien.expression.aus import AU_NAMES, AUCalibration, aus_to_blendshapes, blendshapes_to_aus
 from mien.expression.basic import Prototypes
-from mien.models.blendshapes import BLENDSHAPE_NAMES
+from mien.face.blendshape_names import BLENDSHAPE_NAMES
 
 POSE_SCALE = 90.0  # pose angles enter the vector in degrees / 90, so they are O(1) like blendshapes
 EXPRESSION_DIM = 52 + 3

@@ -16,25 +16,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mien.face.blendshape_names import BLENDSHAPE_NAMES  # the 52 output names, torch-free; re-exported here
 from mien.models.tflite_graph import TFLiteGraph
 
-# kBlendshapeNames in google-ai-edge/mediapipe mediapipe/tasks/cc/vision/face_landmarker/
-# face_blendshapes_graph.cc (commit 97fe07c4); the order of the model's 52 outputs.
-BLENDSHAPE_NAMES = (
-    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft",
-    "browOuterUpRight", "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft",
-    "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight",
-    "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft",
-    "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen",
-    "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft",
-    "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight",
-    "mouthPressLeft", "mouthPressRight", "mouthPucker", "mouthRight", "mouthRollLower",
-    "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight",
-    "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
-    "noseSneerLeft", "noseSneerRight",
-)  # fmt: skip
-
-# kLandmarksSubsetIdxs in the same file: the 146 of the 478 face-mesh landmarks the model reads,
+# kLandmarksSubsetIdxs in google-ai-edge/mediapipe mediapipe/tasks/cc/vision/face_landmarker/
+# face_blendshapes_graph.cc (commit 97fe07c4): the 146 of the 478 face-mesh landmarks the model reads,
 # in input order (the last ten are the iris landmarks 468-477).
 LANDMARK_SUBSET = (
     0, 1, 4, 5, 6, 7, 8, 10, 13, 14, 17, 21, 33, 37, 39, 40, 46, 52, 53, 54, 55, 58, 61, 63, 65,
@@ -85,3 +71,6 @@ class BlendshapeNet(nn.Module):
             path = locate("face_landmarker")
         with zipfile.ZipFile(path) as bundle:
             return cls(bundle.read(MEMBER)).eval()
+
+
+__all__ = ["BLENDSHAPE_NAMES", "LANDMARK_SUBSET", "MEMBER", "BlendshapeNet"]

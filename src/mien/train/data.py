@@ -14,6 +14,11 @@ PSNR against the flipped photo where decode(z) reaches 29.5 dB against the photo
 flip(encode(flip(x))) differs from encode(x) by 82 % relative L2). So flipping requires
 ``latents_mirrored`` (encoded from mirrored photos) in the pack; flipping latents here is refused.
 
+Spatial reference (``reference=True``, for models with ``config.reference``): the batch also carries
+the raw latent of the drawn reference photo (mirrored with the sample, so the two stay aligned), and
+zeros ("no reference") for people with a single photo: their own latent would teach the model to
+copy its input, expression included.
+
 Randomness is a pure function of (seed, epoch): resuming at any step rebuilds the same batches.
 """
 
@@ -88,11 +93,12 @@ class FaceLatentDataset(Dataset):
     may live on the GPU); ``__getitem__`` serves one sample of ``self.epoch`` for DataLoader users.
     """
 
-    def __init__(self, tensors: TrainTensors, seed: int = 0, flip_prob: float = 0.0):
+    def __init__(self, tensors: TrainTensors, seed: int = 0, flip_prob: float = 0.0, reference: bool = False):
         if flip_prob > 0 and tensors.latents_mirrored is None:
             raise MienError("flip_prob > 0 needs latents_mirrored (latents of the mirrored photos): "
                             "TAEF2 latents cannot be mirrored by flipping them (see mien.train.data)")  # fmt: skip
         self.tensors, self.seed, self.flip_prob, self.epoch = tensors, seed, flip_prob, 0
+        self.reference = reference
         counts = np.array([len(c) for c in tensors.ref_candidates])
         self._counts, self._offsets = counts, np.concatenate([[0], np.cumsum(counts)[:-1]])
         flat = [np.asarray(c, dtype=np.int64) for c in tensors.ref_candidates]
@@ -120,7 +126,7 @@ class FaceLatentDataset(Dataset):
         return self._plans[epoch]
 
     def batch(self, indices: torch.Tensor, epoch: int) -> dict:
-        """Float32 ``latents``, ``mask`` and ``cond`` {identity, expression} for ``indices``."""
+        """Float32 ``latents``, ``mask`` and ``cond`` {identity, expression[, reference]} for ``indices``."""
         t = self.tensors
         ref, flip = (p[indices.cpu()].to(t.latents.device) for p in self.plan(epoch))
         idx = indices.to(t.latents.device)
@@ -130,8 +136,13 @@ class FaceLatentDataset(Dataset):
             latents = torch.where(f4, t.latents_mirrored[idx].float(), latents)
             mask = torch.where(f4, mask.flip(-1), mask)
             expression = torch.where(flip.view(-1, 1), mirror_expression(expression), expression)
-        return {"latents": latents, "mask": mask,
-                "cond": {"identity": t.identity[ref].float(), "expression": expression}}  # fmt: skip
+        cond = {"identity": t.identity[ref].float(), "expression": expression}
+        if self.reference:
+            ref_latents = t.latents[ref].float()
+            if self.flip_prob > 0:
+                ref_latents = torch.where(flip.view(-1, 1, 1, 1), t.latents_mirrored[ref].float(), ref_latents)
+            cond["reference"] = torch.where((ref == idx).view(-1, 1, 1, 1), 0.0, ref_latents)
+        return {"latents": latents, "mask": mask, "cond": cond}
 
 
 def latent_stats(latents: torch.Tensor, mask: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:

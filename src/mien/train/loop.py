@@ -28,7 +28,7 @@ import torch
 from accelerate import Accelerator
 from diffusers.training_utils import EMAModel
 
-from mien.builtin.config import ModelConfig, TrainConfig, from_dict, save_json, to_dict
+from mien.builtin.config import ModelConfig, TrainConfig, from_dict, load_json, save_json, to_dict
 from mien.builtin.loss import FlowMatchingLoss
 from mien.builtin.model import MienModel
 from mien.errors import MienError
@@ -50,10 +50,16 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tensors: TrainTensors,
     use_bf16 = train_cfg.bf16 and torch.cuda.is_available()
     accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not torch.cuda.is_available())
     _seed_all(train_cfg.seed + accelerator.process_index)
+    if train_cfg.init_from and (model_cfg.latent_mean is None or model_cfg.latent_std is None):
+        # keep the statistics the initial weights were trained with
+        init_cfg = load_json(ModelConfig, Path(train_cfg.init_from) / "config.json")
+        model_cfg = dataclasses.replace(model_cfg, latent_mean=init_cfg.latent_mean, latent_std=init_cfg.latent_std)
     if model_cfg.latent_mean is None or model_cfg.latent_std is None:
         mean, std = latent_stats(tensors.latents, tensors.mask)
         model_cfg = dataclasses.replace(model_cfg, latent_mean=mean, latent_std=std)
-    model = MienModel.from_pretrained(train_cfg.init_from).train() if train_cfg.init_from else MienModel(model_cfg)
+    model = MienModel(model_cfg)
+    if train_cfg.init_from:
+        model.load_weights_from(train_cfg.init_from)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
                                   fused=torch.cuda.is_available())  # fmt: skip
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -66,7 +72,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tensors: TrainTensors,
         save_json(net.config, out / "model_config.json")
         save_json(train_cfg, out / "train_config.json")
 
-    data = FaceLatentDataset(tensors.to(accelerator.device), train_cfg.seed, train_cfg.flip_prob)
+    data = FaceLatentDataset(tensors.to(accelerator.device), train_cfg.seed, train_cfg.flip_prob, net.config.reference)
     loss_fn = FlowMatchingLoss(train_cfg.t_sampling)
     batches = _batch_indices(len(data), train_cfg, accelerator)
     log = _LossLog(out / LOSS_CSV, step, accelerator.is_main_process)

@@ -1,0 +1,58 @@
+"""End-to-end CPU time of one generated image, from the photo file to the PNG on disk.
+
+    python scripts/bench_generate_cpu.py [--model DIR] [--steps 25] [--repeats 5] [--threads 2]
+
+Times, with the models already loaded (what an interactive session or the Gradio UI pays per
+image): read and align the photo, identity vector and reference latent, expression target,
+25 sampler steps with both guidance streams (3 UNet branches per step), TAEF2 decoding, PNG
+writing. Model loading is timed separately, once. Prints one JSON line; the median is the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from mien.cli.analyze import example_path
+    from mien.expression.targets import ExpressionRequest
+    from mien.io.image import load_rgb
+    from mien.io.output import save_generation
+    from mien.pipeline import MienPipeline
+
+    t = time.perf_counter()
+    pipe = MienPipeline.from_pretrained(args.model)
+    load_s = time.perf_counter() - t
+    times = []
+    with tempfile.TemporaryDirectory() as out, torch.inference_mode():
+        for i in range(args.repeats + 1):  # the first run warms up caches and is dropped
+            t = time.perf_counter()
+            ident = pipe.prepare_identity([load_rgb(example_path())])
+            gen = pipe(ident, ExpressionRequest(mix={"happy": 1.0}), n=1, seed=i, steps=args.steps)
+            save_generation(Path(out) / str(i), ident, gen)
+            if i:
+                times.append(time.perf_counter() - t)
+    pipe.close()
+    print(json.dumps({"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
+                      "max_s": round(max(times), 3), "repeats": args.repeats, "steps": args.steps,
+                      "threads": args.threads, "model_load_s": round(load_s, 2), "cpu": platform.processor() or platform.machine(),
+                      "torch": torch.__version__, "model_hash": pipe.model_hash}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""`mien generate` on bad input: one line saying what was wrong and what to do, a non-zero exit, no
+traceback, and, for anything the arguments alone show, no model loading first.
+
+Argument errors run in-process through ``mien.cli.main.main`` with the model loader replaced by one
+that fails the test if it is called, so each check is fast and also proves the error comes before
+the slow loading. A few run the real command in a subprocess (what a user sees on stderr). Tests
+that need the pretrained face models (a photo with no face) are marked ``shared``.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mien.cli.analyze import example_path
+from mien.cli.main import main
+from mien.pipeline import MienPipeline, default_model_dir
+
+
+def one_line_error(code: int, err: str) -> str:
+    """Assert the CLI's user-error contract and return the message after 'mien: error: '."""
+    assert code != 0
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("mien: error: "), err
+    return lines[0][len("mien: error: "):]
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fail if generate gets as far as loading the model (the error should have come earlier)."""
+    monkeypatch.delenv("MIEN_DEBUG", raising=False)
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(args)
+        raise AssertionError("the model was loaded before the argument error was found")
+
+    monkeypatch.setattr(MienPipeline, "from_pretrained", classmethod(refuse))
+    return calls
+
+
+@pytest.fixture
+def generate(no_model_load, capsys, tmp_path):
+    """Run `mien generate ARGS` in-process; returns the error message (after the contract checks)."""
+
+    def run(*args):
+        code = main(["generate", *args, "--out", str(tmp_path / "out")])
+        out = capsys.readouterr()
+        msg = one_line_error(code, out.err)
+        assert code == 2, (code, out.err)
+        assert not no_model_load, "model loaded before the error"
+        assert not (tmp_path / "out").exists()
+        return msg
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("photos")
+    (d / "not_an_image.jpg").write_text("hello, I am text")
+    data = example_path().read_bytes()
+    (d / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    Image.fromarray(np.full((300, 300, 3), 128, np.uint8)).save(d / "blank.png")
+    (d / "a_folder").mkdir()
+    return d
+
+
+EX = str(example_path())
+
+
+# --- identity photos ------------------------------------------------------------------------------
+
+def test_example_photo_is_shipped():
+    assert example_path().is_file()
+
+
+@pytest.mark.parametrize("name, words", [
+    ("not_an_image.jpg", ["not_an_image.jpg", "not an image", "JPEG"]),
+    ("truncated.jpg", ["truncated.jpg", "truncated", "re-export"]),
+    ("missing.jpg", ["missing.jpg", "no such file"]),
+    ("a_folder", ["a_folder", "is a folder"]),
+])
+def test_bad_identity_photo(generate, photos, name, words):
+    msg = generate("--identity", str(photos / name), "--expression", "happy")
+    for w in words:
+        assert w in msg, msg
+
+
+def test_bad_identity_photo_among_good_ones_is_named(generate, photos):
+    msg = generate("--identity", EX, str(photos / "not_an_image.jpg"))
+    assert "not_an_image.jpg" in msg and "not an image" in msg
+
+
+def test_missing_like_photo(generate, photos):
+    msg = generate("--identity", EX, "--like", str(photos / "nope.jpg"))
+    assert "nope.jpg" in msg and "no such file" in msg
+
+
+# --- expression terms -----------------------------------------------------------------------------
+
+def test_unknown_term_suggests_close_words(generate):
+    msg = generate("--identity", EX, "--expression", "hapy")
+    assert "unknown expression 'hapy'" in msg
+    assert "did you mean" in msg and "happy" in msg.split("did you mean", 1)[1]
+    assert "mien expressions" in msg
+
+
+def test_unknown_term_with_no_close_word_still_says_where_to_look(generate):
+    msg = generate("--identity", EX, "--expression", "qwxzv")
+    assert "unknown expression 'qwxzv'" in msg and "did you mean" not in msg
+    assert "mien expressions --terms" in msg
+
+
+@pytest.mark.parametrize("term, words", [
+    ("happy:1.5", ["happy:1.5", "from 0 to 1"]),
+    ("happy+AU12:9", ["AU12", "from 0 to 5"]),
+    ("happy+grumpy:0.5", ["grumpy", "not a basic expression"]),
+    ("happily happy", ["twice"]),
+])
+def test_bad_recipe_or_compound(generate, term, words):
+    msg = generate("--identity", EX, "--expression", term)
+    for w in words:
+        assert w in msg, msg
+
+
+# --- Action Units ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec, name", [("AU99=2", "AU99"), ("XYZ=1", "XYZ"), ("AU12=2,AU3=1", "AU3")])
+def test_unknown_au_lists_the_known_ones(generate, spec, name):
+    msg = generate("--identity", EX, "--au", spec)
+    assert f"unknown Action Unit '{name}'" in msg
+    assert "AU12" in msg and "AU26" in msg and "mien expressions --aus" in msg
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("AU12", ["cannot read 'AU12'", "AU12=3,AU6=2"]),
+    ("AU12:3", ["cannot read 'AU12:3'", "AU=intensity"]),
+    ("AU12=abc", ["AU12=abc", "number from 0 to 5"]),
+    (",", ["--au is empty", "AU12=3"]),
+])
+def test_malformed_au_spec(generate, spec, words):
+    msg = generate("--identity", EX, "--au", spec)
+    for w in words:
+        assert w in msg, msg
+
+
+@pytest.mark.parametrize("spec", ["AU12=7", "AU12=-1", "AU6=2,AU12=5.5", "AU12=nan"])
+def test_au_intensity_out_of_range(generate, spec):
+    msg = generate("--identity", EX, "--au", spec)
+    assert "out of range" in msg and "0–5" in msg
+
+
+# --- intensity and settings -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["1.5", "-0.2", "nan", "inf"])
+def test_intensity_out_of_range(generate, value):
+    msg = generate("--identity", EX, "--expression", "happy", "--intensity", value)
+    assert f"--intensity {float(value)}" in msg and "out of range" in msg and "0 to 1" in msg
+
+
+@pytest.mark.parametrize("flag", ["--n", "--steps"])
+def test_counts_must_be_positive(generate, flag):
+    msg = generate("--identity", EX, flag, "0")
+    assert "at least 1" in msg
+
+
+def test_unknown_sampler(generate):
+    msg = generate("--identity", EX, "--sampler", "ddim")
+    assert "unknown sampler 'ddim'" in msg and "euler" in msg and "dpmpp_2m" in msg
+
+
+def test_dry_run_validates_settings_but_reads_no_photo(no_model_load, capsys):
+    assert main(["generate", "--identity", "not_read.jpg", "--expression", "elation", "--dry-run"]) == 0
+    assert '"request"' in capsys.readouterr().out
+    assert main(["generate", "--identity", "not_read.jpg", "--sampler", "ddim", "--dry-run"]) == 2
+    assert "unknown sampler" in capsys.readouterr().err
+    assert not no_model_load
+
+
+# --- the model folder -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    """Broken copies of the built-in model folder."""
+    src = default_model_dir()
+    config, weights = (src / "config.json").read_text(), (src / "model.safetensors").read_bytes()
+    d = tmp_path_factory.mktemp("models")
+    for name in ("truncated", "garbage", "bad_config", "no_weights", "no_config", "extra_bytes"):
+        (d / name).mkdir()
+    (d / "truncated" / "config.json").write_text(config)
+    (d / "truncated" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    (d / "garbage" / "config.json").write_text(config)
+    (d / "garbage" / "model.safetensors").write_bytes(b"this is not a safetensors file")
+    (d / "bad_config" / "config.json").write_text(config[: len(config) // 2])
+    (d / "bad_config" / "model.safetensors").write_bytes(weights)
+    (d / "no_weights" / "config.json").write_text(config)
+    (d / "no_config" / "model.safetensors").write_bytes(weights)
+    (d / "extra_bytes" / "config.json").write_text(config)
+    (d / "extra_bytes" / "model.safetensors").write_bytes(weights + b"\0" * 1000)
+    return d
+
+
+@pytest.mark.parametrize("name, words", [
+    ("does_not_exist", ["does_not_exist", "no such folder"]),
+    ("no_weights", ["model.safetensors", "missing"]),
+    ("no_config", ["config.json", "missing"]),
+    ("truncated", ["model.safetensors", "truncated or corrupt"]),
+    ("garbage", ["model.safetensors", "truncated or corrupt"]),
+    ("extra_bytes", ["model.safetensors", "truncated or corrupt"]),
+    ("bad_config", ["config.json", "not valid JSON"]),
+])
+def test_broken_model_folder(generate, models, name, words):
+    msg = generate("--identity", EX, "--expression", "happy", "--model", str(models / name))
+    for w in words:
+        assert w in msg, msg
+    assert "--model" in msg  # what to do
+
+
+def test_built_in_model_folder_passes_the_check():
+    from mien.cli.generate import check_model_dir
+
+    check_model_dir("default")
+    check_model_dir(str(default_model_dir()))
+
+
+# --- the real command -----------------------------------------------------------------------------
+
+def mien(*args):
+    env = {k: v for k, v in os.environ.items() if k != "MIEN_DEBUG"}
+    return subprocess.run([sys.executable, "-m", "mien", *args], capture_output=True, text=True, env=env)
+
+
+def test_cli_unknown_term_one_line_no_traceback(tmp_path):
+    r = mien("generate", "--identity", EX, "--expression", "elatoin", "--out", str(tmp_path / "out"))
+    msg = one_line_error(r.returncode, r.stderr)
+    assert r.returncode == 2 and "did you mean elation" in msg and r.stdout == ""
+
+
+def test_cli_truncated_model_one_line_no_traceback(models, tmp_path):
+    r = mien("generate", "--identity", EX, "--model", str(models / "truncated"), "--out", str(tmp_path / "out"))
+    msg = one_line_error(r.returncode, r.stderr)
+    assert r.returncode == 2 and "truncated or corrupt" in msg and "internal error" not in r.stderr
+
+
+# --- photos with no face (need the pretrained face models) ----------------------------------------
+
+@pytest.mark.shared
+def test_cli_photo_with_no_face(shared_dir, photos, tmp_path):
+    r = mien("generate", "--identity", str(photos / "blank.png"), "--steps", "1", "--out", str(tmp_path / "out"))
+    msg = one_line_error(r.returncode, r.stderr)
+    assert "no usable face" in msg and "blank.png" in msg and "frontal" in msg
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def loaded_pipe(shared_dir):
+    pipe = MienPipeline.from_pretrained()
+    yield pipe
+    pipe.close()
+
+
+@pytest.fixture
+def reuse_pipe(loaded_pipe, monkeypatch, capsys):
+    """`mien generate` in-process on one pipeline loaded for the module (loading takes seconds)."""
+    monkeypatch.delenv("MIEN_DEBUG", raising=False)
+    monkeypatch.setattr(MienPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: loaded_pipe))
+    monkeypatch.setattr(loaded_pipe, "close", lambda: None)
+
+    def run(*args):
+        code = main(["generate", *args])
+        return code, capsys.readouterr()
+
+    return run
+
+
+@pytest.mark.shared
+def test_like_photo_with_no_face_is_named(reuse_pipe, photos, tmp_path):
+    code, out = reuse_pipe("--identity", EX, "--like", str(photos / "blank.png"), "--out", str(tmp_path / "out"))
+    msg = one_line_error(code, out.err)
+    assert msg.startswith(f"--like {photos / 'blank.png'}: no face found")
+
+
+@pytest.mark.shared
+def test_faceless_photo_among_good_ones_is_skipped_with_a_warning(reuse_pipe, photos, tmp_path):
+    code, out = reuse_pipe("--identity", EX, str(photos / "blank.png"), "--steps", "1", "--out", str(tmp_path / "out"))
+    assert code == 0, out.err
+    assert "Traceback" not in out.err
+    warnings = out.err.strip().splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("mien: warning: skipped") and "blank.png" in warnings[0]
+    assert (tmp_path / "out" / "000_seed0.png").is_file() and (tmp_path / "out" / "sheet.png").is_file()

@@ -1,0 +1,81 @@
+"""MienPipeline end to end: a tiny random model for the mechanics, the shipped model for behaviour.
+
+Both need the shared face models (landmarker, face-api, TAEF2), so both use ``shared_dir``.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mien.builtin import MienModel, ModelConfig
+from mien.cli.analyze import example_path
+from mien.expression.targets import ExpressionRequest
+from mien.io.image import load_rgb
+from mien.pipeline import MienPipeline
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return load_rgb(example_path())  # a London Set photo (CC BY 4.0, see the README)
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe(shared_dir, tmp_path_factory):
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("tiny")
+    MienModel(ModelConfig.from_preset("tiny", reference=True)).save_pretrained(d)
+    pipe = MienPipeline.from_pretrained(d)
+    yield pipe
+    pipe.close()
+
+
+def test_tiny_model_end_to_end_is_seeded_and_uses_the_identity_photo(tiny_pipe, photo):
+    ident = tiny_pipe.prepare_identity([photo])
+    assert ident.latent is not None and ident.latent.shape == (32, 16, 16)
+    req = ExpressionRequest(mix={"happy": 1.0})
+    a = tiny_pipe(ident, req, n=2, seed=7, steps=3)
+    b = tiny_pipe(ident, req, n=1, seed=8, steps=3)
+    assert a.seeds == [7, 8] and a.images[0].dtype == np.uint8 and a.images[0].shape == (128, 128, 3)
+    assert np.array_equal(a.images[1], b.images[0])  # image k of a batch = seed + k on its own
+    assert not np.array_equal(a.images[0], a.images[1])
+    assert a.settings["model_hash"] == tiny_pipe.model_hash
+
+
+def test_unknown_sampler_is_a_one_line_error(tiny_pipe, photo):
+    from mien.errors import MienError
+
+    with pytest.raises(MienError, match="unknown sampler"):
+        tiny_pipe(tiny_pipe.prepare_identity([photo]), ExpressionRequest(mix={"happy": 1.0}), sampler="ddim")
+
+
+@pytest.fixture(scope="module")
+def shipped(shared_dir):
+    pipe = MienPipeline.from_pretrained()
+    yield pipe
+    pipe.close()
+
+
+def test_shipped_model_makes_a_detectable_face_with_the_requested_smile(shipped, photo):
+    """The shipped model on a London photo: a face is found in the outputs, and asking for 'happy'
+    smiles more than asking for 'neutral' from the same noise (MediaPipe mouthSmile blendshapes)."""
+    from mien.models.blendshapes import BLENDSHAPE_NAMES
+
+    ident = shipped.prepare_identity([photo])
+    smile = [BLENDSHAPE_NAMES.index(n) for n in ("mouthSmileLeft", "mouthSmileRight")]
+    scores = {}
+    for label in ("neutral", "happy"):
+        out = shipped(ident, ExpressionRequest(mix={label: 1.0}), n=2, seed=0)
+        faces = [shipped.landmarker.detect(im) for im in out.images]
+        assert all(faces), f"no face found in a '{label}' output"
+        scores[label] = np.mean([f[0].blendshapes[smile].mean() for f in faces])
+    assert scores["happy"] > scores["neutral"] + 0.2, scores
+
+
+def test_shipped_model_config_is_the_documented_one():
+    from mien.pipeline import default_model_dir
+
+    cfg = json.loads((default_model_dir() / "config.json").read_text())
+    assert cfg["reference"] is True and cfg["unet"]["in_channels"] == 64
+    assert (default_model_dir() / "model.safetensors").stat().st_size <= 32 * 2**20
