@@ -159,8 +159,10 @@ def test_generators_registry_and_baselines(world):
         real.pick(cond["label:sad@1"], 0)
     with pytest.raises(Unsupported, match="Action Unit"):
         real.pick(cond["aus:AU12=3"], 0)
-    with pytest.raises(MienError, match="not available"):
-        create("built-in", b)
+    with pytest.raises(MienError, match="missing"):
+        create("built-in", b, model=str(path.parent / "no-such-model"))
+    with pytest.raises(MienError, match="--model: generator 'copy' has no such setting"):
+        create("copy", b, model="x")
     with pytest.raises(MienError, match="unknown generator"):
         create("nope", b)
 

@@ -38,7 +38,8 @@ def test_tiny_model_end_to_end_is_seeded_and_uses_the_identity_photo(tiny_pipe, 
     a = tiny_pipe(ident, req, n=2, seed=7, steps=3)
     b = tiny_pipe(ident, req, n=1, seed=8, steps=3)
     assert a.seeds == [7, 8] and a.images[0].dtype == np.uint8 and a.images[0].shape == (128, 128, 3)
-    assert np.array_equal(a.images[1], b.images[0])  # image k of a batch = seed + k on its own
+    # image k of a batch is seed + k on its own (up to batch-size-dependent float rounding)
+    assert np.abs(a.images[1].astype(int) - b.images[0].astype(int)).max() <= 2
     assert not np.array_equal(a.images[0], a.images[1])
     assert a.settings["model_hash"] == tiny_pipe.model_hash
 
