@@ -331,7 +331,7 @@ def guidance_sweep(benchmark: Benchmark, generator: Generator, cache: AnalysisCa
     """Trade-off curve over the generator's guidance scales: label requests (not neutral), first seed,
     the first ``sweep_identities`` identities. None when the generator has no scales."""
     scales = guidance_scales(generator)
-    if not scales:
+    if not scales or options.sweep_identities <= 0:
         return None
     idents = benchmark.identities[: options.sweep_identities]
     points = []
