@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "generate",
         help="generate a person with a chosen expression (built-in model)",
         description="Generate new 128 px images of the person in --identity with the requested expression, using "
-        "mien's built-in model (docs/model-card.md says what it can and cannot do).",
+        "mien's built-in model (its card, src/mien/resources/model/README.md, says what it can and cannot do).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
