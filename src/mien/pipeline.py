@@ -8,7 +8,6 @@ data was conditioned), the expression target (:mod:`mien.expression.targets`), t
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,10 +21,6 @@ from mien.settings import GENERATION_DEFAULTS
 
 DEFAULT_MODEL = "default"
 DEFAULTS = GENERATION_DEFAULTS
-
-
-def default_settings() -> dict:
-    return dict(DEFAULTS)
 
 
 def default_model_dir() -> Path:
@@ -55,7 +50,7 @@ class MienPipeline:
     def __init__(self, model, taef2, identity, landmarker, model_dir: Path, device: torch.device):
         self.model, self.taef2, self.identity, self.landmarker = model, taef2, identity, landmarker
         self.model_dir, self.device = Path(model_dir), device
-        self.model_hash = _file_hash(self.model_dir / "model.safetensors")
+        self.model_hash = model.sha256[:12]
         from mien.expression.aus import AUCalibration
         from mien.expression.basic import Prototypes
 
@@ -71,7 +66,6 @@ class MienPipeline:
         from mien.models.taef2 import TAEF2
 
         model_dir = default_model_dir() if str(path) == DEFAULT_MODEL else Path(path)
-        _check_model_files(model_dir)
         dev = torch.device(device)
         model = MienModel.from_pretrained(model_dir).to(dev).eval()
         taef2 = TAEF2.from_weights().to(dev).eval()
@@ -152,13 +146,3 @@ class MienPipeline:
         settings = {"steps": steps, "sampler": sampler, "guidance_identity": guidance_identity,
                     "guidance_expression": guidance_expression, "model_hash": self.model_hash}
         return Generation(images, seeds, request.describe(), expr, settings)
-
-
-def _check_model_files(model_dir: Path) -> None:
-    for name in ("config.json", "model.safetensors"):
-        if not (model_dir / name).is_file():
-            raise MienError(f"model file {model_dir / name} is missing; reinstall mien or pass --model DIR with a saved model")
-
-
-def _file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]

@@ -17,7 +17,6 @@ channels (InstructPix2Pix, Brooks et al. 2023, sec. 3.4). Embeddings alone kept 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -30,39 +29,36 @@ from mien.builtin.attention import install_stream_processors
 from mien.builtin.config import ModelConfig, load_json, save_json
 from mien.builtin.streams import build_streams
 from mien.errors import MienError
+from mien.weights import sha256_of
 
 CONFIG_NAME, WEIGHTS_NAME, CHECKSUM_NAME = "config.json", "model.safetensors", "SHA256SUMS"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_checksum(directory: str | Path) -> None:
     """``SHA256SUMS`` beside the weights (sha256sum's format), so a damaged copy is caught on load."""
     directory = Path(directory)
-    (directory / CHECKSUM_NAME).write_text(f"{_sha256(directory / WEIGHTS_NAME)}  {WEIGHTS_NAME}\n")
+    (directory / CHECKSUM_NAME).write_text(f"{sha256_of(directory / WEIGHTS_NAME)}  {WEIGHTS_NAME}\n")
 
 
-def verify_checksum(directory: str | Path) -> None:
-    """Compare the weights with ``SHA256SUMS`` when the folder has one (folders without it still load)."""
+def verify_checksum(directory: str | Path) -> str:
+    """The weights' SHA256, checked against ``SHA256SUMS`` when the folder has one (folders without it
+    still load)."""
     directory = Path(directory)
+    sha = sha256_of(directory / WEIGHTS_NAME)
     sums = directory / CHECKSUM_NAME
     if not sums.is_file():
-        return
+        return sha
     want = dict(line.split()[::-1] for line in sums.read_text().splitlines() if line.strip()).get(WEIGHTS_NAME)
-    if want and _sha256(directory / WEIGHTS_NAME) != want:
+    if want and sha != want:
         raise MienError(f"{directory / WEIGHTS_NAME} does not match its checksum in {CHECKSUM_NAME}: the file is "
                         "damaged or was replaced; reinstall mien (or re-export the model) to get an intact copy")  # fmt: skip
+    return sha
 
 
 class MienModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
+        self.sha256: str | None = None  # of the weights file it was loaded from (from_pretrained)
         self.config = config
         self.unet = UNet2DConditionModel(**config.unet)
         self.streams = build_streams(config.streams, config.cross_attention_dim)
@@ -190,10 +186,13 @@ class MienModel(nn.Module):
     def from_pretrained(cls, directory: str | Path) -> "MienModel":
         """The model saved in ``directory`` (fp32, eval mode); unknown config keys are errors."""
         directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
-            raise MienError(f"{directory} is not a saved mien model: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
-        verify_checksum(directory)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (directory / name).is_file():
+                raise MienError(f"model file {directory / name} is missing; pass a folder saved by mien training "
+                                "(config.json + model.safetensors), or reinstall mien for the built-in model")  # fmt: skip
+        sha = verify_checksum(directory)
         model = cls(load_json(ModelConfig, directory / CONFIG_NAME))
+        model.sha256 = sha  # of the weights file, for output metadata and results (no second read)
         state = load_file(directory / WEIGHTS_NAME)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:

@@ -110,11 +110,12 @@ class BuiltinGenerator:
     guidance_scales = (1.0, 2.0, 3.0, 5.0)  # expression guidance scales of the trade-off sweep
 
     def __init__(self, model: str = "default", device: str = "cpu", pipe=None, **settings):
-        from mien.pipeline import MienPipeline, default_settings
+        from mien.pipeline import MienPipeline
+        from mien.settings import GENERATION_DEFAULTS
 
         self.pipe = pipe or MienPipeline.from_pretrained(model, device=device)
         self.model_hash = self.pipe.model_hash
-        self.settings = {**default_settings(), **{k: v for k, v in settings.items() if v is not None}}
+        self.settings = {**GENERATION_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
         self._identity: dict[bytes, object] = {}
 
     @property
