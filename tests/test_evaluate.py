@@ -229,7 +229,7 @@ def test_run_scores_failures_sweep_and_resumes(world, tmp_path, expression_model
     again.guidance_scales = ()
     res2 = run(path, again, tmp_path / "guided")
     assert again.calls == 0 and res2["metrics"]["identity.faceapi_cosine"] == res["metrics"]["identity.faceapi_cosine"]
-    with pytest.raises(MienError, match="another benchmark, generator, model"):
+    with pytest.raises(MienError, match="another benchmark, generator, model, settings"):
         run(path, CopyGenerator(), tmp_path / "guided")
 
 

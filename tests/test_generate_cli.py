@@ -171,6 +171,17 @@ def test_counts_must_be_positive(generate, flag):
     assert "at least 1" in msg
 
 
+@pytest.mark.parametrize("value", ["0", "-0.5", "1.2", "nan"])
+def test_strength_out_of_range(generate, value):
+    msg = generate("--identity", EX, "--strength", value)
+    assert f"--strength {float(value)}" in msg and "out of range" in msg and "at most 1" in msg
+
+
+def test_unknown_keep_region(generate):
+    msg = generate("--identity", EX, "--keep", "hair")
+    assert "--keep hair" in msg and "background" in msg and "none" in msg
+
+
 def test_unknown_sampler(generate):
     msg = generate("--identity", EX, "--sampler", "ddim")
     assert "unknown sampler 'ddim'" in msg and "euler" in msg and "dpmpp_2m" in msg

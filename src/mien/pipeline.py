@@ -3,7 +3,8 @@
 The pipeline only composes (STYLE.md 9): face alignment (:mod:`mien.face`), the identity condition
 (:class:`mien.models.identity.IdentityEncoder` on the aligned 128 px crop, exactly as the training
 data was conditioned), the expression target (:mod:`mien.expression.targets`), the built-in model
-(:mod:`mien.builtin`), per-stream guidance and a pure sampler (:mod:`mien.sampling`), TAEF2 decoding.
+(:mod:`mien.builtin`), per-stream guidance and a pure sampler (:mod:`mien.sampling`), by default started
+from the identity photo with its background kept (:mod:`mien.builtin.edit`), TAEF2 decoding.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Generation:
     request: str
     expression: np.ndarray  # (55,) the conditioning vector used
     settings: dict
+    latents: torch.Tensor | None = None  # (n, 32, 16, 16) raw TAEF2 latents of the images
 
 
 class MienPipeline:
@@ -110,7 +112,7 @@ class MienPipeline:
         vec = F.normalize(self.identity.condition(x).mean(0), dim=0)
         pose = np.mean([f.pose for f in faces], axis=0)
         bs = np.mean([f.blendshapes for f in faces], axis=0)
-        latent = self.taef2.encode(x[:1] / 255)[0] if self.model.config.reference else None
+        latent = self.taef2.encode(x[:1] / 255)[0]  # the spatial reference and the photo an edit starts from
         return IdentityInput(crops, vec, pose, bs, skipped, latent)
 
     def reference_blendshapes(self, rgb: np.ndarray) -> np.ndarray:
@@ -121,28 +123,48 @@ class MienPipeline:
     @torch.no_grad()
     def __call__(self, identity: IdentityInput, request, n: int = 1, seed: int = 0, steps: int = DEFAULTS["steps"],
                  sampler: str = DEFAULTS["sampler"], guidance_identity: float = DEFAULTS["guidance_identity"],
-                 guidance_expression: float = DEFAULTS["guidance_expression"]) -> Generation:  # fmt: skip
+                 guidance_expression: float = DEFAULTS["guidance_expression"],
+                 strength: float = DEFAULTS["strength"], keep: str = DEFAULTS["keep"]) -> Generation:  # fmt: skip
+        """Images of ``identity`` with the expression of ``request``.
+
+        ``strength`` < 1 starts from the identity photo's latent noised to that flow time, and
+        ``keep="background"`` keeps the photo outside the face box (:mod:`mien.builtin.edit`);
+        ``strength=1, keep="none"`` draws from pure noise.
+        """
+        from mien.builtin import edit
         from mien.builtin.guidance import guided_denoiser
         from mien.expression.targets import blendshape_target, expression_vector
         from mien.sampling import SAMPLERS, flow_sigmas
+        from mien.settings import check_edit
 
         if sampler not in SAMPLERS:
             raise MienError(f"unknown sampler '{sampler}'; choose one of {', '.join(sorted(SAMPLERS))}")
         if steps < 1 or n < 1:
             raise MienError("--steps and --n must be at least 1")
+        check_edit(strength, keep)
         bs = blendshape_target(request, self.prototypes, self.calibration)
         expr = expression_vector(bs, identity.pose)
         cond = {"identity": identity.vector[None].expand(n, -1).to(self.device),
                 "expression": torch.from_numpy(expr)[None].expand(n, -1).float().to(self.device)}
-        if identity.latent is not None:
+        if self.model.config.reference:
             cond["reference"] = identity.latent[None].expand(n, -1, -1, -1).to(self.device)
         seeds = [seed + i for i in range(n)]
         noise = torch.stack([torch.randn(32, 16, 16, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(self.device)
-        sigmas = flow_sigmas(steps).to(self.device)
         denoise = guided_denoiser(self.model, cond, scales=(guidance_identity, guidance_expression))
-        z = SAMPLERS[sampler](denoise, noise * sigmas[0], sigmas)
-        rgb = self.taef2.decode(self.model.denormalize(z)).clamp(0, 1)
+        photo = self.model.normalize(identity.latent[None].to(self.device)).expand(n, -1, -1, -1)
+        if keep != "none":
+            denoise = edit.kept_region_denoiser(denoise, photo, edit.keep_mask(keep).to(self.device))
+        if strength < 1:
+            sigmas = edit.start_sigmas(steps, strength).to(self.device)
+            start = photo + noise * sigmas[0]
+        else:
+            sigmas = flow_sigmas(steps).to(self.device)
+            start = noise * sigmas[0]
+        z = SAMPLERS[sampler](denoise, start, sigmas)
+        z = self.model.denormalize(z)
+        rgb = self.taef2.decode(z).clamp(0, 1)
         images = [(im.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8) for im in rgb]
         settings = {"steps": steps, "sampler": sampler, "guidance_identity": guidance_identity,
-                    "guidance_expression": guidance_expression, "model_hash": self.model_hash}
-        return Generation(images, seeds, request.describe(), expr, settings)
+                    "guidance_expression": guidance_expression, "strength": strength, "keep": keep,
+                    "model_hash": self.model_hash}
+        return Generation(images, seeds, request.describe(), expr, settings, z.cpu())

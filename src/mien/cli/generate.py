@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mien.errors import MienError
-from mien.settings import GENERATION_DEFAULTS
+from mien.settings import GENERATION_DEFAULTS, KEEP_REGIONS, check_edit
 
 EPILOG = """\
 how controls combine (docs/expressions.md): start from the --like photo's expression (else neutral),
@@ -51,6 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"identity guidance scale (default {d['guidance_identity']:g}; higher keeps more of the identity photo)")
     p.add_argument("--guidance-expression", type=float, default=d["guidance_expression"],
                    help=f"expression guidance scale (default {d['guidance_expression']:g}; higher pushes the requested expression harder)")
+    p.add_argument("--strength", type=float, default=d["strength"],
+                   help=f"where sampling starts: 1 draws from noise, lower starts nearer the identity photo and keeps more of it "
+                        f"(default {d['strength']:g})")
+    p.add_argument("--keep", default=d["keep"], metavar="|".join(KEEP_REGIONS),
+                   help=f"'background' keeps the identity photo outside the face (hair, clothes, background); 'none' redraws "
+                        f"everything (default {d['keep']})")
     p.add_argument("--out", type=Path, default=Path("mien-out"), help="output folder (default mien-out)")
     p.add_argument("--model", default="default", help="a saved model folder (default: the built-in model)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -77,6 +83,7 @@ def build_request(args, like=None):
 
 def check_settings(args) -> None:
     """Settings errors that need no model: found here, before the slow model loading."""
+    check_edit(args.strength, args.keep)
     from mien.sampling.samplers import SAMPLERS
 
     if args.sampler not in SAMPLERS:
@@ -136,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"identity": args.identity, "request": request.describe(), "like": args.like,
                           "n": args.n, "seed": args.seed, "steps": args.steps, "sampler": args.sampler,
                           "guidance_identity": args.guidance_identity,
-                          "guidance_expression": args.guidance_expression, "model": args.model}, indent=1))
+                          "guidance_expression": args.guidance_expression, "strength": args.strength,
+                          "keep": args.keep, "model": args.model}, indent=1))
         return 0
     from mien.pipeline import MienPipeline
 
@@ -151,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
         for msg in ident.skipped:
             print(f"mien: warning: skipped {msg}", file=sys.stderr)
         gen = pipe(ident, request, n=args.n, seed=args.seed, steps=args.steps, sampler=args.sampler,
-                   guidance_identity=args.guidance_identity, guidance_expression=args.guidance_expression)
+                   guidance_identity=args.guidance_identity, guidance_expression=args.guidance_expression,
+                   strength=args.strength, keep=args.keep)
     finally:
         pipe.close()
     from mien.io.output import save_generation

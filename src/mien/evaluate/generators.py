@@ -122,7 +122,8 @@ class BuiltinGenerator:
     def description(self) -> str:
         s = self.settings
         return (f"mien's built-in model: {s['sampler']}, {s['steps']} steps, guidance identity "
-                f"{s['guidance_identity']:g}, expression {s['guidance_expression']:g}")
+                f"{s['guidance_identity']:g}, expression {s['guidance_expression']:g}, strength {s['strength']:g}, "
+                f"keep {s['keep']}")
 
     def with_guidance(self, scale: float) -> "BuiltinGenerator":
         """The same model at expression guidance ``scale`` (the trade-off sweep); identities are re-used."""

@@ -220,13 +220,14 @@ def _prepare_out(out: Path, benchmark: Benchmark, generator: Generator, options:
     # Items are keyed by (identity, request, seed), so runs with different --limit share one folder;
     # the analyses inside them are only valid for the same analysis code (fingerprint).
     header = {"benchmark_sha256": benchmark.sha256, "generator": generator.name,
+              "settings": generator.description,
               "model_hash": options.model_hash or getattr(generator, "model_hash", None), "analyzer": fingerprint}
     run_file, items_file = out / "run.json", out / "items.jsonl"
     if run_file.exists() and items_file.exists() and not options.fresh:
         old = json.loads(run_file.read_text())
         if {k: old.get(k) for k in header} != header:
-            raise MienError(f"{out} holds a run of another benchmark, generator, model or analysis code; choose "
-                            "another --out or pass --fresh to discard it")
+            raise MienError(f"{out} holds a run of another benchmark, generator, model, settings or analysis code; "
+                            "choose another --out or pass --fresh to discard it")
     if options.fresh and items_file.exists():
         items_file.unlink()
     run_file.write_text(json.dumps(header))

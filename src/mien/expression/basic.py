@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mien.errors import MienError
+from mien.face.blendshape_names import BLENDSHAPE_NAMES
 
 # face-api.js label order (faceExpressionNet/FaceExpressions.ts); used everywhere in mien.
 BASIC = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
@@ -62,6 +63,15 @@ class Prototypes:
         return cls(**json.loads(path.read_text()))
 
 
+# Labels whose displacement may not raise mouthSmile. The EMFACS prototypes (Friesen & Ekman 1983;
+# Ekman, Friesen & Hager 2002, Investigator's Guide) give AU12 (lip corner puller, ARKit
+# mouthSmile) only for happiness; the posed angry and fearful faces of the Taiwanese corpus still read as
+# mouthSmile +0.2 in MediaPipe (stretched, tense lips: AU20/AU23), and a model conditioned on that
+# smile draws one, which face-api then does not read as angry or fearful (docs/expressions.md).
+NO_SMILE = ("sad", "angry", "fearful", "disgusted")
+SMILE_INDICES = tuple(BLENDSHAPE_NAMES.index(n) for n in ("mouthSmileLeft", "mouthSmileRight"))
+
+
 def fit_prototypes(bs: np.ndarray, label: np.ndarray, performer: np.ndarray, rating: np.ndarray,
                    source: str) -> Prototypes:
     """bs (N,52); label (N,) in BASIC; performer (N,) ids; rating (N,) observer mean intensity of the
@@ -79,5 +89,8 @@ def fit_prototypes(bs: np.ndarray, label: np.ndarray, performer: np.ndarray, rat
         scale[lab] = float(np.percentile(rating[rows], 95))
         x = np.clip(rating[rows] / scale[lab], 0.0, 1.0)
         disp[lab] = ((x[:, None] * delta[rows]).sum(0) / (x**2).sum()).round(6).tolist()
+    for lab in NO_SMILE:  # see NO_SMILE
+        for i in SMILE_INDICES:
+            disp[lab][i] = min(disp[lab][i], 0.0)
     neutral = bs[neutral_rows & keep].mean(0).round(6).tolist()
     return Prototypes(neutral, disp, scale, source)
