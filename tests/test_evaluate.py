@@ -295,3 +295,16 @@ def test_copy_baseline_end_to_end(shared_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "identity.faceapi_cosine" in printed and "-> 0.5" in printed and "generator.name: copy -> other" in printed
     assert diff(res, res) == [] and "no differences" in compare(out / "results.json", out / "results.json")
+
+
+def test_builtin_edit_settings_are_checked_before_the_model_loads(monkeypatch):
+    import mien.pipeline
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the settings were checked")
+
+    monkeypatch.setattr(mien.pipeline.MienPipeline, "from_pretrained", no_load)
+    with pytest.raises(MienError, match="--keep hair"):
+        create("built-in", None, keep="hair")
+    with pytest.raises(MienError, match="--strength 0.0 is out of range"):
+        create("built-in", None, strength=0.0)

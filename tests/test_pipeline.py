@@ -102,7 +102,9 @@ def test_edit_pieces_do_what_they_say():
     y0, y1, x0, x1 = edit.FACE_BOX
     assert m[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1].max() == 0 and m[0].min() == 1 and m[:, 0].min() == 1
     assert edit.keep_mask("none").max() == 0
-    s = edit.start_sigmas(10, 0.8)
+    from mien.sampling import flow_sigmas
+
+    s = flow_sigmas(10, start=0.8)
     assert len(s) == 11 and s[0] == pytest.approx(0.8 / 0.2) and s[-1] == 0 and (s[1:] < s[:-1]).all()
     x0_ = torch.randn(2, 32, 16, 16)
     mask = edit.keep_mask("background")

@@ -154,12 +154,8 @@ class MienPipeline:
         photo = self.model.normalize(identity.latent[None].to(self.device)).expand(n, -1, -1, -1)
         if keep != "none":
             denoise = edit.kept_region_denoiser(denoise, photo, edit.keep_mask(keep).to(self.device))
-        if strength < 1:
-            sigmas = edit.start_sigmas(steps, strength).to(self.device)
-            start = photo + noise * sigmas[0]
-        else:
-            sigmas = flow_sigmas(steps).to(self.device)
-            start = noise * sigmas[0]
+        sigmas = flow_sigmas(steps, start=strength).to(self.device)
+        start = photo + noise * sigmas[0] if strength < 1 else noise * sigmas[0]  # SDEdit, or pure noise
         z = SAMPLERS[sampler](denoise, start, sigmas)
         z = self.model.denormalize(z)
         rgb = self.taef2.decode(z).clamp(0, 1)

@@ -8,7 +8,8 @@ training-free tools keep what should not change:
 - **Partial start** (SDEdit, Meng et al., ICLR 2022; diffusers' img2img ``strength``): start the
   probability-flow ODE at flow time ``t = strength`` from the photo's latent noised to that level,
   ``x_t = (1 - t) x0 + t noise``, so coarse layout and colour come from the photo and the model
-  redraws the rest. ``strength = 1`` is generation from noise.
+  redraws the rest. ``strength = 1`` is generation from noise. The schedule is
+  ``mien.sampling.flow_sigmas(steps, start=strength)``; the start sample is built by the pipeline.
 - **Kept region** (Blended Latent Diffusion, Avrahami et al., SIGGRAPH 2023, sec. 3): outside the
   face, the denoised estimate is replaced by the photo's latent at every step, so the sampler's
   trajectory there is the photo's own and the final latent equals it exactly. Done on the denoiser
@@ -48,19 +49,6 @@ def keep_mask(keep: str, size: int = 16) -> torch.Tensor:
     y0, y1, x0, x1 = FACE_BOX
     m[..., y0:y1, x0:x1] = 0
     return F.avg_pool2d(F.pad(m, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-
-
-def start_sigmas(steps: int, strength: float) -> torch.Tensor:
-    """A flow schedule of ``steps`` steps from flow time ``strength`` (< 1) to 0, as EDM sigmas.
-
-    Uniform in t like :func:`mien.sampling.flow_sigmas`, so a partial start keeps the full number of
-    steps over the shorter interval (diffusers' img2img instead skips the first steps of the full
-    schedule; both are SDEdit).
-    """
-    if not 0.0 < strength < 1.0:
-        raise ValueError(f"a partial start needs 0 < strength < 1, got {strength}")
-    t = torch.linspace(strength, 0.0, steps + 1, dtype=torch.float64)
-    return (t / (1 - t)).float()
 
 
 def kept_region_denoiser(denoise: Callable, x0: torch.Tensor, mask: torch.Tensor) -> Callable:

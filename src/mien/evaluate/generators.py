@@ -111,11 +111,12 @@ class BuiltinGenerator:
 
     def __init__(self, model: str = "default", device: str = "cpu", pipe=None, **settings):
         from mien.pipeline import MienPipeline
-        from mien.settings import GENERATION_DEFAULTS
+        from mien.settings import GENERATION_DEFAULTS, check_edit
 
+        self.settings = {**GENERATION_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+        check_edit(self.settings["strength"], self.settings["keep"])  # before the model loads
         self.pipe = pipe or MienPipeline.from_pretrained(model, device=device)
         self.model_hash = self.pipe.model_hash
-        self.settings = {**GENERATION_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
         self._identity: dict[bytes, object] = {}
 
     @property

@@ -44,8 +44,8 @@ def edm_sigmas(n: int) -> torch.Tensor:
     return karras_sigmas(n, EDM_SIGMA_MIN, EDM_SIGMA_MAX, EDM_RHO)
 
 
-def flow_sigmas(n: int, shift: float = 1.0, sigma_max: float = FLOW_SIGMA_MAX) -> torch.Tensor:
-    """Flow-matching schedule: uniform in flow time t from 1 to 0, as sigma = shift * t / (1 - t).
+def flow_sigmas(n: int, shift: float = 1.0, sigma_max: float = FLOW_SIGMA_MAX, start: float = 1.0) -> torch.Tensor:
+    """Flow-matching schedule: uniform in flow time t from ``start`` to 0, as sigma = shift * t / (1 - t).
 
     Rectified flow interpolates x_t = (1 - t) x0 + t noise, which is the EDM variable x / (1 + sigma)
     with sigma = t / (1 - t) (see :mod:`mien.sampling.flow`). The time shift of SD3 (Esser et al.
@@ -54,10 +54,17 @@ def flow_sigmas(n: int, shift: float = 1.0, sigma_max: float = FLOW_SIGMA_MAX) -
     ``shift > 1`` spends more steps at high noise.
 
     t = 1 would be sigma = infinity: the first sigma is replaced by the finite ``sigma_max``
-    (t_max = sigma_max / (1 + sigma_max)), which must exceed the next sigma.
+    (t_max = sigma_max / (1 + sigma_max)), which must exceed the next sigma. ``start`` < 1 is a
+    partial start (SDEdit, Meng et al. 2022; mien.builtin.edit): all ``n`` steps over [start, 0], the
+    first sigma finite (diffusers' img2img instead skips the first steps of the full schedule).
     """
     if n < 1:
         raise ValueError(f"need at least one step, got n={n}")
+    if not 0.0 < start <= 1.0:
+        raise ValueError(f"flow_sigmas: start must be in (0, 1], got {start}")
+    if start < 1:
+        t = torch.linspace(start, 0, n + 1, dtype=torch.float64)
+        return (shift * t / (1 - t)).float()
     t = torch.linspace(1, 0, n + 1, dtype=torch.float64)[1:]
     sigmas = shift * t / (1 - t)
     if n > 1 and sigmas[0] >= sigma_max:
