@@ -4,8 +4,9 @@
 
 Times, with the models already loaded (what an interactive session or the Gradio UI pays per
 image): read and align the photo, identity vector and reference latent, expression target,
-25 sampler steps with both guidance streams (3 UNet branches per step), TAEF2 decoding, PNG
-writing. Model loading is timed separately, once. Prints one JSON line; the median is the figure.
+25 steps of mien generate's default edit (its settings are printed with the result), TAEF2
+decoding, PNG writing. Model loading is timed separately, once. Prints one JSON line; the median
+is the figure.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def main() -> None:
     print(json.dumps({"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
                       "max_s": round(max(times), 3), "repeats": args.repeats, "steps": args.steps,
                       "threads": args.threads, "model_load_s": round(load_s, 2), "cpu": platform.processor() or platform.machine(),
-                      "torch": torch.__version__, "model_hash": pipe.model_hash}))
+                      "torch": torch.__version__, "model_hash": pipe.model_hash, "settings": gen.settings}))
 
 
 if __name__ == "__main__":

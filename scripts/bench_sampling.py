@@ -11,6 +11,9 @@ per step), 25 Euler steps on the same sigmas, from the same noise, and must give
   (CUDA graphs: the 16x16 UNet is launch-bound); the sampler being a pure function of tensors is
   what lets the whole step be captured. Without ``--compile`` it equals "mien eager".
 Both run under the same bf16 autocast on CUDA (fp32 on CPU); the equality check runs both in fp32.
+"flowedit" times mien's default edit (``mien.sampling.flowedit`` at the default strength and guidance of
+``mien.settings``: source and target predictions batched, fresh noise each step) on the same UNet
+(compiled with ``--compile``); diffusers has no FlowEdit loop for this UNet to compare with.
 Prints a table of images/s at each batch size; on CPU, also the end-to-end seconds for one image.
 """
 
@@ -51,6 +54,18 @@ def mien_loop(model, cond, noise, steps, scales):
     return sample_euler(guided_denoiser(model, cond, scales=scales), noise * sigmas[0], sigmas)
 
 
+def flowedit_loop(model, cond, photo, steps, scales, strength):
+    from mien.builtin.guidance import guided_velocity
+    from mien.sampling.flowedit import flow_edit_times, sample_flowedit
+
+    pair = {k: torch.cat([v, v]) for k, v in cond.items()}
+    pair["expression"] = torch.cat([cond["expression"].flip(0), cond["expression"]])  # another source expression
+    velocity = guided_velocity(model, pair, scales=scales)
+    g = torch.Generator(device=photo.device).manual_seed(0)
+    return sample_flowedit(velocity, photo, flow_edit_times(steps, strength),
+                           lambda k: torch.randn(photo.shape, generator=g, device=photo.device))
+
+
 def timed(fn, sync, repeats=3):
     fn()
     sync()
@@ -70,6 +85,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 64, 256, 1024])
     ap.add_argument("--compile", action="store_true")
+    from mien.settings import GENERATION_DEFAULTS as d
+
+    ap.add_argument("--edit-guidance", type=float, nargs=2, metavar=("GI", "GE"),
+                    default=[d["guidance_identity"], d["guidance_expression"]],
+                    help="identity and expression guidance of the flowedit timing (default: mien generate's)")
+    ap.add_argument("--edit-strength", type=float, default=d["strength"])
     args = ap.parse_args()
     from mien.builtin.model import MienModel
 
@@ -100,12 +121,17 @@ def main() -> None:
                 fast.unet = torch.compile(fast.unet, mode="reduce-overhead")
             with amp():
                 t_ours, _ = timed(lambda: mien_loop(fast, cond, noise, args.steps, scales), sync)
+            with amp():
+                t_edit, _ = timed(lambda: flowedit_loop(fast, cond, noise, args.steps, tuple(args.edit_guidance),
+                                                        args.edit_strength), sync)
         rows.append({"batch": b, "diffusers_loop_img_s": round(b / t_ref, 1), "mien_eager_img_s": round(b / t_eager, 1),
                      "mien_img_s": round(b / t_ours, 1), "compiled": args.compile, "speedup": round(t_ref / t_ours, 2),
-                     "max_abs_diff_fp32": float((ours32 - ref32).abs().max())})
+                     "max_abs_diff_fp32": float((ours32 - ref32).abs().max()),
+                     "flowedit_img_s": round(b / t_edit, 1)})
         print(json.dumps(rows[-1]), flush=True)
     print(json.dumps({"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
-                      "torch": torch.__version__, "steps": args.steps, "rows": rows}))
+                      "torch": torch.__version__, "steps": args.steps, "edit_guidance": args.edit_guidance,
+                      "edit_strength": args.edit_strength, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -96,6 +96,19 @@ def test_guidance_combines_the_three_branches():
     torch.testing.assert_close(guided_velocity(model, cond, scales=(2.0, 3.0))(x, t), expected, rtol=1e-4, atol=1e-5)
 
 
+@torch.no_grad()
+def test_guidance_interval_guides_only_inside_it():
+    model = tiny(zero_init_streams=False)
+    x, _, cond = inputs()
+    plain = guided_velocity(model, cond, scales=(1.0, 1.0))
+    full = guided_velocity(model, cond, scales=(2.0, 3.0))
+    limited = guided_velocity(model, cond, scales=(2.0, 3.0), interval=(0.4, 1.0))
+    high, low = torch.full((2,), 0.7), torch.full((2,), 0.2)
+    assert torch.equal(limited(x, high), full(x, high))
+    assert torch.equal(limited(x, low), plain(x, low))
+    assert not torch.allclose(full(x, low), plain(x, low))
+
+
 def test_each_stream_owns_its_dropout():
     model = tiny(streams=[dict(name="identity", in_dim=IDENTITY_DIM, n_tokens=2, hidden_dim=32, dropout_prob=1.0),
                           dict(name="expression", in_dim=EXPRESSION_DIM, n_tokens=2, hidden_dim=32, dropout_prob=0.0)])

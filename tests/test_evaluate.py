@@ -308,3 +308,7 @@ def test_builtin_edit_settings_are_checked_before_the_model_loads(monkeypatch):
         create("built-in", None, keep="hair")
     with pytest.raises(MienError, match="--strength 0.0 is out of range"):
         create("built-in", None, strength=0.0)
+    with pytest.raises(MienError, match="--method inpaint"):
+        create("built-in", None, method="inpaint")
+    with pytest.raises(MienError, match="--guidance-until 1.0 is out of range"):
+        create("built-in", None, guidance_until=1.0)

@@ -182,6 +182,25 @@ def test_unknown_keep_region(generate):
     assert "--keep hair" in msg and "background" in msg and "none" in msg
 
 
+def test_unknown_edit_method(generate):
+    msg = generate("--identity", EX, "--method", "inpaint")
+    assert "--method inpaint" in msg and "flowedit" in msg and "sdedit" in msg
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1", "nan"])
+def test_guidance_until_out_of_range(generate, value):
+    msg = generate("--identity", EX, "--guidance-until", value)
+    assert f"--guidance-until {float(value)}" in msg and "out of range" in msg
+
+
+def test_sampler_with_flowedit_warns_that_it_is_unused(no_model_load, capsys):
+    assert main(["generate", "--identity", "not_read.jpg", "--sampler", "heun", "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "--sampler heun applies to --method sdedit" in err
+    assert main(["generate", "--identity", "not_read.jpg", "--sampler", "heun", "--method", "sdedit", "--dry-run"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_unknown_sampler(generate):
     msg = generate("--identity", EX, "--sampler", "ddim")
     assert "unknown sampler 'ddim'" in msg and "euler" in msg and "dpmpp_2m" in msg

@@ -35,8 +35,10 @@ def test_tiny_model_end_to_end_is_seeded_and_uses_the_identity_photo(tiny_pipe, 
     ident = tiny_pipe.prepare_identity([photo])
     assert ident.latent is not None and ident.latent.shape == (32, 16, 16)
     req = ExpressionRequest(mix={"happy": 1.0})
-    a = tiny_pipe(ident, req, n=2, seed=7, steps=3)
-    b = tiny_pipe(ident, req, n=1, seed=8, steps=3)
+    # sdedit from noise: the seed decides everything (the default flowedit returns the photo itself
+    # when, as here, the random model ignores the expression; see the flowedit test below)
+    a = tiny_pipe(ident, req, n=2, seed=7, steps=3, method="sdedit", strength=1.0)
+    b = tiny_pipe(ident, req, n=1, seed=8, steps=3, method="sdedit", strength=1.0)
     assert a.seeds == [7, 8] and a.images[0].dtype == np.uint8 and a.images[0].shape == (128, 128, 3)
     # image k of a batch is seed + k on its own (up to batch-size-dependent float rounding)
     assert np.abs(a.images[1].astype(int) - b.images[0].astype(int)).max() <= 2
@@ -70,10 +72,15 @@ def test_shipped_model_makes_a_detectable_face_with_the_requested_smile(shipped,
         return np.abs(np.concatenate([im[:16, :16], im[:16, -16:]]).astype(float)
                       - np.concatenate([own[:16, :16], own[:16, -16:]])).mean()
 
+    @torch.no_grad()
+    def identity_cosine(im):  # face-api descriptor of an output against the identity photo's condition
+        x = torch.from_numpy(im[None]).permute(0, 3, 1, 2).float()
+        return float(torch.nn.functional.normalize(shipped.identity.condition(x), dim=1)[0] @ ident.vector)
+
     smile = [BLENDSHAPE_NAMES.index(n) for n in ("mouthSmileLeft", "mouthSmileRight")]
-    scores = {}
+    scores, outputs = {}, {}
     for label in ("neutral", "happy"):
-        out = shipped(ident, ExpressionRequest(mix={label: 1.0}), n=2, seed=0)
+        out = outputs[label] = shipped(ident, ExpressionRequest(mix={label: 1.0}), n=2, seed=0)
         faces = [shipped.landmarker.detect(im) for im in out.images]
         assert all(faces), f"no face found in a '{label}' output"
         scores[label] = np.mean([f[0].blendshapes[smile].mean() for f in faces])
@@ -81,8 +88,11 @@ def test_shipped_model_makes_a_detectable_face_with_the_requested_smile(shipped,
         # trip (not exactly: the decoder sees the whole latent grid, face included)
         for im in out.images:
             assert corner_error(im) < 8
-    assert corner_error(shipped(ident, ExpressionRequest(mix={"happy": 1.0}), strength=1.0, keep="none").images[0]) > 15
+    drawn = shipped(ident, ExpressionRequest(mix={"happy": 1.0}), strength=1.0, keep="none", method="sdedit").images[0]
+    assert corner_error(drawn) > 15
     assert scores["happy"] > scores["neutral"] + 0.2, scores
+    # the default (flowedit) keeps the person: closer to the photo's identity than drawing anew
+    assert min(identity_cosine(im) for im in outputs["happy"].images) > identity_cosine(drawn)
 
 
 def test_shipped_model_config_is_the_documented_one():
@@ -113,7 +123,7 @@ def test_edit_pieces_do_what_they_say():
 
 
 def test_kept_background_comes_from_the_identity_photo(tiny_pipe, photo):
-    """Behaviour, on a random tiny model: with keep='background' the latent outside the face box is
+    """Behaviour of sdedit, on a random tiny model: with keep='background' the latent outside the face box is
     the identity photo's, exactly; drawn from noise it is not; a weaker start stays nearer the photo.
     (Checked on latents: TAEF2's decoder sees the whole 16x16 grid, so a random model's wild face
     region reaches every pixel; the shipped-model test below checks pixels.)"""
@@ -126,14 +136,42 @@ def test_kept_background_comes_from_the_identity_photo(tiny_pipe, photo):
     def outside_error(z):
         return (z[:, :, kept_cells] - ident.latent[:, kept_cells]).abs().max().item()
 
-    kept = tiny_pipe(ident, req, n=2, seed=1, steps=4, strength=1.0, keep="background")
-    drawn = tiny_pipe(ident, req, n=2, seed=1, steps=4, strength=1.0, keep="none")
+    kept = tiny_pipe(ident, req, n=2, seed=1, steps=4, strength=1.0, keep="background", method="sdedit")
+    drawn = tiny_pipe(ident, req, n=2, seed=1, steps=4, strength=1.0, keep="none", method="sdedit")
     assert outside_error(kept.latents) < 1e-4 < 0.1 < outside_error(drawn.latents)
     assert kept.settings["keep"] == "background" and kept.settings["strength"] == 1.0
 
     def distance(z):
         return (z - ident.latent).pow(2).mean().sqrt().item()
 
-    weak = tiny_pipe(ident, req, n=1, seed=1, steps=4, strength=0.2, keep="none").latents
-    strong = tiny_pipe(ident, req, n=1, seed=1, steps=4, strength=0.9, keep="none").latents
+    weak = tiny_pipe(ident, req, n=1, seed=1, steps=4, strength=0.2, keep="none", method="sdedit").latents
+    strong = tiny_pipe(ident, req, n=1, seed=1, steps=4, strength=0.9, keep="none", method="sdedit").latents
     assert distance(weak) < distance(strong)
+
+
+def test_flowedit_to_the_photos_own_expression_returns_the_photo(tiny_pipe, photo):
+    """Behaviour, on a random tiny model: FlowEdit moves the photo by the difference of the model's
+    predictions for the requested and the photo's own expression, so asking for exactly the photo's own
+    expression returns its latent unchanged, however poor the model; another request moves it, but
+    never outside the kept background."""
+    from mien.builtin import edit
+
+    ident = tiny_pipe.prepare_identity([photo])
+    own = ExpressionRequest(like=ident.blendshapes)  # one photo: its blendshapes and pose
+    same = tiny_pipe(ident, own, n=2, seed=3, steps=5, method="flowedit", strength=1.0, keep="none")
+    assert same.settings["method"] == "flowedit"
+    torch.testing.assert_close(same.latents, ident.latent[None].expand(2, -1, -1, -1), atol=1e-5, rtol=0)
+    # a random tiny model starts its stream attention at zero (it ignores the expression): wake it up
+    saved = {k: v.clone() for k, v in tiny_pipe.model.state_dict().items()}
+    try:
+        with torch.no_grad():
+            for p in tiny_pipe.model.parameters():
+                if not p.any():
+                    p.normal_(0, 0.5)
+        moved = tiny_pipe(ident, ExpressionRequest(mix={"surprised": 1.0}), n=1, seed=3, steps=5, method="flowedit",
+                          strength=1.0, keep="background").latents[0]
+    finally:
+        tiny_pipe.model.load_state_dict(saved)
+    kept_cells = edit.keep_mask("background")[0, 0] == 1
+    assert (moved - ident.latent)[:, ~kept_cells].abs().max() > 0.05
+    assert (moved - ident.latent)[:, kept_cells].abs().max() < 1e-4

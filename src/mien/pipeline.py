@@ -36,6 +36,7 @@ class IdentityInput:
     blendshapes: np.ndarray  # (52,) the identity photos' own expression (mean)
     skipped: list[str] = field(default_factory=list)
     latent: torch.Tensor | None = None  # (32, 16, 16) raw TAEF2 latent of the first usable photo
+    photo_expression: np.ndarray | None = None  # (55,) that photo's own expression vector (FlowEdit's source)
 
 
 @dataclass
@@ -96,6 +97,8 @@ class MienPipeline:
         averaging latents of different photos would blur them; the other photos still count
         through the identity vector.
         """
+        from mien.expression.targets import expression_vector
+
         names = names or [f"photo {i + 1}" for i in range(len(photos))]
         crops, faces, skipped = [], [], []
         for name, rgb in zip(names, photos):
@@ -113,7 +116,8 @@ class MienPipeline:
         pose = np.mean([f.pose for f in faces], axis=0)
         bs = np.mean([f.blendshapes for f in faces], axis=0)
         latent = self.taef2.encode(x[:1] / 255)[0]  # the spatial reference and the photo an edit starts from
-        return IdentityInput(crops, vec, pose, bs, skipped, latent)
+        own = expression_vector(faces[0].blendshapes, faces[0].pose)
+        return IdentityInput(crops, vec, pose, bs, skipped, latent, own)
 
     def reference_blendshapes(self, rgb: np.ndarray) -> np.ndarray:
         """The expression of a reference photo (``--like``): its blendshapes; its identity is not used."""
@@ -124,24 +128,26 @@ class MienPipeline:
     def __call__(self, identity: IdentityInput, request, n: int = 1, seed: int = 0, steps: int = DEFAULTS["steps"],
                  sampler: str = DEFAULTS["sampler"], guidance_identity: float = DEFAULTS["guidance_identity"],
                  guidance_expression: float = DEFAULTS["guidance_expression"],
-                 strength: float = DEFAULTS["strength"], keep: str = DEFAULTS["keep"]) -> Generation:  # fmt: skip
+                 strength: float = DEFAULTS["strength"], keep: str = DEFAULTS["keep"],
+                 method: str = DEFAULTS["method"], guidance_until: float = DEFAULTS["guidance_until"]
+                 ) -> Generation:  # fmt: skip
         """Images of ``identity`` with the expression of ``request``.
 
-        ``strength`` < 1 starts from the identity photo's latent noised to that flow time, and
-        ``keep="background"`` keeps the photo outside the face box (:mod:`mien.builtin.edit`);
-        ``strength=1, keep="none"`` draws from pure noise.
+        ``method="flowedit"`` moves the first identity photo by the difference between the model's
+        predictions for the requested expression and for the photo's own, from flow time ``strength``;
+        ``method="sdedit"`` starts ``sampler`` from the photo noised to ``strength`` (``strength=1,
+        keep="none"``: from pure noise). ``keep="background"`` keeps the photo outside the face box,
+        ``guidance_until`` > 0 guides only while t is above it (:mod:`mien.builtin.edit`).
         """
-        from mien.builtin import edit
-        from mien.builtin.guidance import guided_denoiser
         from mien.expression.targets import blendshape_target, expression_vector
-        from mien.sampling import SAMPLERS, flow_sigmas
+        from mien.sampling import SAMPLERS
         from mien.settings import check_edit
 
         if sampler not in SAMPLERS:
             raise MienError(f"unknown sampler '{sampler}'; choose one of {', '.join(sorted(SAMPLERS))}")
         if steps < 1 or n < 1:
             raise MienError("--steps and --n must be at least 1")
-        check_edit(strength, keep)
+        check_edit(strength, keep, method, guidance_until)
         bs = blendshape_target(request, self.prototypes, self.calibration)
         expr = expression_vector(bs, identity.pose)
         cond = {"identity": identity.vector[None].expand(n, -1).to(self.device),
@@ -149,18 +155,60 @@ class MienPipeline:
         if self.model.config.reference:
             cond["reference"] = identity.latent[None].expand(n, -1, -1, -1).to(self.device)
         seeds = [seed + i for i in range(n)]
-        noise = torch.stack([torch.randn(32, 16, 16, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(self.device)
-        denoise = guided_denoiser(self.model, cond, scales=(guidance_identity, guidance_expression))
+        scales = (guidance_identity, guidance_expression)
+        interval = (guidance_until, 1.0) if guidance_until > 0 else None  # guidance only while t > guidance_until
         photo = self.model.normalize(identity.latent[None].to(self.device)).expand(n, -1, -1, -1)
-        if keep != "none":
-            denoise = edit.kept_region_denoiser(denoise, photo, edit.keep_mask(keep).to(self.device))
-        sigmas = flow_sigmas(steps, start=strength).to(self.device)
-        start = photo + noise * sigmas[0] if strength < 1 else noise * sigmas[0]  # SDEdit, or pure noise
-        z = SAMPLERS[sampler](denoise, start, sigmas)
+        if method == "flowedit":
+            z = self._flowedit(identity, cond, photo, seeds, steps, strength, keep, scales, interval)
+        else:
+            z = self._sdedit(cond, photo, seeds, steps, sampler, strength, keep, scales, interval)
         z = self.model.denormalize(z)
         rgb = self.taef2.decode(z).clamp(0, 1)
         images = [(im.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8) for im in rgb]
         settings = {"steps": steps, "sampler": sampler, "guidance_identity": guidance_identity,
-                    "guidance_expression": guidance_expression, "strength": strength, "keep": keep,
+                    "guidance_expression": guidance_expression, "strength": strength, "keep": keep, "method": method,
+                    "guidance_until": guidance_until,
                     "model_hash": self.model_hash}
         return Generation(images, seeds, request.describe(), expr, settings, z.cpu())
+
+    def _sdedit(self, cond: dict, photo: torch.Tensor, seeds: list[int], steps: int, sampler: str, strength: float,
+                keep: str, scales: tuple, interval: tuple | None) -> torch.Tensor:  # fmt: skip
+        """SDEdit from the photo noised to flow time ``strength`` (pure noise at 1), any sampler (:mod:`mien.builtin.edit`)."""
+        from mien.builtin import edit
+        from mien.builtin.guidance import guided_denoiser
+        from mien.sampling import SAMPLERS, flow_sigmas
+
+        noise = torch.stack([torch.randn(32, 16, 16, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        denoise = guided_denoiser(self.model, cond, scales=scales, interval=interval)
+        if keep != "none":
+            denoise = edit.kept_region_denoiser(denoise, photo, edit.keep_mask(keep).to(self.device))
+        sigmas = flow_sigmas(steps, start=strength).to(self.device)
+        noise = noise.to(self.device) * sigmas[0]
+        return SAMPLERS[sampler](denoise, photo + noise if strength < 1 else noise, sigmas)
+
+    def _flowedit(self, identity: IdentityInput, cond: dict, photo: torch.Tensor, seeds: list[int], steps: int,
+                  strength: float, keep: str, scales: tuple, interval: tuple | None) -> torch.Tensor:  # fmt: skip
+        """FlowEdit from the photo's own expression to the requested one (:mod:`mien.sampling.flowedit`)."""
+        from mien.builtin import edit
+        from mien.builtin.guidance import guided_velocity
+        from mien.sampling.flowedit import flow_edit_times, sample_flowedit
+
+        n = photo.shape[0]
+        src = torch.from_numpy(identity.photo_expression)[None].expand(n, -1).float().to(self.device)
+        tar = cond["expression"].clone()
+        tar[:, -3:] = src[:, -3:]  # the edited photo's own head pose (not the mean over photos): change expression only
+        pair = {k: torch.cat([v, v]) for k, v in cond.items()}
+        pair["expression"] = torch.cat([src, tar])
+        velocity = guided_velocity(self.model, pair, scales=scales, interval=interval)
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        drawn = 0
+
+        def noise(k: int) -> torch.Tensor:  # each seed's own stream, so image i is the same at any n
+            nonlocal drawn
+            if k != drawn:
+                raise RuntimeError(f"noise draws must come in order: asked for {k}, next is {drawn}")
+            drawn += 1
+            return torch.stack([torch.randn(photo.shape[1:], generator=g) for g in gens]).to(self.device)
+
+        mask = edit.keep_mask(keep).to(self.device) if keep != "none" else None
+        return sample_flowedit(velocity, photo, flow_edit_times(steps, strength), noise, keep=mask)

@@ -59,8 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="DIR", help="saved model folder for --generator built-in (default: the shipped model)")
     p.add_argument("--guidance-identity", type=float, metavar="G", help="built-in: identity guidance (default: mien generate's)")
     p.add_argument("--guidance-expression", type=float, metavar="G", help="built-in: expression guidance (default: mien generate's)")
-    p.add_argument("--strength", type=float, metavar="S", help="built-in: where sampling starts, 1 = from noise (default: mien generate's)")
+    p.add_argument("--strength", type=float, metavar="S", help="built-in: where in the schedule the edit starts, 1 = its start (default: mien generate's)")
     p.add_argument("--keep", metavar="REGION", help="built-in: background or none (default: mien generate's)")
+    p.add_argument("--guidance-until", type=float, metavar="T", help="built-in: guide only while the flow time is above T (default: mien generate's)")
+    p.add_argument("--method", help="built-in: how the photo is edited, flowedit or sdedit (default: mien generate's)")
     p.add_argument("--sweep-identities", type=int, default=8, metavar="N",
                    help="identities in the guidance trade-off sweep (default 8; 0: no sweep)")
     p.add_argument("--model-hash", help="record this model hash in results.json (default: the generator's own)")
@@ -90,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
               f"cache      {'off' if args.no_cache else default_cache_dir()}\nseed       {args.seed}")
         return 0
     generator = create(args.generator, bench, model=args.model, guidance_identity=args.guidance_identity,
-                       guidance_expression=args.guidance_expression, strength=args.strength, keep=args.keep)
+                       guidance_expression=args.guidance_expression, strength=args.strength, keep=args.keep,
+                       method=args.method, guidance_until=args.guidance_until)
     options = Options(out=out, seed=args.seed, use_cache=not args.no_cache, fresh=args.fresh, device=args.device,
                       model_hash=args.model_hash, sweep_identities=args.sweep_identities)
     results = evaluate(bench, generator, options)

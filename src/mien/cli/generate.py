@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 from mien.errors import MienError
-from mien.settings import GENERATION_DEFAULTS, KEEP_REGIONS, check_edit
+from mien.settings import EDIT_METHODS, GENERATION_DEFAULTS, KEEP_REGIONS, check_edit
 
 EPILOG = """\
 how controls combine (docs/expressions.md): start from the --like photo's expression (else neutral),
 add the --expression label/term scaled by --intensity, then set every --au exactly; the head pose
 comes from the identity photo(s). With several --identity photos their identity vectors are averaged
-and the first usable one is the spatial reference (hair, skin, background).
+and the first usable one is the spatial reference and the photo that is edited (its head pose is kept).
 
 examples:
   mien generate --example --expression happy            the bundled London Set photo (CC BY 4.0)
@@ -46,14 +46,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed+i")
     d = GENERATION_DEFAULTS
     p.add_argument("--steps", type=int, default=d["steps"], help=f"sampler steps (default {d['steps']})")
-    p.add_argument("--sampler", default=d["sampler"], help=f"euler, heun, midpoint or dpmpp_2m (default {d['sampler']})")
+    p.add_argument("--sampler", default=d["sampler"],
+                   help=f"euler, heun, midpoint or dpmpp_2m, for --method sdedit (default {d['sampler']}; flowedit steps with Euler)")
     p.add_argument("--guidance-identity", type=float, default=d["guidance_identity"],
                    help=f"identity guidance scale (default {d['guidance_identity']:g}; higher keeps more of the identity photo)")
     p.add_argument("--guidance-expression", type=float, default=d["guidance_expression"],
                    help=f"expression guidance scale (default {d['guidance_expression']:g}; higher pushes the requested expression harder)")
+    p.add_argument("--guidance-until", type=float, default=d["guidance_until"], metavar="T",
+                   help=f"guide only while the flow time is above T (it runs from --strength down to 0), then follow the "
+                        f"plain conditional prediction: strong guidance late in sampling distorts fine detail (default "
+                        f"{d['guidance_until']:g}; 0 guides at every step)")
+    p.add_argument("--method", default=d["method"], metavar="|".join(EDIT_METHODS),
+                   help=f"how the identity photo is edited: 'flowedit' moves it by the difference between the requested "
+                        f"expression and its own, 'sdedit' re-noises it and redraws (default {d['method']})")
     p.add_argument("--strength", type=float, default=d["strength"],
-                   help=f"where sampling starts: 1 draws from noise, lower starts nearer the identity photo and keeps more of it "
-                        f"(default {d['strength']:g})")
+                   help=f"how early in the noise schedule the edit starts: 1 is the whole schedule (with sdedit: drawn from "
+                        f"noise), lower keeps more of the identity photo (default {d['strength']:g})")
     p.add_argument("--keep", default=d["keep"], metavar="|".join(KEEP_REGIONS),
                    help=f"'background' keeps the identity photo outside the face (hair, clothes, background); 'none' redraws "
                         f"everything (default {d['keep']})")
@@ -83,7 +91,7 @@ def build_request(args, like=None):
 
 def check_settings(args) -> None:
     """Settings errors that need no model: found here, before the slow model loading."""
-    check_edit(args.strength, args.keep)
+    check_edit(args.strength, args.keep, args.method, args.guidance_until)
     from mien.sampling.samplers import SAMPLERS
 
     if args.sampler not in SAMPLERS:
@@ -139,12 +147,16 @@ def run(args: argparse.Namespace) -> int:
         photos = [load_rgb(p) for p in args.identity]
         like_rgb = load_rgb(args.like) if args.like else None
     check_settings(args)  # sampler, model folder
+    if args.method == "flowedit" and args.sampler != GENERATION_DEFAULTS["sampler"]:
+        print(f"mien: warning: --sampler {args.sampler} applies to --method sdedit; flowedit steps with Euler",
+              file=sys.stderr)
     if args.dry_run:
         print(json.dumps({"identity": args.identity, "request": request.describe(), "like": args.like,
                           "n": args.n, "seed": args.seed, "steps": args.steps, "sampler": args.sampler,
                           "guidance_identity": args.guidance_identity,
                           "guidance_expression": args.guidance_expression, "strength": args.strength,
-                          "keep": args.keep, "model": args.model}, indent=1))
+                          "keep": args.keep, "method": args.method,
+                          "guidance_until": args.guidance_until, "model": args.model}, indent=1))
         return 0
     from mien.pipeline import MienPipeline
 
@@ -160,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"mien: warning: skipped {msg}", file=sys.stderr)
         gen = pipe(ident, request, n=args.n, seed=args.seed, steps=args.steps, sampler=args.sampler,
                    guidance_identity=args.guidance_identity, guidance_expression=args.guidance_expression,
-                   strength=args.strength, keep=args.keep)
+                   strength=args.strength, keep=args.keep, method=args.method,
+                   guidance_until=args.guidance_until)
     finally:
         pipe.close()
     from mien.io.output import save_generation

@@ -114,7 +114,8 @@ class BuiltinGenerator:
         from mien.settings import GENERATION_DEFAULTS, check_edit
 
         self.settings = {**GENERATION_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
-        check_edit(self.settings["strength"], self.settings["keep"])  # before the model loads
+        check_edit(self.settings["strength"], self.settings["keep"], self.settings["method"],
+                   self.settings["guidance_until"])  # before the model loads
         self.pipe = pipe or MienPipeline.from_pretrained(model, device=device)
         self.model_hash = self.pipe.model_hash
         self._identity: dict[bytes, object] = {}
@@ -124,7 +125,7 @@ class BuiltinGenerator:
         s = self.settings
         return (f"mien's built-in model: {s['sampler']}, {s['steps']} steps, guidance identity "
                 f"{s['guidance_identity']:g}, expression {s['guidance_expression']:g}, strength {s['strength']:g}, "
-                f"keep {s['keep']}")
+                f"keep {s['keep']}, method {s['method']}, guidance until t = {s['guidance_until']:g}")
 
     def with_guidance(self, scale: float) -> "BuiltinGenerator":
         """The same model at expression guidance ``scale`` (the trade-off sweep); identities are re-used."""
