@@ -190,16 +190,13 @@ class MienPipeline:
                   strength: float, keep: str, scales: tuple, interval: tuple | None) -> torch.Tensor:  # fmt: skip
         """FlowEdit from the photo's own expression to the requested one (:mod:`mien.sampling.flowedit`)."""
         from mien.builtin import edit
-        from mien.builtin.guidance import guided_velocity
         from mien.sampling.flowedit import flow_edit_times, sample_flowedit
 
         n = photo.shape[0]
         src = torch.from_numpy(identity.photo_expression)[None].expand(n, -1).float().to(self.device)
         tar = cond["expression"].clone()
         tar[:, -3:] = src[:, -3:]  # the edited photo's own head pose (not the mean over photos): change expression only
-        pair = {k: torch.cat([v, v]) for k, v in cond.items()}
-        pair["expression"] = torch.cat([src, tar])
-        velocity = guided_velocity(self.model, pair, scales=scales, interval=interval)
+        velocity = edit.flowedit_velocity(self.model, {**cond, "expression": tar}, src, scales, interval)
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         drawn = 0
 

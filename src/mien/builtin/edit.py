@@ -31,6 +31,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from mien.builtin.guidance import guided_velocity
 from mien.errors import MienError
 from mien.settings import KEEP_REGIONS
 
@@ -63,3 +64,11 @@ def kept_region_denoiser(denoise: Callable, x0: torch.Tensor, mask: torch.Tensor
 
     return blended
 
+
+
+def flowedit_velocity(model, cond: dict, source_expression: torch.Tensor, scales, interval=None) -> Callable:
+    """The pair velocity :func:`mien.sampling.flowedit.sample_flowedit` needs: rows [:B] predicted with
+    ``source_expression`` (B, 55), rows [B:] with ``cond``'s own; both halves share every other stream."""
+    pair = {k: torch.cat([v, v]) for k, v in cond.items()}
+    pair["expression"] = torch.cat([source_expression, cond["expression"]])
+    return guided_velocity(model, pair, scales=scales, interval=interval)

@@ -47,8 +47,10 @@ def guided_velocity(model, cond: dict, order: Sequence[str] = ("identity", "expr
     plain = _branches([1.0] * len(scales))
 
     def velocity(x: torch.Tensor, t, **extra) -> torch.Tensor:
-        t0 = float(torch.as_tensor(t).reshape(-1)[0])
-        weights, branches = guided if interval is None or interval[0] < t0 <= interval[1] else plain
+        weights, branches = guided
+        if interval is not None:  # one time per call (a step); read only when needed: it syncs a GPU
+            t0 = float(torch.as_tensor(t).reshape(-1)[0])
+            weights, branches = guided if interval[0] < t0 <= interval[1] else plain
         batch = x.shape[0]
         null = {name: _null_mask(branches, k, batch, x.device) for k, name in enumerate(order)}
         big_cond = {name: _repeat(c, len(branches)) for name, c in cond.items()}

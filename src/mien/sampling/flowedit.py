@@ -14,7 +14,8 @@ and "target" the requested one. Where the model's two predictions agree, nothing
 request does not touch — the person's features, the lighting — stays the photo's own instead of being
 redrawn (the paper's Sec. 4: the difference of the two velocities cancels the model's reconstruction
 error). ``ts[0]`` plays the role of the paper's n_max (how early the edit may act; larger changes
-more); the paper's n_min tail (plain sampling below a time) is not used: it redraws fine detail.
+more); the paper's n_min tail (plain sampling below a time) is not implemented: it would redraw the
+fine detail this edit exists to keep.
 
 Like the samplers in :mod:`mien.sampling.samplers` this is a pure function: the model, the conditions
 and the noise all come in as arguments.
