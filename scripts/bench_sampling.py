@@ -56,11 +56,11 @@ def mien_loop(model, cond, noise, steps, scales):
 
 def flowedit_loop(model, cond, photo, steps, scales, strength):
     from mien.builtin.edit import flowedit_velocity
-    from mien.sampling.flowedit import flow_edit_times, sample_flowedit
+    from mien.sampling import flow_times, sample_flowedit
 
     velocity = flowedit_velocity(model, cond, cond["expression"].flip(0), scales)  # another source expression
     g = torch.Generator(device=photo.device).manual_seed(0)
-    return sample_flowedit(velocity, photo, flow_edit_times(steps, strength),
+    return sample_flowedit(velocity, photo, flow_times(steps, strength),
                            lambda k: torch.randn(photo.shape, generator=g, device=photo.device))
 
 

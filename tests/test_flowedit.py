@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mien.sampling.flowedit import flow_edit_times, sample_flowedit
+from mien.sampling import flow_times, sample_flowedit
 
 
 def point_mass_velocity(mu_src: torch.Tensor, mu_tar: torch.Tensor):
@@ -35,7 +35,7 @@ def test_point_masses_are_edited_exactly_onto_the_target(steps, start):
     t_next/t: the last step (t_next = 0) lands exactly on the target, whatever the noise."""
     mu_src, mu_tar = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
     for seed in (0, 1):
-        out = sample_flowedit(point_mass_velocity(mu_src, mu_tar), mu_src, flow_edit_times(steps, start),
+        out = sample_flowedit(point_mass_velocity(mu_src, mu_tar), mu_src, flow_times(steps, start),
                               noise_source(mu_src.shape, seed))
         torch.testing.assert_close(out, mu_tar, atol=1e-5, rtol=0)
 
@@ -49,7 +49,7 @@ def test_an_edit_to_the_same_condition_changes_nothing():
         return torch.tanh(torch.einsum("oc,bchw->bohw", w, x)) * 3 + t.reshape(-1, 1, 1, 1)
 
     x = torch.randn(2, 4, 5, 5)
-    out = sample_flowedit(velocity, x, flow_edit_times(10, 0.9), noise_source(x.shape))
+    out = sample_flowedit(velocity, x, flow_times(10, 0.9), noise_source(x.shape))
     assert torch.equal(out, x)
 
 
@@ -57,7 +57,7 @@ def test_kept_region_stays_the_source_and_the_rest_moves():
     mu_src, mu_tar = torch.zeros(1, 2, 4, 4), torch.ones(1, 2, 4, 4)
     keep = torch.zeros(1, 1, 4, 4)
     keep[..., :2, :] = 1
-    out = sample_flowedit(point_mass_velocity(mu_src, mu_tar), mu_src, flow_edit_times(6, 1.0),
+    out = sample_flowedit(point_mass_velocity(mu_src, mu_tar), mu_src, flow_times(6, 1.0),
                           noise_source(mu_src.shape), keep=keep)
     assert torch.equal(out[..., :2, :], mu_src[..., :2, :])
     torch.testing.assert_close(out[..., 2:, :], mu_tar[..., 2:, :], atol=1e-5, rtol=0)
@@ -71,12 +71,12 @@ def test_noise_is_drawn_through_the_callers_function_once_per_step_and_average()
         calls.append(k)
         return torch.randn(x.shape)
 
-    sample_flowedit(point_mass_velocity(x, x + 1), x, flow_edit_times(4, 0.8), noise, n_avg=3)
+    sample_flowedit(point_mass_velocity(x, x + 1), x, flow_times(4, 0.8), noise, n_avg=3)
     assert calls == list(range(12))
 
 
 def test_bad_schedules_are_refused():
     with pytest.raises(ValueError, match="start"):
-        flow_edit_times(10, 0.0)
+        flow_times(10, 0.0)
     with pytest.raises(ValueError, match="step"):
-        flow_edit_times(0, 0.5)
+        flow_times(0, 0.5)

@@ -32,11 +32,10 @@ def default_model_dir() -> Path:
 class IdentityInput:
     crops: list[np.ndarray]  # aligned 128 px crops, one per usable photo
     vector: torch.Tensor  # (128,) the identity condition
-    pose: np.ndarray  # (3,) yaw, pitch, roll in degrees (mean over photos)
-    blendshapes: np.ndarray  # (52,) the identity photos' own expression (mean)
+    pose: np.ndarray  # (3,) yaw, pitch, roll in degrees of the first usable photo (the one edited)
+    blendshapes: np.ndarray  # (52,) that photo's own expression (FlowEdit's source)
     skipped: list[str] = field(default_factory=list)
-    latent: torch.Tensor | None = None  # (32, 16, 16) raw TAEF2 latent of the first usable photo
-    photo_expression: np.ndarray | None = None  # (55,) that photo's own expression vector (FlowEdit's source)
+    latent: torch.Tensor | None = None  # (32, 16, 16) raw TAEF2 latent of that photo
 
 
 @dataclass
@@ -93,12 +92,10 @@ class MienPipeline:
     def prepare_identity(self, photos: list[np.ndarray], names: list[str] | None = None) -> IdentityInput:
         """Align each photo and combine their identity vectors (mean, renormalised: DESIGN.md).
 
-        For a model with a spatial reference, the first usable photo is the reference (its latent):
-        averaging latents of different photos would blur them; the other photos still count
-        through the identity vector.
+        The first usable photo is the one edited and the spatial reference (its latent): averaging
+        latents of different photos would blur them, so its head pose and own expression are the ones
+        the edit starts from; the other photos still count through the identity vector.
         """
-        from mien.expression.targets import expression_vector
-
         names = names or [f"photo {i + 1}" for i in range(len(photos))]
         crops, faces, skipped = [], [], []
         for name, rgb in zip(names, photos):
@@ -113,11 +110,8 @@ class MienPipeline:
             raise NoFaceError("no usable face in any identity photo (" + "; ".join(skipped) + ")")
         x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().to(self.device)
         vec = F.normalize(self.identity.condition(x).mean(0), dim=0)
-        pose = np.mean([f.pose for f in faces], axis=0)
-        bs = np.mean([f.blendshapes for f in faces], axis=0)
         latent = self.taef2.encode(x[:1] / 255)[0]  # the spatial reference and the photo an edit starts from
-        own = expression_vector(faces[0].blendshapes, faces[0].pose)
-        return IdentityInput(crops, vec, pose, bs, skipped, latent, own)
+        return IdentityInput(crops, vec, np.asarray(faces[0].pose), faces[0].blendshapes, skipped, latent)
 
     def reference_blendshapes(self, rgb: np.ndarray) -> np.ndarray:
         """The expression of a reference photo (``--like``): its blendshapes; its identity is not used."""
@@ -159,7 +153,8 @@ class MienPipeline:
         interval = (guidance_until, 1.0) if guidance_until > 0 else None  # guidance only while t > guidance_until
         photo = self.model.normalize(identity.latent[None].to(self.device)).expand(n, -1, -1, -1)
         if method == "flowedit":
-            z = self._flowedit(identity, cond, photo, seeds, steps, strength, keep, scales, interval)
+            src = expression_vector(identity.blendshapes, identity.pose)  # the photo's own expression
+            z = self._flowedit(src, cond, photo, seeds, steps, strength, keep, scales, interval)
         else:
             z = self._sdedit(cond, photo, seeds, steps, sampler, strength, keep, scales, interval)
         z = self.model.denormalize(z)
@@ -186,17 +181,14 @@ class MienPipeline:
         noise = noise.to(self.device) * sigmas[0]
         return SAMPLERS[sampler](denoise, photo + noise if strength < 1 else noise, sigmas)
 
-    def _flowedit(self, identity: IdentityInput, cond: dict, photo: torch.Tensor, seeds: list[int], steps: int,
+    def _flowedit(self, source: np.ndarray, cond: dict, photo: torch.Tensor, seeds: list[int], steps: int,
                   strength: float, keep: str, scales: tuple, interval: tuple | None) -> torch.Tensor:  # fmt: skip
-        """FlowEdit from the photo's own expression to the requested one (:mod:`mien.sampling.flowedit`)."""
+        """FlowEdit from the photo's own expression ``source`` (55,) to the requested one (:mod:`mien.sampling.flowedit`)."""
         from mien.builtin import edit
-        from mien.sampling.flowedit import flow_edit_times, sample_flowedit
+        from mien.sampling import flow_times, sample_flowedit
 
-        n = photo.shape[0]
-        src = torch.from_numpy(identity.photo_expression)[None].expand(n, -1).float().to(self.device)
-        tar = cond["expression"].clone()
-        tar[:, -3:] = src[:, -3:]  # the edited photo's own head pose (not the mean over photos): change expression only
-        velocity = edit.flowedit_velocity(self.model, {**cond, "expression": tar}, src, scales, interval)
+        src = torch.from_numpy(source)[None].expand(photo.shape[0], -1).float().to(self.device)
+        velocity = edit.flowedit_velocity(self.model, cond, src, scales, interval)
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         drawn = 0
 
@@ -208,4 +200,4 @@ class MienPipeline:
             return torch.stack([torch.randn(photo.shape[1:], generator=g) for g in gens]).to(self.device)
 
         mask = edit.keep_mask(keep).to(self.device) if keep != "none" else None
-        return sample_flowedit(velocity, photo, flow_edit_times(steps, strength), noise, keep=mask)
+        return sample_flowedit(velocity, photo, flow_times(steps, strength), noise, keep=mask)

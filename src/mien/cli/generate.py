@@ -12,9 +12,9 @@ from mien.settings import EDIT_METHODS, GENERATION_DEFAULTS, KEEP_REGIONS, check
 
 EPILOG = """\
 how controls combine (docs/expressions.md): start from the --like photo's expression (else neutral),
-add the --expression label/term scaled by --intensity, then set every --au exactly; the head pose
-comes from the identity photo(s). With several --identity photos their identity vectors are averaged
-and the first usable one is the spatial reference and the photo that is edited (its head pose is kept).
+add the --expression label/term scaled by --intensity, then set every --au exactly. With several
+--identity photos their identity vectors are averaged; the first usable one is the photo that is
+edited and the spatial reference, and its head pose is kept.
 
 examples:
   mien generate --example --expression happy            the bundled London Set photo (CC BY 4.0)

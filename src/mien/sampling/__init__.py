@@ -6,7 +6,7 @@ it is the same kind of pure function.
 """
 
 from mien.sampling.flow import flow_to_denoiser
-from mien.sampling.flowedit import flow_edit_times, sample_flowedit
+from mien.sampling.flowedit import sample_flowedit
 from mien.sampling.samplers import SAMPLERS, sample_dpmpp_2m, sample_euler, sample_heun, sample_midpoint
 from mien.sampling.schedules import (
     EDM_RHO,
@@ -15,6 +15,7 @@ from mien.sampling.schedules import (
     FLOW_SIGMA_MAX,
     edm_sigmas,
     flow_sigmas,
+    flow_times,
     karras_sigmas,
 )
 
@@ -25,8 +26,8 @@ __all__ = [
     "EDM_SIGMA_MIN",
     "FLOW_SIGMA_MAX",
     "edm_sigmas",
-    "flow_edit_times",
     "flow_sigmas",
+    "flow_times",
     "flow_to_denoiser",
     "karras_sigmas",
     "sample_dpmpp_2m",

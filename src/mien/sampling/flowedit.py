@@ -33,19 +33,11 @@ import torch
 PairVelocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def flow_edit_times(steps: int, start: float) -> torch.Tensor:
-    """Flow times from ``start`` (0 < start <= 1) to 0 in ``steps`` uniform steps."""
-    if steps < 1:
-        raise ValueError(f"need at least one step, got {steps}")
-    if not 0.0 < start <= 1.0:
-        raise ValueError(f"flow_edit_times: start must be in (0, 1], got {start}")
-    return torch.linspace(start, 0.0, steps + 1, dtype=torch.float64).float()
-
-
 def sample_flowedit(velocity: PairVelocity, x_src: torch.Tensor, ts: torch.Tensor,
                     noise: Callable[[int], torch.Tensor], keep: torch.Tensor | None = None,
                     n_avg: int = 1, callback=None) -> torch.Tensor:  # fmt: skip
-    """Edit ``x_src`` (B, C, H, W; the model's normalised latent space) along ``ts`` (descending to 0).
+    """Edit ``x_src`` (B, C, H, W; the model's normalised latent space) along the flow times ``ts``
+    (descending to 0, e.g. :func:`mien.sampling.schedules.flow_times`).
 
     ``noise(k)`` returns the k-th fresh noise sample, shaped like ``x_src`` (k counts over steps and
     ``n_avg`` draws, so a seeded caller gets the same edit every time). ``keep`` (broadcastable to

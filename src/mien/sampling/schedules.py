@@ -44,6 +44,19 @@ def edm_sigmas(n: int) -> torch.Tensor:
     return karras_sigmas(n, EDM_SIGMA_MIN, EDM_SIGMA_MAX, EDM_RHO)
 
 
+def flow_times(n: int, start: float = 1.0) -> torch.Tensor:
+    """``n`` uniform steps of flow time from ``start`` (0 < start <= 1) down to 0: n + 1 values, float64.
+
+    The one time grid of mien's flow schedules: :func:`flow_sigmas` maps it to sigma, and FlowEdit
+    (:mod:`mien.sampling.flowedit`) steps along it directly.
+    """
+    if n < 1:
+        raise ValueError(f"need at least one step, got n={n}")
+    if not 0.0 < start <= 1.0:
+        raise ValueError(f"flow schedule: start must be in (0, 1], got {start}")
+    return torch.linspace(start, 0, n + 1, dtype=torch.float64)
+
+
 def flow_sigmas(n: int, shift: float = 1.0, sigma_max: float = FLOW_SIGMA_MAX, start: float = 1.0) -> torch.Tensor:
     """Flow-matching schedule: uniform in flow time t from ``start`` to 0, as sigma = shift * t / (1 - t).
 
@@ -58,14 +71,10 @@ def flow_sigmas(n: int, shift: float = 1.0, sigma_max: float = FLOW_SIGMA_MAX, s
     partial start (SDEdit, Meng et al. 2022; mien.builtin.edit): all ``n`` steps over [start, 0], the
     first sigma finite (diffusers' img2img instead skips the first steps of the full schedule).
     """
-    if n < 1:
-        raise ValueError(f"need at least one step, got n={n}")
-    if not 0.0 < start <= 1.0:
-        raise ValueError(f"flow_sigmas: start must be in (0, 1], got {start}")
+    t = flow_times(n, start)
     if start < 1:
-        t = torch.linspace(start, 0, n + 1, dtype=torch.float64)
         return (shift * t / (1 - t)).float()
-    t = torch.linspace(1, 0, n + 1, dtype=torch.float64)[1:]
+    t = t[1:]
     sigmas = shift * t / (1 - t)
     if n > 1 and sigmas[0] >= sigma_max:
         raise ValueError(
