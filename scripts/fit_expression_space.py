@@ -16,7 +16,7 @@ import numpy as np
 
 from mien.data.annotate import load_annotations
 from mien.data.faces128 import load_manifest
-from mien.expression.basic import BASIC, fit_prototypes
+from mien.expression.basic import BASIC, display_spread, fit_prototypes
 from mien.expression.classifier import fit_classifier
 
 RES = Path(__file__).resolve().parents[1] / "src" / "mien" / "resources" / "expression"
@@ -65,7 +65,10 @@ def main() -> None:
                          f"{int(pseudo.sum())} face-api pseudo-labels (p >= {PSEUDO_MIN_PROB}) from the train pool")
     clf.save(RES / "blendshape_classifier.json")
 
-    print(f"prototypes: {protos.source}; intensity 1.0 = observer rating {protos.intensity_scale}")
+    print(f"prototypes: {protos.source}; intensity 1.0 = observer rating {protos.intensity_scale}; gains {protos.gain}")
+    print("label       length of the mean movement   mean length of one display   ratio")
+    for lab, (mean_len, len_mean) in display_spread(bs[tw_train], label[tw_train], performer[tw_train]).items():
+        print(f"{lab:10s}  {mean_len:27.2f}   {len_mean:26.2f}   {len_mean / mean_len:5.1f}")
     print(f"classifier: {clf.source}; pseudo-labels per class:",
           {lab: int((pseudo & (pseudo_lab == lab)).sum()) for lab in BASIC})
     for name, sel in [("dev Taiwanese (ids 20-22)", ok & (split == "dev") & (source == "taiwanese") & (label != "")),

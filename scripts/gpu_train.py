@@ -58,6 +58,10 @@ def main() -> None:
     ap.add_argument("--init-from", default="", help="a saved model folder to start from (machine went cold, "
                     "or growing a model without a spatial reference into one with it)")
     ap.add_argument("--reference", action="store_true", help="model with the spatial identity reference (model.py)")
+    ap.add_argument("--reference-pool", type=int, default=0, help="model sees the reference pooled over k x k "
+                    "latent cells (ModelConfig.reference_pool; needs --reference)")
+    ap.add_argument("--self-reference", type=float, default=0.0, help="chance of a sample's own latent as its "
+                    "reference (TrainConfig.self_reference; needs --reference-pool)")
     ap.add_argument("--flip", type=float, default=0.5, help="mirror chance")
     args = ap.parse_args()
     t0 = time.time()
@@ -69,12 +73,13 @@ def main() -> None:
     prep_s = time.time() - t0
     print(f"data: {info} (prep {prep_s:.0f} s)", flush=True)
 
-    model_cfg = ModelConfig.from_preset(args.preset, reference=args.reference)
+    model_cfg = ModelConfig.from_preset(args.preset, reference=args.reference, reference_pool=args.reference_pool)
     if (args.work / "train" / "checkpoint.pt").exists():  # resuming: keep the run's config (its latent stats)
         model_cfg = from_dict(ModelConfig, torch.load(args.work / "train" / "checkpoint.pt", map_location="cpu",
                                                       weights_only=True)["model_config"])
     train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, flip_prob=args.flip,
-                            checkpoint_every=2000, log_every=100, init_from=args.init_from)
+                            checkpoint_every=2000, log_every=100, init_from=args.init_from,
+                            self_reference=args.self_reference)
     run = args.work / "train"
     budget = args.minutes * 60 - (time.time() - t0)
     t1 = time.time()

@@ -168,6 +168,26 @@ def test_reference_is_used_and_nulled_with_the_identity_stream():
         tiny().velocity(x, t, {**cond, "reference": ref})
 
 
+def test_pooled_reference_sees_only_the_cell_means():
+    model = tiny(reference=True, reference_pool=4)
+    torch.nn.init.normal_(model.unet.conv_in.weight, std=0.1)
+    x, t, cond = inputs()
+    ref = torch.randn_like(x)
+    # detail inside each 4 x 4 cell that sums to zero (in normalised units): invisible to the model
+    detail = torch.randn(2, 32, 4, 4, 4, 4)
+    detail = (detail - detail.mean((3, 5), keepdim=True)).reshape(2, 32, 16, 16)
+    std = torch.tensor(model.config.latent_std or [1.0] * 32).view(1, -1, 1, 1)
+    shifted = ref.clone()
+    shifted[:, :, :4, :4] += 1.0  # one cell's mean moves: visible
+    with torch.no_grad():
+        base = model.velocity(x, t, {**cond, "reference": ref})
+        same = model.velocity(x, t, {**cond, "reference": ref + detail * std})
+        moved = model.velocity(x, t, {**cond, "reference": shifted})
+    assert torch.allclose(base, same, atol=1e-5) and not torch.allclose(base, moved, atol=1e-3)
+    with pytest.raises(MienError, match="reference_pool"):
+        ModelConfig.from_preset("tiny", reference_pool=4)  # a pool needs a reference
+
+
 def test_reference_config_needs_matching_input_channels():
     cfg = ModelConfig.from_preset("tiny", reference=True)
     assert cfg.unet["in_channels"] == 64

@@ -62,7 +62,7 @@ def test_mirror_swaps_left_right_and_pose_signs_and_is_an_involution():
 def test_identity_comes_from_another_photo_of_the_same_person_and_batches_repeat():
     tensors = toy_tensors()
     data = FaceLatentDataset(tensors, seed=3)
-    ref, _ = data.plan(0)
+    ref, _, _ = data.plan(0)
     assert all(int(ref[i]) in tensors.ref_candidates[i] for i in range(len(data)))
     idx = torch.arange(8)
     a, b = data.batch(idx, epoch=0), FaceLatentDataset(tensors, seed=3).batch(idx, epoch=0)
@@ -145,7 +145,8 @@ def test_spatial_reference_is_another_photo_mirrored_with_the_sample_and_zero_fo
     tensors.latents_mirrored = -tensors.latents
     tensors.ref_candidates[5] = np.array([5])  # a person with one photo: the loader's self-reference
     data = FaceLatentDataset(tensors, seed=1, flip_prob=0.5, reference=True)
-    ref, flip = data.plan(0)
+    ref, flip, _ = data.plan(0)
+    assert data.plan(0)[2].sum() == 0  # no own-latent references unless asked for
     item = data.batch(torch.arange(8), epoch=0)
     for i in range(8):
         got = item["cond"]["reference"][i]
@@ -155,6 +156,38 @@ def test_spatial_reference_is_another_photo_mirrored_with_the_sample_and_zero_fo
             want = (tensors.latents_mirrored if flip[i] else tensors.latents)[ref[i]].float()
             assert int(ref[i]) != i and torch.equal(got, want)
     assert "reference" not in FaceLatentDataset(tensors, seed=1).batch(torch.arange(4), epoch=0)["cond"]
+
+
+def test_self_reference_is_the_samples_own_mirrored_latent_and_leaves_the_rest_of_the_plan_alone():
+    tensors = toy_tensors()
+    tensors.latents_mirrored = -tensors.latents
+    tensors.ref_candidates[5] = np.array([5])  # one photo: now it gets its own latent when drawn
+    plain = FaceLatentDataset(tensors, seed=3, flip_prob=0.5, reference=True)
+    mixed = FaceLatentDataset(tensors, seed=3, flip_prob=0.5, reference=True, self_reference=0.5)
+    (ref0, flip0, _), (ref, flip, own) = plain.plan(2), mixed.plan(2)
+    assert torch.equal(flip0, flip) and 0 < int(own.sum()) < len(own)
+    assert torch.equal(ref[~own], ref0[~own])  # the other samples keep their draws (resumed runs agree)
+    item = mixed.batch(torch.arange(16), epoch=2)
+    for i in range(16):
+        got = item["cond"]["reference"][i]
+        if own[i]:
+            want = (tensors.latents_mirrored if flip[i] else tensors.latents)[i].float()
+            assert torch.equal(got, want) and torch.equal(got, item["latents"][i])  # aligned with the target
+            assert torch.equal(item["cond"]["identity"][i], tensors.identity[i].float())  # as at inference
+        elif i == 5:
+            assert torch.count_nonzero(got) == 0
+    with pytest.raises(MienError, match="chance"):
+        FaceLatentDataset(tensors, reference=True, self_reference=1.5)
+
+
+def test_self_reference_needs_a_pooled_reference_model(tmp_path):
+    cfg = TrainConfig(steps=1, batch_size=8, bf16=False, self_reference=0.5)
+    with pytest.raises(MienError, match="reference_pool"):
+        train(ModelConfig.from_preset("tiny", reference=True), cfg, toy_tensors(), tmp_path)
+    out = train(ModelConfig.from_preset("tiny", reference=True, reference_pool=4), cfg, toy_tensors(), tmp_path / "ok")
+    from mien.builtin import MienModel
+
+    assert MienModel.from_pretrained(out).config.reference_pool == 4  # saved beside the weights
 
 
 def test_a_reference_model_trains_and_its_loss_falls(tmp_path):

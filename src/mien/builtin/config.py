@@ -96,6 +96,11 @@ class ModelConfig:
     # as extra input channels (InstructPix2Pix's image conditioning, Brooks et al. 2023, sec. 3.4).
     # It belongs to the identity stream: nulled (zeros) with it, in dropout and in guidance.
     reference: bool = False
+    # Coarse self-reference (session 5, docs/training.md run 4): k > 0 average-pools the reference latent
+    # over k x k cells (and spreads it back) inside the model, so the reference carries colour,
+    # lighting, hair and the face's layout but not its expression. A model trained that way is given
+    # the edited photo itself as its reference; 0 passes the reference as it is.
+    reference_pool: int = 0
 
     def __post_init__(self):
         self.streams = [s if isinstance(s, StreamConfig) else _build(StreamConfig, s) for s in self.streams]
@@ -109,6 +114,8 @@ class ModelConfig:
                             f"got {self.unet.get('in_channels')}")  # fmt: skip
         if "identity" not in names and self.reference:
             raise MienError("model config: a spatial reference needs an 'identity' stream (it is nulled with it)")
+        if self.reference_pool < 0 or (self.reference_pool and not self.reference):
+            raise MienError(f"model config: reference_pool {self.reference_pool} needs reference=True and a value >= 0")
         for stats in (self.latent_mean, self.latent_std):
             if stats is not None and len(stats) != LATENT_CHANNELS:
                 raise MienError(f"model config: latent statistics need one value per channel, got {len(stats)}")
@@ -154,6 +161,9 @@ class TrainConfig:
     bf16: bool = _field(True, "bf16 autocast on CUDA (ignored on CPU)")
     pack: str = _field("", "training pack path (read by scripts/train_builtin.py)")
     init_from: str = _field("", "a save_pretrained folder to start from instead of random weights")
+    self_reference: float = _field(
+        0.0, "chance that a sample's spatial reference is its own latent rather than another photo's "
+        "(for models with reference_pool > 0, which see only a coarse copy of it; train/data.py)")  # fmt: skip
 
 
 def _check_unet_kwargs(kwargs: dict) -> None:

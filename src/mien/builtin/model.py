@@ -13,6 +13,10 @@ TAEF2 latent of an identity photo, normalised here and concatenated to ``x_t`` a
 channels (InstructPix2Pix, Brooks et al. 2023, sec. 3.4). Embeddings alone kept identity only loosely
 (docs/training.md, run 1): a 128-D descriptor cannot carry hair, skin and face shape. Zeros stand for
 "no reference"; they are used whenever the identity stream is nulled, so identity guidance moves both.
+With ``config.reference_pool`` = k the model sees the reference only average-pooled over k x k latent
+cells (:func:`coarse`): trained on its own photo's latent seen that way, it takes colour, lighting
+and layout from the photo it edits and the expression from the expression stream (docs/training.md,
+run 4).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -53,6 +58,15 @@ def verify_checksum(directory: str | Path) -> str:
         raise MienError(f"{directory / WEIGHTS_NAME} does not match its checksum in {CHECKSUM_NAME}: the file is "
                         "damaged or was replaced; reinstall mien (or re-export the model) to get an intact copy")  # fmt: skip
     return sha
+
+
+def coarse(z: torch.Tensor, k: int) -> torch.Tensor:
+    """``z`` (B, C, H, W) averaged over k x k cells and spread back to H x W (bilinear).
+
+    On the 16 x 16 latent of a 128 px face, k = 4 leaves 4 x 4 cells of 32 px: enough for skin tone,
+    hair, lighting and where the face sits, too coarse for the shape of a mouth or an eye.
+    """
+    return F.interpolate(F.avg_pool2d(z, k), size=z.shape[-2:], mode="bilinear", align_corners=False)
 
 
 class MienModel(nn.Module):
@@ -128,7 +142,10 @@ class MienModel(nn.Module):
         drop = (null or {}).get("identity")
         if drop is not None:
             present = present & ~drop.to(present.device)
-        return torch.where(present.view(-1, 1, 1, 1), self.normalize(ref), torch.zeros_like(ref))
+        ref = self.normalize(ref)
+        if self.config.reference_pool:
+            ref = coarse(ref, self.config.reference_pool)
+        return torch.where(present.view(-1, 1, 1, 1), ref, torch.zeros_like(ref))
 
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
         mean, std = self._stats(z)

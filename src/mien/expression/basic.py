@@ -11,12 +11,19 @@ performers of the *train* split (ids 01–19, 23–30; Chen, Cho & Tseng 2013): 
 blendshapes minus its performer's own mean neutral face, regressed through the origin on the observers'
 mean intensity for the posed label (least squares, one displacement per label). Subtracting each
 performer's neutral removes their resting face, so D is the movement, not the person.
+
+Gain (:data:`GAIN`): the performers show angry, fearful and disgusted in many different ways (brows
+down and lips pressed, or mouth open and teeth bared), so their average movement is much shorter than
+any one display (for angry 0.40 against 0.82 per display, docs/expressions.md); at gain 1 the
+built-in model drew such mild versions that face-api read a quarter as many of them as it reads of
+the real posed photos. Those three displacements are scaled by a gain chosen on the dev-wild benchmark
+(model card, "Choosing the defaults").
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -39,6 +46,7 @@ class Prototypes:
     displacement: dict[str, list[float]]  # label -> (52,) at intensity 1.0
     intensity_scale: dict[str, float]  # observer rating that counts as intensity 1.0
     source: str = ""
+    gain: dict[str, float] = field(default_factory=dict)  # label -> factor already applied to displacement
 
     def target(self, mix: dict[str, float]) -> np.ndarray:
         """(52,) blendshape target for a mix {label: intensity in [0, 1]}."""
@@ -69,18 +77,43 @@ class Prototypes:
 # mouthSmile +0.2 in MediaPipe (stretched, tense lips: AU20/AU23), and a model conditioned on that
 # smile draws one, which face-api then does not read as angry or fearful (docs/expressions.md).
 NO_SMILE = ("sad", "angry", "fearful", "disgusted")
+
+# Displacement gains (module docstring). Chosen on benchmarks/dev-wild.yaml by a rule fixed before the
+# full benchmark: for each label face-api read below 0.8 of its real rate at gain 1, the smallest of
+# 1.5 and 2 at which it reads >= 0.8 with the blendshape classifier also >= 0.8; 2 if neither does.
+GAIN = {"angry": 1.5, "fearful": 2.0, "disgusted": 1.5}
 SMILE_INDICES = tuple(BLENDSHAPE_NAMES.index(n) for n in ("mouthSmileLeft", "mouthSmileRight"))
 
 
-def fit_prototypes(bs: np.ndarray, label: np.ndarray, performer: np.ndarray, rating: np.ndarray,
-                   source: str) -> Prototypes:
-    """bs (N,52); label (N,) in BASIC; performer (N,) ids; rating (N,) observer mean intensity of the
-    posed label (NaN for neutral)."""
+def movements(bs: np.ndarray, label: np.ndarray, performer: np.ndarray) -> np.ndarray:
+    """Each posed face's blendshapes minus its performer's mean neutral face (NaN rows where the
+    performer has no neutral photo): the movement that :func:`fit_prototypes` fits."""
     bs = np.asarray(bs, dtype=np.float64)
     neutral_rows = label == "neutral"
     own = {p: bs[neutral_rows & (performer == p)].mean(0) for p in np.unique(performer[neutral_rows])}
-    keep = np.array([p in own for p in performer])
-    delta = bs - np.stack([own.get(p, np.zeros(bs.shape[1])) for p in performer])
+    return bs - np.stack([own.get(p, np.full(bs.shape[1], np.nan)) for p in performer])
+
+
+def display_spread(bs: np.ndarray, label: np.ndarray, performer: np.ndarray) -> dict[str, tuple[float, float]]:
+    """label -> (length of the mean movement, mean length of one display): how much averaging the
+    performers' different displays shortens a label's movement (the reason for :data:`GAIN`)."""
+    delta = movements(bs, label, performer)
+    out = {}
+    for lab in BASIC[1:]:
+        d = delta[(label == lab) & np.isfinite(delta).all(1)]
+        out[lab] = (float(np.linalg.norm(d.mean(0))), float(np.linalg.norm(d, axis=1).mean()))
+    return out
+
+
+def fit_prototypes(bs: np.ndarray, label: np.ndarray, performer: np.ndarray, rating: np.ndarray,
+                   source: str, gain: dict[str, float] | None = None) -> Prototypes:
+    """bs (N,52); label (N,) in BASIC; performer (N,) ids; rating (N,) observer mean intensity of the
+    posed label (NaN for neutral); gain: label -> factor on its displacement (default :data:`GAIN`)."""
+    gain = GAIN if gain is None else gain
+    bs = np.asarray(bs, dtype=np.float64)
+    neutral_rows = label == "neutral"
+    delta = movements(bs, label, performer)
+    keep = np.isfinite(delta).all(1)
     disp, scale = {}, {}
     for lab in BASIC[1:]:
         rows = keep & (label == lab) & np.isfinite(rating)
@@ -92,5 +125,7 @@ def fit_prototypes(bs: np.ndarray, label: np.ndarray, performer: np.ndarray, rat
     for lab in NO_SMILE:  # see NO_SMILE
         for i in SMILE_INDICES:
             disp[lab][i] = min(disp[lab][i], 0.0)
+    for lab, g in gain.items():
+        disp[lab] = (g * np.asarray(disp[lab])).round(6).tolist()
     neutral = bs[neutral_rows & keep].mean(0).round(6).tolist()
-    return Prototypes(neutral, disp, scale, source)
+    return Prototypes(neutral, disp, scale, source, dict(gain))

@@ -17,7 +17,12 @@ flip(encode(flip(x))) differs from encode(x) by 82 % relative L2). So flipping r
 Spatial reference (``reference=True``, for models with ``config.reference``): the batch also carries
 the raw latent of the drawn reference photo (mirrored with the sample, so the two stay aligned), and
 zeros ("no reference") for people with a single photo: their own latent would teach the model to
-copy its input, expression included.
+copy its input, expression included. Self-reference (``self_reference`` = p > 0, for models whose
+``reference_pool`` shows them only a coarse copy of the reference): each sample's reference is, with
+chance p, its *own* latent — aligned with the target, so the model learns to take colour, lighting
+and layout from it, while the pooling leaves the expression to the expression stream — and its
+identity vector is then its own too (as at inference, where the edited photo is the identity photo).
+People with a single photo then have a reference too.
 
 Randomness is a pure function of (seed, epoch): resuming at any step rebuilds the same batches.
 """
@@ -93,17 +98,21 @@ class FaceLatentDataset(Dataset):
     may live on the GPU); ``__getitem__`` serves one sample of ``self.epoch`` for DataLoader users.
     """
 
-    def __init__(self, tensors: TrainTensors, seed: int = 0, flip_prob: float = 0.0, reference: bool = False):
+    def __init__(self, tensors: TrainTensors, seed: int = 0, flip_prob: float = 0.0, reference: bool = False,
+                 self_reference: float = 0.0):
         if flip_prob > 0 and tensors.latents_mirrored is None:
             raise MienError("flip_prob > 0 needs latents_mirrored (latents of the mirrored photos): "
                             "TAEF2 latents cannot be mirrored by flipping them (see mien.train.data)")  # fmt: skip
         self.tensors, self.seed, self.flip_prob, self.epoch = tensors, seed, flip_prob, 0
         self.reference = reference
+        if not 0.0 <= self_reference <= 1.0:
+            raise MienError(f"self_reference {self_reference} must be a chance from 0 to 1")
+        self.self_reference = self_reference
         counts = np.array([len(c) for c in tensors.ref_candidates])
         self._counts, self._offsets = counts, np.concatenate([[0], np.cumsum(counts)[:-1]])
         flat = [np.asarray(c, dtype=np.int64) for c in tensors.ref_candidates]
         self._flat = np.concatenate(flat + [np.zeros(1, np.int64)])  # padded: never empty
-        self._plans: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._plans: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.tensors)
@@ -115,20 +124,23 @@ class FaceLatentDataset(Dataset):
         item = self.batch(torch.tensor([i]), self.epoch)
         return {**{k: v[0] for k, v in item.items() if k != "cond"}, "cond": {k: v[0] for k, v in item["cond"].items()}}
 
-    def plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(reference index (N,), mirror flag (N,)) of an epoch, from (seed, epoch) only."""
+    def plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(reference index (N,), mirror flag (N,), own-latent reference flag (N,)) of an epoch, from
+        (seed, epoch) only. A reference index equal to the sample's own means "none" unless flagged."""
         if epoch not in self._plans:
             rng = np.random.default_rng([self.seed, epoch])
             pick = self._offsets + np.floor(rng.random(len(self)) * self._counts).astype(np.int64)
             ref = np.where(self._counts > 0, self._flat[np.minimum(pick, len(self._flat) - 1)], np.arange(len(self)))
             flip = rng.random(len(self)) < self.flip_prob
-            self._plans = {epoch: (torch.from_numpy(ref), torch.from_numpy(flip))}  # keep one epoch
+            own = rng.random(len(self)) < self.self_reference  # drawn last: earlier plans are unchanged
+            ref = np.where(own, np.arange(len(self)), ref)
+            self._plans = {epoch: (torch.from_numpy(ref), torch.from_numpy(flip), torch.from_numpy(own))}
         return self._plans[epoch]
 
     def batch(self, indices: torch.Tensor, epoch: int) -> dict:
         """Float32 ``latents``, ``mask`` and ``cond`` {identity, expression[, reference]} for ``indices``."""
         t = self.tensors
-        ref, flip = (p[indices.cpu()].to(t.latents.device) for p in self.plan(epoch))
+        ref, flip, own = (p[indices.cpu()].to(t.latents.device) for p in self.plan(epoch))
         idx = indices.to(t.latents.device)
         latents, mask, expression = t.latents[idx].float(), t.mask[idx].float(), t.expression[idx].float()
         if self.flip_prob > 0:  # no flip.any() test: it would sync with the GPU every step
@@ -141,7 +153,8 @@ class FaceLatentDataset(Dataset):
             ref_latents = t.latents[ref].float()
             if self.flip_prob > 0:
                 ref_latents = torch.where(flip.view(-1, 1, 1, 1), t.latents_mirrored[ref].float(), ref_latents)
-            cond["reference"] = torch.where((ref == idx).view(-1, 1, 1, 1), 0.0, ref_latents)
+            none = (ref == idx) & ~own
+            cond["reference"] = torch.where(none.view(-1, 1, 1, 1), 0.0, ref_latents)
         return {"latents": latents, "mask": mask, "cond": cond}
 
 

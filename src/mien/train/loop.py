@@ -72,7 +72,11 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tensors: TrainTensors,
         save_json(net.config, out / "model_config.json")
         save_json(train_cfg, out / "train_config.json")
 
-    data = FaceLatentDataset(tensors.to(accelerator.device), train_cfg.seed, train_cfg.flip_prob, net.config.reference)
+    if train_cfg.self_reference and not net.config.reference_pool:
+        raise MienError("self_reference needs a model with reference_pool > 0: a full-detail copy of its own "
+                        "photo would teach it to copy the target, expression included (train/data.py)")
+    data = FaceLatentDataset(tensors.to(accelerator.device), train_cfg.seed, train_cfg.flip_prob,
+                             net.config.reference, train_cfg.self_reference)
     loss_fn = FlowMatchingLoss(train_cfg.t_sampling)
     batches = _batch_indices(len(data), train_cfg, accelerator)
     log = _LossLog(out / LOSS_CSV, step, accelerator.is_main_process)

@@ -1,0 +1,55 @@
+"""The basic-expression prototypes (mien.expression.basic): what the fit recovers and what ships."""
+
+import numpy as np
+import pytest
+
+from mien.errors import MienError
+from mien.expression.basic import BASIC, GAIN, NO_SMILE, SMILE_INDICES, Prototypes, fit_prototypes
+
+
+def _posed(seed=0, performers=4):
+    """Synthetic posed faces: each performer's resting face plus x * D_true[label], x from the rating."""
+    rng = np.random.default_rng(seed)
+    true = {lab: rng.uniform(-0.1, 0.3, 52) for lab in BASIC[1:]}
+    rest = rng.uniform(0.0, 0.2, (performers, 52))
+    bs, label, performer, rating = [], [], [], []
+    for p in range(performers):
+        for _ in range(2):
+            bs.append(rest[p])
+            label.append("neutral"), performer.append(p), rating.append(np.nan)
+        for lab in BASIC[1:]:
+            for r in (2.0, 3.0, 4.5, 5.0, 6.0, 6.0):  # a third at the top: 95th percentile = 6, no clipping
+                bs.append(rest[p] + (r / 6.0) * true[lab])  # rating 6 = full display
+                label.append(lab), performer.append(p), rating.append(r)
+    arrays = np.array(bs), np.array(label), np.array(performer), np.array(rating)
+    return arrays, true
+
+
+def test_fit_recovers_the_movement_not_the_resting_face():
+    (bs, label, performer, rating), true = _posed()
+    protos = fit_prototypes(bs, label, performer, rating, "synthetic", gain={})
+    for lab in BASIC[1:]:
+        assert protos.intensity_scale[lab] == 6.0  # intensity 1 = the 95th-percentile rating
+        want = np.array(true[lab])
+        if lab in NO_SMILE:
+            want[list(SMILE_INDICES)] = np.minimum(want[list(SMILE_INDICES)], 0.0)
+        np.testing.assert_allclose(protos.displacement[lab], want, atol=2e-6, err_msg=lab)
+    assert protos.gain == {}
+
+
+def test_gain_scales_only_its_labels_and_is_recorded():
+    arrays, _ = _posed()
+    plain = fit_prototypes(*arrays, "synthetic", gain={})
+    gained = fit_prototypes(*arrays, "synthetic", gain={"angry": 2.0})
+    np.testing.assert_allclose(gained.displacement["angry"], 2 * np.array(plain.displacement["angry"]), atol=2e-6)
+    for lab in set(BASIC[1:]) - {"angry"}:
+        assert gained.displacement[lab] == plain.displacement[lab]
+    assert gained.gain == {"angry": 2.0}
+    assert fit_prototypes(*arrays, "synthetic").gain == GAIN  # the default
+
+
+def test_shipped_prototypes_carry_the_documented_gains():
+    protos = Prototypes.load()
+    assert protos.gain == GAIN
+    with pytest.raises(MienError, match="out of range"):
+        protos.target({"angry": 1.5})  # the gain is inside intensity 1, not an intensity above it
