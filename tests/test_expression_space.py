@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mien.errors import MienError
-from mien.expression.basic import BASIC, GAIN, NO_SMILE, SMILE_INDICES, Prototypes, fit_prototypes
+from mien.expression.basic import BASIC, GAIN, NO_SMILE, SMILE_INDICES, Prototypes, display_spread, fit_prototypes
 
 
 def _posed(seed=0, performers=4):
@@ -53,3 +53,14 @@ def test_shipped_prototypes_carry_the_documented_gains():
     assert protos.gain == GAIN
     with pytest.raises(MienError, match="out of range"):
         protos.target({"angry": 1.5})  # the gain is inside intensity 1, not an intensity above it
+
+
+def test_display_spread_sees_opposite_displays_cancel():
+    rest = np.full(52, 0.2)
+    move = np.zeros(52)
+    move[3] = 0.3
+    bs = np.stack([rest, rest + move, rest - move] * 2)  # two performers, two opposite "angry" displays
+    label = np.array(["neutral", "angry", "angry"] * 2)
+    performer = np.array([0, 0, 0, 1, 1, 1])
+    mean_len, len_mean = display_spread(bs, label, performer)["angry"]
+    assert mean_len == pytest.approx(0.0, abs=1e-12) and len_mean == pytest.approx(0.3)

@@ -77,12 +77,12 @@ class Prototypes:
 # mouthSmile +0.2 in MediaPipe (stretched, tense lips: AU20/AU23), and a model conditioned on that
 # smile draws one, which face-api then does not read as angry or fearful (docs/expressions.md).
 NO_SMILE = ("sad", "angry", "fearful", "disgusted")
+SMILE_INDICES = tuple(BLENDSHAPE_NAMES.index(n) for n in ("mouthSmileLeft", "mouthSmileRight"))
 
 # Displacement gains (module docstring). Chosen on benchmarks/dev-wild.yaml by a rule fixed before the
 # full benchmark: for each label face-api read below 0.8 of its real rate at gain 1, the smallest of
 # 1.5 and 2 at which it reads >= 0.8 with the blendshape classifier also >= 0.8; 2 if neither does.
 GAIN = {"angry": 1.5, "fearful": 2.0, "disgusted": 1.5}
-SMILE_INDICES = tuple(BLENDSHAPE_NAMES.index(n) for n in ("mouthSmileLeft", "mouthSmileRight"))
 
 
 def movements(bs: np.ndarray, label: np.ndarray, performer: np.ndarray) -> np.ndarray:
@@ -95,13 +95,14 @@ def movements(bs: np.ndarray, label: np.ndarray, performer: np.ndarray) -> np.nd
 
 
 def display_spread(bs: np.ndarray, label: np.ndarray, performer: np.ndarray) -> dict[str, tuple[float, float]]:
-    """label -> (length of the mean movement, mean length of one display): how much averaging the
-    performers' different displays shortens a label's movement (the reason for :data:`GAIN`)."""
+    """label -> (length of the mean movement, mean length of one display), for labels with posed faces:
+    how much averaging the performers' different displays shortens a movement (the reason for :data:`GAIN`)."""
     delta = movements(bs, label, performer)
     out = {}
     for lab in BASIC[1:]:
         d = delta[(label == lab) & np.isfinite(delta).all(1)]
-        out[lab] = (float(np.linalg.norm(d.mean(0))), float(np.linalg.norm(d, axis=1).mean()))
+        if len(d):
+            out[lab] = (float(np.linalg.norm(d.mean(0))), float(np.linalg.norm(d, axis=1).mean()))
     return out
 
 
