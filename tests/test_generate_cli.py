@@ -1,5 +1,6 @@
 """`mien generate` on bad input: one line saying what was wrong and what to do, a non-zero exit, no
-traceback, and, for anything the arguments alone show, no model loading first.
+traceback, and, for anything the arguments or the photos alone show (a photo with no face included),
+no model loading first.
 
 Argument errors run in-process through ``mien.cli.main.main`` with the model loader replaced by one
 that fails the test if it is called, so each check is fast and also proves the error comes before
@@ -311,9 +312,14 @@ def reuse_pipe(loaded_pipe, monkeypatch, capsys):
 
 
 @pytest.mark.shared
-def test_like_photo_with_no_face_is_named(reuse_pipe, photos, tmp_path):
-    code, out = reuse_pipe("--identity", EX, "--like", str(photos / "blank.png"), "--out", str(tmp_path / "out"))
-    msg = one_line_error(code, out.err)
+def test_photo_with_no_face_is_found_before_the_model_loads(shared_dir, generate, photos):
+    msg = generate("--identity", str(photos / "blank.png"), "--expression", "happy")
+    assert "no usable face" in msg and "blank.png" in msg
+
+
+@pytest.mark.shared
+def test_like_photo_with_no_face_is_named(shared_dir, generate, photos):
+    msg = generate("--identity", EX, "--like", str(photos / "blank.png"))
     assert msg.startswith(f"--like {photos / 'blank.png'}: no face found")
 
 

@@ -39,6 +39,42 @@ class IdentityInput:
 
 
 @dataclass
+class AlignedPhotos:
+    crops: list[np.ndarray]  # aligned 128 px crops, one per usable photo
+    faces: list  # their MediaPipe faces (pose, blendshapes)
+    skipped: list[str] = field(default_factory=list)  # "name: reason" for each photo without a usable face
+
+
+def align_photo(landmarker, rgb: np.ndarray) -> tuple[np.ndarray, object]:
+    """(aligned 128 px crop, MediaPipe face) of the largest face in a photo."""
+    from mien.face import align
+
+    faces = landmarker.detect(rgb)
+    if not faces:
+        raise NoFaceError("no face found; use a photo where the face is visible, frontal-ish and well lit")
+    crop, _ = align.align_face(rgb, align.five_points(faces[0].landmarks), 128)
+    return crop, faces[0]
+
+
+def align_photos(landmarker, photos: list[np.ndarray], names: list[str] | None = None) -> AlignedPhotos:
+    """Align every photo that has a face; NoFaceError when none has. Needs only the landmarker, so the
+    CLI finds a faceless photo before it spends seconds loading the models."""
+    names = names or [f"photo {i + 1}" for i in range(len(photos))]
+    out = AlignedPhotos([], [])
+    for name, rgb in zip(names, photos):
+        try:
+            crop, face = align_photo(landmarker, rgb)
+        except NoFaceError as e:
+            out.skipped.append(f"{name}: {e}")
+            continue
+        out.crops.append(crop)
+        out.faces.append(face)
+    if not out.crops:
+        raise NoFaceError("no usable face in any identity photo (" + "; ".join(out.skipped) + ")")
+    return out
+
+
+@dataclass
 class Generation:
     images: list[np.ndarray]  # uint8 128x128x3
     seeds: list[int]
@@ -59,8 +95,9 @@ class MienPipeline:
         self.prototypes, self.calibration = Prototypes.load(), AUCalibration.load()
 
     @classmethod
-    def from_pretrained(cls, path: str | Path = DEFAULT_MODEL, device: str = "cpu") -> "MienPipeline":
-        """Load the built-in model (``"default"``: the one shipped inside the package) and its helpers."""
+    def from_pretrained(cls, path: str | Path = DEFAULT_MODEL, device: str = "cpu", landmarker=None) -> "MienPipeline":
+        """Load the built-in model (``"default"``: the one shipped inside the package) and its helpers;
+        ``landmarker``: a FaceLandmarker already opened (the pipeline then owns it and closes it)."""
         from mien.builtin.model import MienModel
         from mien.face.landmarker import FaceLandmarker
         from mien.models.faceapi_recognition import FaceRecognitionNet
@@ -72,7 +109,8 @@ class MienPipeline:
         model = MienModel.from_pretrained(model_dir).to(dev).eval()
         taef2 = TAEF2.from_weights().to(dev).eval()
         identity = IdentityEncoder(FaceRecognitionNet.from_weights()).to(dev).eval()
-        return cls(model, taef2, identity, FaceLandmarker(num_faces=2), model_dir, dev)
+        landmarker = landmarker if landmarker is not None else FaceLandmarker(num_faces=2)
+        return cls(model, taef2, identity, landmarker, model_dir, dev)
 
     def close(self) -> None:
         self.landmarker.close()
@@ -80,38 +118,26 @@ class MienPipeline:
     # -- inputs -----------------------------------------------------------------------------------
     def align(self, rgb: np.ndarray) -> tuple[np.ndarray, object]:
         """(aligned 128 px crop, MediaPipe face) of the largest face in a photo."""
-        from mien.face import align
+        return align_photo(self.landmarker, rgb)
 
-        faces = self.landmarker.detect(rgb)
-        if not faces:
-            raise NoFaceError("no face found; use a photo where the face is visible, frontal-ish and well lit")
-        crop, _ = align.align_face(rgb, align.five_points(faces[0].landmarks), 128)
-        return crop, faces[0]
+    def prepare_identity(self, photos: list[np.ndarray], names: list[str] | None = None) -> IdentityInput:
+        """Align each photo and combine their identity vectors (:meth:`identity_input`)."""
+        return self.identity_input(align_photos(self.landmarker, photos, names))
 
     @torch.no_grad()
-    def prepare_identity(self, photos: list[np.ndarray], names: list[str] | None = None) -> IdentityInput:
-        """Align each photo and combine their identity vectors (mean, renormalised: DESIGN.md).
+    def identity_input(self, aligned: AlignedPhotos) -> IdentityInput:
+        """The identity condition of aligned photos: their identity vectors combined (mean, renormalised:
+        DESIGN.md).
 
         The first usable photo is the one edited and the spatial reference (its latent): averaging
         latents of different photos would blur them, so its head pose and own expression are the ones
         the edit starts from; the other photos still count through the identity vector.
         """
-        names = names or [f"photo {i + 1}" for i in range(len(photos))]
-        crops, faces, skipped = [], [], []
-        for name, rgb in zip(names, photos):
-            try:
-                crop, face = self.align(rgb)
-            except NoFaceError as e:
-                skipped.append(f"{name}: {e}")
-                continue
-            crops.append(crop)
-            faces.append(face)
-        if not crops:
-            raise NoFaceError("no usable face in any identity photo (" + "; ".join(skipped) + ")")
-        x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().to(self.device)
+        x = torch.from_numpy(np.stack(aligned.crops)).permute(0, 3, 1, 2).float().to(self.device)
         vec = F.normalize(self.identity.condition(x).mean(0), dim=0)
         latent = self.taef2.encode(x[:1] / 255)[0]  # the spatial reference and the photo an edit starts from
-        return IdentityInput(crops, vec, np.asarray(faces[0].pose), faces[0].blendshapes, skipped, latent)
+        face = aligned.faces[0]
+        return IdentityInput(aligned.crops, vec, np.asarray(face.pose), face.blendshapes, aligned.skipped, latent)
 
     def reference_blendshapes(self, rgb: np.ndarray) -> np.ndarray:
         """The expression of a reference photo (``--like``): its blendshapes; its identity is not used."""

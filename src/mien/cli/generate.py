@@ -158,24 +158,28 @@ def run(args: argparse.Namespace) -> int:
                           "keep": args.keep, "method": args.method,
                           "guidance_until": args.guidance_until, "model": args.model}, indent=1))
         return 0
-    from mien.pipeline import MienPipeline
+    from mien.face.landmarker import FaceLandmarker
+    from mien.pipeline import MienPipeline, align_photo, align_photos
 
-    pipe = MienPipeline.from_pretrained(args.model, device=args.device)
-    try:
+    # Faces first: a photo without one is reported before the models take seconds to load.
+    landmarker = FaceLandmarker(num_faces=2)
+    try:  # the pipeline takes the landmarker over; closing it here covers every exit
         if like_rgb is not None:
             try:
-                request = build_request(args, like=pipe.reference_blendshapes(like_rgb))
+                request = build_request(args, like=align_photo(landmarker, like_rgb)[1].blendshapes)
             except NoFaceError as e:
                 raise NoFaceError(f"--like {args.like}: {e}") from None
-        ident = pipe.prepare_identity(photos, names=args.identity)
-        for msg in ident.skipped:
+        aligned = align_photos(landmarker, photos, names=args.identity)
+        for msg in aligned.skipped:
             print(f"mien: warning: skipped {msg}", file=sys.stderr)
+        pipe = MienPipeline.from_pretrained(args.model, device=args.device, landmarker=landmarker)
+        ident = pipe.identity_input(aligned)
         gen = pipe(ident, request, n=args.n, seed=args.seed, steps=args.steps, sampler=args.sampler,
                    guidance_identity=args.guidance_identity, guidance_expression=args.guidance_expression,
                    strength=args.strength, keep=args.keep, method=args.method,
                    guidance_until=args.guidance_until)
     finally:
-        pipe.close()
+        landmarker.close()
     from mien.io.output import save_generation
 
     paths = save_generation(args.out, ident, gen)
