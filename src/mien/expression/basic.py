@@ -86,10 +86,10 @@ SMILE_INDICES = tuple(BLENDSHAPE_NAMES.index(n) for n in ("mouthSmileLeft", "mou
 # Displacement gains (module docstring; model card, "Choosing the defaults"). Angry, fearful, disgusted
 # (session 5, benchmarks/dev-wild.yaml, rule fixed before the full benchmark): for each label face-api
 # read below 0.8 of its real rate at gain 1, the smallest of 1.5 and 2 at which it reads >= 0.8 with the
-# blendshape classifier also >= 0.8; 2 if neither does. Happy, surprised (session 6, their requests on the
-# dev-wild and London-quick people; the rule stated after seeing the points, then checked on the whole
-# dev benchmark): the labels face-api read above 1.2 of their real rate at gain 1, the smallest of 0.7
-# and 0.5 at which both classifiers still read >= 0.8 of the real rate.
+# blendshape classifier also >= 0.8; 2 if neither does. Happy, surprised (session 6,
+# docs/eval-runs/benchmarks/{happy,surprised}-dw-lq.yaml; the rule stated after seeing the points, then
+# checked on the whole dev benchmark): the labels face-api read above 1.2 of their real rate at gain 1,
+# the smallest of 0.7 and 0.5 at which both classifiers still read >= 0.8 of the real rate.
 GAIN = {"happy": 0.5, "angry": 1.5, "fearful": 2.0, "disgusted": 1.5, "surprised": 0.7}
 
 
