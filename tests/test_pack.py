@@ -20,10 +20,9 @@ from PIL import Image
 
 from mien.cli.main import main
 from mien.data.faces128 import Sample
-from mien.data.pack import _chunks_by_person, read_chunk, verify
+from mien.data.pack import NPZ_OVERHEAD, _chunks_by_person, read_chunk, row_bytes, verify
 from mien.data.training_view import TrainingView
 
-PER_IMAGE = 400  # pack.py's estimate of the condition bytes per image, added to its WebP size
 
 
 # --- _chunks_by_person on hand-made views ---------------------------------------------------------
@@ -210,27 +209,26 @@ def test_no_person_spans_two_chunks(pool, packed):
             assert gid.setdefault(int(g), pool["person"][key]) == pool["person"][key]
 
 
-def test_chunks_respect_the_size_limit(pool, packed):
+def test_chunk_files_respect_the_size_limit(pool, packed):
+    """The limit holds for the files themselves (--max-mb is what a GPU call can carry), even with the
+    pool's 112-character LAG keys stored at fixed width; only one person larger than it may exceed it."""
     limit = int(MAX_MB * 1e6)
     for name, (cond, webp) in packed["chunks"].items():
-        estimate = sum(len(b) + PER_IMAGE for b in webp)
-        if estimate > limit:
+        if (packed["out"] / name).stat().st_size > limit:
             assert len({pool["person"][k] for k in cond["key"]}) == 1, f"{name} is over the limit with several people"
     big = [name for name, (cond, _) in packed["chunks"].items() if any(k.startswith("big_") for k in cond["key"])]
     assert len(big) == 1
     assert {pool["person"][k] for k in packed["chunks"][big[0]][0]["key"]} == {"cfp:big"}
 
 
-@pytest.mark.xfail(strict=True, reason="pack.py budgets 400 bytes of conditions per image and nothing for the npz "
-                   "headers, but keys are stored as fixed-width UTF-32 (4 bytes x the longest key in the chunk: 448 "
-                   "with a 112-character LAG key), so a full chunk's file can exceed --max-mb (~3 %, ~12 % with a LAG "
-                   "key, at 24 MB); remove this mark once the size model counts the real bytes")
-def test_size_estimate_bounds_the_chunk_files(packed):
-    """Chunks are cut on an estimate (WebP bytes + PER_IMAGE each); the limit holds for the files only if the
-    estimate is never below a file's real size."""
-    for name, (_, webp) in packed["chunks"].items():
+def test_size_model_is_exact_up_to_the_npz_headers(packed):
+    """Chunks are cut on WebP bytes + row_bytes(longest key) per image + NPZ_OVERHEAD; that must never be
+    below a file's real size, and not far above it either (or chunks would be needlessly small)."""
+    for name, (cond, webp) in packed["chunks"].items():
         real = (packed["out"] / name).stat().st_size
-        assert real <= sum(len(b) + PER_IMAGE for b in webp), (name, real)
+        width = max(len(k) for k in cond["key"])
+        model = sum(len(b) for b in webp) + len(webp) * row_bytes(width) + 8  # offsets has n + 1 entries
+        assert model <= real <= model + NPZ_OVERHEAD, (name, real, model)
 
 
 def test_chunk_contents_match_the_pool(pool, packed):

@@ -21,6 +21,22 @@ import numpy as np
 
 from mien.data.training_view import TrainingView
 
+# Bytes of one chunk file that belong to no image: the zip entry headers, central directory and npy
+# header of each of the 10 arrays (about 250 bytes each with numpy's zip64 extras; 4 kB is a bound).
+NPZ_OVERHEAD = 4096
+
+
+def row_bytes(key_width: int) -> int:
+    """Exact bytes of one image's conditions in a chunk (the arrays written by :func:`pack`). Keys are
+    stored as fixed-width UTF-32, 4 bytes x the longest key in the chunk, so the pool's longest key
+    bounds every chunk's."""
+    return (8  # offsets, int64
+            + 4 * key_width  # key, <U{width}
+            + 128 * 2 + 55 * 2  # identity, expression, fp16
+            + 8 + 1  # group int64, self_ref bool
+            + 6 * 4 + 2 * 4)  # affine float32 (2, 3), src_size int32 (2,)
+
+
 def _chunks_by_person(view: TrainingView, sizes: np.ndarray, max_bytes: int) -> list[np.ndarray]:
     order = np.argsort(view.group, kind="stable")
     bounds = np.flatnonzero(np.diff(view.group[order])) + 1
@@ -59,9 +75,11 @@ def pack(annotations: Path, out_dir: Path, data_dir: Path | None = None, split: 
     blobs = {}
     for s in tqdm(view.samples, desc="reading crops", unit="img", disable=not progress):
         blobs[s.key] = ds.image_bytes(s)
-    # per image: its WebP bytes + ~400 bytes of conditions (fp16 vectors, key, affine)
-    sizes = np.array([len(blobs[s.key]) + 400 for s in view.samples])
-    chunks = _chunks_by_person(view, sizes, int(max_mb * 1e6))
+    # Per image: its WebP bytes + its conditions, counted as the file stores them, so a chunk of several
+    # people never exceeds max_mb (one person larger than that still gets a chunk of their own).
+    width = max(len(s.key) for s in view.samples)
+    sizes = np.array([len(blobs[s.key]) + row_bytes(width) for s in view.samples])
+    chunks = _chunks_by_person(view, sizes, int(max_mb * 1e6) - NPZ_OVERHEAD)
     entries = []
     for c, idx in enumerate(chunks):
         name = f"chunk-{c:02d}.npz"
