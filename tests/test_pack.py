@@ -20,7 +20,7 @@ from PIL import Image
 
 from mien.cli.main import main
 from mien.data.faces128 import Sample
-from mien.data.pack import NPZ_OVERHEAD, _chunks_by_person, read_chunk, row_bytes, verify
+from mien.data.pack import NPZ_OVERHEAD, _chunks_by_person, read_chunk, verify
 from mien.data.training_view import TrainingView
 
 
@@ -222,12 +222,12 @@ def test_chunk_files_respect_the_size_limit(pool, packed):
 
 
 def test_size_model_is_exact_up_to_the_npz_headers(packed):
-    """Chunks are cut on WebP bytes + row_bytes(longest key) per image + NPZ_OVERHEAD; that must never be
-    below a file's real size, and not far above it either (or chunks would be needlessly small)."""
+    """Chunks are cut on the bytes of their arrays (WebP + conditions per image) + NPZ_OVERHEAD; the
+    headers must fit in that allowance, or a full chunk's file would exceed --max-mb."""
     for name, (cond, webp) in packed["chunks"].items():
         real = (packed["out"] / name).stat().st_size
-        width = max(len(k) for k in cond["key"])
-        model = sum(len(b) for b in webp) + len(webp) * row_bytes(width) + 8  # offsets has n + 1 entries
+        offsets = 8 * (len(webp) + 1)  # int64, popped by read_chunk
+        model = sum(len(b) for b in webp) + offsets + sum(a.nbytes for a in cond.values())
         assert model <= real <= model + NPZ_OVERHEAD, (name, real, model)
 
 

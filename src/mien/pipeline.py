@@ -56,6 +56,11 @@ def align_photo(landmarker, rgb: np.ndarray) -> tuple[np.ndarray, object]:
     return crop, faces[0]
 
 
+def reference_blendshapes(landmarker, rgb: np.ndarray) -> np.ndarray:
+    """The expression of a reference photo (``--like``): its blendshapes; its identity is not used."""
+    return align_photo(landmarker, rgb)[1].blendshapes
+
+
 def align_photos(landmarker, photos: list[np.ndarray], names: list[str] | None = None) -> AlignedPhotos:
     """Align every photo that has a face; NoFaceError when none has. Needs only the landmarker, so the
     CLI finds a faceless photo before it spends seconds loading the models."""
@@ -141,7 +146,7 @@ class MienPipeline:
 
     def reference_blendshapes(self, rgb: np.ndarray) -> np.ndarray:
         """The expression of a reference photo (``--like``): its blendshapes; its identity is not used."""
-        return self.align(rgb)[1].blendshapes
+        return reference_blendshapes(self.landmarker, rgb)
 
     # -- generation -------------------------------------------------------------------------------
     @torch.no_grad()

@@ -159,14 +159,14 @@ def run(args: argparse.Namespace) -> int:
                           "guidance_until": args.guidance_until, "model": args.model}, indent=1))
         return 0
     from mien.face.landmarker import FaceLandmarker
-    from mien.pipeline import MienPipeline, align_photo, align_photos
+    from mien.pipeline import MienPipeline, align_photos, reference_blendshapes
 
     # Faces first: a photo without one is reported before the models take seconds to load.
     landmarker = FaceLandmarker(num_faces=2)
     try:  # the pipeline takes the landmarker over; closing it here covers every exit
         if like_rgb is not None:
             try:
-                request = build_request(args, like=align_photo(landmarker, like_rgb)[1].blendshapes)
+                request = build_request(args, like=reference_blendshapes(landmarker, like_rgb))
             except NoFaceError as e:
                 raise NoFaceError(f"--like {args.like}: {e}") from None
         aligned = align_photos(landmarker, photos, names=args.identity)

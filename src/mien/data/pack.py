@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -26,15 +27,27 @@ from mien.data.training_view import TrainingView
 NPZ_OVERHEAD = 4096
 
 
-def row_bytes(key_width: int) -> int:
-    """Exact bytes of one image's conditions in a chunk (the arrays written by :func:`pack`). Keys are
-    stored as fixed-width UTF-32, 4 bytes x the longest key in the chunk, so the pool's longest key
-    bounds every chunk's."""
-    return (8  # offsets, int64
-            + 4 * key_width  # key, <U{width}
-            + 128 * 2 + 55 * 2  # identity, expression, fp16
-            + 8 + 1  # group int64, self_ref bool
-            + 6 * 4 + 2 * 4)  # affine float32 (2, 3), src_size int32 (2,)
+def _arrays(view: TrainingView, idx: np.ndarray, data: list[bytes]) -> dict[str, np.ndarray]:
+    """The arrays of one chunk file (what :func:`read_chunk` reads): ``data`` are the images' WebP bytes."""
+    return {
+        "webp": np.frombuffer(b"".join(data), dtype=np.uint8),
+        "offsets": np.cumsum([0] + [len(d) for d in data]).astype(np.int64),
+        "key": np.array([view.samples[i].key for i in idx]),
+        "identity": view.identity[idx].astype(np.float16),
+        "expression": view.expression[idx].astype(np.float16),
+        "group": view.group[idx],
+        "self_ref": view.self_ref[idx],
+        "affine": np.array([view.samples[i].affine for i in idx], dtype=np.float32),
+        "src_size": np.array([view.samples[i].src_size for i in idx], dtype=np.int32),
+    }
+
+
+def row_bytes(view: TrainingView) -> int:
+    """Bytes per image of a chunk's arrays besides its WebP bytes, measured on the arrays themselves for
+    the whole pool. Keys are stored as fixed-width UTF-32 (4 bytes x the longest key in the array), so
+    the pool's figure bounds every chunk's."""
+    idx = np.arange(len(view.samples))
+    return math.ceil(sum(a.nbytes for a in _arrays(view, idx, [b""] * len(idx)).values()) / len(idx))
 
 
 def _chunks_by_person(view: TrainingView, sizes: np.ndarray, max_bytes: int) -> list[np.ndarray]:
@@ -77,24 +90,12 @@ def pack(annotations: Path, out_dir: Path, data_dir: Path | None = None, split: 
         blobs[s.key] = ds.image_bytes(s)
     # Per image: its WebP bytes + its conditions, counted as the file stores them, so a chunk of several
     # people never exceeds max_mb (one person larger than that still gets a chunk of their own).
-    width = max(len(s.key) for s in view.samples)
-    sizes = np.array([len(blobs[s.key]) + row_bytes(width) for s in view.samples])
+    sizes = np.array([len(blobs[s.key]) for s in view.samples]) + row_bytes(view)
     chunks = _chunks_by_person(view, sizes, int(max_mb * 1e6) - NPZ_OVERHEAD)
     entries = []
     for c, idx in enumerate(chunks):
         name = f"chunk-{c:02d}.npz"
-        data = [blobs[view.samples[i].key] for i in idx]
-        cond = {
-            "webp": np.frombuffer(b"".join(data), dtype=np.uint8),
-            "offsets": np.cumsum([0] + [len(d) for d in data]).astype(np.int64),
-            "key": np.array([view.samples[i].key for i in idx]),
-            "identity": view.identity[idx].astype(np.float16),
-            "expression": view.expression[idx].astype(np.float16),
-            "group": view.group[idx],
-            "self_ref": view.self_ref[idx],
-            "affine": np.array([view.samples[i].affine for i in idx], dtype=np.float32),
-            "src_size": np.array([view.samples[i].src_size for i in idx], dtype=np.int32),
-        }
+        cond = _arrays(view, idx, [blobs[view.samples[i].key] for i in idx])
         tmp = out_dir / f".{name}.tmp"
         with open(tmp, "wb") as f:
             np.savez(f, **cond)
