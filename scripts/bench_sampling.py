@@ -13,7 +13,9 @@ per step), 25 Euler steps on the same sigmas, from the same noise, and must give
 Both run under the same bf16 autocast on CUDA (fp32 on CPU); the equality check runs both in fp32.
 "flowedit" times mien's default edit (``mien.sampling.flowedit`` at the default strength and guidance of
 ``mien.settings``: source and target predictions batched, fresh noise each step) on the same UNet
-(compiled with ``--compile``); diffusers has no FlowEdit loop for this UNet to compare with.
+(compiled with ``--compile``), with the default recogniser guidance (``mien.builtin.recogniser_guidance``:
+TAEF2 decoding and MobileFaceNet, forward and backward, at the late steps; eager) and, as
+"flowedit_plain", without it; diffusers has no FlowEdit loop for this UNet to compare with.
 Prints a table of images/s at each batch size; on CPU, also the end-to-end seconds for one image.
 """
 
@@ -54,14 +56,32 @@ def mien_loop(model, cond, noise, steps, scales):
     return sample_euler(guided_denoiser(model, cond, scales=scales), noise * sigmas[0], sigmas)
 
 
-def flowedit_loop(model, cond, photo, steps, scales, strength):
+def flowedit_loop(model, cond, photo, steps, scales, strength, guide=None):
     from mien.builtin.edit import flowedit_velocity
     from mien.sampling import flow_times, sample_flowedit
 
     velocity = flowedit_velocity(model, cond, cond["expression"].flip(0), scales)  # another source expression
     g = torch.Generator(device=photo.device).manual_seed(0)
     return sample_flowedit(velocity, photo, flow_times(steps, strength),
-                           lambda k: torch.randn(photo.shape, generator=g, device=photo.device))
+                           lambda k: torch.randn(photo.shape, generator=g, device=photo.device), correct=guide)
+
+
+def recogniser_guide(model, b, dev, scale, until):
+    """The pipeline's recogniser guidance (mien.pipeline.MienPipeline._recogniser_guide) with a stand-in
+    target: its cost does not depend on the embedding's values."""
+    from mien.builtin import edit
+    from mien.builtin.recogniser_guidance import RecogniserGuide, no_grad_params
+    from mien.models.mobilefacenet import MobileFaceNet
+    from mien.models.taef2 import TAEF2
+
+    taef2 = no_grad_params(TAEF2.from_weights().to(dev).eval())
+    mfn = no_grad_params(MobileFaceNet.from_weights().to(dev).eval())
+    target = torch.nn.functional.normalize(torch.randn(b, 192, device=dev), dim=1)
+    region = 1 - edit.keep_mask("background").to(dev)
+    # eager: torch.compile stops in MobileFaceNet's TFLite graph interpreter, whose Reshape turns the
+    # graph's shape tensor into Python ints (tried on the H100, torch 2.11, 2026-11-22)
+    return RecogniserGuide(mfn, lambda z: taef2.decode(model.denormalize(z), clamp=False).clamp(0, 1),
+                           target, region, scale, until)
 
 
 def timed(fn, sync, repeats=3):
@@ -89,6 +109,9 @@ def main() -> None:
                     default=[d["guidance_identity"], d["guidance_expression"]],
                     help="identity and expression guidance of the flowedit timing (default: mien generate's)")
     ap.add_argument("--edit-strength", type=float, default=d["strength"])
+    ap.add_argument("--edit-recogniser", type=float, nargs=2, metavar=("G", "T"),
+                    default=[d["recogniser_guidance"], d["recogniser_guidance_until"]],
+                    help="recogniser guidance scale and flow time of the flowedit timing (default: mien generate's)")
     args = ap.parse_args()
     from mien.builtin.model import MienModel
 
@@ -120,16 +143,20 @@ def main() -> None:
             with amp():
                 t_ours, _ = timed(lambda: mien_loop(fast, cond, noise, args.steps, scales), sync)
             with amp():
+                t_plain, _ = timed(lambda: flowedit_loop(fast, cond, noise, args.steps, tuple(args.edit_guidance),
+                                                         args.edit_strength), sync)
+            guide = recogniser_guide(model, b, dev, *args.edit_recogniser) if args.edit_recogniser[0] > 0 else None
+            with amp():
                 t_edit, _ = timed(lambda: flowedit_loop(fast, cond, noise, args.steps, tuple(args.edit_guidance),
-                                                        args.edit_strength), sync)
+                                                        args.edit_strength, guide), sync)
         rows.append({"batch": b, "diffusers_loop_img_s": round(b / t_ref, 1), "mien_eager_img_s": round(b / t_eager, 1),
                      "mien_img_s": round(b / t_ours, 1), "compiled": args.compile, "speedup": round(t_ref / t_ours, 2),
                      "max_abs_diff_fp32": float((ours32 - ref32).abs().max()),
-                     "flowedit_img_s": round(b / t_edit, 1)})
+                     "flowedit_img_s": round(b / t_edit, 1), "flowedit_plain_img_s": round(b / t_plain, 1)})
         print(json.dumps(rows[-1]), flush=True)
     print(json.dumps({"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
                       "torch": torch.__version__, "steps": args.steps, "edit_guidance": args.edit_guidance,
-                      "edit_strength": args.edit_strength, "rows": rows}))
+                      "edit_strength": args.edit_strength, "edit_recogniser": args.edit_recogniser, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -75,6 +75,25 @@ def test_noise_is_drawn_through_the_callers_function_once_per_step_and_average()
     assert calls == list(range(12))
 
 
+def test_correction_hook_sees_every_step_and_its_result_is_the_next_state():
+    """``correct`` runs after each step's move, with that step's times, and what it returns is carried on
+    (here it pins one cell to 5: the edit ends there although the velocity says otherwise)."""
+    mu_src, mu_tar = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
+    ts = flow_times(5, 1.0)
+    seen = []
+
+    def correct(z, t, t_next):
+        seen.append((t, t_next))
+        z = z.clone()
+        z[..., 0, 0] = 5.0
+        return z
+
+    out = sample_flowedit(point_mass_velocity(mu_src, mu_tar), mu_src, ts, noise_source(mu_src.shape), correct=correct)
+    assert seen == [(float(ts[i]), float(ts[i + 1])) for i in range(len(ts) - 1)]
+    assert out[0, 0, 0, 0] == 5.0
+    torch.testing.assert_close(out[0, 0, 1, 1], torch.tensor(1.0), atol=1e-5, rtol=0)
+
+
 def test_bad_schedules_are_refused():
     with pytest.raises(ValueError, match="start"):
         flow_times(10, 0.0)

@@ -194,6 +194,32 @@ def test_guidance_until_out_of_range(generate, value):
     assert f"--guidance-until {float(value)}" in msg and "out of range" in msg
 
 
+@pytest.mark.parametrize("value", ["-0.1", "11", "nan"])
+def test_recogniser_guidance_out_of_range(generate, value):
+    msg = generate("--identity", EX, "--recogniser-guidance", value)
+    assert f"--recogniser-guidance {float(value)}" in msg and "out of range" in msg
+
+
+@pytest.mark.parametrize("value", ["0", "1.5"])
+def test_recogniser_guidance_until_out_of_range(generate, value):
+    msg = generate("--identity", EX, "--recogniser-guidance-until", value)
+    assert f"--recogniser-guidance-until {float(value)}" in msg and "out of range" in msg
+
+
+def test_recogniser_guidance_is_a_flowedit_setting(generate, no_model_load, capsys):
+    msg = generate("--identity", EX, "--method", "sdedit", "--recogniser-guidance", "0.5")
+    assert "--recogniser-guidance works with --method flowedit" in msg
+    # left at its default it is simply off for sdedit, and on for flowedit
+    import json
+
+    assert main(["generate", "--identity", "not_read.jpg", "--method", "sdedit", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["recogniser_guidance"] == 0
+    assert main(["generate", "--identity", "not_read.jpg", "--dry-run"]) == 0
+    from mien.settings import GENERATION_DEFAULTS
+
+    assert json.loads(capsys.readouterr().out)["recogniser_guidance"] == GENERATION_DEFAULTS["recogniser_guidance"]
+
+
 def test_sampler_with_flowedit_warns_that_it_is_unused(no_model_load, capsys):
     assert main(["generate", "--identity", "not_read.jpg", "--sampler", "heun", "--dry-run"]) == 0
     err = capsys.readouterr().err

@@ -158,7 +158,8 @@ def test_flowedit_to_the_photos_own_expression_returns_the_photo(tiny_pipe, phot
 
     ident = tiny_pipe.prepare_identity([photo])
     own = ExpressionRequest(like=ident.blendshapes)  # one photo: its blendshapes and pose
-    same = tiny_pipe(ident, own, n=2, seed=3, steps=5, method="flowedit", strength=1.0, keep="none")
+    same = tiny_pipe(ident, own, n=2, seed=3, steps=5, method="flowedit", strength=1.0, keep="none",
+                     recogniser_guidance=0.0)  # FlowEdit alone (the guidance moves the face: test below)
     assert same.settings["method"] == "flowedit"
     torch.testing.assert_close(same.latents, ident.latent[None].expand(2, -1, -1, -1), atol=1e-5, rtol=0)
     # a random tiny model starts its stream attention at zero (it ignores the expression): wake it up
@@ -175,3 +176,23 @@ def test_flowedit_to_the_photos_own_expression_returns_the_photo(tiny_pipe, phot
     kept_cells = edit.keep_mask("background")[0, 0] == 1
     assert (moved - ident.latent)[:, ~kept_cells].abs().max() > 0.05
     assert (moved - ident.latent)[:, kept_cells].abs().max() < 1e-4
+
+
+def test_recogniser_guidance_moves_the_face_toward_the_person_and_only_with_flowedit(tiny_pipe, photo):
+    """Behaviour, on a random tiny model: asked for the photo's own expression, FlowEdit alone returns
+    the photo; with recogniser guidance at every step the face box moves (up MobileFaceNet's similarity
+    to the photos, tests/test_recogniser_guidance.py) and the background stays the photo's. sdedit
+    ignores it and records 0."""
+    from mien.builtin import edit
+
+    ident = tiny_pipe.prepare_identity([photo])
+    assert ident.embedding is not None and ident.embedding.shape == (192,)
+    own = ExpressionRequest(like=ident.blendshapes)
+    off = tiny_pipe(ident, own, n=1, seed=3, steps=4, recogniser_guidance=0.0)
+    on = tiny_pipe(ident, own, n=1, seed=3, steps=4, recogniser_guidance=1.0, recogniser_guidance_until=1.0)
+    assert on.settings["recogniser_guidance"] == 1.0 and off.settings["recogniser_guidance"] == 0.0
+    kept_cells = edit.keep_mask("background")[0, 0] == 1
+    moved = on.latents[0] - off.latents[0]
+    assert moved[:, ~kept_cells].abs().max() > 0.01 and moved[:, kept_cells].abs().max() < 1e-4
+    sd = tiny_pipe(ident, own, n=1, seed=3, steps=2, method="sdedit", recogniser_guidance=1.0)
+    assert sd.settings["recogniser_guidance"] == 0.0

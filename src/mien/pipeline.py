@@ -4,7 +4,8 @@ The pipeline only composes (STYLE.md 9): face alignment (:mod:`mien.face`), the 
 (:class:`mien.models.identity.IdentityEncoder` on the aligned 128 px crop, exactly as the training
 data was conditioned), the expression target (:mod:`mien.expression.targets`), the built-in model
 (:mod:`mien.builtin`), per-stream guidance and a pure sampler (:mod:`mien.sampling`), by default started
-from the identity photo with its background kept (:mod:`mien.builtin.edit`), TAEF2 decoding.
+from the identity photo with its background kept (:mod:`mien.builtin.edit`) and nudged late toward the
+photos' MobileFaceNet identity (:mod:`mien.builtin.recogniser_guidance`), TAEF2 decoding.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class IdentityInput:
     blendshapes: np.ndarray  # (52,) that photo's own expression (FlowEdit's source)
     skipped: list[str] = field(default_factory=list)
     latent: torch.Tensor | None = None  # (32, 16, 16) raw TAEF2 latent of that photo
+    embedding: torch.Tensor | None = None  # (192,) unit MobileFaceNet embedding of all the photos (recogniser guidance)
 
 
 @dataclass
@@ -90,8 +92,9 @@ class Generation:
 
 
 class MienPipeline:
-    def __init__(self, model, taef2, identity, landmarker, model_dir: Path, device: torch.device):
+    def __init__(self, model, taef2, identity, landmarker, model_dir: Path, device: torch.device, embedder=None):
         self.model, self.taef2, self.identity, self.landmarker = model, taef2, identity, landmarker
+        self.embedder = embedder  # MobileFaceNet, for recogniser guidance (None: unavailable)
         self.model_dir, self.device = Path(model_dir), device
         self.model_hash = model.sha256[:12]
         from mien.expression.aus import AUCalibration
@@ -104,18 +107,21 @@ class MienPipeline:
         """Load the built-in model (``"default"``: the one shipped inside the package) and its helpers;
         ``landmarker``: a FaceLandmarker already opened (the pipeline then owns it and closes it)."""
         from mien.builtin.model import MienModel
+        from mien.builtin.recogniser_guidance import no_grad_params
         from mien.face.landmarker import FaceLandmarker
         from mien.models.faceapi_recognition import FaceRecognitionNet
         from mien.models.identity import IdentityEncoder
+        from mien.models.mobilefacenet import MobileFaceNet
         from mien.models.taef2 import TAEF2
 
         model_dir = default_model_dir() if str(path) == DEFAULT_MODEL else Path(path)
         dev = torch.device(device)
         model = MienModel.from_pretrained(model_dir).to(dev).eval()
-        taef2 = TAEF2.from_weights().to(dev).eval()
+        taef2 = no_grad_params(TAEF2.from_weights().to(dev).eval())
         identity = IdentityEncoder(FaceRecognitionNet.from_weights()).to(dev).eval()
+        embedder = no_grad_params(MobileFaceNet.from_weights().to(dev).eval())
         landmarker = landmarker if landmarker is not None else FaceLandmarker(num_faces=2)
-        return cls(model, taef2, identity, landmarker, model_dir, dev)
+        return cls(model, taef2, identity, landmarker, model_dir, dev, embedder)
 
     def close(self) -> None:
         self.landmarker.close()
@@ -141,8 +147,13 @@ class MienPipeline:
         x = torch.from_numpy(np.stack(aligned.crops)).permute(0, 3, 1, 2).float().to(self.device)
         vec = F.normalize(self.identity.condition(x).mean(0), dim=0)
         latent = self.taef2.encode(x[:1] / 255)[0]  # the spatial reference and the photo an edit starts from
+        emb = None
+        if self.embedder is not None:  # recogniser guidance's target: every photo counts, like the condition
+            from mien.builtin.recogniser_guidance import embed
+
+            emb = F.normalize(embed(self.embedder, x / 255).mean(0), dim=0)
         face = aligned.faces[0]
-        return IdentityInput(aligned.crops, vec, np.asarray(face.pose), face.blendshapes, aligned.skipped, latent)
+        return IdentityInput(aligned.crops, vec, np.asarray(face.pose), face.blendshapes, aligned.skipped, latent, emb)
 
     def reference_blendshapes(self, rgb: np.ndarray) -> np.ndarray:
         """The expression of a reference photo (``--like``): its blendshapes; its identity is not used."""
@@ -154,8 +165,9 @@ class MienPipeline:
                  sampler: str = DEFAULTS["sampler"], guidance_identity: float = DEFAULTS["guidance_identity"],
                  guidance_expression: float = DEFAULTS["guidance_expression"],
                  strength: float = DEFAULTS["strength"], keep: str = DEFAULTS["keep"],
-                 method: str = DEFAULTS["method"], guidance_until: float = DEFAULTS["guidance_until"]
-                 ) -> Generation:  # fmt: skip
+                 method: str = DEFAULTS["method"], guidance_until: float = DEFAULTS["guidance_until"],
+                 recogniser_guidance: float = DEFAULTS["recogniser_guidance"],
+                 recogniser_guidance_until: float = DEFAULTS["recogniser_guidance_until"]) -> Generation:  # fmt: skip
         """Images of ``identity`` with the expression of ``request``.
 
         ``method="flowedit"`` moves the first identity photo by the difference between the model's
@@ -163,6 +175,9 @@ class MienPipeline:
         ``method="sdedit"`` starts ``sampler`` from the photo noised to ``strength`` (``strength=1,
         keep="none"``: from pure noise). ``keep="background"`` keeps the photo outside the face box,
         ``guidance_until`` > 0 guides only while t is above it (:mod:`mien.builtin.edit`).
+        ``recogniser_guidance`` > 0 (flowedit only; sdedit ignores it and records 0) nudges the edit toward
+        the photos' MobileFaceNet embedding at flow times t <= ``recogniser_guidance_until``
+        (:mod:`mien.builtin.recogniser_guidance`).
         """
         from mien.expression.targets import blendshape_target, expression_vector
         from mien.sampling import SAMPLERS
@@ -172,7 +187,9 @@ class MienPipeline:
             raise MienError(f"unknown sampler '{sampler}'; choose one of {', '.join(sorted(SAMPLERS))}")
         if steps < 1 or n < 1:
             raise MienError("--steps and --n must be at least 1")
-        check_edit(strength, keep, method, guidance_until)
+        check_edit(strength, keep, method, guidance_until, recogniser_guidance, recogniser_guidance_until)
+        if method != "flowedit":
+            recogniser_guidance = 0.0  # a FlowEdit hook (its state is a clean image); documented in the docstring
         bs = blendshape_target(request, self.prototypes, self.calibration)
         expr = expression_vector(bs, identity.pose)
         cond = {"identity": identity.vector[None].expand(n, -1).to(self.device),
@@ -185,7 +202,8 @@ class MienPipeline:
         photo = self.model.normalize(identity.latent[None].to(self.device)).expand(n, -1, -1, -1)
         if method == "flowedit":
             src = expression_vector(identity.blendshapes, identity.pose)  # the photo's own expression
-            z = self._flowedit(src, cond, photo, seeds, steps, strength, keep, scales, interval)
+            guide = self._recogniser_guide(identity, keep, recogniser_guidance, recogniser_guidance_until)
+            z = self._flowedit(src, cond, photo, seeds, steps, strength, keep, scales, interval, guide)
         else:
             z = self._sdedit(cond, photo, seeds, steps, sampler, strength, keep, scales, interval)
         z = self.model.denormalize(z)
@@ -193,8 +211,8 @@ class MienPipeline:
         images = [(im.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8) for im in rgb]
         settings = {"steps": steps, "sampler": sampler, "guidance_identity": guidance_identity,
                     "guidance_expression": guidance_expression, "strength": strength, "keep": keep, "method": method,
-                    "guidance_until": guidance_until,
-                    "model_hash": self.model_hash}
+                    "guidance_until": guidance_until, "recogniser_guidance": recogniser_guidance,
+                    "recogniser_guidance_until": recogniser_guidance_until, "model_hash": self.model_hash}
         return Generation(images, seeds, request.describe(), expr, settings, z.cpu())
 
     def _sdedit(self, cond: dict, photo: torch.Tensor, seeds: list[int], steps: int, sampler: str, strength: float,
@@ -213,7 +231,7 @@ class MienPipeline:
         return SAMPLERS[sampler](denoise, photo + noise if strength < 1 else noise, sigmas)
 
     def _flowedit(self, source: np.ndarray, cond: dict, photo: torch.Tensor, seeds: list[int], steps: int,
-                  strength: float, keep: str, scales: tuple, interval: tuple | None) -> torch.Tensor:  # fmt: skip
+                  strength: float, keep: str, scales: tuple, interval: tuple | None, guide=None) -> torch.Tensor:  # fmt: skip
         """FlowEdit from the photo's own expression ``source`` (55,) to the requested one (:mod:`mien.sampling.flowedit`)."""
         from mien.builtin import edit
         from mien.sampling import flow_times, sample_flowedit
@@ -231,4 +249,20 @@ class MienPipeline:
             return torch.stack([torch.randn(photo.shape[1:], generator=g) for g in gens]).to(self.device)
 
         mask = edit.keep_mask(keep).to(self.device) if keep != "none" else None
-        return sample_flowedit(velocity, photo, flow_times(steps, strength), noise, keep=mask)
+        return sample_flowedit(velocity, photo, flow_times(steps, strength), noise, keep=mask, correct=guide)
+
+    def _recogniser_guide(self, identity: IdentityInput, keep: str, scale: float, until: float):
+        """The recogniser-guidance hook for FlowEdit (:mod:`mien.builtin.recogniser_guidance`), or None when off."""
+        if scale <= 0:
+            return None
+        if self.embedder is None or identity.embedding is None:
+            raise MienError("recogniser guidance needs MobileFaceNet: load the pipeline with MienPipeline.from_pretrained, "
+                            "or pass recogniser_guidance=0")
+        from mien.builtin import edit
+        from mien.builtin.recogniser_guidance import RecogniserGuide
+
+        def decode(z: torch.Tensor) -> torch.Tensor:  # the sampler's normalised latents -> RGB in [0, 1], with gradients
+            return self.taef2.decode(self.model.denormalize(z), clamp=False).clamp(0, 1)
+
+        region = 1 - edit.keep_mask(keep).to(self.device)
+        return RecogniserGuide(self.embedder, decode, identity.embedding[None].to(self.device), region, scale, until)

@@ -23,6 +23,8 @@ examples:
   mien generate --identity me.jpg --au AU12=3,AU6=2
   mien generate --identity me.jpg me2.jpg --like reference_smile.jpg --out results/
   mien generate --identity me.jpg --expression elation --dry-run
+  mien generate --identity me.jpg --expression angry --guidance-expression 2 --recogniser-guidance 0.3
+                                 stronger expressions, identity held by the recogniser (check the images)
 """
 
 
@@ -56,6 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"guide only while the flow time is above T (it runs from --strength down to 0), then follow the "
                         f"plain conditional prediction: strong guidance late in sampling distorts fine detail (default "
                         f"{d['guidance_until']:g}; 0 guides at every step)")
+    p.add_argument("--recogniser-guidance", type=float, default=None, metavar="G",
+                   help=f"flowedit: late in the edit, step the face toward the identity photos' MobileFaceNet embedding "
+                        f"with this strength; keeps who they are, larger also undoes the expression (default "
+                        f"{d['recogniser_guidance']:g}; 0 turns it off)")
+    p.add_argument("--recogniser-guidance-until", type=float, default=d["recogniser_guidance_until"], metavar="T",
+                   help=f"recogniser guidance acts while the flow time is at most T (default "
+                        f"{d['recogniser_guidance_until']:g}; 1 acts at every step)")
     p.add_argument("--method", default=d["method"], metavar="|".join(EDIT_METHODS),
                    help=f"how the identity photo is edited: 'flowedit' moves it by the difference between the requested "
                         f"expression and its own, 'sdedit' re-noises it and redraws (default {d['method']})")
@@ -91,7 +100,12 @@ def build_request(args, like=None):
 
 def check_settings(args) -> None:
     """Settings errors that need no model: found here, before the slow model loading."""
-    check_edit(args.strength, args.keep, args.method, args.guidance_until)
+    if args.recogniser_guidance is not None and args.recogniser_guidance > 0 and args.method != "flowedit":
+        raise MienError(f"--recogniser-guidance works with --method flowedit; drop it (or pass 0) with --method {args.method}")
+    if args.recogniser_guidance is None:
+        args.recogniser_guidance = GENERATION_DEFAULTS["recogniser_guidance"] if args.method == "flowedit" else 0.0
+    check_edit(args.strength, args.keep, args.method, args.guidance_until, args.recogniser_guidance,
+               args.recogniser_guidance_until)
     from mien.sampling.samplers import SAMPLERS
 
     if args.sampler not in SAMPLERS:
@@ -156,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
                           "guidance_identity": args.guidance_identity,
                           "guidance_expression": args.guidance_expression, "strength": args.strength,
                           "keep": args.keep, "method": args.method,
-                          "guidance_until": args.guidance_until, "model": args.model}, indent=1))
+                          "guidance_until": args.guidance_until, "recogniser_guidance": args.recogniser_guidance,
+                          "recogniser_guidance_until": args.recogniser_guidance_until, "model": args.model}, indent=1))
         return 0
     from mien.face.landmarker import FaceLandmarker
     from mien.pipeline import MienPipeline, align_photos, reference_blendshapes
@@ -177,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
         gen = pipe(ident, request, n=args.n, seed=args.seed, steps=args.steps, sampler=args.sampler,
                    guidance_identity=args.guidance_identity, guidance_expression=args.guidance_expression,
                    strength=args.strength, keep=args.keep, method=args.method,
-                   guidance_until=args.guidance_until)
+                   guidance_until=args.guidance_until, recogniser_guidance=args.recogniser_guidance,
+                   recogniser_guidance_until=args.recogniser_guidance_until)
     finally:
         landmarker.close()
     from mien.io.output import save_generation

@@ -114,8 +114,11 @@ class BuiltinGenerator:
         from mien.settings import GENERATION_DEFAULTS, check_edit
 
         self.settings = {**GENERATION_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+        if self.settings["method"] != "flowedit" and settings.get("recogniser_guidance") is None:
+            self.settings["recogniser_guidance"] = 0.0  # a flowedit hook: off unless asked for
         check_edit(self.settings["strength"], self.settings["keep"], self.settings["method"],
-                   self.settings["guidance_until"])  # before the model loads
+                   self.settings["guidance_until"], self.settings["recogniser_guidance"],
+                   self.settings["recogniser_guidance_until"])  # before the model loads
         self.pipe = pipe or MienPipeline.from_pretrained(model, device=device)
         self.model_hash = self.pipe.model_hash
         self._identity: dict[bytes, object] = {}
@@ -125,7 +128,8 @@ class BuiltinGenerator:
         s = self.settings
         return (f"mien's built-in model: {s['sampler']}, {s['steps']} steps, guidance identity "
                 f"{s['guidance_identity']:g}, expression {s['guidance_expression']:g}, strength {s['strength']:g}, "
-                f"keep {s['keep']}, method {s['method']}, guidance until t = {s['guidance_until']:g}")
+                f"keep {s['keep']}, method {s['method']}, guidance until t = {s['guidance_until']:g}, recogniser "
+                f"guidance {s['recogniser_guidance']:g} at t <= {s['recogniser_guidance_until']:g}")
 
     def with_guidance(self, scale: float) -> "BuiltinGenerator":
         """The same model at expression guidance ``scale`` (the trade-off sweep); identities are re-used."""

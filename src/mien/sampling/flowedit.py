@@ -31,11 +31,14 @@ import torch
 # the source condition), rows [B:] the target samples (target condition). One call per step, so the
 # two predictions share a forward pass. t is a (2B,) tensor of flow times.
 PairVelocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# correct(z, t, t_next) -> z: applied to the edit state after each step. z is a clean sample (not a
+# noisy one), so a critic can judge it as it stands.
+Correction = Callable[[torch.Tensor, float, float], torch.Tensor]
 
 
 def sample_flowedit(velocity: PairVelocity, x_src: torch.Tensor, ts: torch.Tensor,
                     noise: Callable[[int], torch.Tensor], keep: torch.Tensor | None = None,
-                    n_avg: int = 1, callback=None) -> torch.Tensor:  # fmt: skip
+                    n_avg: int = 1, callback=None, correct: Correction | None = None) -> torch.Tensor:  # fmt: skip
     """Edit ``x_src`` (B, C, H, W; the model's normalised latent space) along the flow times ``ts``
     (descending to 0, e.g. :func:`mien.sampling.schedules.flow_times`).
 
@@ -44,6 +47,9 @@ def sample_flowedit(velocity: PairVelocity, x_src: torch.Tensor, ts: torch.Tenso
     ``x_src``, values in [0, 1]) holds the edit at the source where it is 1 (Blended Latent Diffusion's
     kept region, applied to the velocity difference). ``n_avg`` > 1 averages the velocity difference
     over several noise draws per step (the paper's n_avg). ``callback`` gets {'x', 'i', 't'} each step.
+    ``correct(z, t, t_next)``, when given, returns the state after each step's move (guidance by a
+    differentiable critic of the clean state, e.g. :mod:`mien.builtin.recogniser_guidance`); it comes in as an
+    argument, so this function stays pure.
     """
     z = x_src
     k = 0
@@ -63,4 +69,6 @@ def sample_flowedit(velocity: PairVelocity, x_src: torch.Tensor, ts: torch.Tenso
         if callback is not None:
             callback({"x": z, "i": i, "t": t})
         z = z + (t_next - t) * delta
+        if correct is not None:
+            z = correct(z, t, t_next)
     return z
