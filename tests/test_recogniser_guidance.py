@@ -62,3 +62,16 @@ def test_guidance_raises_the_similarity_moves_only_the_face_and_only_late(parts)
     assert torch.equal(out[:, :, kept], z[:, :, kept])
     # and no guidance at scale 0
     assert RecogniserGuide(mfn, decode, target, region, scale=0.0, until=1.0)(z, 0.2, 0.1) is z
+
+
+def test_guidance_works_under_inference_mode(parts):
+    """Callers such as scripts/bench_generate_cpu.py run the pipeline under torch.inference_mode."""
+    from mien.builtin import edit
+
+    taef2, mfn, x, latent = parts
+    region = 1 - edit.keep_mask("background")
+    with torch.inference_mode():
+        target = embed(mfn, x)
+        guide = RecogniserGuide(mfn, lambda z: taef2.decode(z, clamp=False).clamp(0, 1), target, region, 1.0, 0.3)
+        out = guide(latent, 0.2, 0.1)
+    assert not torch.equal(out, latent)

@@ -74,9 +74,11 @@ class RecogniserGuide:
     def __call__(self, z: torch.Tensor, t: float, t_next: float) -> torch.Tensor:
         if self.scale <= 0 or t > self.until + 1e-9:
             return z
-        with torch.enable_grad():
-            zz = z.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.similarity(zz).sum(), zz)
+        # callers may run under inference_mode (its tensors cannot enter autograd): step out and clone
+        with torch.inference_mode(False), torch.enable_grad():
+            zz = z.detach().clone().requires_grad_(True)
+            sim = (embed(self.embedder, self.decode(zz)) * self.target.clone()).sum(1)
+            (grad,) = torch.autograd.grad(sim.sum(), zz)
         grad = grad * self.region
         rms = grad.pow(2).mean((1, 2, 3), keepdim=True).sqrt()  # over the whole latent, zeros outside included
         return z + self.scale * (t - t_next) * grad / (rms + 1e-12)
