@@ -70,18 +70,16 @@ def recogniser_guide(model, b, dev, scale, until):
     """The pipeline's recogniser guidance (mien.pipeline.MienPipeline._recogniser_guide) with a stand-in
     target: its cost does not depend on the embedding's values."""
     from mien.builtin import edit
-    from mien.builtin.recogniser_guidance import RecogniserGuide, no_grad_params
-    from mien.models.mobilefacenet import MobileFaceNet
+    from mien.builtin.recogniser_guidance import RecogniserGuide, latent_embedder
+    from mien.models.identity import IdentityEncoder
     from mien.models.taef2 import TAEF2
 
-    taef2 = no_grad_params(TAEF2.from_weights().to(dev).eval())
-    mfn = no_grad_params(MobileFaceNet.from_weights().to(dev).eval())
+    embed = latent_embedder(model, TAEF2.from_weights().to(dev), IdentityEncoder.from_weights().to(dev))
     target = torch.nn.functional.normalize(torch.randn(b, 192, device=dev), dim=1)
     region = 1 - edit.keep_mask("background").to(dev)
     # eager: torch.compile stops in MobileFaceNet's TFLite graph interpreter, whose Reshape turns the
     # graph's shape tensor into Python ints (tried on the H100, torch 2.11, 2026-11-22)
-    return RecogniserGuide(mfn, lambda z: taef2.decode(model.denormalize(z), clamp=False).clamp(0, 1),
-                           target, region, scale, until)
+    return RecogniserGuide(embed, target, region, scale, until)
 
 
 def timed(fn, sync, repeats=3):

@@ -92,9 +92,8 @@ class Generation:
 
 
 class MienPipeline:
-    def __init__(self, model, taef2, identity, landmarker, model_dir: Path, device: torch.device, embedder=None):
+    def __init__(self, model, taef2, identity, landmarker, model_dir: Path, device: torch.device):
         self.model, self.taef2, self.identity, self.landmarker = model, taef2, identity, landmarker
-        self.embedder = embedder  # MobileFaceNet, for recogniser guidance (None: unavailable)
         self.model_dir, self.device = Path(model_dir), device
         self.model_hash = model.sha256[:12]
         from mien.expression.aus import AUCalibration
@@ -107,21 +106,17 @@ class MienPipeline:
         """Load the built-in model (``"default"``: the one shipped inside the package) and its helpers;
         ``landmarker``: a FaceLandmarker already opened (the pipeline then owns it and closes it)."""
         from mien.builtin.model import MienModel
-        from mien.builtin.recogniser_guidance import no_grad_params
         from mien.face.landmarker import FaceLandmarker
-        from mien.models.faceapi_recognition import FaceRecognitionNet
         from mien.models.identity import IdentityEncoder
-        from mien.models.mobilefacenet import MobileFaceNet
         from mien.models.taef2 import TAEF2
 
         model_dir = default_model_dir() if str(path) == DEFAULT_MODEL else Path(path)
         dev = torch.device(device)
         model = MienModel.from_pretrained(model_dir).to(dev).eval()
-        taef2 = no_grad_params(TAEF2.from_weights().to(dev).eval())
-        identity = IdentityEncoder(FaceRecognitionNet.from_weights()).to(dev).eval()
-        embedder = no_grad_params(MobileFaceNet.from_weights().to(dev).eval())
+        taef2 = TAEF2.from_weights().to(dev).eval()
+        identity = IdentityEncoder.from_weights().to(dev)  # face-api (the condition) and MobileFaceNet (guidance)
         landmarker = landmarker if landmarker is not None else FaceLandmarker(num_faces=2)
-        return cls(model, taef2, identity, landmarker, model_dir, dev, embedder)
+        return cls(model, taef2, identity, landmarker, model_dir, dev)
 
     def close(self) -> None:
         self.landmarker.close()
@@ -148,10 +143,8 @@ class MienPipeline:
         vec = F.normalize(self.identity.condition(x).mean(0), dim=0)
         latent = self.taef2.encode(x[:1] / 255)[0]  # the spatial reference and the photo an edit starts from
         emb = None
-        if self.embedder is not None:  # recogniser guidance's target: every photo counts, like the condition
-            from mien.builtin.recogniser_guidance import embed
-
-            emb = F.normalize(embed(self.embedder, x / 255).mean(0), dim=0)
+        if self.identity.mobilefacenet is not None:  # recogniser guidance's target: every photo counts, like the condition
+            emb = F.normalize(self.identity.mobilefacenet_unit(x).mean(0), dim=0)
         face = aligned.faces[0]
         return IdentityInput(aligned.crops, vec, np.asarray(face.pose), face.blendshapes, aligned.skipped, latent, emb)
 
@@ -255,14 +248,12 @@ class MienPipeline:
         """The recogniser-guidance hook for FlowEdit (:mod:`mien.builtin.recogniser_guidance`), or None when off."""
         if scale <= 0:
             return None
-        if self.embedder is None or identity.embedding is None:
-            raise MienError("recogniser guidance needs MobileFaceNet: load the pipeline with MienPipeline.from_pretrained, "
-                            "or pass recogniser_guidance=0")
+        if identity.embedding is None:
+            raise MienError("recogniser guidance needs MobileFaceNet in the pipeline's IdentityEncoder (as "
+                            "MienPipeline.from_pretrained builds it), or pass recogniser_guidance=0")
         from mien.builtin import edit
-        from mien.builtin.recogniser_guidance import RecogniserGuide
-
-        def decode(z: torch.Tensor) -> torch.Tensor:  # the sampler's normalised latents -> RGB in [0, 1], with gradients
-            return self.taef2.decode(self.model.denormalize(z), clamp=False).clamp(0, 1)
+        from mien.builtin.recogniser_guidance import RecogniserGuide, latent_embedder
 
         region = 1 - edit.keep_mask(keep).to(self.device)
-        return RecogniserGuide(self.embedder, decode, identity.embedding[None].to(self.device), region, scale, until)
+        embed = latent_embedder(self.model, self.taef2, self.identity)
+        return RecogniserGuide(embed, identity.embedding[None].to(self.device), region, scale, until)

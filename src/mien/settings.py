@@ -27,6 +27,14 @@ EDIT_METHODS = ("flowedit", "sdedit")  # what --method accepts (mien.builtin.edi
 KEEP_REGIONS = ("background", "none")  # what --keep accepts (mien.builtin.edit)
 
 
+def recogniser_guidance_for(method: str, value: float | None) -> float:
+    """The recogniser guidance a run uses: ``value`` when given, else the default for ``method`` (it is a
+    FlowEdit hook, so 0 for sdedit)."""
+    if value is not None:
+        return value
+    return GENERATION_DEFAULTS["recogniser_guidance"] if method == "flowedit" else 0.0
+
+
 def check_edit(strength: float, keep: str, method: str = GENERATION_DEFAULTS["method"],
                guidance_until: float = GENERATION_DEFAULTS["guidance_until"],
                recogniser_guidance: float = GENERATION_DEFAULTS["recogniser_guidance"],

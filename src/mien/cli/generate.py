@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mien.errors import MienError
-from mien.settings import EDIT_METHODS, GENERATION_DEFAULTS, KEEP_REGIONS, check_edit
+from mien.settings import EDIT_METHODS, GENERATION_DEFAULTS, KEEP_REGIONS, check_edit, recogniser_guidance_for
 
 EPILOG = """\
 how controls combine (docs/expressions.md): start from the --like photo's expression (else neutral),
@@ -102,8 +102,7 @@ def check_settings(args) -> None:
     """Settings errors that need no model: found here, before the slow model loading."""
     if args.recogniser_guidance is not None and args.recogniser_guidance > 0 and args.method != "flowedit":
         raise MienError(f"--recogniser-guidance works with --method flowedit; drop it (or pass 0) with --method {args.method}")
-    if args.recogniser_guidance is None:
-        args.recogniser_guidance = GENERATION_DEFAULTS["recogniser_guidance"] if args.method == "flowedit" else 0.0
+    args.recogniser_guidance = recogniser_guidance_for(args.method, args.recogniser_guidance)
     check_edit(args.strength, args.keep, args.method, args.guidance_until, args.recogniser_guidance,
                args.recogniser_guidance_until)
     from mien.sampling.samplers import SAMPLERS

@@ -111,11 +111,11 @@ class BuiltinGenerator:
 
     def __init__(self, model: str = "default", device: str = "cpu", pipe=None, **settings):
         from mien.pipeline import MienPipeline
-        from mien.settings import GENERATION_DEFAULTS, check_edit
+        from mien.settings import GENERATION_DEFAULTS, check_edit, recogniser_guidance_for
 
         self.settings = {**GENERATION_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
-        if self.settings["method"] != "flowedit" and settings.get("recogniser_guidance") is None:
-            self.settings["recogniser_guidance"] = 0.0  # a flowedit hook: off unless asked for
+        self.settings["recogniser_guidance"] = recogniser_guidance_for(self.settings["method"],
+                                                                       settings.get("recogniser_guidance"))
         check_edit(self.settings["strength"], self.settings["keep"], self.settings["method"],
                    self.settings["guidance_until"], self.settings["recogniser_guidance"],
                    self.settings["recogniser_guidance_until"])  # before the model loads

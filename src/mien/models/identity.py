@@ -76,6 +76,14 @@ class IdentityEncoder(nn.Module):
             out["mobilefacenet"] = self.mobilefacenet(arc)
         return out
 
+    def mobilefacenet_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 192) L2-normalised MobileFaceNet embeddings of aligned crops (the ArcFace crop alone, no
+        dlib chip: recogniser guidance calls this at every late step, with gradients)."""
+        if self.mobilefacenet is None:
+            raise ValueError("this IdentityEncoder was built without MobileFaceNet")
+        arc = F.grid_sample(x, self.grid_arc.expand(x.shape[0], -1, -1, -1), mode="bilinear", align_corners=True)
+        return F.normalize(self.mobilefacenet(arc), dim=1)
+
     def condition(self, x: torch.Tensor) -> torch.Tensor:
         """The built-in model's (B, 128) identity condition: the face-api descriptor, L2-normalised
         (the same as :func:`mien.data.training_view.identity_vectors` on annotated crops)."""

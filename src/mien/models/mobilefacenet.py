@@ -35,9 +35,10 @@ class MobileFaceNet(nn.Module):
 
     @classmethod
     def from_weights(cls, path: str | Path | None = None) -> "MobileFaceNet":
-        """The net from ``MobileFaceNet.tflite`` (default: ``mien.weights.locate``), in eval mode."""
+        """The net from ``MobileFaceNet.tflite`` (default: ``mien.weights.locate``), in eval mode with frozen
+        parameters (a pretrained measuring net: gradients, where wanted, are the input's)."""
         if path is None:
             from mien.weights import locate
 
             path = locate("mobilefacenet")
-        return cls(Path(path).read_bytes()).eval()
+        return cls(Path(path).read_bytes()).eval().requires_grad_(False)
