@@ -82,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
         print(compare(*args.compare))
         return 0
     from mien.evaluate import benchmark as bm
+    from mien.evaluate.cache import default_cache_dir
     from mien.evaluate.generators import create
-    from mien.evaluate.run import Options, default_cache_dir, evaluate
+    from mien.evaluate.run import Options, evaluate
 
     bench = bm.load(args.benchmark).limit(args.limit)
     out = args.out or default_cache_dir() / "runs" / f"{bench.name}-{args.generator}"

@@ -1,6 +1,6 @@
 """Evaluation metrics as pure functions on arrays: no models, no files, no globals.
 
-Each function states its definition and source; ``mien.evaluate.run`` writes the same definitions
+Each function states its definition and source; ``mien.evaluate.scoring`` writes the same definitions
 into ``results.json`` and the report. NaN means "undefined" (too few values), never an error.
 """
 
