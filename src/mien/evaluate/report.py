@@ -15,7 +15,7 @@ from PIL import Image
 
 from mien.evaluate import metrics as M
 from mien.evaluate.benchmark import LABELS, Benchmark
-from mien.evaluate.scoring import AU_NOTE, _Context, _expression_change, _pairs
+from mien.evaluate.scoring import AU_NOTE, Context, expression_change, pairs
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -174,13 +174,13 @@ def _confusion(ax, matrix, name: str) -> None:
     ax.set_title(f"{name}: confusion (row-normalised)", fontsize=9)
 
 
-def _tradeoff_plot(results: dict, ctx: _Context, items: list[dict]) -> str:
-    change = _expression_change(ctx, items)
+def _tradeoff_plot(results: dict, ctx: Context, items: list[dict]) -> str:
+    change = expression_change(ctx, items)
     ceiling = _v(results, "identity.ceiling.all_real_pairs")["faceapi_cosine"]
 
     def draw(fig, ax):
         for kind in sorted({r["kind"] for r in items}):
-            pts = [(c, M.nanmean(_pairs(ctx, r)[0])) for c, r in zip(change, items)
+            pts = [(c, M.nanmean(pairs(ctx, r)[0])) for c, r in zip(change, items)
                    if r["kind"] == kind and r["status"] == "ok"]
             if pts:
                 ax.scatter(*zip(*pts), s=8, alpha=0.5, label=kind)
@@ -243,7 +243,7 @@ def _aus_section(results: dict) -> str:
 
 def write_report(out: Path, results: dict, benchmark: Benchmark, real: dict, items: list[dict],
                  grid_per_group: int = 2) -> Path:
-    ctx = _Context(benchmark, real, items)
+    ctx = Context(benchmark, real, items)
     images = _Images()
     meta = [["benchmark", f"{results['benchmark']['name']} ({results['benchmark']['source']})"],
             ["benchmark sha256", results["benchmark"]["sha256"]], ["generator", results["generator"]["name"]],

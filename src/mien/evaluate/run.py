@@ -36,7 +36,7 @@ from mien.evaluate.benchmark import Benchmark, Identity, Request
 from mien.evaluate.cache import AnalysisCache, analyzer_fingerprint, default_cache_dir, image_sha
 from mien.evaluate.generators import Condition, Generator, Unsupported, guidance_scales
 from mien.evaluate.report import write_report
-from mien.evaluate.scoring import _Context, _counts, _expression_change, _identity_scores, _predicted, score
+from mien.evaluate.scoring import Context, counts, expression_change, identity_scores, predicted, score
 
 SCHEMA = "mien.evaluate/1"
 # Documented top-level keys of results.json (tests check them).
@@ -90,7 +90,7 @@ def evaluate(benchmark: Benchmark, generator: Generator, options: Options,
         "versions": versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(time.time() - start, 1),
-        "counts": _counts(items, real),
+        "counts": counts(items, real),
         "notes": notes,
         "metrics": metrics,
     }
@@ -238,11 +238,11 @@ def guidance_sweep(benchmark: Benchmark, generator: Generator, cache: AnalysisCa
                 recs.append({**rec, "status": "no_face" if "error" in a else "ok",
                              "analysis": None if "error" in a else a})
         sub = Benchmark(benchmark.name, "", idents, benchmark.source, benchmark.sha256)
-        ctx = _Context(sub, real, recs)
-        idm = _identity_scores(ctx, recs)
-        points.append({"scale": float(scale), "expression_change": M.nanmean(_expression_change(ctx, recs)),
+        ctx = Context(sub, real, recs)
+        idm = identity_scores(ctx, recs)
+        points.append({"scale": float(scale), "expression_change": M.nanmean(expression_change(ctx, recs)),
                        "faceapi_cosine": idm["faceapi_cosine"], "verification_rate": idm["verification_rate"],
-                       "faceapi_accuracy": M.accuracy(*_predicted(recs, "faceapi", None)), "n": len(recs)})
+                       "faceapi_accuracy": M.accuracy(*predicted(recs, "faceapi", None)), "n": len(recs)})
     return points
 
 

@@ -71,7 +71,7 @@ DEFINITIONS = {
 }
 
 
-class _Context:
+class Context:
     """Lookups shared by the scorers: each identity's analysed real photos, and records' vectors."""
 
     def __init__(self, benchmark: Benchmark, real: dict, items: list[dict]):
@@ -91,7 +91,7 @@ def vec(rec: dict, space: str) -> np.ndarray:
 def score(benchmark: Benchmark, real: dict, items: list[dict], seed: int, sweep: list[dict] | None = None
           ) -> tuple[dict, list[str]]:
     """All metrics → ({name: {"value", "definition", ...}}, notes)."""
-    ctx = _Context(benchmark, real, items)
+    ctx = Context(benchmark, real, items)
     notes = [AU_NOTE, "Averages over identities are macro averages: each identity counts once."]
     ok = [r for r in items if r["status"] == "ok"]
     values: dict[str, object] = {}
@@ -105,7 +105,7 @@ def score(benchmark: Benchmark, real: dict, items: list[dict], seed: int, sweep:
     return {k: {"value": v, "definition": DEFINITIONS[k]} for k, v in values.items()}, notes
 
 
-def _pairs(ctx: _Context, rec: dict) -> tuple[list[float], list[float], list[bool]]:
+def pairs(ctx: Context, rec: dict) -> tuple[list[float], list[float], list[bool]]:
     """(cos128, cos192, verified) of one output against its person's scoring photos (not itself)."""
     sc = [s for s in ctx.photos(rec["identity"], "scoring_photos") if s["sha"] != rec["sha"]]
     if not sc:
@@ -117,11 +117,11 @@ def _pairs(ctx: _Context, rec: dict) -> tuple[list[float], list[float], list[boo
             M.verified(vec(a, "faceapi"), f)[0].tolist())
 
 
-def _identity_scores(ctx: _Context, items: list[dict], failures_count: bool = False) -> dict:
+def identity_scores(ctx: Context, items: list[dict], failures_count: bool = False) -> dict:
     per: dict[str, list[list]] = {}
     for rec in items:
         if rec["status"] == "ok":
-            c128, c192, ver = _pairs(ctx, rec)
+            c128, c192, ver = pairs(ctx, rec)
         elif rec["status"] == "no_face" and failures_count:
             n = len(ctx.photos(rec["identity"], "scoring_photos"))
             c128, c192, ver = [], [], [False] * n
@@ -139,7 +139,7 @@ def _identity_scores(ctx: _Context, items: list[dict], failures_count: bool = Fa
     }
 
 
-def _real_pairs(ctx: _Context, all_pairs: bool) -> dict:
+def _real_pairs(ctx: Context, all_pairs: bool) -> dict:
     """Identity figures for real photo pairs, as if each identity photo (or every real photo) were an output."""
     recs = []
     for ident in ctx.benchmark.identities:
@@ -149,7 +149,7 @@ def _real_pairs(ctx: _Context, all_pairs: bool) -> dict:
         for s in sources:
             recs.append({"identity": ident.id, "status": "ok", "sha": s["sha"], "analysis": s["record"]})
     if not all_pairs:
-        return _identity_scores(ctx, recs)
+        return identity_scores(ctx, recs)
     # every unordered pair once: compare each photo only with those after it in the person's list
     per: dict[str, list[list]] = {}
     for ident in ctx.benchmark.identities:
@@ -170,16 +170,16 @@ def _real_pairs(ctx: _Context, all_pairs: bool) -> dict:
     }
 
 
-def _identity_metrics(ctx: _Context, items: list[dict]) -> dict:
-    main = _identity_scores(ctx, items)
+def _identity_metrics(ctx: Context, items: list[dict]) -> dict:
+    main = identity_scores(ctx, items)
     ceiling_all = _real_pairs(ctx, all_pairs=True)
     groups = sorted({i.group for i in ctx.benchmark.identities})
     return {
         "identity.faceapi_cosine": main["faceapi_cosine"],
         "identity.mobilefacenet_cosine": main["mobilefacenet_cosine"],
         "identity.verification_rate": main["verification_rate"],
-        "identity.verification_rate_with_failures": _identity_scores(ctx, items, True)["verification_rate"],
-        "identity.by_group": {g: _identity_scores(ctx, [r for r in items if r["group"] == g]) for g in groups},
+        "identity.verification_rate_with_failures": identity_scores(ctx, items, True)["verification_rate"],
+        "identity.by_group": {g: identity_scores(ctx, [r for r in items if r["group"] == g]) for g in groups},
         "identity.ceiling.identity_photo_pairs": _real_pairs(ctx, all_pairs=False),
         "identity.ceiling.all_real_pairs": ceiling_all,
         "identity.verification_ratio": M.safe_ratio(main["verification_rate"], ceiling_all["verification_rate"]),
@@ -206,16 +206,16 @@ def _predict(records: list[dict], which: str, clf) -> list[str]:
     return [labels[int(i)] for i in np.argmax(proba, 1)]
 
 
-def _predicted(items: list[dict], which: str, clf) -> tuple[list[str], list[str]]:
+def predicted(items: list[dict], which: str, clf) -> tuple[list[str], list[str]]:
     scored = [r for r in items if r["status"] == "ok" and r["label"] is not None]
     return [r["label"] for r in scored], _predict([r["analysis"] for r in scored], which, clf)
 
 
-def _classifier_scores(ctx: _Context, ok: list[dict], which: str, clf) -> dict:
+def _classifier_scores(ctx: Context, ok: list[dict], which: str, clf) -> dict:
     labelled = [r for r in ctx.ok_real.values() if r["photo"].label is not None]
     real_true = [r["photo"].label for r in labelled]
     real_pred = _predict([r["record"] for r in labelled], which, clf)
-    true, pred = _predicted([r for r in ok if r["kind"] == "label"], which, clf)
+    true, pred = predicted([r for r in ok if r["kind"] == "label"], which, clf)
     per = M.per_label_accuracy(true, pred, LABELS)
     real_per = M.per_label_accuracy(real_true, real_pred, LABELS)
     ratio = {lab: M.safe_ratio(per[lab], real_per[lab]) for lab in LABELS}
@@ -228,16 +228,16 @@ def _classifier_scores(ctx: _Context, ok: list[dict], which: str, clf) -> dict:
     }
 
 
-def _expression_metrics(ctx: _Context, ok: list[dict], notes: list[str]) -> dict:
+def _expression_metrics(ctx: Context, ok: list[dict], notes: list[str]) -> dict:
     clf = _load_blendshape_classifier(notes)
     terms = [r for r in ok if r["kind"] == "term"]
     out = {"expression.faceapi": _classifier_scores(ctx, ok, "faceapi", None),
            "expression.blendshape": _classifier_scores(ctx, ok, "blendshape", clf) if clf else
            {"skipped": "blendshape classifier unavailable (see notes)"}}
-    out["expression.terms"] = {"faceapi": M.accuracy(*_predicted(terms, "faceapi", None)), "n": len(terms),
-                               "blendshape": M.accuracy(*_predicted(terms, "blendshape", clf)) if clf else None}
+    out["expression.terms"] = {"faceapi": M.accuracy(*predicted(terms, "faceapi", None)), "n": len(terms),
+                               "blendshape": M.accuracy(*predicted(terms, "blendshape", clf)) if clf else None}
     groups = sorted({r["group"] for r in ok})
-    out["expression.by_group"] = {g: M.accuracy(*_predicted([r for r in ok if r["kind"] == "label" and r["group"] == g],
+    out["expression.by_group"] = {g: M.accuracy(*predicted([r for r in ok if r["kind"] == "label" and r["group"] == g],
                                                             "faceapi", None)) for g in groups}
     return out
 
@@ -267,7 +267,7 @@ def _parse_aus(request_id: str) -> np.ndarray:
     return np.array([float(given.get(a, 0.0)) for a in AU_NAMES])
 
 
-def _reference_metrics(ctx: _Context, ok: list[dict]) -> dict:
+def _reference_metrics(ctx: Context, ok: list[dict]) -> dict:
     items = [r for r in ok if r["kind"] == "like"]
     dist, start = [], []
     for r in items:
@@ -279,12 +279,12 @@ def _reference_metrics(ctx: _Context, ok: list[dict]) -> dict:
         dist.append(float(M.blendshape_distance(rb, vec(r["analysis"], "blendshapes"))[0]))
         if ids:
             start.append(float(min(M.blendshape_distance(rb, vec(i["record"], "blendshapes"))[0] for i in ids)))
-    idm = _identity_scores(ctx, items)
+    idm = identity_scores(ctx, items)
     return {"reference.blendshape_distance": M.nanmean(dist), "reference.identity_photo_distance": M.nanmean(start),
             "reference.faceapi_cosine": idm["faceapi_cosine"], "reference.verification_rate": idm["verification_rate"]}
 
 
-def _expression_change(ctx: _Context, items: list[dict]) -> list[float]:
+def expression_change(ctx: Context, items: list[dict]) -> list[float]:
     out = []
     for r in items:
         ids = ctx.photos(r["identity"], "identity_photos")
@@ -296,8 +296,8 @@ def _expression_change(ctx: _Context, items: list[dict]) -> list[float]:
     return out
 
 
-def _tradeoff_metrics(ctx: _Context, items: list[dict], sweep: list[dict] | None) -> dict:
-    change = _expression_change(ctx, items)
+def _tradeoff_metrics(ctx: Context, items: list[dict], sweep: list[dict] | None) -> dict:
+    change = expression_change(ctx, items)
     kinds = sorted({r["kind"] for r in items})
     by_kind = {k: M.nanmean(c for c, r in zip(change, items) if r["kind"] == k) for k in kinds}
     joint = []
@@ -321,7 +321,7 @@ def _tradeoff_metrics(ctx: _Context, items: list[dict], sweep: list[dict] | None
 SPACES = ("faceapi", "mobilefacenet", "blendshapes")
 
 
-def _realism_metrics(ctx: _Context, ok: list[dict], seed: int) -> dict:
+def _realism_metrics(ctx: Context, ok: list[dict], seed: int) -> dict:
     rng = np.random.default_rng(seed)
     half: dict[str, int] = {}
     for g in sorted({i.group for i in ctx.benchmark.identities}):
@@ -371,7 +371,7 @@ def _failures(items: list[dict], real: dict) -> dict:
             "real_no_face": sorted(str(r["photo"]) for r in real.values() if "error" in r["record"])}
 
 
-def _counts(items: list[dict], real: dict) -> dict:
+def counts(items: list[dict], real: dict) -> dict:
     statuses = ("ok", "no_face", "unsupported", "error")
     return {"items": len(items), **{s: sum(r["status"] == s for r in items) for s in statuses},
             "real_photos": len(real)}
