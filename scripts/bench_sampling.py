@@ -14,7 +14,8 @@ Both run under the same bf16 autocast on CUDA (fp32 on CPU); the equality check 
 "flowedit" times mien's default edit (``mien.sampling.flowedit`` at the default strength and guidance of
 ``mien.settings``: source and target predictions batched, fresh noise each step) on the same UNet
 (compiled with ``--compile``), with the default recogniser guidance (``mien.builtin.recogniser_guidance``:
-TAEF2 decoding and MobileFaceNet, forward and backward, at the late steps; eager) and, as
+TAEF2 decoding and MobileFaceNet, forward and backward, at the late steps; with ``--compile`` that
+embedding goes through ``torch.compile`` too, default mode) and, as
 "flowedit_plain", without it; diffusers has no FlowEdit loop for this UNet to compare with.
 Prints a table of images/s at each batch size; on CPU, also the end-to-end seconds for one image.
 """
@@ -66,7 +67,7 @@ def flowedit_loop(model, cond, photo, steps, scales, strength, guide=None):
                            lambda k: torch.randn(photo.shape, generator=g, device=photo.device), correct=guide)
 
 
-def recogniser_guide(model, b, dev, scale, until):
+def recogniser_guide(model, b, dev, scale, until, compile=False):
     """The pipeline's recogniser guidance (mien.pipeline.MienPipeline._recogniser_guide) with a stand-in
     target: its cost does not depend on the embedding's values."""
     from mien.builtin import edit
@@ -77,8 +78,9 @@ def recogniser_guide(model, b, dev, scale, until):
     embed = latent_embedder(model, TAEF2.from_weights().to(dev), IdentityEncoder.from_weights().to(dev))
     target = torch.nn.functional.normalize(torch.randn(b, 192, device=dev), dim=1)
     region = 1 - edit.keep_mask("background").to(dev)
-    # eager: torch.compile stops in MobileFaceNet's TFLite graph interpreter, whose Reshape turns the
-    # graph's shape tensor into Python ints (tried on the H100, torch 2.11, 2026-11-22)
+    if compile:  # inductor, forward and backward; the TFLite interpreter's constants are Python ints since
+        # session 8 (as numpy arrays they stopped the capture at MobileFaceNet's RESHAPE)
+        embed = torch.compile(embed)
     return RecogniserGuide(embed, target, region, scale, until)
 
 
@@ -143,7 +145,7 @@ def main() -> None:
             with amp():
                 t_plain, _ = timed(lambda: flowedit_loop(fast, cond, noise, args.steps, tuple(args.edit_guidance),
                                                          args.edit_strength), sync)
-            guide = recogniser_guide(model, b, dev, *args.edit_recogniser) if args.edit_recogniser[0] > 0 else None
+            guide = recogniser_guide(model, b, dev, *args.edit_recogniser, args.compile) if args.edit_recogniser[0] > 0 else None
             with amp():
                 t_edit, _ = timed(lambda: flowedit_loop(fast, cond, noise, args.steps, tuple(args.edit_guidance),
                                                         args.edit_strength, guide), sync)

@@ -62,7 +62,7 @@ def _op_name(model: tflite.Model, op: tflite.Operator) -> str:
 
 
 def _options(op: tflite.Operator) -> dict:
-    """The op's builtin options table as ``{schema field name: value}`` (vectors as numpy arrays)."""
+    """The op's builtin options table as ``{schema field name: value}`` (vectors as tuples of Python numbers)."""
     kind = op.BuiltinOptionsType()
     if kind == BuiltinOptions.NONE:
         return {}
@@ -74,7 +74,8 @@ def _options(op: tflite.Operator) -> dict:
         skip = field.startswith(("GetRootAs", "Init")) or field.endswith(("IsNone", "Length", "AsNumpy"))
         if field[0].isupper() and not skip and "BufferHasIdentifier" not in field:
             getter = getattr(options, field + "AsNumpy", None)  # vector fields take an index otherwise
-            fields[field] = getter() if getter else getattr(options, field)()
+            value = getter() if getter else getattr(options, field)()
+            fields[field] = tuple(value.tolist()) if isinstance(value, np.ndarray) else value
     return fields
 
 
@@ -118,13 +119,15 @@ class TFLiteGraph(nn.Module):
         graph = model.Subgraphs(0)
         tensors = [graph.Tensors(i) for i in range(graph.TensorsLength())]
         self.weights = nn.ParameterDict()
-        self._ints: dict[int, np.ndarray] = {}  # graph structure, not state
+        self._ints: dict[int, tuple[int, ...]] = {}  # graph structure, not state
         for i, tensor in enumerate(tensors):
             data = _constant(model, tensor)
             if data is not None and data.dtype == np.float32:
                 self.weights[f"t{i}"] = nn.Parameter(torch.from_numpy(data.copy()))
             elif data is not None:
-                self._ints[i] = data
+                # Python ints, not numpy: torch.compile traces numpy arrays as tensors, so a shape read
+                # from one (RESHAPE's) became data-dependent and stopped the capture.
+                self._ints[i] = tuple(int(v) for v in data.reshape(-1))
 
         self.nodes: list[tuple[str, list[int], int, dict]] = []
         for k in range(graph.OperatorsLength()):

@@ -7,7 +7,7 @@ RSQRT, SQUARED_DIFFERENCE, MEAN, SUM, TRANSPOSE, RESHAPE, STRIDED_SLICE, CONCATE
 (its DEQUANTIZE ops read constant float16 weights; ``tflite_graph`` folds them at load time).
 
 Each op is ``op(args, opts) -> Tensor``. ``args`` are the op's inputs in TFLite order: float tensors,
-numpy int arrays for constant shape/axis operands, ``None`` for an omitted optional input. ``opts``
+tuples of Python ints for constant shape/axis operands, ``None`` for an omitted optional input. ``opts``
 are the op's builtin options (schema field names: ``Padding``, ``StrideH``, ...) plus ``in_shape``,
 the static shape of input 0. Semantics follow the TFLite schema (tensorflow/lite/schema/schema.fbs)
 and reference kernels (tensorflow/lite/kernels/internal/reference/). Activations stay NHWC as in
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -102,7 +101,7 @@ def _unary(fn: Callable) -> Callable:
 def _reduce(fn: Callable) -> Callable:
     def op(args: list, opts: dict) -> torch.Tensor:
         x, axes = args
-        dims = sorted({int(a) % x.dim() for a in np.atleast_1d(axes)})
+        dims = sorted({a % x.dim() for a in axes})  # axes: a tuple of ints (tflite_graph)
         return fn(x, dim=dims, keepdim=bool(opts["KeepDims"]))
 
     return op
@@ -137,7 +136,7 @@ def strided_slice(args: list, opts: dict) -> torch.Tensor:
     if opts["EllipsisMask"] or opts["NewAxisMask"] or opts.get("Offset"):
         raise NotImplementedError("TFLite STRIDED_SLICE with ellipsis/new-axis mask or offset")
     index, squeeze = [], []
-    for d, (b, e, s) in enumerate(zip(begins.tolist(), ends.tolist(), strides.tolist())):
+    for d, (b, e, s) in enumerate(zip(begins, ends, strides)):
         if s <= 0:
             raise NotImplementedError("TFLite STRIDED_SLICE with a non-positive stride")
         size = opts["in_shape"][d] if d == 0 else x.shape[d]
