@@ -64,3 +64,24 @@ def test_display_spread_sees_opposite_displays_cancel():
     performer = np.array([0, 0, 0, 1, 1, 1])
     mean_len, len_mean = display_spread(bs, label, performer)["angry"]
     assert mean_len == pytest.approx(0.0, abs=1e-12) and len_mean == pytest.approx(0.3)
+
+
+def test_label_aus_are_set_after_the_movement_scaled_by_intensity_and_requested_aus_win():
+    from mien.expression.aus import AU_NAMES, AUCalibration, blendshapes_to_aus
+    from mien.expression.basic import LABEL_AUS
+    from mien.expression.targets import ExpressionRequest, blendshape_target
+
+    protos, calib = Prototypes.load(), AUCalibration.load()
+    au = lambda bs: dict(zip(AU_NAMES, blendshapes_to_aus(bs, calib)))  # noqa: E731
+    for x in (1.0, 0.5):
+        got = au(blendshape_target(ExpressionRequest(mix={"surprised": 1.0}, intensity=x), protos, calib))
+        for name, level in LABEL_AUS["surprised"].items():
+            # each blendshape is set on its own quantiles and the AU reads their mean: <= 0.15 off
+            assert got[name] == pytest.approx(level * x, abs=0.2), (name, x)
+    # the user's AUs come last: asking surprised with a closed jaw gives a closed jaw
+    closed = au(blendshape_target(ExpressionRequest(mix={"surprised": 1.0}, aus={"AU26": 0.0}), protos, calib))
+    assert closed["AU26"] == pytest.approx(0.0, abs=0.05) and closed["AU1"] == pytest.approx(3.0, abs=0.2)
+    # labels without prototype AUs are untouched by them
+    plain = blendshape_target(ExpressionRequest(mix={"fearful": 1.0}), protos, calib)
+    want = np.clip(np.asarray(protos.neutral) + np.asarray(protos.displacement["fearful"]), 0, 1)
+    np.testing.assert_allclose(plain, want)

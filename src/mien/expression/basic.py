@@ -92,6 +92,17 @@ SMILE_INDICES = tuple(BLENDSHAPE_NAMES.index(n) for n in ("mouthSmileLeft", "mou
 # the smallest of 0.7 and 0.5 at which both classifiers still read >= 0.8 of the real rate.
 GAIN = {"happy": 0.5, "angry": 1.5, "fearful": 2.0, "disgusted": 1.5, "surprised": 0.7}
 
+# Action Units a label's target sets after its movement (FACS levels 0-5, times the label's intensity;
+# mien.expression.targets, rule step 3). Surprised (session 8): EMFACS's surprise prototype is
+# AU1+2+5B+26 (inner and outer brow raiser, upper lid raiser, jaw drop; Ekman, Friesen & Hager 2002,
+# Investigator's Guide), but the performers' average movement barely raises the brows (browInnerUp
+# +0.15 at gain 0.7) and face-api read the built-in model's surprise at 0.68 of its real rate on the
+# whole dev benchmark. Set to 3 (a clear, not extreme, display), face-api read it at 1.90 instead of
+# 0.86 on dev-wild's 28 people, the blendshape classifier at 1.30 (0.99), verification 0.94 (0.95);
+# the same for fearful (AU1+2+5, EMFACS 1+2+4+5+20+26 with 4 and 20 already in its movement) lowered
+# both classifiers' readings (face-api 0.50 -> 0.25), so fearful has none (model card).
+LABEL_AUS: dict[str, dict[str, float]] = {"surprised": {"AU1": 3.0, "AU2": 3.0, "AU5": 3.0, "AU26": 3.0}}
+
 
 def movements(bs: np.ndarray, label: np.ndarray, performer: np.ndarray) -> np.ndarray:
     """Each posed face's blendshapes minus its performer's mean neutral face (NaN rows where the

@@ -4,8 +4,10 @@ The rule for combining controls given together (documented for users in docs/exp
   1. start from the reference photo's blendshapes (``--like``) if given, else the neutral prototype;
   2. add the displacement of each basic expression in the label / vocabulary term, scaled by its
      intensity (``--intensity`` multiplies the whole mix);
-  3. set the blendshapes of every requested Action Unit to that AU's level (``--au`` and a term's own
-     AU adjustments; ``--au`` wins over a term's) — AUs are applied last, so they are exact;
+  3. set the blendshapes of Action Units to their levels, in this order, so later ones win: the AUs a
+     label carries (``mien.expression.basic.LABEL_AUS``: surprised sets AU1, AU2, AU5, AU26 to 3,
+     scaled like its movement), a term's own AU adjustments, then ``--au`` — requested AUs come last,
+     so they are exact;
   4. clip to [0, 1]. Head pose comes from the identity photo (expression controls never move the head).
 """
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mien.expression.aus import AU_NAMES, AUCalibration, aus_to_blendshapes, blendshapes_to_aus
-from mien.expression.basic import Prototypes
+from mien.expression.basic import LABEL_AUS, Prototypes
 from mien.face.blendshape_names import BLENDSHAPE_NAMES
 
 POSE_SCALE = 90.0  # pose angles enter the vector in degrees / 90, so they are O(1) like blendshapes
@@ -44,6 +46,10 @@ def blendshape_target(req: ExpressionRequest, protos: Prototypes, calib: AUCalib
     for label, x in req.mix.items():
         if label != "neutral":
             base = base + req.intensity * float(x) * np.asarray(protos.displacement[label])
+    for label, x in req.mix.items():
+        if label in LABEL_AUS:
+            base = aus_to_blendshapes({au: req.intensity * float(x) * v for au, v in LABEL_AUS[label].items()},
+                                      calib, base)  # fmt: skip
     if req.aus:
         base = aus_to_blendshapes(req.aus, calib, base)
     return np.clip(base, 0.0, 1.0)
