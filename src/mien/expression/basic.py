@@ -22,6 +22,10 @@ surprised go the other way: intensity 1.0 is the display rated at the 95th perce
 (mouthSmile +1.04) or gape that the model draws with squeezed, smudged eyes and a redrawn face, while
 half the grin or 0.7 of the gape still reads as the label; those two are scaled down. The gains were
 chosen on dev benchmarks (model card, "Choosing the defaults").
+
+Label AUs (:data:`LABEL_AUS`): where the fitted movement lacks a textbook part of the display, the
+label also sets those Action Units (surprised: EMFACS's brow and lid raisers and jaw drop), applied
+by :func:`mien.expression.targets.blendshape_target` after the movements.
 """
 
 from __future__ import annotations
@@ -53,7 +57,9 @@ class Prototypes:
     gain: dict[str, float] = field(default_factory=dict)  # label -> factor already applied to displacement
 
     def target(self, mix: dict[str, float]) -> np.ndarray:
-        """(52,) blendshape target for a mix {label: intensity in [0, 1]}."""
+        """(52,) blendshapes of a mix {label: intensity in [0, 1]}: the movements only. What the model is
+        asked for also has the labels' AUs (:data:`LABEL_AUS`) and requested AUs set on top:
+        :func:`mien.expression.targets.blendshape_target`."""
         out = np.array(self.neutral, dtype=np.float64)
         for label, x in mix.items():
             if label not in BASIC:
@@ -96,9 +102,9 @@ GAIN = {"happy": 0.5, "angry": 1.5, "fearful": 2.0, "disgusted": 1.5, "surprised
 # mien.expression.targets, rule step 3). Surprised (session 8): EMFACS's surprise prototype is
 # AU1+2+5B+26 (inner and outer brow raiser, upper lid raiser, jaw drop; Ekman, Friesen & Hager 2002,
 # Investigator's Guide), but the performers' average movement barely raises the brows (browInnerUp
-# +0.15 at gain 0.7) and face-api read the built-in model's surprise at 0.68 of its real rate on the
+# +0.22 at gain 0.7) and face-api read the built-in model's surprise at 0.68 of its real rate on the
 # whole dev benchmark. Set to 3 (a clear, not extreme, display), face-api read it at 1.90 instead of
-# 0.86 on dev-wild's 28 people, the blendshape classifier at 1.30 (0.99), verification 0.94 (0.95);
+# 0.86 on dev-wild's 28 people, the blendshape classifier at 1.30 (0.99), verification 0.935 (0.945);
 # the same for fearful (AU1+2+5, EMFACS 1+2+4+5+20+26 with 4 and 20 already in its movement) lowered
 # both classifiers' readings (face-api 0.50 -> 0.25), so fearful has none (model card).
 LABEL_AUS: dict[str, dict[str, float]] = {"surprised": {"AU1": 3.0, "AU2": 3.0, "AU5": 3.0, "AU26": 3.0}}
