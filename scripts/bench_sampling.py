@@ -67,21 +67,24 @@ def flowedit_loop(model, cond, photo, steps, scales, strength, guide=None):
                            lambda k: torch.randn(photo.shape, generator=g, device=photo.device), correct=guide)
 
 
-def recogniser_guide(model, b, dev, scale, until, compile=False):
-    """The pipeline's recogniser guidance (mien.pipeline.MienPipeline._recogniser_guide) with a stand-in
-    target: its cost does not depend on the embedding's values."""
-    from mien.builtin import edit
-    from mien.builtin.recogniser_guidance import RecogniserGuide, latent_embedder
+def recogniser_embedder(model, dev, compile=False):
+    """The pipeline's recogniser-guidance embedding (mien.pipeline.MienPipeline._recogniser_guide), loaded once."""
+    from mien.builtin.recogniser_guidance import latent_embedder
     from mien.models.identity import IdentityEncoder
     from mien.models.taef2 import TAEF2
 
     embed = latent_embedder(model, TAEF2.from_weights().to(dev), IdentityEncoder.from_weights().to(dev))
+    # inductor, forward and backward; the TFLite interpreter's constants are Python ints since session 8
+    # (as numpy arrays they stopped the capture at MobileFaceNet's RESHAPE)
+    return torch.compile(embed) if compile else embed
+
+
+def recogniser_guide(embed, b, dev, scale, until):
+    """The default edit's guide with a stand-in target: its cost does not depend on the embedding's values."""
+    from mien.builtin.recogniser_guidance import RecogniserGuide
+
     target = torch.nn.functional.normalize(torch.randn(b, 192, device=dev), dim=1)
-    region = 1 - edit.keep_mask("background").to(dev)
-    if compile:  # inductor, forward and backward; the TFLite interpreter's constants are Python ints since
-        # session 8 (as numpy arrays they stopped the capture at MobileFaceNet's RESHAPE)
-        embed = torch.compile(embed)
-    return RecogniserGuide(embed, target, region, scale, until)
+    return RecogniserGuide.for_edit(embed, target, "background", scale, until)
 
 
 def timed(fn, sync, repeats=3):
@@ -118,6 +121,7 @@ def main() -> None:
     dev = torch.device(args.device)
     model = MienModel.from_pretrained(args.model).to(dev).eval()
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    embed = recogniser_embedder(model, dev, args.compile) if args.edit_recogniser[0] > 0 else None
     rows = []
     for b in args.batches:
         g = torch.Generator().manual_seed(0)
@@ -145,7 +149,7 @@ def main() -> None:
             with amp():
                 t_plain, _ = timed(lambda: flowedit_loop(fast, cond, noise, args.steps, tuple(args.edit_guidance),
                                                          args.edit_strength), sync)
-            guide = recogniser_guide(model, b, dev, *args.edit_recogniser, args.compile) if args.edit_recogniser[0] > 0 else None
+            guide = recogniser_guide(embed, b, dev, *args.edit_recogniser) if embed is not None else None
             with amp():
                 t_edit, _ = timed(lambda: flowedit_loop(fast, cond, noise, args.steps, tuple(args.edit_guidance),
                                                         args.edit_strength, guide), sync)

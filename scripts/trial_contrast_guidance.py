@@ -32,6 +32,7 @@ if w != 1:
     from mien.face.blendshape_names import BLENDSHAPE_NAMES
 
     EYES = [i for i, n in enumerate(BLENDSHAPE_NAMES) if n.startswith("eye")]
+    plain_velocity = edit.flowedit_velocity
 
     def flowedit_velocity(model, cond, source_expression, scales, interval=None):
         neg = source_expression.clone()
@@ -39,10 +40,8 @@ if w != 1:
             neg[:, EYES] = cond["expression"][:, EYES]
         three = {k: torch.cat([v, v, v]) for k, v in cond.items()}
         three["expression"] = torch.cat([source_expression, cond["expression"], neg])
-        two = {k: torch.cat([v, v]) for k, v in cond.items()}
-        two["expression"] = torch.cat([source_expression, cond["expression"]])
         v3 = guided_velocity(model, three, scales=scales, interval=interval)
-        v2 = guided_velocity(model, two, scales=scales, interval=interval)
+        v2 = plain_velocity(model, cond, source_expression, scales, interval)
 
         def velocity(x, t):
             if float(torch.as_tensor(t).reshape(-1)[0]) <= lo:

@@ -312,3 +312,14 @@ def test_builtin_edit_settings_are_checked_before_the_model_loads(monkeypatch):
         create("built-in", None, method="inpaint")
     with pytest.raises(MienError, match="--guidance-until 1.0 is out of range"):
         create("built-in", None, guidance_until=1.0)
+
+
+def test_recogniser_guidance_with_sdedit_is_refused_before_the_model_loads():
+    from mien.errors import MienError
+    from mien.evaluate.generators import BuiltinGenerator
+
+    with pytest.raises(MienError, match="works with --method flowedit"):
+        BuiltinGenerator(model="/nonexistent", method="sdedit", recogniser_guidance=0.3)
+    # not asked for: sdedit simply runs without it (the model path is reached, and is missing)
+    with pytest.raises(MienError, match="nonexistent"):
+        BuiltinGenerator(model="/nonexistent", method="sdedit")

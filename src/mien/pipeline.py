@@ -251,9 +251,7 @@ class MienPipeline:
         if identity.embedding is None:
             raise MienError("recogniser guidance needs MobileFaceNet in the pipeline's IdentityEncoder (as "
                             "MienPipeline.from_pretrained builds it), or pass recogniser_guidance=0")
-        from mien.builtin import edit
         from mien.builtin.recogniser_guidance import RecogniserGuide, latent_embedder
 
-        region = 1 - edit.keep_mask(keep).to(self.device)
         embed = latent_embedder(self.model, self.taef2, self.identity)
-        return RecogniserGuide(embed, identity.embedding[None].to(self.device), region, scale, until)
+        return RecogniserGuide.for_edit(embed, identity.embedding[None].to(self.device), keep, scale, until)

@@ -29,8 +29,13 @@ KEEP_REGIONS = ("background", "none")  # what --keep accepts (mien.builtin.edit)
 
 def recogniser_guidance_for(method: str, value: float | None) -> float:
     """The recogniser guidance a run uses: ``value`` when given, else the default for ``method`` (it is a
-    FlowEdit hook, so 0 for sdedit)."""
+    FlowEdit hook, so 0 for sdedit; asking for it with sdedit is a one-line error)."""
     if value is not None:
+        if value > 0 and method != "flowedit":
+            from mien.errors import MienError
+
+            raise MienError(f"--recogniser-guidance works with --method flowedit; drop it (or pass 0) with "
+                            f"--method {method}")
         return value
     return GENERATION_DEFAULTS["recogniser_guidance"] if method == "flowedit" else 0.0
 
@@ -57,5 +62,5 @@ def check_edit(strength: float, keep: str, method: str = GENERATION_DEFAULTS["me
         raise MienError(f"--recogniser-guidance {recogniser_guidance} is out of range; use 0 (off) to 10 (the default "
                         f"{GENERATION_DEFAULTS['recogniser_guidance']:g} keeps identity; larger undoes the expression)")
     if not 0.0 < recogniser_guidance_until <= 1.0:
-        raise MienError(f"--recogniser-guidance-until {recogniser_guidance_until} is out of range; use a flow time above 0 "
-                        "and at most 1 (1 guides at every step)")
+        raise MienError(f"--recogniser-guidance-until {recogniser_guidance_until} is out of range; use a flow time "
+                        "above 0 and at most 1 (1 guides at every step)")

@@ -45,6 +45,15 @@ class RecogniserGuide:
         self.embed, self.target, self.region = embed, target, region
         self.scale, self.until = float(scale), float(until)
 
+    @classmethod
+    def for_edit(cls, embed: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor, keep: str, scale: float,
+                 until: float) -> "RecogniserGuide":  # fmt: skip
+        """The guide of an edit with kept region ``keep`` (:func:`mien.builtin.edit.keep_mask`): only the
+        cells the edit may redraw move."""
+        from mien.builtin.edit import keep_mask
+
+        return cls(embed, target, 1 - keep_mask(keep).to(target.device), scale, until)
+
     def similarity(self, z: torch.Tensor) -> torch.Tensor:
         """(B,) cosine between each image's embedding and the person's."""
         return (self.embed(z) * self.target.clone()).sum(1)  # clone: the target may be an inference tensor

@@ -100,8 +100,6 @@ def build_request(args, like=None):
 
 def check_settings(args) -> None:
     """Settings errors that need no model: found here, before the slow model loading."""
-    if args.recogniser_guidance is not None and args.recogniser_guidance > 0 and args.method != "flowedit":
-        raise MienError(f"--recogniser-guidance works with --method flowedit; drop it (or pass 0) with --method {args.method}")
     args.recogniser_guidance = recogniser_guidance_for(args.method, args.recogniser_guidance)
     check_edit(args.strength, args.keep, args.method, args.guidance_until, args.recogniser_guidance,
                args.recogniser_guidance_until)

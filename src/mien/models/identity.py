@@ -64,10 +64,12 @@ class IdentityEncoder(nn.Module):
         return self.recognition(self.crops(x)[0])
 
     def crops(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b = x.shape[0]
-        chip = F.grid_sample(x, self.grid_dlib.expand(b, -1, -1, -1), mode="bilinear", align_corners=True)
-        arc = F.grid_sample(x, self.grid_arc.expand(b, -1, -1, -1), mode="bilinear", align_corners=True)
-        return chip, arc
+        chip = F.grid_sample(x, self.grid_dlib.expand(x.shape[0], -1, -1, -1), mode="bilinear", align_corners=True)
+        return chip, self.arc_crop(x)
+
+    def arc_crop(self, x: torch.Tensor) -> torch.Tensor:
+        """The 112 px ArcFace crop MobileFaceNet reads, cut differentiably from aligned crops."""
+        return F.grid_sample(x, self.grid_arc.expand(x.shape[0], -1, -1, -1), mode="bilinear", align_corners=True)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         chip, arc = self.crops(x)
@@ -81,8 +83,7 @@ class IdentityEncoder(nn.Module):
         dlib chip: recogniser guidance calls this at every late step, with gradients)."""
         if self.mobilefacenet is None:
             raise ValueError("this IdentityEncoder was built without MobileFaceNet")
-        arc = F.grid_sample(x, self.grid_arc.expand(x.shape[0], -1, -1, -1), mode="bilinear", align_corners=True)
-        return F.normalize(self.mobilefacenet(arc), dim=1)
+        return F.normalize(self.mobilefacenet(self.arc_crop(x)), dim=1)
 
     def condition(self, x: torch.Tensor) -> torch.Tensor:
         """The built-in model's (B, 128) identity condition: the face-api descriptor, L2-normalised
