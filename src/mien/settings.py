@@ -17,7 +17,7 @@ Stronger expression guidance reads better to face-api and costs identity. The mo
 Since session 7 the FlowEdit also takes recogniser guidance (mien.builtin.recogniser_guidance): at flow
 times t <= 0.3 the face moves a little toward the identity photos' MobileFaceNet embedding each step,
 which raised dev-wild CFP verification from 0.73 to 0.95 at the cost of some expression (model card,
-"Recogniser guidance"). sdedit does not take it.
+"Recogniser guidance"). sdedit does not take it (asking for it with sdedit is an error).
 """
 
 GENERATION_DEFAULTS = {"steps": 25, "sampler": "euler", "guidance_identity": 1.0, "guidance_expression": 1.0,
