@@ -113,7 +113,7 @@ class MienPipeline:
         model_dir = default_model_dir() if str(path) == DEFAULT_MODEL else Path(path)
         dev = torch.device(device)
         model = MienModel.from_pretrained(model_dir).to(dev).eval()
-        taef2 = TAEF2.from_weights().to(dev).eval()
+        taef2 = TAEF2.from_weights(decoder_path=model.decoder_path).to(dev).eval()  # the model's own decoder, if any
         identity = IdentityEncoder.from_weights().to(dev)  # face-api (the condition) and MobileFaceNet (guidance)
         landmarker = landmarker if landmarker is not None else FaceLandmarker(num_faces=2)
         return cls(model, taef2, identity, landmarker, model_dir, dev)

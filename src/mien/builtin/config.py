@@ -101,6 +101,10 @@ class ModelConfig:
     # lighting, hair and the face's layout but not its expression. A model trained that way is given
     # the edited photo itself as its reference; 0 passes the reference as it is.
     reference_pool: int = 0
+    # TAEF2 decoder fine-tuned on the training faces (session 9, mien.train.decoder): a file name in the
+    # model folder, listed in its SHA256SUMS; None decodes with the pretrained TAEF2 decoder. The encoder
+    # (the latent space the model was trained in) is always the pretrained one.
+    decoder: str | None = None
 
     def __post_init__(self):
         self.streams = [s if isinstance(s, StreamConfig) else _build(StreamConfig, s) for s in self.streams]
@@ -116,6 +120,8 @@ class ModelConfig:
             raise MienError("model config: a spatial reference needs an 'identity' stream (it is nulled with it)")
         if self.reference_pool < 0 or (self.reference_pool and not self.reference):
             raise MienError(f"model config: reference_pool {self.reference_pool} needs reference=True and a value >= 0")
+        if self.decoder is not None and (not self.decoder.endswith(".safetensors") or "/" in self.decoder):
+            raise MienError(f"model config: decoder {self.decoder!r} must be a .safetensors file name in the model folder")
         for stats in (self.latent_mean, self.latent_std):
             if stats is not None and len(stats) != LATENT_CHANNELS:
                 raise MienError(f"model config: latent statistics need one value per channel, got {len(stats)}")

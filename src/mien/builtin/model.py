@@ -21,6 +21,7 @@ run 4).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -39,25 +40,40 @@ from mien.weights import sha256_of
 CONFIG_NAME, WEIGHTS_NAME, CHECKSUM_NAME = "config.json", "model.safetensors", "SHA256SUMS"
 
 
+def _weight_files(directory: Path) -> list[str]:
+    """The model folder's weight files: the UNet's, and a fine-tuned TAEF2 decoder when the config names one."""
+    names = [WEIGHTS_NAME]
+    config = directory / CONFIG_NAME
+    if config.is_file():
+        decoder = json.loads(config.read_text()).get("decoder")
+        if decoder:
+            names.append(decoder)
+    return names
+
+
 def write_checksum(directory: str | Path) -> None:
     """``SHA256SUMS`` beside the weights (sha256sum's format), so a damaged copy is caught on load."""
     directory = Path(directory)
-    (directory / CHECKSUM_NAME).write_text(f"{sha256_of(directory / WEIGHTS_NAME)}  {WEIGHTS_NAME}\n")
+    lines = [f"{sha256_of(directory / name)}  {name}\n" for name in _weight_files(directory) if (directory / name).is_file()]
+    (directory / CHECKSUM_NAME).write_text("".join(lines))
 
 
 def verify_checksum(directory: str | Path) -> str:
-    """The weights' SHA256, checked against ``SHA256SUMS`` when the folder has one (folders without it
-    still load)."""
+    """The UNet weights' SHA256, after checking every weight file against ``SHA256SUMS`` when the folder
+    has one (folders without it still load)."""
     directory = Path(directory)
-    sha = sha256_of(directory / WEIGHTS_NAME)
     sums = directory / CHECKSUM_NAME
-    if not sums.is_file():
-        return sha
-    want = dict(line.split()[::-1] for line in sums.read_text().splitlines() if line.strip()).get(WEIGHTS_NAME)
-    if want and sha != want:
-        raise MienError(f"{directory / WEIGHTS_NAME} does not match its checksum in {CHECKSUM_NAME}: the file is "
-                        "damaged or was replaced; reinstall mien (or re-export the model) to get an intact copy")  # fmt: skip
-    return sha
+    want = dict(line.split()[::-1] for line in sums.read_text().splitlines() if line.strip()) if sums.is_file() else {}
+    shas = {}
+    for name in _weight_files(directory):
+        if not (directory / name).is_file():
+            raise MienError(f"model file {directory / name} is missing (named in {CONFIG_NAME}); reinstall mien "
+                            "(or re-export the model) to get a complete copy")  # fmt: skip
+        shas[name] = sha256_of(directory / name)
+        if want.get(name) and shas[name] != want[name]:
+            raise MienError(f"{directory / name} does not match its checksum in {CHECKSUM_NAME}: the file is "
+                            "damaged or was replaced; reinstall mien (or re-export the model) to get an intact copy")  # fmt: skip
+    return shas[WEIGHTS_NAME]
 
 
 def coarse(z: torch.Tensor, k: int) -> torch.Tensor:
@@ -73,6 +89,7 @@ class MienModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.sha256: str | None = None  # of the weights file it was loaded from (from_pretrained)
+        self.decoder_path: Path | None = None  # its fine-tuned TAEF2 decoder, if any (from_pretrained)
         self.config = config
         self.unet = UNet2DConditionModel(**config.unet)
         self.streams = build_streams(config.streams, config.cross_attention_dim)
@@ -210,6 +227,8 @@ class MienModel(nn.Module):
         sha = verify_checksum(directory)
         model = cls(load_json(ModelConfig, directory / CONFIG_NAME))
         model.sha256 = sha  # of the weights file, for output metadata and results (no second read)
+        # the fine-tuned TAEF2 decoder to decode this model's outputs with (None: the pretrained one)
+        model.decoder_path = directory / model.config.decoder if model.config.decoder else None
         state = load_file(directory / WEIGHTS_NAME)
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:

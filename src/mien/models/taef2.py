@@ -95,6 +95,10 @@ def build_decoder(latent_channels: int = LATENT_CHANNELS) -> nn.Sequential:
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":  # a decoder fine-tuned by mien (mien.train.decoder), stored in fp16
+        from safetensors.torch import load_file
+
+        return {k: v.float() for k, v in load_file(path).items()}
     # weights_only=True: the .pth files are plain tensor dicts; never unpickle arbitrary objects.
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -119,7 +123,9 @@ class TAEF2(nn.Module):
         """Pretrained TAEF2 in eval mode with frozen parameters.
 
         Paths default to the verified files from :func:`mien.weights.locate` (raises
-        :class:`mien.errors.WeightsError` saying where to put them when missing).
+        :class:`mien.errors.WeightsError` saying where to put them when missing). ``decoder_path`` may
+        also be a ``.safetensors`` decoder fine-tuned by mien (:mod:`mien.train.decoder`), which a
+        built-in model names in its config (``ModelConfig.decoder``).
         """
         from mien.weights import locate
 
