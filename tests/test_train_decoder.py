@@ -12,6 +12,7 @@ from mien.builtin.model import MienModel
 from mien.errors import MienError
 from mien.models.taef2 import TAEF2
 from mien.train.decoder import DECODER_FILE, DecoderTrainConfig, finetune_decoder, masked_mse, psnr
+from mien.weights import sha256_of
 
 
 def toy_faces(n=8, size=32):
@@ -78,6 +79,8 @@ def test_model_folder_with_decoder(tmp_path):
     assert DECODER_FILE in (folder / "SHA256SUMS").read_text()
     loaded = MienModel.from_pretrained(folder)
     assert loaded.decoder_path == folder / DECODER_FILE
+    # outputs name the pair of weight files that made them, not the UNet alone
+    assert loaded.sha256 not in (sha256_of(folder / "model.safetensors"), sha256_of(folder / DECODER_FILE))
     dec = TAEF2.from_weights(decoder_path=loaded.decoder_path).decoder.state_dict()
     assert torch.equal(dec["1.weight"], load_file(folder / DECODER_FILE)["1.weight"].float())
     # a damaged decoder is caught on load

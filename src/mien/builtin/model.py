@@ -21,6 +21,7 @@ run 4).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -59,8 +60,9 @@ def write_checksum(directory: str | Path) -> None:
 
 
 def verify_checksum(directory: str | Path) -> str:
-    """The UNet weights' SHA256, after checking every weight file against ``SHA256SUMS`` when the folder
-    has one (folders without it still load)."""
+    """The model's SHA256, after checking every weight file against ``SHA256SUMS`` when the folder has one
+    (folders without it still load): that of ``model.safetensors``, or, with a fine-tuned decoder, the
+    SHA256 of the two files' hex digests joined by a space (so outputs name the pair that made them)."""
     directory = Path(directory)
     sums = directory / CHECKSUM_NAME
     want = dict(line.split()[::-1] for line in sums.read_text().splitlines() if line.strip()) if sums.is_file() else {}
@@ -73,7 +75,9 @@ def verify_checksum(directory: str | Path) -> str:
         if want.get(name) and shas[name] != want[name]:
             raise MienError(f"{directory / name} does not match its checksum in {CHECKSUM_NAME}: the file is "
                             "damaged or was replaced; reinstall mien (or re-export the model) to get an intact copy")  # fmt: skip
-    return shas[WEIGHTS_NAME]
+    if len(shas) == 1:
+        return shas[WEIGHTS_NAME]
+    return hashlib.sha256(" ".join(shas[n] for n in _weight_files(directory)).encode()).hexdigest()
 
 
 def coarse(z: torch.Tensor, k: int) -> torch.Tensor:
@@ -88,7 +92,7 @@ def coarse(z: torch.Tensor, k: int) -> torch.Tensor:
 class MienModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.sha256: str | None = None  # of the weights file it was loaded from (from_pretrained)
+        self.sha256: str | None = None  # of the weight files it was loaded from (from_pretrained, verify_checksum)
         self.decoder_path: Path | None = None  # its fine-tuned TAEF2 decoder, if any (from_pretrained)
         self.config = config
         self.unet = UNet2DConditionModel(**config.unet)
@@ -226,7 +230,7 @@ class MienModel(nn.Module):
                                 "(config.json + model.safetensors), or reinstall mien for the built-in model")  # fmt: skip
         sha = verify_checksum(directory)
         model = cls(load_json(ModelConfig, directory / CONFIG_NAME))
-        model.sha256 = sha  # of the weights file, for output metadata and results (no second read)
+        model.sha256 = sha  # of the weight files, for output metadata and results (no second read)
         # the fine-tuned TAEF2 decoder to decode this model's outputs with (None: the pretrained one)
         model.decoder_path = directory / model.config.decoder if model.config.decoder else None
         state = load_file(directory / WEIGHTS_NAME)
