@@ -85,3 +85,14 @@ def test_label_aus_are_set_after_the_movement_scaled_by_intensity_and_requested_
     plain = blendshape_target(ExpressionRequest(mix={"fearful": 1.0}), protos, calib)
     want = np.clip(np.asarray(protos.neutral) + np.asarray(protos.displacement["fearful"]), 0, 1)
     np.testing.assert_allclose(plain, want)
+
+
+def test_label_contrast_takes_the_strongest_pushed_label_asked_for():
+    from mien.expression.basic import LABEL_CONTRAST, label_contrast
+
+    assert "happy" not in LABEL_CONTRAST and "surprised" not in LABEL_CONTRAST
+    assert label_contrast({"happy": 1.0}) == 1.0
+    assert label_contrast({}) == 1.0
+    assert label_contrast({"angry": 0.5}) == LABEL_CONTRAST["angry"]
+    assert label_contrast({"happy": 0.6, "sad": 0.4}) == LABEL_CONTRAST["sad"]
+    assert label_contrast({"angry": 0.0, "happy": 1.0}) == 1.0

@@ -196,3 +196,37 @@ def test_recogniser_guidance_moves_the_face_toward_the_person_and_only_with_flow
     assert moved[:, ~kept_cells].abs().max() > 0.01 and moved[:, kept_cells].abs().max() < 1e-4
     sd = tiny_pipe(ident, own, n=1, seed=3, steps=2, method="sdedit", recogniser_guidance=1.0)
     assert sd.settings["recogniser_guidance"] == 0.0
+
+
+def test_contrast_guidance_follows_the_labels_and_pushes_only_what_the_request_changes(tiny_pipe, photo):
+    """Per-label default (LABEL_CONTRAST): angry is pushed, happy is not; an explicit scale wins; sdedit
+    takes none. Asked for the photo's own expression, the push is zero (the two predictions agree), so
+    the output equals the unguided edit; asked for another, it differs."""
+    from mien.errors import MienError
+
+    ident = tiny_pipe.prepare_identity([photo])
+    kw = dict(n=1, seed=3, steps=3, recogniser_guidance=0.0)
+    assert tiny_pipe(ident, ExpressionRequest(mix={"angry": 1.0}), **kw).settings["guidance_contrast"] == 1.5
+    assert tiny_pipe(ident, ExpressionRequest(mix={"happy": 1.0}), **kw).settings["guidance_contrast"] == 1.0
+    assert tiny_pipe(ident, ExpressionRequest(mix={"angry": 1.0}), guidance_contrast=1.0,
+                     **kw).settings["guidance_contrast"] == 1.0
+    saved = {k: v.clone() for k, v in tiny_pipe.model.state_dict().items()}
+    try:  # the random tiny model's expression projections start at zero: give them weights
+        with torch.no_grad():
+            for p in tiny_pipe.model.parameters():
+                if not p.any():
+                    p.normal_(0, 0.5)
+        own = ExpressionRequest(like=ident.blendshapes)
+        a = tiny_pipe(ident, own, guidance_contrast=1.0, **kw).latents[0]
+        b = tiny_pipe(ident, own, guidance_contrast=3.0, **kw).latents[0]
+        assert (a - b).abs().max() < 1e-5
+        sad = ExpressionRequest(mix={"sad": 1.0})
+        c = tiny_pipe(ident, sad, guidance_contrast=1.0, **kw).latents[0]
+        d = tiny_pipe(ident, sad, guidance_contrast=3.0, **kw).latents[0]
+        assert (c - d).abs().max() > 1e-3
+    finally:
+        tiny_pipe.model.load_state_dict(saved)
+    with pytest.raises(MienError, match="guidance-contrast"):
+        tiny_pipe(ident, ExpressionRequest(mix={"sad": 1.0}), method="sdedit", guidance_contrast=2.0, **kw)
+    with pytest.raises(MienError, match="out of range"):
+        tiny_pipe(ident, ExpressionRequest(mix={"sad": 1.0}), guidance_contrast=0.5, **kw)

@@ -160,7 +160,8 @@ class MienPipeline:
                  strength: float = DEFAULTS["strength"], keep: str = DEFAULTS["keep"],
                  method: str = DEFAULTS["method"], guidance_until: float = DEFAULTS["guidance_until"],
                  recogniser_guidance: float = DEFAULTS["recogniser_guidance"],
-                 recogniser_guidance_until: float = DEFAULTS["recogniser_guidance_until"]) -> Generation:  # fmt: skip
+                 recogniser_guidance_until: float = DEFAULTS["recogniser_guidance_until"],
+                 guidance_contrast: float | None = DEFAULTS["guidance_contrast"]) -> Generation:  # fmt: skip
         """Images of ``identity`` with the expression of ``request``.
 
         ``method="flowedit"`` moves the first identity photo by the difference between the model's
@@ -170,8 +171,11 @@ class MienPipeline:
         ``guidance_until`` > 0 guides only while t is above it (:mod:`mien.builtin.edit`).
         ``recogniser_guidance`` > 0 (flowedit only; sdedit ignores it and records 0) nudges the edit toward
         the photos' MobileFaceNet embedding at flow times t <= ``recogniser_guidance_until``
-        (:mod:`mien.builtin.recogniser_guidance`).
+        (:mod:`mien.builtin.recogniser_guidance`). ``guidance_contrast`` (flowedit only) pushes the target
+        away from the photo's own expression (:func:`mien.builtin.edit.flowedit_velocity`); None takes
+        the request's labels' scale (:data:`mien.expression.basic.LABEL_CONTRAST`), 1 is off.
         """
+        from mien.expression.basic import label_contrast
         from mien.expression.targets import blendshape_target, expression_vector
         from mien.sampling import SAMPLERS
         from mien.settings import check_edit
@@ -180,9 +184,13 @@ class MienPipeline:
             raise MienError(f"unknown sampler '{sampler}'; choose one of {', '.join(sorted(SAMPLERS))}")
         if steps < 1 or n < 1:
             raise MienError("--steps and --n must be at least 1")
-        check_edit(strength, keep, method, guidance_until, recogniser_guidance, recogniser_guidance_until)
+        check_edit(strength, keep, method, guidance_until, recogniser_guidance, recogniser_guidance_until,
+                   guidance_contrast)
         if method != "flowedit":
             recogniser_guidance = 0.0  # a FlowEdit hook (its state is a clean image); documented in the docstring
+            contrast = 1.0
+        else:
+            contrast = guidance_contrast if guidance_contrast is not None else label_contrast(request.mix)
         bs = blendshape_target(request, self.prototypes, self.calibration)
         expr = expression_vector(bs, identity.pose)
         cond = {"identity": identity.vector[None].expand(n, -1).to(self.device),
@@ -196,7 +204,7 @@ class MienPipeline:
         if method == "flowedit":
             src = expression_vector(identity.blendshapes, identity.pose)  # the photo's own expression
             guide = self._recogniser_guide(identity, keep, recogniser_guidance, recogniser_guidance_until)
-            z = self._flowedit(src, cond, photo, seeds, steps, strength, keep, scales, interval, guide)
+            z = self._flowedit(src, cond, photo, seeds, steps, strength, keep, scales, interval, guide, contrast)
         else:
             z = self._sdedit(cond, photo, seeds, steps, sampler, strength, keep, scales, interval)
         z = self.model.denormalize(z)
@@ -205,7 +213,8 @@ class MienPipeline:
         settings = {"steps": steps, "sampler": sampler, "guidance_identity": guidance_identity,
                     "guidance_expression": guidance_expression, "strength": strength, "keep": keep, "method": method,
                     "guidance_until": guidance_until, "recogniser_guidance": recogniser_guidance,
-                    "recogniser_guidance_until": recogniser_guidance_until, "model_hash": self.model_hash}
+                    "recogniser_guidance_until": recogniser_guidance_until, "guidance_contrast": contrast,
+                    "model_hash": self.model_hash}
         return Generation(images, seeds, request.describe(), expr, settings, z.cpu())
 
     def _sdedit(self, cond: dict, photo: torch.Tensor, seeds: list[int], steps: int, sampler: str, strength: float,
@@ -224,13 +233,14 @@ class MienPipeline:
         return SAMPLERS[sampler](denoise, photo + noise if strength < 1 else noise, sigmas)
 
     def _flowedit(self, source: np.ndarray, cond: dict, photo: torch.Tensor, seeds: list[int], steps: int,
-                  strength: float, keep: str, scales: tuple, interval: tuple | None, guide=None) -> torch.Tensor:  # fmt: skip
+                  strength: float, keep: str, scales: tuple, interval: tuple | None, guide=None,
+                  contrast: float = 1.0) -> torch.Tensor:  # fmt: skip
         """FlowEdit from the photo's own expression ``source`` (55,) to the requested one (:mod:`mien.sampling.flowedit`)."""
         from mien.builtin import edit
         from mien.sampling import flow_times, sample_flowedit
 
         src = torch.from_numpy(source)[None].expand(photo.shape[0], -1).float().to(self.device)
-        velocity = edit.flowedit_velocity(self.model, cond, src, scales, interval)
+        velocity = edit.flowedit_velocity(self.model, cond, src, scales, interval, contrast=contrast)
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         drawn = 0
 

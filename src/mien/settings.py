@@ -22,7 +22,8 @@ which raised dev-wild CFP verification from 0.73 to 0.95 at the cost of some exp
 
 GENERATION_DEFAULTS = {"steps": 25, "sampler": "euler", "guidance_identity": 1.0, "guidance_expression": 1.0,
                        "strength": 1.0, "keep": "background", "method": "flowedit", "guidance_until": 0.0,
-                       "recogniser_guidance": 0.15, "recogniser_guidance_until": 0.3}
+                       "recogniser_guidance": 0.15, "recogniser_guidance_until": 0.3,
+                       "guidance_contrast": None}  # None: per label (mien.expression.basic.LABEL_CONTRAST)
 EDIT_METHODS = ("flowedit", "sdedit")  # what --method accepts (mien.builtin.edit, mien.sampling.flowedit)
 KEEP_REGIONS = ("background", "none")  # what --keep accepts (mien.builtin.edit)
 
@@ -43,9 +44,10 @@ def recogniser_guidance_for(method: str, value: float | None) -> float:
 def check_edit(strength: float, keep: str, method: str = GENERATION_DEFAULTS["method"],
                guidance_until: float = GENERATION_DEFAULTS["guidance_until"],
                recogniser_guidance: float = GENERATION_DEFAULTS["recogniser_guidance"],
-               recogniser_guidance_until: float = GENERATION_DEFAULTS["recogniser_guidance_until"]) -> None:
-    """One-line errors for --strength, --keep, --method, --guidance-until and the recogniser guidance
-    (before any model is loaded)."""
+               recogniser_guidance_until: float = GENERATION_DEFAULTS["recogniser_guidance_until"],
+               guidance_contrast: float | None = None) -> None:
+    """One-line errors for --strength, --keep, --method, --guidance-until, the recogniser guidance and
+    --guidance-contrast (before any model is loaded)."""
     from mien.errors import MienError
 
     if not 0.0 < strength <= 1.0:  # also rejects nan
@@ -61,6 +63,12 @@ def check_edit(strength: float, keep: str, method: str = GENERATION_DEFAULTS["me
     if not 0.0 <= recogniser_guidance <= 10.0:
         raise MienError(f"--recogniser-guidance {recogniser_guidance} is out of range; use 0 (off) to 10 (the default "
                         f"{GENERATION_DEFAULTS['recogniser_guidance']:g} keeps identity; larger undoes the expression)")
+    if guidance_contrast is not None:
+        if not 1.0 <= guidance_contrast <= 10.0:  # also rejects nan
+            raise MienError(f"--guidance-contrast {guidance_contrast} is out of range; use 1 (off) to 10 (leave it out "
+                            "for the per-label default: 1.5 on sad, angry, fearful and disgusted)")
+        if guidance_contrast != 1.0 and method != "flowedit":
+            raise MienError(f"--guidance-contrast works with --method flowedit; drop it with --method {method}")
     if not 0.0 < recogniser_guidance_until <= 1.0:
         raise MienError(f"--recogniser-guidance-until {recogniser_guidance_until} is out of range; use a flow time "
                         "above 0 and at most 1 (1 guides at every step)")

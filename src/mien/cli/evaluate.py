@@ -65,6 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", help="built-in: how the photo is edited, flowedit or sdedit (default: mien generate's)")
     p.add_argument("--recogniser-guidance", type=float, metavar="G", help="built-in, flowedit: MobileFaceNet identity guidance, 0 = off (default: mien generate's)")
     p.add_argument("--recogniser-guidance-until", type=float, metavar="T", help="built-in: recogniser guidance acts while the flow time is at most T (default: mien generate's)")
+    p.add_argument("--guidance-contrast", type=float, metavar="W", help="built-in, flowedit: contrast guidance for every request, 1 = off (default: mien generate's, per label)")
     p.add_argument("--sweep-identities", type=int, default=8, metavar="N",
                    help="identities in the guidance trade-off sweep (default 8; 0: no sweep)")
     p.add_argument("--model-hash", help="record this model hash in results.json (default: the generator's own)")
@@ -98,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
                        guidance_expression=args.guidance_expression, strength=args.strength, keep=args.keep,
                        method=args.method, guidance_until=args.guidance_until,
                        recogniser_guidance=args.recogniser_guidance,
-                       recogniser_guidance_until=args.recogniser_guidance_until)
+                       recogniser_guidance_until=args.recogniser_guidance_until,
+                       guidance_contrast=args.guidance_contrast)
     options = Options(out=out, seed=args.seed, use_cache=not args.no_cache, fresh=args.fresh, device=args.device,
                       model_hash=args.model_hash, sweep_identities=args.sweep_identities)
     results = evaluate(bench, generator, options)

@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"identity guidance scale (default {d['guidance_identity']:g}; higher keeps more of the identity photo)")
     p.add_argument("--guidance-expression", type=float, default=d["guidance_expression"],
                    help=f"expression guidance scale (default {d['guidance_expression']:g}; higher pushes the requested expression harder)")
+    p.add_argument("--guidance-contrast", type=float, default=None, metavar="W",
+                   help="flowedit: push the requested expression away from the photo's own by W (1 is off); default per "
+                        "label: 1.5 for sad, angry, fearful and disgusted, which the model under-draws, 1 otherwise")
     p.add_argument("--guidance-until", type=float, default=d["guidance_until"], metavar="T",
                    help=f"guide only while the flow time is above T (it runs from --strength down to 0), then follow the "
                         f"plain conditional prediction: strong guidance late in sampling distorts fine detail (default "
@@ -102,7 +105,7 @@ def check_settings(args) -> None:
     """Settings errors that need no model: found here, before the slow model loading."""
     args.recogniser_guidance = recogniser_guidance_for(args.method, args.recogniser_guidance)
     check_edit(args.strength, args.keep, args.method, args.guidance_until, args.recogniser_guidance,
-               args.recogniser_guidance_until)
+               args.recogniser_guidance_until, args.guidance_contrast)
     from mien.sampling.samplers import SAMPLERS
 
     if args.sampler not in SAMPLERS:
@@ -168,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
                           "guidance_expression": args.guidance_expression, "strength": args.strength,
                           "keep": args.keep, "method": args.method,
                           "guidance_until": args.guidance_until, "recogniser_guidance": args.recogniser_guidance,
-                          "recogniser_guidance_until": args.recogniser_guidance_until, "model": args.model}, indent=1))
+                          "recogniser_guidance_until": args.recogniser_guidance_until,
+                          "guidance_contrast": args.guidance_contrast, "model": args.model}, indent=1))
         return 0
     from mien.face.landmarker import FaceLandmarker
     from mien.pipeline import MienPipeline, align_photos, reference_blendshapes
@@ -190,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
                    guidance_identity=args.guidance_identity, guidance_expression=args.guidance_expression,
                    strength=args.strength, keep=args.keep, method=args.method,
                    guidance_until=args.guidance_until, recogniser_guidance=args.recogniser_guidance,
-                   recogniser_guidance_until=args.recogniser_guidance_until)
+                   recogniser_guidance_until=args.recogniser_guidance_until, guidance_contrast=args.guidance_contrast)
     finally:
         landmarker.close()
     from mien.io.output import save_generation

@@ -118,7 +118,7 @@ class BuiltinGenerator:
                                                                        settings.get("recogniser_guidance"))
         check_edit(self.settings["strength"], self.settings["keep"], self.settings["method"],
                    self.settings["guidance_until"], self.settings["recogniser_guidance"],
-                   self.settings["recogniser_guidance_until"])  # before the model loads
+                   self.settings["recogniser_guidance_until"], self.settings["guidance_contrast"])  # before the model loads
         self.pipe = pipe or MienPipeline.from_pretrained(model, device=device)
         self.model_hash = self.pipe.model_hash
         self._identity: dict[bytes, object] = {}
@@ -129,7 +129,8 @@ class BuiltinGenerator:
         return (f"mien's built-in model: {s['sampler']}, {s['steps']} steps, guidance identity "
                 f"{s['guidance_identity']:g}, expression {s['guidance_expression']:g}, strength {s['strength']:g}, "
                 f"keep {s['keep']}, method {s['method']}, guidance until t = {s['guidance_until']:g}, recogniser "
-                f"guidance {s['recogniser_guidance']:g} at t <= {s['recogniser_guidance_until']:g}")
+                f"guidance {s['recogniser_guidance']:g} at t <= {s['recogniser_guidance_until']:g}, contrast guidance "
+                f"{'per label' if s['guidance_contrast'] is None else format(s['guidance_contrast'], 'g')}")
 
     def with_guidance(self, scale: float) -> "BuiltinGenerator":
         """The same model at expression guidance ``scale`` (the trade-off sweep); identities are re-used."""

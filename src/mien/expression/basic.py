@@ -109,6 +109,18 @@ GAIN = {"happy": 0.5, "angry": 1.5, "fearful": 2.0, "disgusted": 1.5, "surprised
 # both classifiers' readings (face-api 0.50 -> 0.25), so fearful has none (model card).
 LABEL_AUS: dict[str, dict[str, float]] = {"surprised": {"AU1": 3.0, "AU2": 3.0, "AU5": 3.0, "AU26": 3.0}}
 
+# Contrast guidance per label (session 9; mien.builtin.edit.flowedit_velocity, model card "Session 9"):
+# the labels the model under-draws get their FlowEdit target pushed along the difference between the
+# model's predictions for the requested and for the photo's own expression. Not happy: on smiling
+# photos the push drew sunglasses on some in-the-wild faces; not surprised, which reads well without.
+LABEL_CONTRAST: dict[str, float] = {"sad": 1.5, "angry": 1.5, "fearful": 1.5, "disgusted": 1.5}
+
+
+def label_contrast(mix: dict[str, float]) -> float:
+    """The contrast-guidance scale of a label mix: the largest of its labels' (:data:`LABEL_CONTRAST`)
+    among those asked for with intensity > 0; 1 (off) when none is."""
+    return max((LABEL_CONTRAST[label] for label, x in mix.items() if x > 0 and label in LABEL_CONTRAST), default=1.0)
+
 
 def movements(bs: np.ndarray, label: np.ndarray, performer: np.ndarray) -> np.ndarray:
     """Each posed face's blendshapes minus its performer's mean neutral face (NaN rows where the
