@@ -57,11 +57,12 @@ def mien_loop(model, cond, noise, steps, scales):
     return sample_euler(guided_denoiser(model, cond, scales=scales), noise * sigmas[0], sigmas)
 
 
-def flowedit_loop(model, cond, photo, steps, scales, strength, guide=None):
+def flowedit_loop(model, cond, photo, steps, scales, strength, guide=None, contrast=1.0):
     from mien.builtin.edit import flowedit_velocity
     from mien.sampling import flow_times, sample_flowedit
 
-    velocity = flowedit_velocity(model, cond, cond["expression"].flip(0), scales)  # another source expression
+    # another source expression
+    velocity = flowedit_velocity(model, cond, cond["expression"].flip(0), scales, contrast=contrast)
     g = torch.Generator(device=photo.device).manual_seed(0)
     return sample_flowedit(velocity, photo, flow_times(steps, strength),
                            lambda k: torch.randn(photo.shape, generator=g, device=photo.device), correct=guide)
@@ -106,6 +107,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 64, 256, 1024])
     ap.add_argument("--compile", action="store_true")
+    from mien.expression.basic import LABEL_CONTRAST
     from mien.settings import GENERATION_DEFAULTS as d
 
     ap.add_argument("--edit-guidance", type=float, nargs=2, metavar=("GI", "GE"),
@@ -115,6 +117,9 @@ def main() -> None:
     ap.add_argument("--edit-recogniser", type=float, nargs=2, metavar=("G", "T"),
                     default=[d["recogniser_guidance"], d["recogniser_guidance_until"]],
                     help="recogniser guidance scale and flow time of the flowedit timing (default: mien generate's)")
+    ap.add_argument("--edit-contrast", type=float, default=max(LABEL_CONTRAST.values()),
+                    help="also time the flowedit with this contrast guidance (default: the labels' largest, what "
+                         "mien generate uses for sad, angry, fearful and disgusted; 1: skip)")
     args = ap.parse_args()
     from mien.builtin.model import MienModel
 
@@ -153,14 +158,20 @@ def main() -> None:
             with amp():
                 t_edit, _ = timed(lambda: flowedit_loop(fast, cond, noise, args.steps, tuple(args.edit_guidance),
                                                         args.edit_strength, guide), sync)
+            t_contrast = None
+            if args.edit_contrast != 1.0:
+                with amp():
+                    t_contrast, _ = timed(lambda: flowedit_loop(fast, cond, noise, args.steps, tuple(args.edit_guidance),
+                                                                args.edit_strength, guide, args.edit_contrast), sync)
         rows.append({"batch": b, "diffusers_loop_img_s": round(b / t_ref, 1), "mien_eager_img_s": round(b / t_eager, 1),
                      "mien_img_s": round(b / t_ours, 1), "compiled": args.compile, "speedup": round(t_ref / t_ours, 2),
                      "max_abs_diff_fp32": float((ours32 - ref32).abs().max()),
-                     "flowedit_img_s": round(b / t_edit, 1), "flowedit_plain_img_s": round(b / t_plain, 1)})
+                     "flowedit_img_s": round(b / t_edit, 1), "flowedit_plain_img_s": round(b / t_plain, 1),
+                     "flowedit_contrast_img_s": round(b / t_contrast, 1) if t_contrast else None})
         print(json.dumps(rows[-1]), flush=True)
     print(json.dumps({"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
                       "torch": torch.__version__, "steps": args.steps, "edit_guidance": args.edit_guidance,
-                      "edit_strength": args.edit_strength, "edit_recogniser": args.edit_recogniser, "rows": rows}))
+                      "edit_strength": args.edit_strength, "edit_recogniser": args.edit_recogniser, "edit_contrast": args.edit_contrast, "rows": rows}))
 
 
 if __name__ == "__main__":
