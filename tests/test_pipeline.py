@@ -194,8 +194,12 @@ def test_recogniser_guidance_moves_the_face_toward_the_person_and_only_with_flow
     kept_cells = edit.keep_mask("background")[0, 0] == 1
     moved = on.latents[0] - off.latents[0]
     assert moved[:, ~kept_cells].abs().max() > 0.01 and moved[:, kept_cells].abs().max() < 1e-4
-    sd = tiny_pipe(ident, own, n=1, seed=3, steps=2, method="sdedit", recogniser_guidance=1.0)
+    sd = tiny_pipe(ident, own, n=1, seed=3, steps=2, method="sdedit")
     assert sd.settings["recogniser_guidance"] == 0.0
+    from mien.errors import MienError
+
+    with pytest.raises(MienError, match="works with --method flowedit"):  # asked for explicitly: an error, not ignored
+        tiny_pipe(ident, own, n=1, seed=3, steps=2, method="sdedit", recogniser_guidance=1.0)
 
 
 def test_contrast_guidance_follows_the_labels_and_pushes_only_what_the_request_changes(tiny_pipe, photo):
@@ -203,11 +207,17 @@ def test_contrast_guidance_follows_the_labels_and_pushes_only_what_the_request_c
     takes none. Asked for the photo's own expression, the push is zero (the two predictions agree), so
     the output equals the unguided edit; asked for another, it differs."""
     from mien.errors import MienError
+    from mien.settings import GENERATION_DEFAULTS
 
     ident = tiny_pipe.prepare_identity([photo])
     kw = dict(n=1, seed=3, steps=3, recogniser_guidance=0.0)
     assert tiny_pipe(ident, ExpressionRequest(mix={"angry": 1.0}), **kw).settings["guidance_contrast"] == 1.5
     assert tiny_pipe(ident, ExpressionRequest(mix={"happy": 1.0}), **kw).settings["guidance_contrast"] == 1.0
+    # left at its default, recogniser guidance is larger on the contrast-guided requests
+    rg = {lab: tiny_pipe(ident, ExpressionRequest(mix={lab: 1.0}), n=1, seed=3, steps=2).settings["recogniser_guidance"]
+          for lab in ("angry", "happy")}  # fmt: skip
+    assert rg == {"angry": GENERATION_DEFAULTS["recogniser_guidance_contrast"],
+                  "happy": GENERATION_DEFAULTS["recogniser_guidance"]}
     assert tiny_pipe(ident, ExpressionRequest(mix={"angry": 1.0}), guidance_contrast=1.0,
                      **kw).settings["guidance_contrast"] == 1.0
     saved = {k: v.clone() for k, v in tiny_pipe.model.state_dict().items()}

@@ -159,7 +159,7 @@ class MienPipeline:
                  guidance_expression: float = DEFAULTS["guidance_expression"],
                  strength: float = DEFAULTS["strength"], keep: str = DEFAULTS["keep"],
                  method: str = DEFAULTS["method"], guidance_until: float = DEFAULTS["guidance_until"],
-                 recogniser_guidance: float = DEFAULTS["recogniser_guidance"],
+                 recogniser_guidance: float | None = None,
                  recogniser_guidance_until: float = DEFAULTS["recogniser_guidance_until"],
                  guidance_contrast: float | None = DEFAULTS["guidance_contrast"]) -> Generation:  # fmt: skip
         """Images of ``identity`` with the expression of ``request``.
@@ -169,16 +169,16 @@ class MienPipeline:
         ``method="sdedit"`` starts ``sampler`` from the photo noised to ``strength`` (``strength=1,
         keep="none"``: from pure noise). ``keep="background"`` keeps the photo outside the face box,
         ``guidance_until`` > 0 guides only while t is above it (:mod:`mien.builtin.edit`).
-        ``recogniser_guidance`` > 0 (flowedit only; sdedit ignores it and records 0) nudges the edit toward
-        the photos' MobileFaceNet embedding at flow times t <= ``recogniser_guidance_until``
-        (:mod:`mien.builtin.recogniser_guidance`). ``guidance_contrast`` (flowedit only) pushes the target
-        away from the photo's own expression (:func:`mien.builtin.edit.flowedit_velocity`); None takes
-        the request's labels' scale (:data:`mien.expression.basic.LABEL_CONTRAST`), 1 is off.
+        ``guidance_contrast`` (flowedit only) pushes the target away from the photo's own expression
+        (:func:`mien.builtin.edit.flowedit_velocity`); None takes the request's labels' scale
+        (:data:`mien.expression.basic.LABEL_CONTRAST`), 1 is off. ``recogniser_guidance`` > 0 (flowedit
+        only) nudges the edit toward the photos' MobileFaceNet embedding at flow times t <=
+        ``recogniser_guidance_until`` (:mod:`mien.builtin.recogniser_guidance`); None takes the default,
+        which is larger with contrast guidance (:func:`mien.settings.recogniser_guidance_for`).
         """
-        from mien.expression.basic import label_contrast
         from mien.expression.targets import blendshape_target, expression_vector
         from mien.sampling import SAMPLERS
-        from mien.settings import check_edit
+        from mien.settings import check_edit, contrast_for, recogniser_guidance_for
 
         if sampler not in SAMPLERS:
             raise MienError(f"unknown sampler '{sampler}'; choose one of {', '.join(sorted(SAMPLERS))}")
@@ -186,11 +186,8 @@ class MienPipeline:
             raise MienError("--steps and --n must be at least 1")
         check_edit(strength, keep, method, guidance_until, recogniser_guidance, recogniser_guidance_until,
                    guidance_contrast)
-        if method != "flowedit":
-            recogniser_guidance = 0.0  # a FlowEdit hook (its state is a clean image); documented in the docstring
-            contrast = 1.0
-        else:
-            contrast = guidance_contrast if guidance_contrast is not None else label_contrast(request.mix)
+        contrast = contrast_for(method, guidance_contrast, request.mix)
+        recogniser_guidance = recogniser_guidance_for(method, recogniser_guidance, contrast)  # sdedit: 0, or an error
         bs = blendshape_target(request, self.prototypes, self.calibration)
         expr = expression_vector(bs, identity.pose)
         cond = {"identity": identity.vector[None].expand(n, -1).to(self.device),

@@ -18,19 +18,37 @@ Since session 7 the FlowEdit also takes recogniser guidance (mien.builtin.recogn
 times t <= 0.3 the face moves a little toward the identity photos' MobileFaceNet embedding each step,
 which raised dev-wild CFP verification from 0.73 to 0.95 at the cost of some expression (model card,
 "Recogniser guidance"). sdedit does not take it (asking for it with sdedit is an error).
+
+Since session 9 the requests the model under-draws (sad, angry, fearful, disgusted) take contrast
+guidance (mien.builtin.edit.flowedit_velocity: the target pushed away from the photo's own expression
+by 1.5) and, to pay back the identity it costs, recogniser guidance 0.3 (model card, "Session 9").
 """
 
 GENERATION_DEFAULTS = {"steps": 25, "sampler": "euler", "guidance_identity": 1.0, "guidance_expression": 1.0,
                        "strength": 1.0, "keep": "background", "method": "flowedit", "guidance_until": 0.0,
                        "recogniser_guidance": 0.15, "recogniser_guidance_until": 0.3,
-                       "guidance_contrast": None}  # None: per label (mien.expression.basic.LABEL_CONTRAST)
+                       # with contrast guidance on (its default is per label: mien.expression.basic.LABEL_CONTRAST),
+                       # recogniser guidance is 0.3: the push costs identity, which this pays back (session 9)
+                       "guidance_contrast": None, "recogniser_guidance_contrast": 0.3}
 EDIT_METHODS = ("flowedit", "sdedit")  # what --method accepts (mien.builtin.edit, mien.sampling.flowedit)
 KEEP_REGIONS = ("background", "none")  # what --keep accepts (mien.builtin.edit)
 
 
-def recogniser_guidance_for(method: str, value: float | None) -> float:
-    """The recogniser guidance a run uses: ``value`` when given, else the default for ``method`` (it is a
-    FlowEdit hook, so 0 for sdedit; asking for it with sdedit is a one-line error)."""
+def contrast_for(method: str, value: float | None, mix: dict[str, float]) -> float:
+    """The contrast guidance a request uses: ``value`` when given, else its labels' (flowedit only; 1 = off)."""
+    if method != "flowedit":
+        return 1.0
+    if value is not None:
+        return value
+    from mien.expression.basic import label_contrast
+
+    return label_contrast(mix)
+
+
+def recogniser_guidance_for(method: str, value: float | None, contrast: float = 1.0) -> float:
+    """The recogniser guidance a run uses: ``value`` when given, else the default for ``method`` and the
+    request's contrast guidance (it is a FlowEdit hook, so 0 for sdedit; asking for it with sdedit is a
+    one-line error)."""
     if value is not None:
         if value > 0 and method != "flowedit":
             from mien.errors import MienError
@@ -38,12 +56,14 @@ def recogniser_guidance_for(method: str, value: float | None) -> float:
             raise MienError(f"--recogniser-guidance works with --method flowedit; drop it (or pass 0) with "
                             f"--method {method}")
         return value
-    return GENERATION_DEFAULTS["recogniser_guidance"] if method == "flowedit" else 0.0
+    if method != "flowedit":
+        return 0.0
+    return GENERATION_DEFAULTS["recogniser_guidance_contrast" if contrast > 1.0 else "recogniser_guidance"]
 
 
 def check_edit(strength: float, keep: str, method: str = GENERATION_DEFAULTS["method"],
                guidance_until: float = GENERATION_DEFAULTS["guidance_until"],
-               recogniser_guidance: float = GENERATION_DEFAULTS["recogniser_guidance"],
+               recogniser_guidance: float | None = GENERATION_DEFAULTS["recogniser_guidance"],
                recogniser_guidance_until: float = GENERATION_DEFAULTS["recogniser_guidance_until"],
                guidance_contrast: float | None = None) -> None:
     """One-line errors for --strength, --keep, --method, --guidance-until, the recogniser guidance and
@@ -60,7 +80,7 @@ def check_edit(strength: float, keep: str, method: str = GENERATION_DEFAULTS["me
     if not 0.0 <= guidance_until < 1.0:
         raise MienError(f"--guidance-until {guidance_until} is out of range; use a flow time from 0 (guide at every "
                         "step) up to but not including 1")
-    if not 0.0 <= recogniser_guidance <= 10.0:
+    if recogniser_guidance is not None and not 0.0 <= recogniser_guidance <= 10.0:
         raise MienError(f"--recogniser-guidance {recogniser_guidance} is out of range; use 0 (off) to 10 (the default "
                         f"{GENERATION_DEFAULTS['recogniser_guidance']:g} keeps identity; larger undoes the expression)")
     if guidance_contrast is not None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mien.errors import MienError
-from mien.settings import EDIT_METHODS, GENERATION_DEFAULTS, KEEP_REGIONS, check_edit, recogniser_guidance_for
+from mien.settings import EDIT_METHODS, GENERATION_DEFAULTS, KEEP_REGIONS, check_edit, contrast_for, recogniser_guidance_for
 
 EPILOG = """\
 how controls combine (docs/expressions.md): start from the --like photo's expression (else neutral),
@@ -64,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recogniser-guidance", type=float, default=None, metavar="G",
                    help=f"flowedit: late in the edit, step the face toward the identity photos' MobileFaceNet embedding "
                         f"with this strength; keeps who they are, larger also undoes the expression (default "
-                        f"{d['recogniser_guidance']:g}; 0 turns it off)")
+                        f"{d['recogniser_guidance']:g}, {d['recogniser_guidance_contrast']:g} on requests with contrast guidance; "
+                        f"0 turns it off)")
     p.add_argument("--recogniser-guidance-until", type=float, default=d["recogniser_guidance_until"], metavar="T",
                    help=f"recogniser guidance acts while the flow time is at most T (default "
                         f"{d['recogniser_guidance_until']:g}; 1 acts at every step)")
@@ -101,11 +102,13 @@ def build_request(args, like=None):
     return ExpressionRequest(mix=mix, aus=aus, like=like, intensity=args.intensity)
 
 
-def check_settings(args) -> None:
-    """Settings errors that need no model: found here, before the slow model loading."""
-    args.recogniser_guidance = recogniser_guidance_for(args.method, args.recogniser_guidance)
+def check_settings(args, request) -> None:
+    """Settings errors that need no model: found here, before the slow model loading. Resolves the
+    request's contrast and recogniser guidance (defaults depend on its labels)."""
     check_edit(args.strength, args.keep, args.method, args.guidance_until, args.recogniser_guidance,
                args.recogniser_guidance_until, args.guidance_contrast)
+    args.guidance_contrast = contrast_for(args.method, args.guidance_contrast, request.mix)
+    args.recogniser_guidance = recogniser_guidance_for(args.method, args.recogniser_guidance, args.guidance_contrast)
     from mien.sampling.samplers import SAMPLERS
 
     if args.sampler not in SAMPLERS:
@@ -160,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.dry_run:  # a dry run reads no photos
         photos = [load_rgb(p) for p in args.identity]
         like_rgb = load_rgb(args.like) if args.like else None
-    check_settings(args)  # sampler, model folder
+    check_settings(args, request)  # sampler, model folder, the request's guidance
     if args.method == "flowedit" and args.sampler != GENERATION_DEFAULTS["sampler"]:
         print(f"mien: warning: --sampler {args.sampler} applies to --method sdedit; flowedit steps with Euler",
               file=sys.stderr)

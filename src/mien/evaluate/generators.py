@@ -103,6 +103,10 @@ class RealGenerator:
         return self.benchmark.image(self.pick(request, seed))
 
 
+def _or(value: float | None, default: str) -> str:
+    return default if value is None else format(value, "g")
+
+
 class BuiltinGenerator:
     """mien's built-in model through :class:`mien.pipeline.MienPipeline` (its default settings)."""
 
@@ -113,9 +117,13 @@ class BuiltinGenerator:
         from mien.pipeline import MienPipeline
         from mien.settings import GENERATION_DEFAULTS, check_edit, recogniser_guidance_for
 
-        self.settings = {**GENERATION_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
-        self.settings["recogniser_guidance"] = recogniser_guidance_for(self.settings["method"],
-                                                                       settings.get("recogniser_guidance"))
+        defaults = {k: v for k, v in GENERATION_DEFAULTS.items() if k != "recogniser_guidance_contrast"}  # not a pipeline argument
+        self.settings = {**defaults, **{k: v for k, v in settings.items() if v is not None}}
+        if settings.get("recogniser_guidance") is not None:  # else None: per request (with its contrast guidance)
+            self.settings["recogniser_guidance"] = recogniser_guidance_for(self.settings["method"],
+                                                                           settings["recogniser_guidance"])
+        else:
+            self.settings["recogniser_guidance"] = None
         check_edit(self.settings["strength"], self.settings["keep"], self.settings["method"],
                    self.settings["guidance_until"], self.settings["recogniser_guidance"],
                    self.settings["recogniser_guidance_until"], self.settings["guidance_contrast"])  # before the model loads
@@ -129,8 +137,8 @@ class BuiltinGenerator:
         return (f"mien's built-in model: {s['sampler']}, {s['steps']} steps, guidance identity "
                 f"{s['guidance_identity']:g}, expression {s['guidance_expression']:g}, strength {s['strength']:g}, "
                 f"keep {s['keep']}, method {s['method']}, guidance until t = {s['guidance_until']:g}, recogniser "
-                f"guidance {s['recogniser_guidance']:g} at t <= {s['recogniser_guidance_until']:g}, contrast guidance "
-                f"{'per label' if s['guidance_contrast'] is None else format(s['guidance_contrast'], 'g')}")
+                f"guidance {_or(s['recogniser_guidance'], 'default')} at t <= {s['recogniser_guidance_until']:g}, "
+                f"contrast guidance {_or(s['guidance_contrast'], 'per label')}")
 
     def with_guidance(self, scale: float) -> "BuiltinGenerator":
         """The same model at expression guidance ``scale`` (the trade-off sweep); identities are re-used."""
