@@ -61,3 +61,25 @@ def test_reconstruction_psnr_on_dev_faces():
     assert psnr.min() > 24.0, f"worst face {psnr.min():.2f} dB"
     # latent scale (weights/README.md): overall std ~0.96, mean ~0
     assert 0.8 < z.std() < 1.1 and z.mean().abs() < 0.1
+
+
+@pytest.mark.shared
+def test_shipped_model_decoder_reaches_34_db_on_dev_faces():
+    """The built-in model decodes with its own TAEF2 decoder (session 9, mien.train.decoder), fine-tuned on
+    the training faces: issue 5 expects >= 34 dB on dev faces, which the pretrained decoder misses (above)."""
+    from mien.builtin.model import MienModel
+    from mien.pipeline import default_model_dir
+
+    try:
+        decoder = MienModel.from_pretrained(default_model_dir()).decoder_path
+        model = TAEF2.from_weights(decoder_path=decoder)
+    except WeightsError as e:
+        pytest.skip(f"TAEF2 weights not available: {e}")
+    assert decoder is not None and decoder.name.endswith(".safetensors")
+    x = dev_faces(64, stride=11)
+    with torch.no_grad():
+        y = (model.decode(model.encode(x)) * 255).round() / 255
+    psnr = 10 * torch.log10(1 / ((y - x) ** 2).flatten(1).mean(1))
+    # measured on these 64: mean 35.8 dB against 32.4 with the pretrained decoder (all 737 dev faces:
+    # 35.86 against 32.44, docs/training.md "The decoder")
+    assert psnr.mean() > 34.0, f"mean PSNR {psnr.mean():.2f} dB"
