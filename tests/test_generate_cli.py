@@ -357,3 +357,25 @@ def test_faceless_photo_among_good_ones_is_skipped_with_a_warning(reuse_pipe, ph
     warnings = out.err.strip().splitlines()
     assert len(warnings) == 1 and warnings[0].startswith("mien: warning: skipped") and "blank.png" in warnings[0]
     assert (tmp_path / "out" / "000_seed0.png").is_file() and (tmp_path / "out" / "sheet.png").is_file()
+
+
+def test_contrast_guidance_defaults_per_label_and_bad_values(no_model_load, generate, capsys):
+    """--dry-run shows the guidance a request will get: the under-drawn labels (and terms built on them)
+    are pushed and get the larger recogniser guidance; --guidance-contrast overrides; bad values and
+    sdedit are one-line errors before any model loads."""
+    import json
+
+    from mien.settings import GENERATION_DEFAULTS as d
+
+    def dry(*args):
+        assert main(["generate", "--identity", "not_read.jpg", "--dry-run", *args]) == 0
+        out = json.loads(capsys.readouterr().out)
+        return out["guidance_contrast"], out["recogniser_guidance"]
+
+    assert dry("--expression", "angry") == (1.5, d["recogniser_guidance_contrast"])
+    assert dry("--expression", "furious") == (1.5, d["recogniser_guidance_contrast"])
+    assert dry("--expression", "happy") == (1.0, d["recogniser_guidance"])
+    assert dry("--expression", "angry", "--guidance-contrast", "1") == (1.0, d["recogniser_guidance"])
+    assert dry("--expression", "happy", "--guidance-contrast", "2", "--recogniser-guidance", "0.1") == (2.0, 0.1)
+    assert "out of range" in generate("--identity", EX, "--expression", "sad", "--guidance-contrast", "0.5")
+    assert "works with --method flowedit" in generate("--identity", EX, "--method", "sdedit", "--guidance-contrast", "2")

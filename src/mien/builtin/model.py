@@ -44,11 +44,12 @@ CONFIG_NAME, WEIGHTS_NAME, CHECKSUM_NAME = "config.json", "model.safetensors", "
 def _weight_files(directory: Path) -> list[str]:
     """The model folder's weight files: the UNet's, and a fine-tuned TAEF2 decoder when the config names one."""
     names = [WEIGHTS_NAME]
-    config = directory / CONFIG_NAME
-    if config.is_file():
-        decoder = json.loads(config.read_text()).get("decoder")
-        if decoder:
-            names.append(decoder)
+    try:
+        decoder = json.loads((directory / CONFIG_NAME).read_text()).get("decoder")
+    except (OSError, ValueError, AttributeError):  # unreadable: load_json says so in one line later
+        decoder = None
+    if isinstance(decoder, str) and decoder:
+        names.append(decoder)
     return names
 
 
