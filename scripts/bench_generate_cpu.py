@@ -1,6 +1,6 @@
 """End-to-end CPU time of one generated image, from the photo file to the PNG on disk.
 
-    python scripts/bench_generate_cpu.py [--model DIR] [--expression happy] [--steps 25] [--repeats 5] [--threads 2]
+    python scripts/bench_generate_cpu.py [--model DIR] [--expression happy] [--blendshape-guidance G] [--steps 25] [--repeats 5] [--threads 2]
 
 Times, with the models already loaded (what an interactive session or the Gradio UI pays per
 image): read and align the photo, identity vector and reference latent, expression target,
@@ -8,6 +8,7 @@ image): read and align the photo, identity vector and reference latent, expressi
 decoding, PNG writing. Model loading is timed separately, once. Prints one JSON line; the median
 is the figure. The work depends on the label: sad, angry, fearful and disgusted take contrast
 guidance by default (one more UNet row per step), so ``--expression angry`` is the slowest default.
+``--blendshape-guidance G`` times that (off by default) guidance on top.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
     ap.add_argument("--expression", default="happy", help="basic label to ask for (default happy)")
+    ap.add_argument("--blendshape-guidance", type=float, default=0.0, help="blendshape guidance (default 0: off)")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
@@ -46,7 +48,8 @@ def main() -> None:
         for i in range(args.repeats + 1):  # the first run warms up caches and is dropped
             t = time.perf_counter()
             ident = pipe.prepare_identity([load_rgb(example_path())])
-            gen = pipe(ident, ExpressionRequest(mix={args.expression: 1.0}), n=1, seed=i, steps=args.steps)
+            gen = pipe(ident, ExpressionRequest(mix={args.expression: 1.0}), n=1, seed=i, steps=args.steps,
+                       blendshape_guidance=args.blendshape_guidance)
             save_generation(Path(out) / str(i), ident, gen)
             if i:
                 times.append(time.perf_counter() - t)

@@ -233,6 +233,30 @@ def test_run_scores_failures_sweep_and_resumes(world, tmp_path, expression_model
         run(path, CopyGenerator(), tmp_path / "guided")
 
 
+def test_images_generator_scores_another_runs_outputs_identically(world, tmp_path, expression_models):
+    """`--generator images` reads outputs named as evaluate names its own: scoring a run's outputs/ gives
+    that run's figures; an image that is missing is an item error, and a folder that is missing a one-line one."""
+    from mien.evaluate.generators import ImagesGenerator
+
+    path, _ = world
+    gen = GuidedGenerator()
+    gen.guidance_scales = ()
+    first = run(path, gen, tmp_path / "made")
+    folder = tmp_path / "made" / "outputs"
+    again = run(path, create("images", bm.load(path), images=str(folder)), tmp_path / "scored")
+    assert again["counts"] == first["counts"]
+    assert again["metrics"] == first["metrics"]
+    gone = sorted(folder.glob("p1__label_happy*"))
+    for f in gone:
+        f.unlink()
+    part = run(path, ImagesGenerator(folder), tmp_path / "part")
+    assert part["counts"]["error"] == len(gone) == 2
+    with pytest.raises(MienError, match="--images .*no such folder"):
+        ImagesGenerator(tmp_path / "nowhere")
+    with pytest.raises(MienError, match="needs --images"):
+        create("images", bm.load(path))
+
+
 def test_real_baseline_reaches_the_ceiling_on_what_it_supports(world, tmp_path):
     path, _ = world
     res = run(path, RealGenerator(bm.load(path)), tmp_path / "real")

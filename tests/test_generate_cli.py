@@ -206,6 +206,18 @@ def test_recogniser_guidance_until_out_of_range(generate, value):
     assert f"--recogniser-guidance-until {float(value)}" in msg and "out of range" in msg
 
 
+@pytest.mark.parametrize("flag,value", [("--blendshape-guidance", "-1"), ("--blendshape-guidance", "nan"),
+                                        ("--blendshape-guidance-until", "0"), ("--blendshape-guidance-until", "2")])
+def test_blendshape_guidance_out_of_range(generate, flag, value):
+    msg = generate("--identity", EX, flag, value)
+    assert f"{flag} {float(value)}" in msg and "out of range" in msg
+
+
+def test_blendshape_guidance_is_a_flowedit_setting(generate):
+    msg = generate("--identity", EX, "--method", "sdedit", "--blendshape-guidance", "0.5")
+    assert "--blendshape-guidance works with --method flowedit" in msg
+
+
 def test_recogniser_guidance_is_a_flowedit_setting(generate, no_model_load, capsys):
     msg = generate("--identity", EX, "--method", "sdedit", "--recogniser-guidance", "0.5")
     assert "--recogniser-guidance works with --method flowedit" in msg

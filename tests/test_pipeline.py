@@ -202,6 +202,27 @@ def test_recogniser_guidance_moves_the_face_toward_the_person_and_only_with_flow
         tiny_pipe(ident, own, n=1, seed=3, steps=2, method="sdedit", recogniser_guidance=1.0)
 
 
+def test_blendshape_guidance_moves_only_the_face_with_flowedit_and_is_recorded(tiny_pipe, photo):
+    """Behaviour, on a random tiny model: asked for the photo's own expression, FlowEdit alone returns the
+    photo; with blendshape guidance at every step toward another expression the face box moves and the
+    background stays the photo's; off by default; sdedit refuses it."""
+    from mien.builtin import edit
+    from mien.errors import MienError
+
+    ident = tiny_pipe.prepare_identity([photo])
+    own = ExpressionRequest(like=ident.blendshapes, aus={"AU26": 4.0})  # the photo's own, jaw dropped
+    kw = dict(n=1, seed=3, steps=4, recogniser_guidance=0.0)
+    off = tiny_pipe(ident, own, **kw)
+    assert off.settings["blendshape_guidance"] == 0.0 and tiny_pipe.blendshapes is None  # nothing loaded when off
+    on = tiny_pipe(ident, own, blendshape_guidance=1.0, blendshape_guidance_until=1.0, **kw)
+    assert on.settings["blendshape_guidance"] == 1.0 and on.settings["blendshape_guidance_until"] == 1.0
+    kept_cells = edit.keep_mask("background")[0, 0] == 1
+    moved = on.latents[0] - off.latents[0]
+    assert moved[:, ~kept_cells].abs().max() > 0.01 and moved[:, kept_cells].abs().max() < 1e-4
+    with pytest.raises(MienError, match="works with --method flowedit"):
+        tiny_pipe(ident, own, n=1, seed=3, steps=2, method="sdedit", blendshape_guidance=1.0)
+
+
 def test_contrast_guidance_follows_the_labels_and_pushes_only_what_the_request_changes(tiny_pipe, photo):
     """Per-label default (LABEL_CONTRAST): angry is pushed, happy is not; an explicit scale wins; sdedit
     takes none. Asked for the photo's own expression, the push is zero (the two predictions agree), so

@@ -95,6 +95,7 @@ class MienPipeline:
     def __init__(self, model, taef2, identity, landmarker, model_dir: Path, device: torch.device):
         self.model, self.taef2, self.identity, self.landmarker = model, taef2, identity, landmarker
         self.model_dir, self.device = Path(model_dir), device
+        self.blendshapes = None  # AlignedBlendshapes, loaded when blendshape guidance is first asked for
         self.model_hash = model.sha256[:12]
         from mien.expression.aus import AUCalibration
         from mien.expression.basic import Prototypes
@@ -161,7 +162,9 @@ class MienPipeline:
                  method: str = DEFAULTS["method"], guidance_until: float = DEFAULTS["guidance_until"],
                  recogniser_guidance: float | None = None,
                  recogniser_guidance_until: float = DEFAULTS["recogniser_guidance_until"],
-                 guidance_contrast: float | None = DEFAULTS["guidance_contrast"]) -> Generation:  # fmt: skip
+                 guidance_contrast: float | None = DEFAULTS["guidance_contrast"],
+                 blendshape_guidance: float = DEFAULTS["blendshape_guidance"],
+                 blendshape_guidance_until: float = DEFAULTS["blendshape_guidance_until"]) -> Generation:  # fmt: skip
         """Images of ``identity`` with the expression of ``request``.
 
         ``method="flowedit"`` moves the first identity photo by the difference between the model's
@@ -175,6 +178,9 @@ class MienPipeline:
         only) nudges the edit toward the photos' MobileFaceNet embedding at flow times t <=
         ``recogniser_guidance_until`` (:mod:`mien.builtin.recogniser_guidance`); None takes the default,
         which is larger with contrast guidance (:func:`mien.settings.recogniser_guidance_for`).
+        ``blendshape_guidance`` > 0 (flowedit only) nudges the edit toward the request's blendshapes as
+        MediaPipe reads the decoded face, at t <= ``blendshape_guidance_until``
+        (:mod:`mien.builtin.blendshape_guidance`).
         """
         from mien.expression.targets import blendshape_target, expression_vector
         from mien.sampling import SAMPLERS
@@ -185,7 +191,7 @@ class MienPipeline:
         if steps < 1 or n < 1:
             raise MienError("--steps and --n must be at least 1")
         check_edit(strength, keep, method, guidance_until, recogniser_guidance, recogniser_guidance_until,
-                   guidance_contrast)
+                   guidance_contrast, blendshape_guidance, blendshape_guidance_until)
         contrast = contrast_for(method, guidance_contrast, request.mix)
         recogniser_guidance = recogniser_guidance_for(method, recogniser_guidance, contrast)  # sdedit: 0, or an error
         bs = blendshape_target(request, self.prototypes, self.calibration)
@@ -200,7 +206,10 @@ class MienPipeline:
         photo = self.model.normalize(identity.latent[None].to(self.device)).expand(n, -1, -1, -1)
         if method == "flowedit":
             src = expression_vector(identity.blendshapes, identity.pose)  # the photo's own expression
-            guide = self._recogniser_guide(identity, keep, recogniser_guidance, recogniser_guidance_until)
+            from mien.builtin.recogniser_guidance import chain
+
+            guide = chain(self._blendshape_guide(bs, keep, blendshape_guidance, blendshape_guidance_until),
+                          self._recogniser_guide(identity, keep, recogniser_guidance, recogniser_guidance_until))
             z = self._flowedit(src, cond, photo, seeds, steps, strength, keep, scales, interval, guide, contrast)
         else:
             z = self._sdedit(cond, photo, seeds, steps, sampler, strength, keep, scales, interval)
@@ -211,6 +220,7 @@ class MienPipeline:
                     "guidance_expression": guidance_expression, "strength": strength, "keep": keep, "method": method,
                     "guidance_until": guidance_until, "recogniser_guidance": recogniser_guidance,
                     "recogniser_guidance_until": recogniser_guidance_until, "guidance_contrast": contrast,
+                    "blendshape_guidance": blendshape_guidance, "blendshape_guidance_until": blendshape_guidance_until,
                     "model_hash": self.model_hash}
         return Generation(images, seeds, request.describe(), expr, settings, z.cpu())
 
@@ -262,3 +272,18 @@ class MienPipeline:
 
         embed = latent_embedder(self.model, self.taef2, self.identity)
         return RecogniserGuide.for_edit(embed, identity.embedding[None].to(self.device), keep, scale, until)
+
+    def _blendshape_guide(self, target: np.ndarray, keep: str, scale: float, until: float):
+        """The blendshape-guidance hook for FlowEdit (:mod:`mien.builtin.blendshape_guidance`), or None when off.
+        Its nets (MediaPipe's mesh and blendshapes in PyTorch) load on first use."""
+        if scale <= 0:
+            return None
+        from mien.builtin.blendshape_guidance import BlendshapeGuide, latent_blendshapes
+
+        if self.blendshapes is None:
+            from mien.models.face_mesh import AlignedBlendshapes
+
+            self.blendshapes = AlignedBlendshapes.from_weights().to(self.device)
+        measure = latent_blendshapes(self.model, self.taef2, self.blendshapes)
+        goal = torch.from_numpy(np.asarray(target, np.float32))[None].to(self.device)
+        return BlendshapeGuide.for_edit(measure, goal, keep, scale, until)

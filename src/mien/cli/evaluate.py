@@ -32,6 +32,8 @@ examples:
   mien evaluate --generator copy --limit 3          quick look (London Set identities come first)
   mien evaluate --generator real --out /tmp/real    the ceiling on the whole dev benchmark
   mien evaluate --compare /tmp/copy/results.json /tmp/real/results.json
+  mien evaluate --generator images --images runs/gen/default --out /tmp/gpu
+                                                    score images made elsewhere (scripts/gpu_generate.py)
 """
 
 
@@ -48,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="benchmark YAML/JSON (default: the shipped dev benchmark, resources/benchmarks/dev.yaml)")
     # Not argparse choices: listing the registry would import torch for every `mien` command.
     p.add_argument("--generator", default="built-in", metavar="NAME",
-                   help="what to evaluate: built-in (the model), copy or real (baselines); default built-in")
+                   help="what to evaluate: built-in (the model), copy or real (baselines), images (PNGs made elsewhere, --images); default built-in")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="output folder (default: ~/.cache/mien/evaluate/runs/BENCHMARK-GENERATOR)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N identities of the benchmark")
@@ -66,6 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recogniser-guidance", type=float, metavar="G", help="built-in, flowedit: MobileFaceNet identity guidance, 0 = off (default: mien generate's)")
     p.add_argument("--recogniser-guidance-until", type=float, metavar="T", help="built-in: recogniser guidance acts while the flow time is at most T (default: mien generate's)")
     p.add_argument("--guidance-contrast", type=float, metavar="W", help="built-in, flowedit: contrast guidance for every request, 1 = off (default: mien generate's, per label)")
+    p.add_argument("--blendshape-guidance", type=float, metavar="G", help="built-in, flowedit: steps toward the requested blendshapes late in the edit, 0 = off (default: mien generate's)")
+    p.add_argument("--blendshape-guidance-until", type=float, metavar="T", help="built-in: blendshape guidance acts while the flow time is at most T (default: mien generate's)")
+    p.add_argument("--images", metavar="DIR", help="with --generator images: the folder of output PNGs to score, "
+                   "named as this command names its outputs (an earlier run's outputs/, or scripts/gpu_generate.py's)")
     p.add_argument("--sweep-identities", type=int, default=8, metavar="N",
                    help="identities in the guidance trade-off sweep (default 8; 0: no sweep)")
     p.add_argument("--model-hash", help="record this model hash in results.json (default: the generator's own)")
@@ -100,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
                        method=args.method, guidance_until=args.guidance_until,
                        recogniser_guidance=args.recogniser_guidance,
                        recogniser_guidance_until=args.recogniser_guidance_until,
-                       guidance_contrast=args.guidance_contrast)
+                       guidance_contrast=args.guidance_contrast, blendshape_guidance=args.blendshape_guidance,
+                       blendshape_guidance_until=args.blendshape_guidance_until, images=args.images)
     options = Options(out=out, seed=args.seed, use_cache=not args.no_cache, fresh=args.fresh, device=args.device,
                       model_hash=args.model_hash, sweep_identities=args.sweep_identities)
     results = evaluate(bench, generator, options)

@@ -69,6 +69,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recogniser-guidance-until", type=float, default=d["recogniser_guidance_until"], metavar="T",
                    help=f"recogniser guidance acts while the flow time is at most T (default "
                         f"{d['recogniser_guidance_until']:g}; 1 acts at every step)")
+    p.add_argument("--blendshape-guidance", type=float, default=d["blendshape_guidance"], metavar="G",
+                   help=f"flowedit: late in the edit, step the face toward the requested blendshapes as MediaPipe reads "
+                        f"them (stronger, more exact expressions; slower) with this strength (default "
+                        f"{d['blendshape_guidance']:g}: off)")
+    p.add_argument("--blendshape-guidance-until", type=float, default=d["blendshape_guidance_until"], metavar="T",
+                   help=f"blendshape guidance acts while the flow time is at most T (default "
+                        f"{d['blendshape_guidance_until']:g}; 1 acts at every step)")
     p.add_argument("--method", default=d["method"], metavar="|".join(EDIT_METHODS),
                    help=f"how the identity photo is edited: 'flowedit' moves it by the difference between the requested "
                         f"expression and its own, 'sdedit' re-noises it and redraws (default {d['method']})")
@@ -106,7 +113,8 @@ def check_settings(args, request) -> None:
     """Settings errors that need no model: found here, before the slow model loading. Resolves the
     request's contrast and recogniser guidance (defaults depend on its labels)."""
     check_edit(args.strength, args.keep, args.method, args.guidance_until, args.recogniser_guidance,
-               args.recogniser_guidance_until, args.guidance_contrast)
+               args.recogniser_guidance_until, args.guidance_contrast, args.blendshape_guidance,
+               args.blendshape_guidance_until)
     args.guidance_contrast = contrast_for(args.method, args.guidance_contrast, request.mix)
     args.recogniser_guidance = recogniser_guidance_for(args.method, args.recogniser_guidance, args.guidance_contrast)
     from mien.sampling.samplers import SAMPLERS
@@ -175,7 +183,9 @@ def run(args: argparse.Namespace) -> int:
                           "keep": args.keep, "method": args.method,
                           "guidance_until": args.guidance_until, "recogniser_guidance": args.recogniser_guidance,
                           "recogniser_guidance_until": args.recogniser_guidance_until,
-                          "guidance_contrast": args.guidance_contrast, "model": args.model}, indent=1))
+                          "guidance_contrast": args.guidance_contrast,
+                          "blendshape_guidance": args.blendshape_guidance,
+                          "blendshape_guidance_until": args.blendshape_guidance_until, "model": args.model}, indent=1))
         return 0
     from mien.face.landmarker import FaceLandmarker
     from mien.pipeline import MienPipeline, align_photos, reference_blendshapes
@@ -197,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
                    guidance_identity=args.guidance_identity, guidance_expression=args.guidance_expression,
                    strength=args.strength, keep=args.keep, method=args.method,
                    guidance_until=args.guidance_until, recogniser_guidance=args.recogniser_guidance,
-                   recogniser_guidance_until=args.recogniser_guidance_until, guidance_contrast=args.guidance_contrast)
+                   recogniser_guidance_until=args.recogniser_guidance_until, guidance_contrast=args.guidance_contrast,
+                   blendshape_guidance=args.blendshape_guidance, blendshape_guidance_until=args.blendshape_guidance_until)
     finally:
         landmarker.close()
     from mien.io.output import save_generation

@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -103,6 +104,37 @@ class RealGenerator:
         return self.benchmark.image(self.pick(request, seed))
 
 
+class ImagesGenerator:
+    """Scores images made elsewhere: ``DIR/<item>.png``, named as ``mien evaluate`` names its own outputs
+    (:func:`mien.evaluate.run.output_name`; an earlier run's ``outputs/`` folder qualifies). Any method's
+    outputs can be scored this way, and mien's own from a GPU machine (scripts/gpu_generate.py), whose
+    ``generate.json`` beside the images gives the description and model hash. A missing image is an
+    item error, reported like any other."""
+
+    name = "images"
+
+    def __init__(self, folder: str | Path):
+        import json
+
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise MienError(f"--images {folder}: no such folder; give the folder that holds the output PNGs")
+        meta_path = self.folder / "generate.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        self.model_hash = meta.get("model_hash")
+        made = f"; {meta['description']}" if meta.get("description") else ""
+        self.description = f"images read from {self.folder.name}/{made}"
+
+    def generate(self, identity_images: list[np.ndarray], request: Condition, seed: int) -> np.ndarray:
+        from mien.evaluate.run import output_name
+        from mien.io.image import load_rgb
+
+        path = self.folder / output_name(request.identity, request.request.id, seed)
+        if not path.is_file():
+            raise MienError(f"no image {path.name} in {self.folder}")
+        return load_rgb(path)
+
+
 def _or(value: float | None, default: str) -> str:
     return default if value is None else format(value, "g")
 
@@ -126,7 +158,8 @@ class BuiltinGenerator:
             self.settings["recogniser_guidance"] = None
         check_edit(self.settings["strength"], self.settings["keep"], self.settings["method"],
                    self.settings["guidance_until"], self.settings["recogniser_guidance"],
-                   self.settings["recogniser_guidance_until"], self.settings["guidance_contrast"])  # before the model loads
+                   self.settings["recogniser_guidance_until"], self.settings["guidance_contrast"],
+                   self.settings["blendshape_guidance"], self.settings["blendshape_guidance_until"])  # before the model loads
         self.pipe = pipe or MienPipeline.from_pretrained(model, device=device)
         self.model_hash = self.pipe.model_hash
         self._identity: dict[bytes, object] = {}
@@ -138,7 +171,9 @@ class BuiltinGenerator:
                 f"{s['guidance_identity']:g}, expression {s['guidance_expression']:g}, strength {s['strength']:g}, "
                 f"keep {s['keep']}, method {s['method']}, guidance until t = {s['guidance_until']:g}, recogniser "
                 f"guidance {_or(s['recogniser_guidance'], 'default')} at t <= {s['recogniser_guidance_until']:g}, "
-                f"contrast guidance {_or(s['guidance_contrast'], 'per label')}")
+                f"contrast guidance {_or(s['guidance_contrast'], 'per label')}"
+                + (f", blendshape guidance {s['blendshape_guidance']:g} at t <= {s['blendshape_guidance_until']:g}"
+                   if s["blendshape_guidance"] > 0 else ""))
 
     def with_guidance(self, scale: float) -> "BuiltinGenerator":
         """The same model at expression guidance ``scale`` (the trade-off sweep); identities are re-used."""
@@ -168,7 +203,14 @@ GENERATORS: dict[str, Factory] = {
     "built-in": _builtin,
     "copy": lambda benchmark: CopyGenerator(),
     "real": RealGenerator,
+    "images": lambda benchmark, images=None: _images(images),
 }
+
+
+def _images(folder: str | None) -> Generator:
+    if folder is None:
+        raise MienError("--generator images needs --images DIR, the folder of output PNGs to score")
+    return ImagesGenerator(folder)
 
 
 def register(name: str, factory: Factory) -> None:

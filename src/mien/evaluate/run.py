@@ -132,6 +132,11 @@ def item_key(identity: str, request_id: str, seed: int) -> str:
     return f"{identity}|{request_id}|{seed}"
 
 
+def output_name(identity: str, request_id: str, seed: int) -> str:
+    """The file name of an item's output image (in ``outputs/``; what ``--generator images`` reads)."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", f"{identity}__{request_id}__s{seed}") + ".png"
+
+
 def run_items(benchmark: Benchmark, generator: Generator, cache: AnalysisCache, out: Path,
               progress: bool) -> list[dict]:
     """Generate and analyse every item not already in ``out/items.jsonl``; all item records, in order."""
@@ -202,7 +207,7 @@ def _run_item(generator: Generator, images: list[np.ndarray], cond: Condition, i
     if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3):
         raise MienError(f"generator '{generator.name}' returned {type(rgb).__name__} "
                         f"{getattr(rgb, 'shape', '')} {getattr(rgb, 'dtype', '')}; it must return uint8 RGB (H, W, 3)")
-    name = re.sub(r"[^A-Za-z0-9._=-]+", "_", f"{ident.id}__{cond.request.id}__s{seed}") + ".png"
+    name = output_name(ident.id, cond.request.id, seed)
     Image.fromarray(rgb).save(out / "outputs" / name)
     rec["sha"] = image_sha(rgb)
     rec["image"] = f"outputs/{name}"

@@ -4,7 +4,8 @@
 PReLUs are spelled ``relu(x) + alpha * (x - |x|)``); ``face_blendshapes.tflite`` (an MLP-Mixer over
 the 146 landmarks, layer norms spelled out) needs CONV_2D (1x1), ADD, SUB, MUL, DIV, NEG, SQRT,
 RSQRT, SQUARED_DIFFERENCE, MEAN, SUM, TRANSPOSE, RESHAPE, STRIDED_SLICE, CONCATENATION, LOGISTIC
-(its DEQUANTIZE ops read constant float16 weights; ``tflite_graph`` folds them at load time).
+(its DEQUANTIZE ops read constant float16 weights; ``tflite_graph`` folds them at load time);
+``face_landmarks_detector.tflite`` (the 478-point face mesh) adds PRELU, MAX_POOL_2D and PAD.
 
 Each op is ``op(args, opts) -> Tensor``. ``args`` are the op's inputs in TFLite order: float tensors,
 tuples of Python ints for constant shape/axis operands, ``None`` for an omitted optional input. ``opts``
@@ -163,6 +164,33 @@ def concatenation(args: list, opts: dict) -> torch.Tensor:
     return _fused(torch.cat(args, axis), opts)
 
 
+def prelu(args: list, opts: dict) -> torch.Tensor:
+    # reference/prelu.h: x if x >= 0 else alpha * x, alpha broadcast over the trailing (H, W, C) dims.
+    x, alpha = args
+    return torch.where(x >= 0, x, x * alpha)
+
+
+def max_pool_2d(args: list, opts: dict) -> torch.Tensor:
+    # reference/pooling.h: SAME pads with out-of-range cells that never win (-inf here), as TFLite skips them.
+    x = args[0].permute(0, 3, 1, 2)
+    kernel, stride = (opts["FilterHeight"], opts["FilterWidth"]), (opts["StrideH"], opts["StrideW"])
+    if opts["Padding"] != _VALID:
+        top, bottom = same_padding(x.shape[2], kernel[0], stride[0], 1)
+        left, right = same_padding(x.shape[3], kernel[1], stride[1], 1)
+        x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+    return _fused(F.max_pool2d(x, kernel, stride).permute(0, 2, 3, 1), opts)
+
+
+def pad(args: list, opts: dict) -> torch.Tensor:
+    # paddings: (before, after) per dim, flattened (tflite_graph keeps constant ints as a tuple); zeros.
+    x, paddings = args
+    pairs = [tuple(paddings[2 * d: 2 * d + 2]) for d in range(x.dim())]
+    if pairs[0] != (0, 0):
+        raise NotImplementedError("TFLite PAD along the batch axis")
+    flat = [p for pair in reversed(pairs[1:]) for p in pair]  # F.pad wants the last dim first
+    return F.pad(x, flat)
+
+
 OPS: dict[str, Callable[[list, dict], torch.Tensor]] = {
     "CONV_2D": conv_2d,
     "DEPTHWISE_CONV_2D": depthwise_conv_2d,
@@ -183,4 +211,7 @@ OPS: dict[str, Callable[[list, dict], torch.Tensor]] = {
     "RESHAPE": reshape,
     "STRIDED_SLICE": strided_slice,
     "CONCATENATION": concatenation,
+    "PRELU": prelu,
+    "MAX_POOL_2D": max_pool_2d,
+    "PAD": pad,
 }

@@ -1,0 +1,211 @@
+"""Generate a benchmark's outputs on the lent GPU, score them here: `mien evaluate` in two halves.
+
+Why: the whole dev benchmark takes ~90 minutes on the 2-core CPU, nearly all of it generation, and the
+GPU machine cannot run MediaPipe (too large to carry), which alignment and scoring need. So:
+
+1. here (CPU, MediaPipe): ``prepare`` aligns every identity photo and measures every reference photo of a
+   benchmark exactly as ``mien evaluate --generator built-in`` does (MienPipeline.prepare_identity,
+   reference_blendshapes) and writes the inputs the pipeline needs (crops, the first photo's pose and
+   blendshapes, the requests) to a folder to carry:
+
+       python scripts/gpu_generate.py prepare --benchmark src/mien/resources/benchmarks/dev-wild.yaml \\
+           --out .carry/geval/dev-wild
+
+2. on the GPU (device tool; carry ``.whl``, ``.carry/weights`` and the prepared folder; install as in
+   docs/training.md): ``generate`` runs MienPipeline on each item with one or more settings variants
+   (``name:key=value,key=value``; keys are MienPipeline's keyword arguments) and writes each variant's
+   PNGs, named as ``mien evaluate`` names its outputs, into tar files of at most 15 MiB under $OUT:
+
+       PYTHONPATH=src:/root/run/site MIEN_WEIGHTS=.carry/weights python3 scripts/gpu_generate.py generate \\
+           --inputs .carry/geval/dev-wild --out $OUT --variant default: --variant bg0.3:blendshape_guidance=0.3
+
+3. here: unpack and score with ``mien evaluate --benchmark ... --generator images --images DIR``.
+
+The GPU runs the pipeline in float32 with TF32 off, so its images match the CPU's within rounding (a few
+grey levels at most; the check is in docs/eval-runs/README.md, session 10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tarfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+TAR_LIMIT = 15 * 2**20  # the device tool returns files of at most 16 MiB
+
+
+def prepare(args) -> None:
+    from tqdm import tqdm
+
+    from mien.errors import MienError
+    from mien.evaluate import benchmark as bm
+    from mien.evaluate.run import _Vocab, condition, output_name
+    from mien.face.landmarker import FaceLandmarker
+    from mien.pipeline import align_photos, reference_blendshapes
+
+    bench = bm.load(args.benchmark).limit(args.limit)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    arrays, people, vocab = {}, [], _Vocab()
+    with FaceLandmarker(num_faces=2) as lm:
+        for k, ident in enumerate(tqdm(bench.identities, desc="aligning", unit="person", file=sys.stderr)):
+            person = {"identity": ident.id, "requests": []}
+            try:
+                aligned = align_photos(lm, [bench.image(p) for p in ident.identity_photos])
+                arrays[f"crops{k}"] = np.stack(aligned.crops)
+                arrays[f"pose{k}"] = np.asarray(aligned.faces[0].pose, np.float32)
+                arrays[f"bs{k}"] = np.asarray(aligned.faces[0].blendshapes, np.float32)
+            except MienError as e:
+                person["error"] = str(e)
+            for request in ident.requests:
+                cond = condition(bench, ident, request, vocab)
+                entry = {"id": request.id, "mix": cond.basic, "aus": cond.aus, "like": None,
+                         "outputs": {str(s): output_name(ident.id, request.id, s) for s in ident.seeds}}
+                if cond.reference is not None:
+                    try:
+                        entry["like"] = reference_blendshapes(lm, cond.reference).tolist()
+                    except MienError as e:
+                        entry["error"] = f"reference photo: {e}"
+                person["requests"].append(entry)
+            people.append(person)
+    np.savez_compressed(out / "inputs.npz", **arrays)
+    meta = {"benchmark": bench.name, "benchmark_sha256": bench.sha256, "people": people}
+    (out / "items.json").write_text(json.dumps(meta), encoding="utf-8")
+    n = sum(len(p["requests"]) * len(bench.identities[0].seeds) for p in people)
+    print(f"{out}: {len(people)} people, ~{n} items", file=sys.stderr)
+
+
+def _variant(spec: str) -> tuple[str, dict]:
+    name, _, rest = spec.partition(":")
+    settings = {}
+    for pair in filter(None, rest.split(",")):
+        key, _, value = pair.partition("=")
+        settings[key] = None if value == "None" else (value if value.isalpha() else float(value))
+    return name, settings
+
+
+class _Tars:
+    """PNG files into ``<prefix>-<k>.tar`` files of at most TAR_LIMIT bytes each."""
+
+    def __init__(self, prefix: Path):
+        self.prefix, self.k, self.size, self.tar = prefix, 0, 0, None
+
+    def add(self, name: str, data: bytes) -> None:
+        if self.tar is None or self.size + len(data) + 2048 > TAR_LIMIT:
+            self.close()
+            self.tar = tarfile.open(f"{self.prefix}-{self.k}.tar", "w")
+            self.k, self.size = self.k + 1, 1024
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        self.tar.addfile(info, io.BytesIO(data))
+        self.size += 512 + -(-len(data) // 512) * 512
+
+    def close(self) -> None:
+        if self.tar is not None:
+            self.tar.close()
+            self.tar = None
+
+
+def _pipeline(device: str, model: str):
+    """MienPipeline without MediaPipe (not on the GPU machine): the inputs come aligned from ``prepare``."""
+    import torch
+
+    from mien.builtin.model import MienModel
+    from mien.models.identity import IdentityEncoder
+    from mien.models.taef2 import TAEF2
+    from mien.pipeline import DEFAULT_MODEL, MienPipeline, default_model_dir
+
+    model_dir = default_model_dir() if model == DEFAULT_MODEL else Path(model)
+    dev = torch.device(device)
+    net = MienModel.from_pretrained(model_dir).to(dev).eval()
+    taef2 = TAEF2.from_weights(decoder_path=net.decoder_path).to(dev).eval()
+    return MienPipeline(net, taef2, IdentityEncoder.from_weights().to(dev), None, model_dir, dev)
+
+
+def generate(args) -> None:
+    import torch
+    from PIL import Image
+
+    from mien.errors import MienError
+    from mien.expression.targets import ExpressionRequest
+    from mien.pipeline import AlignedPhotos
+
+    torch.backends.cuda.matmul.allow_tf32 = False  # as close to the CPU's float32 as the GPU goes
+    torch.backends.cudnn.allow_tf32 = False
+    inputs = Path(args.inputs)
+    meta = json.loads((inputs / "items.json").read_text(encoding="utf-8"))
+    arrays = np.load(inputs / "inputs.npz")
+    pipe = _pipeline(args.device, args.model)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = []
+    for name, settings in map(_variant, args.variant):
+        tars, t0, count, errors = _Tars(out / name), time.time(), 0, []
+        for k, person in enumerate(meta["people"]):
+            if "error" in person:
+                errors.append(f"{person['identity']}: {person['error']}")
+                continue
+            faces = [SimpleNamespace(pose=arrays[f"pose{k}"], blendshapes=arrays[f"bs{k}"])]
+            ident = pipe.identity_input(AlignedPhotos(list(arrays[f"crops{k}"]), faces * len(arrays[f"crops{k}"])))
+            for entry in person["requests"]:
+                if "error" in entry:
+                    errors.append(f"{person['identity']} {entry['id']}: {entry['error']}")
+                    continue
+                like = np.asarray(entry["like"], np.float32) if entry["like"] is not None else None
+                req = ExpressionRequest(mix=entry["mix"], aus=entry["aus"], like=like)
+                for seed, file in entry["outputs"].items():
+                    try:
+                        gen = pipe(ident, req, n=1, seed=int(seed), **settings)
+                    except MienError as e:
+                        errors.append(f"{file}: {e}")
+                        continue
+                    buf = io.BytesIO()
+                    Image.fromarray(gen.images[0]).save(buf, format="PNG")
+                    tars.add(file, buf.getvalue())
+                    count += 1
+        wall = time.time() - t0
+        used = {k: v for k, v in gen.settings.items()} if count else settings
+        info = {"variant": name, "settings": settings, "resolved_settings_last_item": used, "images": count,
+                "errors": errors, "wall_s": round(wall, 1), "images_per_s": round(count / wall, 2),
+                "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
+                "torch": torch.__version__, "model_hash": pipe.model_hash, "benchmark": meta["benchmark"],
+                "benchmark_sha256": meta["benchmark_sha256"],
+                "description": f"mien's built-in model on {args.device} (scripts/gpu_generate.py), variant {name}: "
+                               f"{json.dumps(settings) if settings else 'default settings'}"}
+        tars.add("generate.json", json.dumps(info, indent=1).encode())
+        tars.close()
+        summary.append(info)
+        print(f"{name}: {count} images in {wall:.0f} s ({count / wall:.2f} img/s), {len(errors)} errors", flush=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("prepare", help="align and measure a benchmark's inputs (needs MediaPipe)")
+    a.add_argument("--benchmark", required=True)
+    a.add_argument("--limit", type=int, help="only the first N identities")
+    a.add_argument("--out", required=True)
+    b = sub.add_parser("generate", help="run the pipeline on prepared inputs (no MediaPipe needed)")
+    b.add_argument("--inputs", required=True)
+    b.add_argument("--out", required=True)
+    b.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                   help="a settings variant (MienPipeline keyword arguments); 'default:' for the defaults")
+    b.add_argument("--device", default="cuda")
+    b.add_argument("--model", default="default")
+    args = p.parse_args(argv)
+    if args.cmd == "generate" and not args.variant:
+        args.variant = ["default:"]
+    prepare(args) if args.cmd == "prepare" else generate(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
