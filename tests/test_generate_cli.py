@@ -363,12 +363,17 @@ def test_like_photo_with_no_face_is_named(shared_dir, generate, photos):
 
 @pytest.mark.shared
 def test_faceless_photo_among_good_ones_is_skipped_with_a_warning(reuse_pipe, photos, tmp_path):
-    code, out = reuse_pipe("--identity", EX, str(photos / "blank.png"), "--steps", "1", "--out", str(tmp_path / "out"))
+    code, out = reuse_pipe("--identity", str(photos / "blank.png"), EX, "--steps", "1", "--out", str(tmp_path / "out"))
     assert code == 0, out.err
     assert "Traceback" not in out.err
     warnings = out.err.strip().splitlines()
     assert len(warnings) == 1 and warnings[0].startswith("mien: warning: skipped") and "blank.png" in warnings[0]
     assert (tmp_path / "out" / "000_seed0.png").is_file() and (tmp_path / "out" / "sheet.png").is_file()
+    # the face is also put back into the photo it was edited from: the first usable one, not blank.png
+    from PIL import Image
+
+    with Image.open(tmp_path / "out" / "000_seed0_photo.png") as pasted, Image.open(EX) as example:
+        assert pasted.size == example.size
 
 
 def test_contrast_guidance_defaults_per_label_and_bad_values(no_model_load, generate, capsys):

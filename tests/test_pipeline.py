@@ -261,3 +261,24 @@ def test_contrast_guidance_follows_the_labels_and_pushes_only_what_the_request_c
         tiny_pipe(ident, ExpressionRequest(mix={"sad": 1.0}), method="sdedit", guidance_contrast=2.0, **kw)
     with pytest.raises(MienError, match="out of range"):
         tiny_pipe(ident, ExpressionRequest(mix={"sad": 1.0}), guidance_contrast=0.5, **kw)
+
+
+def test_paste_into_photo_changes_only_the_face_box_it_may_redraw():
+    """The generated face goes back through the inverse alignment warp: with the background kept only
+    the face box (feathered) changes, away from it the photo is untouched; keep='none' pastes the crop."""
+    from mien.pipeline import paste_into_photo
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (300, 260, 3)).astype(np.uint8)
+    m = np.array([[0.5, 0.0, -1.0], [0.0, 0.5, -10.0]])  # photo -> crop: crop (x, y) = photo (2x + 2, 2y + 20)
+    face = np.zeros((128, 128, 3), np.uint8)
+    out = paste_into_photo(photo, face, m, "background")
+    changed = np.abs(out.astype(int) - photo.astype(int)).sum(2) > 0
+    ys, xs = np.nonzero(changed)
+    # the face box is crop y 32-120, x 24-104 (photo y 84-260, x 50-210), softened by one latent cell
+    # (8 crop px) and feathered (~12 crop px)
+    assert ys.min() >= (32 - 21) * 2 + 20 and xs.min() >= (24 - 21) * 2 + 2 and xs.max() <= (104 + 21) * 2 + 2
+    assert not changed[:(32 - 21) * 2 + 20].any() and not changed[:, :(24 - 21) * 2 + 2].any()
+    assert (out[(76 * 2 + 20) - 5:(76 * 2 + 20) + 5, (64 * 2 + 2) - 5:(64 * 2 + 2) + 5] <= 1).all()  # box centre: the face
+    whole = paste_into_photo(photo, face, m, "none")
+    assert (whole[(20 * 2 + 20), (64 * 2 + 2)] <= 1).all()  # above the face box: pasted only with keep='none'

@@ -45,17 +45,37 @@ class AlignedPhotos:
     crops: list[np.ndarray]  # aligned 128 px crops, one per usable photo
     faces: list  # their MediaPipe faces (pose, blendshapes)
     skipped: list[str] = field(default_factory=list)  # "name: reason" for each photo without a usable face
+    matrices: list[np.ndarray] = field(default_factory=list)  # their 2x3 photo -> crop matrices (paste_back)
+    sources: list[int] = field(default_factory=list)  # index of each usable photo in the photos given
 
 
 def align_photo(landmarker, rgb: np.ndarray) -> tuple[np.ndarray, object]:
     """(aligned 128 px crop, MediaPipe face) of the largest face in a photo."""
+    crop, face, _ = align_photo_matrix(landmarker, rgb)
+    return crop, face
+
+
+def align_photo_matrix(landmarker, rgb: np.ndarray) -> tuple[np.ndarray, object, np.ndarray]:
+    """(aligned 128 px crop, MediaPipe face, 2x3 photo -> crop matrix) of the largest face in a photo."""
     from mien.face import align
 
     faces = landmarker.detect(rgb)
     if not faces:
         raise NoFaceError("no face found; use a photo where the face is visible, frontal-ish and well lit")
-    crop, _ = align.align_face(rgb, align.five_points(faces[0].landmarks), 128)
-    return crop, faces[0]
+    crop, m = align.align_face(rgb, align.five_points(faces[0].landmarks), 128)
+    return crop, faces[0], m
+
+
+def paste_into_photo(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, keep: str) -> np.ndarray:
+    """A generated 128 px face put back into the photo it was edited from (inverse alignment warp,
+    feathered blend). With ``keep="background"`` only the face box the edit may redraw is pasted (its edge
+    feathered over ~8 crop pixels), so the photo away from the face stays exactly as it was rather than
+    taking the crop's background, which went through TAEF2."""
+    from mien.builtin.edit import keep_mask
+    from mien.face import align
+
+    drawn = 1 - F.interpolate(keep_mask(keep), size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+    return align.paste_back(photo, image, matrix, mask=drawn.numpy() if keep != "none" else None)
 
 
 def reference_blendshapes(landmarker, rgb: np.ndarray) -> np.ndarray:
@@ -68,14 +88,16 @@ def align_photos(landmarker, photos: list[np.ndarray], names: list[str] | None =
     CLI finds a faceless photo before it spends seconds loading the models."""
     names = names or [f"photo {i + 1}" for i in range(len(photos))]
     out = AlignedPhotos([], [])
-    for name, rgb in zip(names, photos):
+    for i, (name, rgb) in enumerate(zip(names, photos)):
         try:
-            crop, face = align_photo(landmarker, rgb)
+            crop, face, m = align_photo_matrix(landmarker, rgb)
         except NoFaceError as e:
             out.skipped.append(f"{name}: {e}")
             continue
         out.crops.append(crop)
         out.faces.append(face)
+        out.matrices.append(m)
+        out.sources.append(i)
     if not out.crops:
         raise NoFaceError("no usable face in any identity photo (" + "; ".join(out.skipped) + ")")
     return out

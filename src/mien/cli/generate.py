@@ -16,6 +16,10 @@ add the --expression label/term scaled by --intensity, then set every --au exact
 --identity photos their identity vectors are averaged; the first usable one is the photo that is
 edited and the spatial reference, and its head pose is kept.
 
+output: OUT/NNN_seedS.png (the aligned 128 px face; request, seed and settings in its metadata),
+OUT/NNN_seedS_photo.png (that face put back into the edited photo; --no-paste skips it) and
+OUT/sheet.png (the identity crop beside every output).
+
 examples:
   mien generate --example --expression happy            the bundled London Set photo (CC BY 4.0)
   mien generate --identity me.jpg --expression happy --intensity 0.6
@@ -25,6 +29,8 @@ examples:
   mien generate --identity me.jpg --expression elation --dry-run
   mien generate --identity me.jpg --expression angry --guidance-expression 2 --recogniser-guidance 0.3
                                  stronger expressions, identity held by the recogniser (check the images)
+  mien generate --identity me.jpg --expression sad --blendshape-guidance 0.3
+                                 the requested blendshapes followed more closely (slower)
 """
 
 
@@ -86,6 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"'background' keeps the identity photo outside the face (hair, clothes, background); 'none' redraws "
                         f"everything (default {d['keep']})")
     p.add_argument("--out", type=Path, default=Path("mien-out"), help="output folder (default mien-out)")
+    p.add_argument("--no-paste", dest="paste", action="store_false",
+                   help="write only the aligned 128 px faces, not also each face put back into the first identity "
+                        "photo (NNN_seedS_photo.png)")
     p.add_argument("--model", default="default", help="a saved model folder (default: the built-in model)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved request and settings, generate nothing")
@@ -213,7 +222,13 @@ def run(args: argparse.Namespace) -> int:
         landmarker.close()
     from mien.io.output import save_generation
 
-    paths = save_generation(args.out, ident, gen)
+    pasted = None
+    if args.paste:
+        from mien.pipeline import paste_into_photo
+
+        photo, matrix = photos[aligned.sources[0]], aligned.matrices[0]
+        pasted = [paste_into_photo(photo, img, matrix, args.keep) for img in gen.images]
+    paths = save_generation(args.out, ident, gen, pasted)
     for p in paths:
         print(p)
     return 0

@@ -15,8 +15,9 @@ def _png_info(meta: dict) -> PngImagePlugin.PngInfo:
     return info
 
 
-def save_generation(out: Path, identity, gen) -> list[Path]:
-    """``out/NNN_seedS.png`` per image (metadata in the PNG text chunk ``mien``) and ``out/sheet.png``."""
+def save_generation(out: Path, identity, gen, pasted: list[np.ndarray] | None = None) -> list[Path]:
+    """``out/NNN_seedS.png`` per image (metadata in the PNG text chunk ``mien``), ``out/NNN_seedS_photo.png``
+    per ``pasted`` image (the face put back into the identity photo), and ``out/sheet.png``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = len(list(out.glob("*_seed*.png")))  # never overwrite earlier results in the same folder
@@ -26,6 +27,10 @@ def save_generation(out: Path, identity, gen) -> list[Path]:
         p = out / f"{start + i:03d}_seed{seed}.png"
         Image.fromarray(img).save(p, pnginfo=_png_info(meta))
         paths.append(p)
+        if pasted is not None:
+            q = out / f"{start + i:03d}_seed{seed}_photo.png"
+            Image.fromarray(pasted[i]).save(q, pnginfo=_png_info(meta))
+            paths.append(q)
     sheet = contact_sheet([identity.crops[0]] + gen.images, ["identity"] + [f"seed {s}" for s in gen.seeds], gen.request)
     sheet.save(out / "sheet.png", pnginfo=_png_info({"request": gen.request, **gen.settings}))
     paths.append(out / "sheet.png")
