@@ -7,8 +7,8 @@ image): read and align the photo, identity vector and reference latent, expressi
 25 steps of mien generate's default edit (its settings are printed with the result), TAEF2
 decoding, PNG writing. Model loading is timed separately, once. Prints one JSON line; the median
 is the figure. The work depends on the label: sad, angry, fearful and disgusted take contrast
-guidance by default (one more UNet row per step), so ``--expression angry`` is the slowest default.
-``--blendshape-guidance G`` times that (off by default) guidance on top.
+guidance by default (one more UNet row per step), so ``--expression angry`` is slow; fearful, with blendshape guidance too, is the slowest default.
+``--expression fearful`` also takes blendshape guidance by default (``--blendshape-guidance 0`` times it without).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
     ap.add_argument("--expression", default="happy", help="basic label to ask for (default happy)")
-    ap.add_argument("--blendshape-guidance", type=float, default=0.0, help="blendshape guidance (default 0: off)")
+    ap.add_argument("--blendshape-guidance", type=float, default=None, help="blendshape guidance (default: per label, 1 on fearful)")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)

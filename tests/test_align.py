@@ -99,7 +99,11 @@ def test_similarity_transform_matches_skimage_reference(mobilefacenet_ref):
 def test_arcface_crop_reproduces_reference_chips(reference_dir, mobilefacenet_ref):
     for name, e in mobilefacenet_ref.items():
         crop = align.arcface_crop(_rgb(reference_dir / "images" / name), np.array(e["src5_xy"]))
-        np.testing.assert_array_equal(crop, _rgb(reference_dir / e["crop_file"]), err_msg=name)
+        diff = np.abs(crop.astype(int) - _rgb(reference_dir / e["crop_file"]).astype(int))
+        # cv2.warpAffine's bilinear weights are fixed point and its rounding depends on the version and the
+        # CPU's code path: identical in sessions 1-9, 6 of 37,632 values off by one with OpenCV 5.1 on session
+        # 10's AMD EPYC. A wrong matrix or interpolation would move far more.
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (name, diff.max(), (diff > 0).mean())
 
 
 @pytest.mark.shared

@@ -213,7 +213,7 @@ def test_blendshape_guidance_moves_only_the_face_with_flowedit_and_is_recorded(t
     own = ExpressionRequest(like=ident.blendshapes, aus={"AU26": 4.0})  # the photo's own, jaw dropped
     kw = dict(n=1, seed=3, steps=4, recogniser_guidance=0.0)
     off = tiny_pipe(ident, own, **kw)
-    assert off.settings["blendshape_guidance"] == 0.0 and tiny_pipe.blendshapes is None  # nothing loaded when off
+    assert off.settings["blendshape_guidance"] == 0.0 and tiny_pipe.blendshape_net is None  # nothing loaded when off
     on = tiny_pipe(ident, own, blendshape_guidance=1.0, blendshape_guidance_until=1.0, **kw)
     assert on.settings["blendshape_guidance"] == 1.0 and on.settings["blendshape_guidance_until"] == 1.0
     kept_cells = edit.keep_mask("background")[0, 0] == 1
@@ -221,6 +221,26 @@ def test_blendshape_guidance_moves_only_the_face_with_flowedit_and_is_recorded(t
     assert moved[:, ~kept_cells].abs().max() > 0.01 and moved[:, kept_cells].abs().max() < 1e-4
     with pytest.raises(MienError, match="works with --method flowedit"):
         tiny_pipe(ident, own, n=1, seed=3, steps=2, method="sdedit", blendshape_guidance=1.0)
+    # per label by default: fearful takes it (LABEL_BLENDSHAPE), happy does not, sdedit never
+    kw = dict(n=1, seed=3, steps=2, recogniser_guidance=0.0)
+    assert tiny_pipe(ident, ExpressionRequest(mix={"fearful": 1.0}), **kw).settings["blendshape_guidance"] == 1.0
+    assert tiny_pipe(ident, ExpressionRequest(mix={"happy": 1.0}), **kw).settings["blendshape_guidance"] == 0.0
+    assert tiny_pipe(ident, ExpressionRequest(mix={"fearful": 1.0}), method="sdedit", n=1, seed=3,
+                     steps=2).settings["blendshape_guidance"] == 0.0
+
+
+def test_blendshape_guidance_loads_and_runs_under_inference_mode(shared_dir, photo, tmp_path):
+    """scripts/bench_generate_cpu.py runs the pipeline under torch.inference_mode; the guidance's nets,
+    loaded on first use there, must still let gradients through (the bench found they did not)."""
+    torch.manual_seed(0)
+    MienModel(ModelConfig.from_preset("tiny", reference=True)).save_pretrained(tmp_path)
+    pipe = MienPipeline.from_pretrained(tmp_path)  # a fresh pipeline: its guidance nets not loaded yet
+    with torch.inference_mode():
+        ident = pipe.prepare_identity([photo])
+        out = pipe(ident, ExpressionRequest(mix={"fearful": 1.0}), n=1, seed=0, steps=2, recogniser_guidance=0.0,
+                   blendshape_guidance_until=1.0)
+    assert out.settings["blendshape_guidance"] == 1.0 and out.latents.isfinite().all()
+    pipe.close()
 
 
 def test_contrast_guidance_follows_the_labels_and_pushes_only_what_the_request_changes(tiny_pipe, photo):

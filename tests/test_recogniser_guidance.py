@@ -21,7 +21,10 @@ def test_identity_encoders_arcface_crop_is_the_warp_affine_crop(shared_dir):
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
     out = IdentityEncoder.from_weights(mobilefacenet=False).crops(x)[1]
     diff = (out[0].permute(1, 2, 0).numpy() - ref.astype(np.float32)).__abs__()
-    assert diff.max() <= 1.0  # cv2 rounds to uint8; the grid is exact
+    # cv2 rounds to uint8 and quantises its bilinear weights (to 1/32 px); how depends on the version and
+    # the CPU's code path: max 1 in sessions 1-9, 2.7 (OpenCV 4.14) or a mean offset of 0.24 (OpenCV 5.1)
+    # on session 10's AMD EPYC. The grid is exact; a one-pixel shift would differ by several levels on average.
+    assert diff.max() <= 3.0 and diff.mean() < 0.5, (diff.max(), diff.mean())
 
 
 @pytest.fixture(scope="module")

@@ -117,7 +117,7 @@ class MienPipeline:
     def __init__(self, model, taef2, identity, landmarker, model_dir: Path, device: torch.device):
         self.model, self.taef2, self.identity, self.landmarker = model, taef2, identity, landmarker
         self.model_dir, self.device = Path(model_dir), device
-        self.blendshapes = None  # AlignedBlendshapes, loaded when blendshape guidance is first asked for
+        self.blendshape_net = None  # AlignedBlendshapes, loaded when blendshape guidance is first asked for
         self.model_hash = model.sha256[:12]
         from mien.expression.aus import AUCalibration
         from mien.expression.basic import Prototypes
@@ -185,7 +185,7 @@ class MienPipeline:
                  recogniser_guidance: float | None = None,
                  recogniser_guidance_until: float = DEFAULTS["recogniser_guidance_until"],
                  guidance_contrast: float | None = DEFAULTS["guidance_contrast"],
-                 blendshape_guidance: float = DEFAULTS["blendshape_guidance"],
+                 blendshape_guidance: float | None = DEFAULTS["blendshape_guidance"],
                  blendshape_guidance_until: float = DEFAULTS["blendshape_guidance_until"]) -> Generation:  # fmt: skip
         """Images of ``identity`` with the expression of ``request``.
 
@@ -202,11 +202,12 @@ class MienPipeline:
         which is larger with contrast guidance (:func:`mien.settings.recogniser_guidance_for`).
         ``blendshape_guidance`` > 0 (flowedit only) nudges the edit toward the request's blendshapes as
         MediaPipe reads the decoded face, at t <= ``blendshape_guidance_until``
-        (:mod:`mien.builtin.blendshape_guidance`).
+        (:mod:`mien.builtin.blendshape_guidance`); None takes the request's labels' scale
+        (:data:`mien.expression.basic.LABEL_BLENDSHAPE`: fearful 1), 0 is off.
         """
         from mien.expression.targets import blendshape_target, expression_vector
         from mien.sampling import SAMPLERS
-        from mien.settings import check_edit, contrast_for, recogniser_guidance_for
+        from mien.settings import blendshape_guidance_for, check_edit, contrast_for, recogniser_guidance_for
 
         if sampler not in SAMPLERS:
             raise MienError(f"unknown sampler '{sampler}'; choose one of {', '.join(sorted(SAMPLERS))}")
@@ -216,6 +217,7 @@ class MienPipeline:
                    guidance_contrast, blendshape_guidance, blendshape_guidance_until)
         contrast = contrast_for(method, guidance_contrast, request.mix)
         recogniser_guidance = recogniser_guidance_for(method, recogniser_guidance, contrast)  # sdedit: 0, or an error
+        blendshape_guidance = blendshape_guidance_for(method, blendshape_guidance, request.mix)
         bs = blendshape_target(request, self.prototypes, self.calibration)
         expr = expression_vector(bs, identity.pose)
         cond = {"identity": identity.vector[None].expand(n, -1).to(self.device),
@@ -302,10 +304,11 @@ class MienPipeline:
             return None
         from mien.builtin.blendshape_guidance import BlendshapeGuide, latent_blendshapes
 
-        if self.blendshapes is None:
+        if self.blendshape_net is None:
             from mien.models.face_mesh import AlignedBlendshapes
 
-            self.blendshapes = AlignedBlendshapes.from_weights().to(self.device)
-        measure = latent_blendshapes(self.model, self.taef2, self.blendshapes)
+            with torch.inference_mode(False):  # weights made under a caller's inference_mode could not enter autograd
+                self.blendshape_net = AlignedBlendshapes.from_weights().to(self.device)
+        measure = latent_blendshapes(self.model, self.taef2, self.blendshape_net)
         goal = torch.from_numpy(np.asarray(target, np.float32))[None].to(self.device)
         return BlendshapeGuide.for_edit(measure, goal, keep, scale, until)

@@ -23,8 +23,8 @@ Since session 9 the requests the model under-draws (sad, angry, fearful, disgust
 guidance (mien.builtin.edit.flowedit_velocity: the target pushed away from the photo's own expression
 by 1.5) and, to pay back the identity it costs, recogniser guidance 0.3 (model card, "Session 9").
 
-Session 10 added blendshape guidance (mien.builtin.blendshape_guidance: late steps toward the request's
-blendshapes as MediaPipe reads the decoded face), off by default (model card, "Session 10").
+Since session 10 fearful requests also take blendshape guidance (mien.builtin.blendshape_guidance: late
+steps toward the request's blendshapes as MediaPipe reads the decoded face), at 1 (model card, "Session 10").
 """
 
 GENERATION_DEFAULTS = {"steps": 25, "sampler": "euler", "guidance_identity": 1.0, "guidance_expression": 1.0,
@@ -33,8 +33,8 @@ GENERATION_DEFAULTS = {"steps": 25, "sampler": "euler", "guidance_identity": 1.0
                        # with contrast guidance on (its default is per label: mien.expression.basic.LABEL_CONTRAST),
                        # recogniser guidance is 0.3: the push costs identity, which this pays back (session 9)
                        "guidance_contrast": None, "recogniser_guidance_contrast": 0.3,
-                       # session 10: off by default until the whole dev benchmark has measured it (model card)
-                       "blendshape_guidance": 0.0, "blendshape_guidance_until": 0.3}
+                       # None: per label (mien.expression.basic.LABEL_BLENDSHAPE: fearful 1, session 10)
+                       "blendshape_guidance": None, "blendshape_guidance_until": 0.3}
 EDIT_METHODS = ("flowedit", "sdedit")  # what --method accepts (mien.builtin.edit, mien.sampling.flowedit)
 KEEP_REGIONS = ("background", "none")  # what --keep accepts (mien.builtin.edit)
 
@@ -48,6 +48,18 @@ def contrast_for(method: str, value: float | None, mix: dict[str, float]) -> flo
     from mien.expression.basic import label_contrast
 
     return label_contrast(mix)
+
+
+def blendshape_guidance_for(method: str, value: float | None, mix: dict[str, float]) -> float:
+    """The blendshape guidance a request uses: ``value`` when given, else its labels' (flowedit only; 0 = off;
+    asking for it with sdedit is a one-line error in :func:`check_edit`)."""
+    if value is not None:
+        return value
+    if method != "flowedit":
+        return 0.0
+    from mien.expression.basic import label_blendshape_guidance
+
+    return label_blendshape_guidance(mix)
 
 
 def recogniser_guidance_for(method: str, value: float | None, contrast: float = 1.0) -> float:
@@ -71,7 +83,7 @@ def check_edit(strength: float, keep: str, method: str = GENERATION_DEFAULTS["me
                recogniser_guidance: float | None = GENERATION_DEFAULTS["recogniser_guidance"],
                recogniser_guidance_until: float = GENERATION_DEFAULTS["recogniser_guidance_until"],
                guidance_contrast: float | None = None,
-               blendshape_guidance: float = GENERATION_DEFAULTS["blendshape_guidance"],
+               blendshape_guidance: float | None = GENERATION_DEFAULTS["blendshape_guidance"],
                blendshape_guidance_until: float = GENERATION_DEFAULTS["blendshape_guidance_until"]) -> None:
     """One-line errors for --strength, --keep, --method, --guidance-until, the recogniser guidance,
     --guidance-contrast and the blendshape guidance (before any model is loaded)."""
@@ -99,9 +111,10 @@ def check_edit(strength: float, keep: str, method: str = GENERATION_DEFAULTS["me
     if not 0.0 < recogniser_guidance_until <= 1.0:
         raise MienError(f"--recogniser-guidance-until {recogniser_guidance_until} is out of range; use a flow time "
                         "above 0 and at most 1 (1 guides at every step)")
-    if not 0.0 <= blendshape_guidance <= 10.0:  # also rejects nan
-        raise MienError(f"--blendshape-guidance {blendshape_guidance} is out of range; use 0 (off) to 10")
-    if blendshape_guidance > 0 and method != "flowedit":
+    if blendshape_guidance is not None and not 0.0 <= blendshape_guidance <= 10.0:  # also rejects nan
+        raise MienError(f"--blendshape-guidance {blendshape_guidance} is out of range; use 0 (off) to 10 (leave it "
+                        "out for the per-label default: 1 on fearful)")
+    if blendshape_guidance is not None and blendshape_guidance > 0 and method != "flowedit":
         raise MienError(f"--blendshape-guidance works with --method flowedit; drop it with --method {method}")
     if not 0.0 < blendshape_guidance_until <= 1.0:
         raise MienError(f"--blendshape-guidance-until {blendshape_guidance_until} is out of range; use a flow time "

@@ -40,8 +40,9 @@ class BlendshapeGuide(GradientGuide):
         return cls(measure, target, edit_region(keep, target.device), scale, until)
 
     def closeness(self, z: torch.Tensor) -> torch.Tensor:
-        """(B,) minus the squared distance between each image's blendshapes and the target."""
-        return -(self.measure(z) - self.target.clone()).pow(2).sum(1)
+        """(B,) minus the squared distance between each image's blendshapes and the target (MediaPipe's
+        first score, ``_neutral``, is not a movement and stays out)."""
+        return -(self.measure(z) - self.target.clone())[:, 1:].pow(2).sum(1)
 
 
 def latent_blendshapes(model, taef2, blendshapes) -> Callable[[torch.Tensor], torch.Tensor]:

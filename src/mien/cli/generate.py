@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from mien.errors import MienError
-from mien.settings import EDIT_METHODS, GENERATION_DEFAULTS, KEEP_REGIONS, check_edit, contrast_for, recogniser_guidance_for
+from mien.settings import (EDIT_METHODS, GENERATION_DEFAULTS, KEEP_REGIONS, blendshape_guidance_for, check_edit,
+                           contrast_for, recogniser_guidance_for)
 
 EPILOG = """\
 how controls combine (docs/expressions.md): start from the --like photo's expression (else neutral),
@@ -75,10 +76,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recogniser-guidance-until", type=float, default=d["recogniser_guidance_until"], metavar="T",
                    help=f"recogniser guidance acts while the flow time is at most T (default "
                         f"{d['recogniser_guidance_until']:g}; 1 acts at every step)")
-    p.add_argument("--blendshape-guidance", type=float, default=d["blendshape_guidance"], metavar="G",
-                   help=f"flowedit: late in the edit, step the face toward the requested blendshapes as MediaPipe reads "
-                        f"them (stronger, more exact expressions; slower) with this strength (default "
-                        f"{d['blendshape_guidance']:g}: off)")
+    p.add_argument("--blendshape-guidance", type=float, default=None, metavar="G",
+                   help="flowedit: late in the edit, step the face toward the requested blendshapes as MediaPipe reads "
+                        "them (stronger, more exact expressions; slower) with this strength; default per label: 1 for "
+                        "fearful, which the model draws as a grimace otherwise, 0 (off) for the rest")
     p.add_argument("--blendshape-guidance-until", type=float, default=d["blendshape_guidance_until"], metavar="T",
                    help=f"blendshape guidance acts while the flow time is at most T (default "
                         f"{d['blendshape_guidance_until']:g}; 1 acts at every step)")
@@ -126,6 +127,7 @@ def check_settings(args, request) -> None:
                args.blendshape_guidance_until)
     args.guidance_contrast = contrast_for(args.method, args.guidance_contrast, request.mix)
     args.recogniser_guidance = recogniser_guidance_for(args.method, args.recogniser_guidance, args.guidance_contrast)
+    args.blendshape_guidance = blendshape_guidance_for(args.method, args.blendshape_guidance, request.mix)
     from mien.sampling.samplers import SAMPLERS
 
     if args.sampler not in SAMPLERS:

@@ -171,9 +171,8 @@ class BuiltinGenerator:
                 f"{s['guidance_identity']:g}, expression {s['guidance_expression']:g}, strength {s['strength']:g}, "
                 f"keep {s['keep']}, method {s['method']}, guidance until t = {s['guidance_until']:g}, recogniser "
                 f"guidance {_or(s['recogniser_guidance'], 'default')} at t <= {s['recogniser_guidance_until']:g}, "
-                f"contrast guidance {_or(s['guidance_contrast'], 'per label')}"
-                + (f", blendshape guidance {s['blendshape_guidance']:g} at t <= {s['blendshape_guidance_until']:g}"
-                   if s["blendshape_guidance"] > 0 else ""))
+                f"contrast guidance {_or(s['guidance_contrast'], 'per label')}, blendshape guidance "
+                f"{_or(s['blendshape_guidance'], 'per label')} at t <= {s['blendshape_guidance_until']:g}")
 
     def with_guidance(self, scale: float) -> "BuiltinGenerator":
         """The same model at expression guidance ``scale`` (the trade-off sweep); identities are re-used."""

@@ -116,6 +116,22 @@ LABEL_AUS: dict[str, dict[str, float]] = {"surprised": {"AU1": 3.0, "AU2": 3.0, 
 LABEL_CONTRAST: dict[str, float] = {"sad": 1.5, "angry": 1.5, "fearful": 1.5, "disgusted": 1.5}
 
 
+# Blendshape guidance per label (session 10; mien.builtin.blendshape_guidance, model card "Session 10"):
+# fearful, the one label face-api still read below 0.8 of its real rate on the whole dev benchmark
+# (0.41; most outputs read as happy), is steered toward its blendshape target late in the edit. At 1,
+# face-api read fearful at 0.94 of its real rate over the dev benchmark's 172 fearful requests, with
+# verification 0.983 -> 0.981; on dev-wild it cost other labels' face-api readings (disgusted
+# 0.99 -> 0.66), so they take none.
+LABEL_BLENDSHAPE: dict[str, float] = {"fearful": 1.0}
+
+
+def label_blendshape_guidance(mix: dict[str, float]) -> float:
+    """The blendshape-guidance scale of a label mix: the largest of its labels' (:data:`LABEL_BLENDSHAPE`)
+    among those asked for with intensity > 0; 0 (off) when none is."""
+    return max((LABEL_BLENDSHAPE[label] for label, x in mix.items() if x > 0 and label in LABEL_BLENDSHAPE),
+               default=0.0)
+
+
 def label_contrast(mix: dict[str, float]) -> float:
     """The contrast-guidance scale of a label mix: the largest of its labels' (:data:`LABEL_CONTRAST`)
     among those asked for with intensity > 0; 1 (off) when none is."""
