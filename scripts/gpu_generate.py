@@ -21,8 +21,9 @@ GPU machine cannot run MediaPipe (too large to carry), which alignment and scori
 
 3. here: unpack and score with ``mien evaluate --benchmark ... --generator images --images DIR``.
 
-The GPU runs the pipeline in float32 with TF32 off, so its images match the CPU's within rounding (a few
-grey levels at most; the check is in docs/eval-runs/README.md, session 10).
+The GPU runs the pipeline in float32 with TF32 off, to keep its images as close to the CPU's as it can;
+``generate --device cpu`` gave ``mien evaluate``'s own images exactly (same thread count) (docs/eval-runs/README.md,
+session 10). How close a GPU comes has not been measured yet.
 """
 
 from __future__ import annotations
@@ -113,20 +114,14 @@ class _Tars:
             self.tar = None
 
 
-def _pipeline(device: str, model: str):
-    """MienPipeline without MediaPipe (not on the GPU machine): the inputs come aligned from ``prepare``."""
-    import torch
+class _NoLandmarker:
+    """Stands in for MediaPipe, which the GPU machine lacks: ``prepare`` aligned every photo already."""
 
-    from mien.builtin.model import MienModel
-    from mien.models.identity import IdentityEncoder
-    from mien.models.taef2 import TAEF2
-    from mien.pipeline import DEFAULT_MODEL, MienPipeline, default_model_dir
+    def detect(self, rgb):
+        raise RuntimeError("no landmarker on this machine: run `prepare` where MediaPipe is installed")
 
-    model_dir = default_model_dir() if model == DEFAULT_MODEL else Path(model)
-    dev = torch.device(device)
-    net = MienModel.from_pretrained(model_dir).to(dev).eval()
-    taef2 = TAEF2.from_weights(decoder_path=net.decoder_path).to(dev).eval()
-    return MienPipeline(net, taef2, IdentityEncoder.from_weights().to(dev), None, model_dir, dev)
+    def close(self) -> None:
+        pass
 
 
 def generate(args) -> None:
@@ -142,7 +137,9 @@ def generate(args) -> None:
     inputs = Path(args.inputs)
     meta = json.loads((inputs / "items.json").read_text(encoding="utf-8"))
     arrays = np.load(inputs / "inputs.npz")
-    pipe = _pipeline(args.device, args.model)
+    from mien.pipeline import MienPipeline
+
+    pipe = MienPipeline.from_pretrained(args.model, device=args.device, landmarker=_NoLandmarker())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = []
@@ -171,7 +168,7 @@ def generate(args) -> None:
                     tars.add(file, buf.getvalue())
                     count += 1
         wall = time.time() - t0
-        used = {k: v for k, v in gen.settings.items()} if count else settings
+        used = dict(gen.settings) if count else settings
         info = {"variant": name, "settings": settings, "resolved_settings_last_item": used, "images": count,
                 "errors": errors, "wall_s": round(wall, 1), "images_per_s": round(count / wall, 2),
                 "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,

@@ -22,3 +22,18 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def reference_dir(shared_dir) -> Path:
     return shared_dir / "reference"
+
+
+@pytest.fixture(scope="session")
+def example_crop(shared_dir):
+    """The bundled London Set example photo aligned as the pipeline aligns it: (1, 3, 128, 128) RGB in [0, 1]."""
+    import torch
+
+    from mien.cli.analyze import example_path
+    from mien.face.landmarker import FaceLandmarker
+    from mien.io.image import load_rgb
+    from mien.pipeline import align_photo
+
+    with FaceLandmarker() as lm:
+        crop, _ = align_photo(lm, load_rgb(example_path()))
+    return torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255

@@ -11,20 +11,13 @@ from mien.builtin.recogniser_guidance import chain
 
 
 @pytest.fixture(scope="module")
-def parts(shared_dir):
-    from mien.cli.analyze import example_path
-    from mien.face.landmarker import FaceLandmarker
-    from mien.io.image import load_rgb
+def parts(example_crop):
     from mien.models.face_mesh import AlignedBlendshapes
     from mien.models.taef2 import TAEF2
-    from mien.pipeline import align_photo
 
-    with FaceLandmarker() as lm:
-        crop, _ = align_photo(lm, load_rgb(example_path()))
-    x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
     taef2, net = TAEF2.from_weights(), AlignedBlendshapes.from_weights()
     with torch.no_grad():
-        latent = taef2.encode(x)
+        latent = taef2.encode(example_crop)
 
     def measure(z):  # raw TAEF2 latents here (the pipeline's are normalised)
         return net(taef2.decode(z, clamp=False).clamp(0, 1))

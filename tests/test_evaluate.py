@@ -255,6 +255,10 @@ def test_images_generator_scores_another_runs_outputs_identically(world, tmp_pat
         ImagesGenerator(tmp_path / "nowhere")
     with pytest.raises(MienError, match="needs --images"):
         create("images", bm.load(path))
+    with pytest.raises(MienError, match="--images: generator 'built-in' generates its own"):
+        create("built-in", bm.load(path), images=str(folder))
+    with pytest.raises(MienError, match="--images: generator 'copy' has no such setting"):
+        create("copy", bm.load(path), images=str(folder))
 
 
 def test_real_baseline_reaches_the_ceiling_on_what_it_supports(world, tmp_path):

@@ -28,17 +28,11 @@ def test_identity_encoders_arcface_crop_is_the_warp_affine_crop(shared_dir):
 
 
 @pytest.fixture(scope="module")
-def parts(shared_dir):
-    from mien.cli.analyze import example_path
-    from mien.face.landmarker import FaceLandmarker
-    from mien.io.image import load_rgb
+def parts(example_crop):
     from mien.models.identity import IdentityEncoder
     from mien.models.taef2 import TAEF2
-    from mien.pipeline import align_photo
 
-    with FaceLandmarker() as lm:
-        crop, _ = align_photo(lm, load_rgb(example_path()))
-    x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
+    x = example_crop
     taef2, enc = TAEF2.from_weights(), IdentityEncoder.from_weights()
     with torch.no_grad():
         latent = taef2.encode(x)

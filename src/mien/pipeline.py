@@ -74,8 +74,10 @@ def paste_into_photo(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, k
     from mien.builtin.edit import keep_mask
     from mien.face import align
 
-    drawn = 1 - F.interpolate(keep_mask(keep), size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
-    return align.paste_back(photo, image, matrix, mask=drawn.numpy() if keep != "none" else None)
+    mask = None  # keep="none": the whole crop
+    if keep != "none":
+        mask = (1 - F.interpolate(keep_mask(keep), size=image.shape[:2], mode="bilinear", align_corners=False))[0, 0].numpy()
+    return align.paste_back(photo, image, matrix, mask=mask)
 
 
 def reference_blendshapes(landmarker, rgb: np.ndarray) -> np.ndarray:
@@ -129,7 +131,6 @@ class MienPipeline:
         """Load the built-in model (``"default"``: the one shipped inside the package) and its helpers;
         ``landmarker``: a FaceLandmarker already opened (the pipeline then owns it and closes it)."""
         from mien.builtin.model import MienModel
-        from mien.face.landmarker import FaceLandmarker
         from mien.models.identity import IdentityEncoder
         from mien.models.taef2 import TAEF2
 
@@ -138,7 +139,10 @@ class MienPipeline:
         model = MienModel.from_pretrained(model_dir).to(dev).eval()
         taef2 = TAEF2.from_weights(decoder_path=model.decoder_path).to(dev).eval()  # the model's own decoder, if any
         identity = IdentityEncoder.from_weights().to(dev)  # face-api (the condition) and MobileFaceNet (guidance)
-        landmarker = landmarker if landmarker is not None else FaceLandmarker(num_faces=2)
+        if landmarker is None:  # imported here: a caller with its own (or no MediaPipe, e.g. on a GPU host) passes one
+            from mien.face.landmarker import FaceLandmarker
+
+            landmarker = FaceLandmarker(num_faces=2)
         return cls(model, taef2, identity, landmarker, model_dir, dev)
 
     def close(self) -> None:

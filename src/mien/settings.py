@@ -41,25 +41,29 @@ KEEP_REGIONS = ("background", "none")  # what --keep accepts (mien.builtin.edit)
 
 def contrast_for(method: str, value: float | None, mix: dict[str, float]) -> float:
     """The contrast guidance a request uses: ``value`` when given, else its labels' (flowedit only; 1 = off)."""
-    if method != "flowedit":
-        return 1.0
-    if value is not None:
-        return value
-    from mien.expression.basic import label_contrast
+    from mien.expression.basic import LABEL_CONTRAST
 
-    return label_contrast(mix)
+    return _per_label(method, value, mix, LABEL_CONTRAST, off=1.0)
 
 
 def blendshape_guidance_for(method: str, value: float | None, mix: dict[str, float]) -> float:
     """The blendshape guidance a request uses: ``value`` when given, else its labels' (flowedit only; 0 = off;
     asking for it with sdedit is a one-line error in :func:`check_edit`)."""
+    from mien.expression.basic import LABEL_BLENDSHAPE
+
+    return _per_label(method, value, mix, LABEL_BLENDSHAPE, off=0.0)
+
+
+def _per_label(method: str, value: float | None, mix: dict[str, float], table: dict[str, float], off: float) -> float:
+    """A FlowEdit setting whose default depends on the request's labels: ``value`` when given, else
+    ``table``'s (:func:`mien.expression.basic.label_scale`); ``off`` for other methods."""
     if value is not None:
         return value
     if method != "flowedit":
-        return 0.0
-    from mien.expression.basic import label_blendshape_guidance
+        return off
+    from mien.expression.basic import label_scale
 
-    return label_blendshape_guidance(mix)
+    return label_scale(table, mix, off)
 
 
 def recogniser_guidance_for(method: str, value: float | None, contrast: float = 1.0) -> float:

@@ -193,7 +193,9 @@ class BuiltinGenerator:
         return self.pipe(self._identity[key], req, n=1, seed=seed, **self.settings).images[0]
 
 
-def _builtin(benchmark: Benchmark, model: str | None = None, **settings) -> Generator:
+def _builtin(benchmark: Benchmark, model: str | None = None, images: str | None = None, **settings) -> Generator:
+    if images is not None:
+        raise MienError("--images: generator 'built-in' generates its own images; drop it or use --generator images")
     return BuiltinGenerator(model or "default", **settings)
 
 

@@ -126,16 +126,19 @@ LABEL_BLENDSHAPE: dict[str, float] = {"fearful": 1.0}
 
 
 def label_blendshape_guidance(mix: dict[str, float]) -> float:
-    """The blendshape-guidance scale of a label mix: the largest of its labels' (:data:`LABEL_BLENDSHAPE`)
-    among those asked for with intensity > 0; 0 (off) when none is."""
-    return max((LABEL_BLENDSHAPE[label] for label, x in mix.items() if x > 0 and label in LABEL_BLENDSHAPE),
-               default=0.0)
+    """The blendshape-guidance scale of a label mix (:data:`LABEL_BLENDSHAPE`, :func:`label_scale`); 0 is off."""
+    return label_scale(LABEL_BLENDSHAPE, mix, off=0.0)
+
+
+def label_scale(table: dict[str, float], mix: dict[str, float], off: float) -> float:
+    """A per-label sampling scale of a label mix: the largest of ``table``'s entries among the labels asked
+    for with intensity > 0; ``off`` when none is."""
+    return max((table[label] for label, x in mix.items() if x > 0 and label in table), default=off)
 
 
 def label_contrast(mix: dict[str, float]) -> float:
-    """The contrast-guidance scale of a label mix: the largest of its labels' (:data:`LABEL_CONTRAST`)
-    among those asked for with intensity > 0; 1 (off) when none is."""
-    return max((LABEL_CONTRAST[label] for label, x in mix.items() if x > 0 and label in LABEL_CONTRAST), default=1.0)
+    """The contrast-guidance scale of a label mix (:data:`LABEL_CONTRAST`, :func:`label_scale`); 1 is off."""
+    return label_scale(LABEL_CONTRAST, mix, off=1.0)
 
 
 def movements(bs: np.ndarray, label: np.ndarray, performer: np.ndarray) -> np.ndarray:
