@@ -1,4 +1,4 @@
-"""Blendshape guidance (mien.builtin.blendshape_guidance): the guidance step on the real TAEF2, face mesh
+"""Blendshape guidance (mien.guidance.blendshape): the guidance step on the real TAEF2, face mesh
 and blendshape nets (shared weights) moves the decoded face's blendshapes toward a target, only in the
 face box, only late; and the hooks compose."""
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mien.builtin.blendshape_guidance import BlendshapeGuide
-from mien.builtin.recogniser_guidance import chain
+from mien.guidance.blendshape import BlendshapeGuide
+from mien.guidance import chain
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def parts(example_crop):
 
 
 def test_guidance_moves_the_blendshapes_toward_the_target_in_the_face_box_only_late(parts):
-    from mien.builtin import edit
+    from mien import regions
     from mien.face.blendshape_names import BLENDSHAPE_NAMES
 
     measure, latent = parts
@@ -35,7 +35,7 @@ def test_guidance_moves_the_blendshapes_toward_the_target_in_the_face_box_only_l
     target = own.clone()
     for name in ("jawOpen", "browInnerUp", "mouthStretchLeft", "mouthStretchRight"):
         target[0, BLENDSHAPE_NAMES.index(name)] += 0.3  # a fearful-ish movement the photo does not have
-    region = 1 - edit.keep_mask("background")
+    region = 1 - regions.keep_mask("background")
     guide = BlendshapeGuide(measure, target, region, scale=0.2, until=0.3)
     assert guide(latent, 0.5, 0.45) is latent  # above `until`: untouched
     before = -guide.closeness(latent).item()

@@ -7,7 +7,8 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from mien.builtin import MienModel, ModelConfig, guided_denoiser, guided_velocity
+from mien.builtin import MienModel, ModelConfig
+from mien.guidance.classifier_free import guided_denoiser, guided_velocity
 from mien.builtin.attention import StreamAttnProcessor
 from mien.builtin.config import EXPRESSION_DIM, IDENTITY_DIM
 from mien.errors import MienError

@@ -344,10 +344,9 @@ def test_builtin_edit_settings_are_checked_before_the_model_loads(monkeypatch):
 
 def test_recogniser_guidance_with_sdedit_is_refused_before_the_model_loads():
     from mien.errors import MienError
-    from mien.evaluate.generators import BuiltinGenerator
 
     with pytest.raises(MienError, match="works with --method flowedit"):
-        BuiltinGenerator(model="/nonexistent", method="sdedit", recogniser_guidance=0.3)
+        create("built-in", None, model="/nonexistent", method="sdedit", recogniser_guidance=0.3)
     # not asked for: sdedit simply runs without it (the model path is reached, and is missing)
     with pytest.raises(MienError, match="nonexistent"):
-        BuiltinGenerator(model="/nonexistent", method="sdedit")
+        create("built-in", None, model="/nonexistent", method="sdedit")

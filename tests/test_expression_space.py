@@ -87,12 +87,14 @@ def test_label_aus_are_set_after_the_movement_scaled_by_intensity_and_requested_
     np.testing.assert_allclose(plain, want)
 
 
-def test_label_contrast_takes_the_strongest_pushed_label_asked_for():
-    from mien.expression.basic import LABEL_CONTRAST, label_contrast
+def test_label_policy_takes_the_strongest_label_asked_for():
+    from mien.settings import LABEL_POLICY, label_value
 
-    assert "happy" not in LABEL_CONTRAST and "surprised" not in LABEL_CONTRAST
-    assert label_contrast({"happy": 1.0}) == 1.0
-    assert label_contrast({}) == 1.0
-    assert label_contrast({"angry": 0.5}) == LABEL_CONTRAST["angry"]
-    assert label_contrast({"happy": 0.6, "sad": 0.4}) == LABEL_CONTRAST["sad"]
-    assert label_contrast({"angry": 0.0, "happy": 1.0}) == 1.0
+    assert "happy" not in LABEL_POLICY and "surprised" not in LABEL_POLICY
+    assert label_value({"happy": 1.0}, "guidance_contrast") == 1.0
+    assert label_value({}, "guidance_contrast") == 1.0
+    assert label_value({"angry": 0.5}, "guidance_contrast") == LABEL_POLICY["angry"]["guidance_contrast"]
+    assert label_value({"happy": 0.6, "sad": 0.4}, "guidance_contrast") == LABEL_POLICY["sad"]["guidance_contrast"]
+    assert label_value({"angry": 0.0, "happy": 1.0}, "guidance_contrast") == 1.0
+    assert label_value({"angry": 1.0}, "blendshape_guidance") == 0.0  # angry lists no blendshape guidance
+    assert label_value({"angry": 1.0, "fearful": 0.2}, "blendshape_guidance") == 1.0

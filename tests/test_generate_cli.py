@@ -8,6 +8,7 @@ the slow loading. A few run the real command in a subprocess (what a user sees o
 that need the pretrained face models (a photo with no face) are marked ``shared``.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -227,17 +228,19 @@ def test_recogniser_guidance_is_a_flowedit_setting(generate, no_model_load, caps
     assert main(["generate", "--identity", "not_read.jpg", "--method", "sdedit", "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["recogniser_guidance"] == 0
     assert main(["generate", "--identity", "not_read.jpg", "--dry-run"]) == 0
-    from mien.settings import GENERATION_DEFAULTS
+    from mien.settings import RECOGNISER_GUIDANCE
 
-    assert json.loads(capsys.readouterr().out)["recogniser_guidance"] == GENERATION_DEFAULTS["recogniser_guidance"]
+    assert json.loads(capsys.readouterr().out)["recogniser_guidance"] == RECOGNISER_GUIDANCE
 
 
-def test_sampler_with_flowedit_warns_that_it_is_unused(no_model_load, capsys):
-    assert main(["generate", "--identity", "not_read.jpg", "--sampler", "heun", "--dry-run"]) == 0
-    err = capsys.readouterr().err
-    assert "--sampler heun applies to --method sdedit" in err
+def test_sampler_with_flowedit_is_refused_not_ignored(no_model_load, capsys):
+    """FlowEdit steps with Euler: another --sampler with it is a one-line error (it would do nothing)."""
+    assert main(["generate", "--identity", "not_read.jpg", "--sampler", "heun", "--dry-run"]) == 2
+    assert "--sampler heun works with --method sdedit" in capsys.readouterr().err
     assert main(["generate", "--identity", "not_read.jpg", "--sampler", "heun", "--method", "sdedit", "--dry-run"]) == 0
-    assert "warning" not in capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["sampler"] == "heun"
+    assert main(["generate", "--identity", "not_read.jpg", "--sampler", "euler", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["sampler"] == "euler"
 
 
 def test_unknown_sampler(generate):
@@ -382,7 +385,9 @@ def test_contrast_guidance_defaults_per_label_and_bad_values(no_model_load, gene
     sdedit are one-line errors before any model loads."""
     import json
 
-    from mien.settings import GENERATION_DEFAULTS as d
+    from mien.settings import RECOGNISER_GUIDANCE, RECOGNISER_GUIDANCE_WITH_CONTRAST
+
+    d = {"recogniser_guidance": RECOGNISER_GUIDANCE, "recogniser_guidance_contrast": RECOGNISER_GUIDANCE_WITH_CONTRAST}
 
     def dry(*args):
         assert main(["generate", "--identity", "not_read.jpg", "--dry-run", *args]) == 0

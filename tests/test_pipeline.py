@@ -14,6 +14,7 @@ from mien.cli.analyze import example_path
 from mien.expression.targets import ExpressionRequest
 from mien.io.image import load_rgb
 from mien.pipeline import MienPipeline
+from mien.settings import GenerationSettings as S
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +38,20 @@ def test_tiny_model_end_to_end_is_seeded_and_uses_the_identity_photo(tiny_pipe, 
     req = ExpressionRequest(mix={"happy": 1.0})
     # sdedit from noise: the seed decides everything (the default flowedit returns the photo itself
     # when, as here, the random model ignores the expression; see the flowedit test below)
-    a = tiny_pipe(ident, req, n=2, seed=7, steps=3, method="sdedit", strength=1.0)
-    b = tiny_pipe(ident, req, n=1, seed=8, steps=3, method="sdedit", strength=1.0)
+    a = tiny_pipe(ident, req, S(steps=3, method="sdedit", strength=1.0), n=2, seed=7)
+    b = tiny_pipe(ident, req, S(steps=3, method="sdedit", strength=1.0), n=1, seed=8)
     assert a.seeds == [7, 8] and a.images[0].dtype == np.uint8 and a.images[0].shape == (128, 128, 3)
     # image k of a batch is seed + k on its own (up to batch-size-dependent float rounding)
     assert np.abs(a.images[1].astype(int) - b.images[0].astype(int)).max() <= 2
     assert not np.array_equal(a.images[0], a.images[1])
-    assert a.settings["model_hash"] == tiny_pipe.model_hash
+    assert a.model_hash == tiny_pipe.model_hash and a.metadata(7)["model_hash"] == tiny_pipe.model_hash
 
 
 def test_unknown_sampler_is_a_one_line_error(tiny_pipe, photo):
     from mien.errors import MienError
 
     with pytest.raises(MienError, match="unknown sampler"):
-        tiny_pipe(tiny_pipe.prepare_identity([photo]), ExpressionRequest(mix={"happy": 1.0}), sampler="ddim")
+        tiny_pipe(tiny_pipe.prepare_identity([photo]), ExpressionRequest(mix={"happy": 1.0}), S(sampler="ddim"))
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def test_shipped_model_makes_a_detectable_face_with_the_requested_smile(shipped,
         # trip (not exactly: the decoder sees the whole latent grid, face included)
         for im in out.images:
             assert corner_error(im) < 8
-    drawn = shipped(ident, ExpressionRequest(mix={"happy": 1.0}), strength=1.0, keep="none", method="sdedit").images[0]
+    drawn = shipped(ident, ExpressionRequest(mix={"happy": 1.0}), S(strength=1.0, keep="none", method="sdedit")).images[0]
     assert corner_error(drawn) > 15
     assert scores["happy"] > scores["neutral"] + 0.2, scores
     # the default (flowedit) keeps the person: closer to the photo's identity than drawing anew
@@ -103,22 +104,22 @@ def test_shipped_model_config_is_the_documented_one():
     assert (default_model_dir() / "model.safetensors").stat().st_size <= 32 * 2**20
 
 
-# --- editing the identity photo (mien.builtin.edit) -----------------------------------------------
+# --- editing the identity photo (mien.editing, mien.regions) -----------------------------------------------
 
 def test_edit_pieces_do_what_they_say():
-    from mien.builtin import edit
+    from mien import editing, regions
 
-    m = edit.keep_mask("background")[0, 0]
-    y0, y1, x0, x1 = edit.FACE_BOX
+    m = regions.keep_mask("background")[0, 0]
+    y0, y1, x0, x1 = regions.FACE_BOX
     assert m[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1].max() == 0 and m[0].min() == 1 and m[:, 0].min() == 1
-    assert edit.keep_mask("none").max() == 0
+    assert regions.keep_mask("none").max() == 0
     from mien.sampling import flow_sigmas
 
     s = flow_sigmas(10, start=0.8)
     assert len(s) == 11 and s[0] == pytest.approx(0.8 / 0.2) and s[-1] == 0 and (s[1:] < s[:-1]).all()
     x0_ = torch.randn(2, 32, 16, 16)
-    mask = edit.keep_mask("background")
-    blended = edit.kept_region_denoiser(lambda x, sigma: torch.zeros_like(x), x0_, mask)(x0_ * 3, 1.0)
+    mask = regions.keep_mask("background")
+    blended = editing.kept_region_denoiser(lambda x, sigma: torch.zeros_like(x), x0_, mask)(x0_ * 3, 1.0)
     assert torch.equal(blended, mask * x0_)  # the photo where kept, the denoiser's estimate elsewhere
 
 
@@ -127,25 +128,25 @@ def test_kept_background_comes_from_the_identity_photo(tiny_pipe, photo):
     the identity photo's, exactly; drawn from noise it is not; a weaker start stays nearer the photo.
     (Checked on latents: TAEF2's decoder sees the whole 16x16 grid, so a random model's wild face
     region reaches every pixel; the shipped-model test below checks pixels.)"""
-    from mien.builtin import edit
+    from mien import editing, regions
 
     ident = tiny_pipe.prepare_identity([photo])
-    kept_cells = edit.keep_mask("background")[0, 0] == 1
+    kept_cells = regions.keep_mask("background")[0, 0] == 1
     req = ExpressionRequest(mix={"happy": 1.0})
 
     def outside_error(z):
         return (z[:, :, kept_cells] - ident.latent[:, kept_cells]).abs().max().item()
 
-    kept = tiny_pipe(ident, req, n=2, seed=1, steps=4, strength=1.0, keep="background", method="sdedit")
-    drawn = tiny_pipe(ident, req, n=2, seed=1, steps=4, strength=1.0, keep="none", method="sdedit")
+    kept = tiny_pipe(ident, req, S(steps=4, strength=1.0, keep="background", method="sdedit"), n=2, seed=1)
+    drawn = tiny_pipe(ident, req, S(steps=4, strength=1.0, keep="none", method="sdedit"), n=2, seed=1)
     assert outside_error(kept.latents) < 1e-4 < 0.1 < outside_error(drawn.latents)
-    assert kept.settings["keep"] == "background" and kept.settings["strength"] == 1.0
+    assert kept.settings.keep == "background" and kept.settings.strength == 1.0
 
     def distance(z):
         return (z - ident.latent).pow(2).mean().sqrt().item()
 
-    weak = tiny_pipe(ident, req, n=1, seed=1, steps=4, strength=0.2, keep="none", method="sdedit").latents
-    strong = tiny_pipe(ident, req, n=1, seed=1, steps=4, strength=0.9, keep="none", method="sdedit").latents
+    weak = tiny_pipe(ident, req, S(steps=4, strength=0.2, keep="none", method="sdedit"), n=1, seed=1).latents
+    strong = tiny_pipe(ident, req, S(steps=4, strength=0.9, keep="none", method="sdedit"), n=1, seed=1).latents
     assert distance(weak) < distance(strong)
 
 
@@ -154,13 +155,12 @@ def test_flowedit_to_the_photos_own_expression_returns_the_photo(tiny_pipe, phot
     predictions for the requested and the photo's own expression, so asking for exactly the photo's own
     expression returns its latent unchanged, however poor the model; another request moves it, but
     never outside the kept background."""
-    from mien.builtin import edit
+    from mien import editing, regions
 
     ident = tiny_pipe.prepare_identity([photo])
     own = ExpressionRequest(like=ident.blendshapes)  # one photo: its blendshapes and pose
-    same = tiny_pipe(ident, own, n=2, seed=3, steps=5, method="flowedit", strength=1.0, keep="none",
-                     recogniser_guidance=0.0)  # FlowEdit alone (the guidance moves the face: test below)
-    assert same.settings["method"] == "flowedit"
+    same = tiny_pipe(ident, own, S(steps=5, method="flowedit", strength=1.0, keep="none", recogniser_guidance=0.0), n=2, seed=3)  # FlowEdit alone (the guidance moves the face: test below)
+    assert same.settings.method == "flowedit"
     torch.testing.assert_close(same.latents, ident.latent[None].expand(2, -1, -1, -1), atol=1e-5, rtol=0)
     # a random tiny model starts its stream attention at zero (it ignores the expression): wake it up
     saved = {k: v.clone() for k, v in tiny_pipe.model.state_dict().items()}
@@ -169,11 +169,10 @@ def test_flowedit_to_the_photos_own_expression_returns_the_photo(tiny_pipe, phot
             for p in tiny_pipe.model.parameters():
                 if not p.any():
                     p.normal_(0, 0.5)
-        moved = tiny_pipe(ident, ExpressionRequest(mix={"surprised": 1.0}), n=1, seed=3, steps=5, method="flowedit",
-                          strength=1.0, keep="background").latents[0]
+        moved = tiny_pipe(ident, ExpressionRequest(mix={"surprised": 1.0}), S(steps=5, method="flowedit", strength=1.0, keep="background"), n=1, seed=3).latents[0]
     finally:
         tiny_pipe.model.load_state_dict(saved)
-    kept_cells = edit.keep_mask("background")[0, 0] == 1
+    kept_cells = regions.keep_mask("background")[0, 0] == 1
     assert (moved - ident.latent)[:, ~kept_cells].abs().max() > 0.05
     assert (moved - ident.latent)[:, kept_cells].abs().max() < 1e-4
 
@@ -183,84 +182,80 @@ def test_recogniser_guidance_moves_the_face_toward_the_person_and_only_with_flow
     the photo; with recogniser guidance at every step the face box moves (up MobileFaceNet's similarity
     to the photos, tests/test_recogniser_guidance.py) and the background stays the photo's. sdedit
     ignores it and records 0."""
-    from mien.builtin import edit
+    from mien import editing, regions
 
     ident = tiny_pipe.prepare_identity([photo])
     assert ident.embedding is not None and ident.embedding.shape == (192,)
     own = ExpressionRequest(like=ident.blendshapes)
-    off = tiny_pipe(ident, own, n=1, seed=3, steps=4, recogniser_guidance=0.0)
-    on = tiny_pipe(ident, own, n=1, seed=3, steps=4, recogniser_guidance=1.0, recogniser_guidance_until=1.0)
-    assert on.settings["recogniser_guidance"] == 1.0 and off.settings["recogniser_guidance"] == 0.0
-    kept_cells = edit.keep_mask("background")[0, 0] == 1
+    off = tiny_pipe(ident, own, S(steps=4, recogniser_guidance=0.0), n=1, seed=3)
+    on = tiny_pipe(ident, own, S(steps=4, recogniser_guidance=1.0, recogniser_guidance_until=1.0), n=1, seed=3)
+    assert on.settings.recogniser_guidance == 1.0 and off.settings.recogniser_guidance == 0.0
+    kept_cells = regions.keep_mask("background")[0, 0] == 1
     moved = on.latents[0] - off.latents[0]
     assert moved[:, ~kept_cells].abs().max() > 0.01 and moved[:, kept_cells].abs().max() < 1e-4
-    sd = tiny_pipe(ident, own, n=1, seed=3, steps=2, method="sdedit")
-    assert sd.settings["recogniser_guidance"] == 0.0
+    sd = tiny_pipe(ident, own, S(steps=2, method="sdedit"), n=1, seed=3)
+    assert sd.settings.recogniser_guidance == 0.0
     from mien.errors import MienError
 
     with pytest.raises(MienError, match="works with --method flowedit"):  # asked for explicitly: an error, not ignored
-        tiny_pipe(ident, own, n=1, seed=3, steps=2, method="sdedit", recogniser_guidance=1.0)
+        tiny_pipe(ident, own, S(steps=2, method="sdedit", recogniser_guidance=1.0), n=1, seed=3)
 
 
 def test_blendshape_guidance_moves_only_the_face_with_flowedit_and_is_recorded(tiny_pipe, photo):
     """Behaviour, on a random tiny model: asked for the photo's own expression, FlowEdit alone returns the
     photo; with blendshape guidance at every step toward another expression the face box moves and the
     background stays the photo's; off by default; sdedit refuses it."""
-    from mien.builtin import edit
+    from mien import editing, regions
     from mien.errors import MienError
 
     ident = tiny_pipe.prepare_identity([photo])
     own = ExpressionRequest(like=ident.blendshapes, aus={"AU26": 4.0})  # the photo's own, jaw dropped
-    kw = dict(n=1, seed=3, steps=4, recogniser_guidance=0.0)
-    off = tiny_pipe(ident, own, **kw)
-    assert off.settings["blendshape_guidance"] == 0.0 and tiny_pipe.blendshape_net is None  # nothing loaded when off
-    on = tiny_pipe(ident, own, blendshape_guidance=1.0, blendshape_guidance_until=1.0, **kw)
-    assert on.settings["blendshape_guidance"] == 1.0 and on.settings["blendshape_guidance_until"] == 1.0
-    kept_cells = edit.keep_mask("background")[0, 0] == 1
+    kw = dict(steps=4, recogniser_guidance=0.0)
+    off = tiny_pipe(ident, own, S(**kw), n=1, seed=3)
+    assert off.settings.blendshape_guidance == 0.0
+    on = tiny_pipe(ident, own, S(blendshape_guidance=1.0, blendshape_guidance_until=1.0, **kw), n=1, seed=3)
+    assert on.settings.blendshape_guidance == 1.0 and on.settings.blendshape_guidance_until == 1.0
+    kept_cells = regions.keep_mask("background")[0, 0] == 1
     moved = on.latents[0] - off.latents[0]
     assert moved[:, ~kept_cells].abs().max() > 0.01 and moved[:, kept_cells].abs().max() < 1e-4
     with pytest.raises(MienError, match="works with --method flowedit"):
-        tiny_pipe(ident, own, n=1, seed=3, steps=2, method="sdedit", blendshape_guidance=1.0)
-    # per label by default: fearful takes it (LABEL_BLENDSHAPE), happy does not, sdedit never
-    kw = dict(n=1, seed=3, steps=2, recogniser_guidance=0.0)
-    assert tiny_pipe(ident, ExpressionRequest(mix={"fearful": 1.0}), **kw).settings["blendshape_guidance"] == 1.0
-    assert tiny_pipe(ident, ExpressionRequest(mix={"happy": 1.0}), **kw).settings["blendshape_guidance"] == 0.0
-    assert tiny_pipe(ident, ExpressionRequest(mix={"fearful": 1.0}), method="sdedit", n=1, seed=3,
-                     steps=2).settings["blendshape_guidance"] == 0.0
+        tiny_pipe(ident, own, S(steps=2, method="sdedit", blendshape_guidance=1.0), n=1, seed=3)
+    # per label by default: fearful takes it (LABEL_POLICY), happy does not, sdedit never
+    kw = dict(steps=2, recogniser_guidance=0.0)
+    assert tiny_pipe(ident, ExpressionRequest(mix={"fearful": 1.0}), S(**kw), n=1, seed=3).settings.blendshape_guidance == 1.0
+    assert tiny_pipe(ident, ExpressionRequest(mix={"happy": 1.0}), S(**kw), n=1, seed=3).settings.blendshape_guidance == 0.0
+    assert tiny_pipe(ident, ExpressionRequest(mix={"fearful": 1.0}), S(method="sdedit", steps=2), n=1, seed=3).settings.blendshape_guidance == 0.0
 
 
 def test_blendshape_guidance_loads_and_runs_under_inference_mode(shared_dir, photo, tmp_path):
-    """scripts/bench_generate_cpu.py runs the pipeline under torch.inference_mode; the guidance's nets,
-    loaded on first use there, must still let gradients through (the bench found they did not)."""
+    """A caller may load and run the pipeline under torch.inference_mode (scripts/bench_generate_cpu.py does);
+    the guidance's nets, loaded there, must still let gradients through (the bench found they did not)."""
     torch.manual_seed(0)
     MienModel(ModelConfig.from_preset("tiny", reference=True)).save_pretrained(tmp_path)
-    pipe = MienPipeline.from_pretrained(tmp_path)  # a fresh pipeline: its guidance nets not loaded yet
     with torch.inference_mode():
+        pipe = MienPipeline.from_pretrained(tmp_path)
         ident = pipe.prepare_identity([photo])
-        out = pipe(ident, ExpressionRequest(mix={"fearful": 1.0}), n=1, seed=0, steps=2, recogniser_guidance=0.0,
-                   blendshape_guidance_until=1.0)
-    assert out.settings["blendshape_guidance"] == 1.0 and out.latents.isfinite().all()
+        out = pipe(ident, ExpressionRequest(mix={"fearful": 1.0}), S(steps=2, recogniser_guidance=0.0, blendshape_guidance_until=1.0), n=1, seed=0)
+    assert out.settings.blendshape_guidance == 1.0 and out.latents.isfinite().all()
     pipe.close()
 
 
 def test_contrast_guidance_follows_the_labels_and_pushes_only_what_the_request_changes(tiny_pipe, photo):
-    """Per-label default (LABEL_CONTRAST): angry is pushed, happy is not; an explicit scale wins; sdedit
+    """Per-label default (LABEL_POLICY): angry is pushed, happy is not; an explicit scale wins; sdedit
     takes none. Asked for the photo's own expression, the push is zero (the two predictions agree), so
     the output equals the unguided edit; asked for another, it differs."""
     from mien.errors import MienError
-    from mien.settings import GENERATION_DEFAULTS
+    from mien.settings import RECOGNISER_GUIDANCE, RECOGNISER_GUIDANCE_WITH_CONTRAST
 
     ident = tiny_pipe.prepare_identity([photo])
-    kw = dict(n=1, seed=3, steps=3, recogniser_guidance=0.0)
-    assert tiny_pipe(ident, ExpressionRequest(mix={"angry": 1.0}), **kw).settings["guidance_contrast"] == 1.5
-    assert tiny_pipe(ident, ExpressionRequest(mix={"happy": 1.0}), **kw).settings["guidance_contrast"] == 1.0
+    kw = dict(steps=3, recogniser_guidance=0.0)
+    assert tiny_pipe(ident, ExpressionRequest(mix={"angry": 1.0}), S(**kw), n=1, seed=3).settings.guidance_contrast == 1.5
+    assert tiny_pipe(ident, ExpressionRequest(mix={"happy": 1.0}), S(**kw), n=1, seed=3).settings.guidance_contrast == 1.0
     # left at its default, recogniser guidance is larger on the contrast-guided requests
-    rg = {lab: tiny_pipe(ident, ExpressionRequest(mix={lab: 1.0}), n=1, seed=3, steps=2).settings["recogniser_guidance"]
+    rg = {lab: tiny_pipe(ident, ExpressionRequest(mix={lab: 1.0}), S(steps=2), n=1, seed=3).settings.recogniser_guidance
           for lab in ("angry", "happy")}  # fmt: skip
-    assert rg == {"angry": GENERATION_DEFAULTS["recogniser_guidance_contrast"],
-                  "happy": GENERATION_DEFAULTS["recogniser_guidance"]}
-    assert tiny_pipe(ident, ExpressionRequest(mix={"angry": 1.0}), guidance_contrast=1.0,
-                     **kw).settings["guidance_contrast"] == 1.0
+    assert rg == {"angry": RECOGNISER_GUIDANCE_WITH_CONTRAST, "happy": RECOGNISER_GUIDANCE}
+    assert tiny_pipe(ident, ExpressionRequest(mix={"angry": 1.0}), S(guidance_contrast=1.0, **kw), n=1, seed=3).settings.guidance_contrast == 1.0
     saved = {k: v.clone() for k, v in tiny_pipe.model.state_dict().items()}
     try:  # the random tiny model's expression projections start at zero: give them weights
         with torch.no_grad():
@@ -268,19 +263,19 @@ def test_contrast_guidance_follows_the_labels_and_pushes_only_what_the_request_c
                 if not p.any():
                     p.normal_(0, 0.5)
         own = ExpressionRequest(like=ident.blendshapes)
-        a = tiny_pipe(ident, own, guidance_contrast=1.0, **kw).latents[0]
-        b = tiny_pipe(ident, own, guidance_contrast=3.0, **kw).latents[0]
+        a = tiny_pipe(ident, own, S(guidance_contrast=1.0, **kw), n=1, seed=3).latents[0]
+        b = tiny_pipe(ident, own, S(guidance_contrast=3.0, **kw), n=1, seed=3).latents[0]
         assert (a - b).abs().max() < 1e-5
         sad = ExpressionRequest(mix={"sad": 1.0})
-        c = tiny_pipe(ident, sad, guidance_contrast=1.0, **kw).latents[0]
-        d = tiny_pipe(ident, sad, guidance_contrast=3.0, **kw).latents[0]
+        c = tiny_pipe(ident, sad, S(guidance_contrast=1.0, **kw), n=1, seed=3).latents[0]
+        d = tiny_pipe(ident, sad, S(guidance_contrast=3.0, **kw), n=1, seed=3).latents[0]
         assert (c - d).abs().max() > 1e-3
     finally:
         tiny_pipe.model.load_state_dict(saved)
     with pytest.raises(MienError, match="guidance-contrast"):
-        tiny_pipe(ident, ExpressionRequest(mix={"sad": 1.0}), method="sdedit", guidance_contrast=2.0, **kw)
+        tiny_pipe(ident, ExpressionRequest(mix={"sad": 1.0}), S(method="sdedit", guidance_contrast=2.0, **kw), n=1, seed=3)
     with pytest.raises(MienError, match="out of range"):
-        tiny_pipe(ident, ExpressionRequest(mix={"sad": 1.0}), guidance_contrast=0.5, **kw)
+        tiny_pipe(ident, ExpressionRequest(mix={"sad": 1.0}), S(guidance_contrast=0.5, **kw), n=1, seed=3)
 
 
 def test_paste_into_photo_changes_only_the_face_box_it_may_redraw():
@@ -302,3 +297,11 @@ def test_paste_into_photo_changes_only_the_face_box_it_may_redraw():
     assert (out[(76 * 2 + 20) - 5:(76 * 2 + 20) + 5, (64 * 2 + 2) - 5:(64 * 2 + 2) + 5] <= 1).all()  # box centre: the face
     whole = paste_into_photo(photo, face, m, "none")
     assert (whole[(20 * 2 + 20), (64 * 2 + 2)] <= 1).all()  # above the face box: pasted only with keep='none'
+
+
+def test_progress_callback_reports_every_step_of_either_method(tiny_pipe, photo):
+    ident = tiny_pipe.prepare_identity([photo])
+    for settings in (S(steps=3), S(steps=3, method="sdedit", sampler="heun")):
+        seen = []
+        tiny_pipe(ident, ExpressionRequest(mix={"happy": 1.0}), settings, callback=lambda i, total, info: seen.append((i, total)))
+        assert seen == [(1, 3), (2, 3), (3, 3)], settings.method

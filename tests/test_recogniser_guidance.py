@@ -1,4 +1,4 @@
-"""Recogniser guidance (mien.builtin.recogniser_guidance): the differentiable ArcFace crop it embeds
+"""Recogniser guidance (mien.guidance.recogniser): the differentiable ArcFace crop it embeds
 through (mien.models.identity.IdentityEncoder), and the guidance step on the real MobileFaceNet and TAEF2
 (shared weights)."""
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mien.builtin.recogniser_guidance import RecogniserGuide
+from mien.guidance.recogniser import RecogniserGuide
 from mien.face import align
 
 
@@ -37,18 +37,18 @@ def parts(example_crop):
     with torch.no_grad():
         latent = taef2.encode(x)
 
-    def embed(z):  # raw TAEF2 latents here (the pipeline's are normalised: mien.builtin.recogniser_guidance)
+    def embed(z):  # raw TAEF2 latents here (the pipeline's are normalised: mien.guidance.recogniser)
         return enc.mobilefacenet_unit(taef2.decode(z, clamp=False).clamp(0, 1) * 255)
 
     return embed, enc, x, latent
 
 
 def test_guidance_raises_the_similarity_moves_only_the_face_and_only_late(parts):
-    from mien.builtin import edit
+    from mien import regions
 
     embed, enc, x, latent = parts
     target = enc.mobilefacenet_unit(x * 255)
-    region = 1 - edit.keep_mask("background")
+    region = 1 - regions.keep_mask("background")
     guide = RecogniserGuide(embed, target, region, scale=1.0, until=0.3)
     # a drifted identity: the face box of the photo's latent smeared with noise
     z = latent + 1.5 * torch.randn(latent.shape, generator=torch.Generator().manual_seed(0)) * region
@@ -67,10 +67,10 @@ def test_guidance_raises_the_similarity_moves_only_the_face_and_only_late(parts)
 
 def test_guidance_works_under_inference_mode(parts):
     """Callers such as scripts/bench_generate_cpu.py run the pipeline under torch.inference_mode."""
-    from mien.builtin import edit
+    from mien import regions
 
     embed, enc, x, latent = parts
-    region = 1 - edit.keep_mask("background")
+    region = 1 - regions.keep_mask("background")
     with torch.inference_mode():
         target = enc.mobilefacenet_unit(x * 255)
         guide = RecogniserGuide(embed, target, region, 1.0, 0.3)

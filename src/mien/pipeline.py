@@ -3,13 +3,13 @@
 The pipeline only composes (STYLE.md 9): face alignment (:mod:`mien.face`), the identity condition
 (:class:`mien.models.identity.IdentityEncoder` on the aligned 128 px crop, exactly as the training
 data was conditioned), the expression target (:mod:`mien.expression.targets`), the built-in model
-(:mod:`mien.builtin`), per-stream guidance and a pure sampler (:mod:`mien.sampling`), by default started
-from the identity photo with its background kept (:mod:`mien.builtin.edit`) and nudged late toward the
-photos' MobileFaceNet identity (:mod:`mien.builtin.recogniser_guidance`), TAEF2 decoding.
+(:mod:`mien.builtin`), the generation settings (:mod:`mien.settings`), guidance (:mod:`mien.guidance`)
+and an edit method with a pure sampler (:mod:`mien.editing`, :mod:`mien.sampling`), TAEF2 decoding.
 """
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mien.editing import ProgressCallback
 from mien.errors import MienError, NoFaceError
-from mien.settings import GENERATION_DEFAULTS
+from mien.settings import GenerationSettings
 
 DEFAULT_MODEL = "default"
-DEFAULTS = GENERATION_DEFAULTS
 
 
 def default_model_dir() -> Path:
@@ -71,8 +71,8 @@ def paste_into_photo(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, k
     feathered blend). With ``keep="background"`` only the face box the edit may redraw is pasted (its edge
     feathered over ~8 crop pixels), so the photo away from the face stays exactly as it was rather than
     taking the crop's background, which went through TAEF2."""
-    from mien.builtin.edit import keep_mask
     from mien.face import align
+    from mien.regions import keep_mask
 
     mask = None  # keep="none": the whole crop
     if keep != "none":
@@ -111,15 +111,29 @@ class Generation:
     seeds: list[int]
     request: str
     expression: np.ndarray  # (55,) the conditioning vector used
-    settings: dict
+    settings: GenerationSettings  # resolved: every value concrete
+    model_hash: str = ""
     latents: torch.Tensor | None = None  # (n, 32, 16, 16) raw TAEF2 latents of the images
+
+    def metadata(self, seed: int) -> dict:
+        """What an output image records: its request, seed, resolved settings and model hash."""
+        return {"request": self.request, "seed": seed, **self.settings.to_dict(), "model_hash": self.model_hash}
 
 
 class MienPipeline:
-    def __init__(self, model, taef2, identity, landmarker, model_dir: Path, device: torch.device):
+    """The built-in model and the nets generation needs, all loaded at construction (no state changes per
+    request, so one pipeline serves concurrent requests; the landmarker is the caller's to serialise)."""
+
+    def __init__(self, model, taef2, identity, landmarker, model_dir: Path, device: torch.device, blendshapes=None):
         self.model, self.taef2, self.identity, self.landmarker = model, taef2, identity, landmarker
         self.model_dir, self.device = Path(model_dir), device
-        self.blendshape_net = None  # AlignedBlendshapes, loaded when blendshape guidance is first asked for
+        if blendshapes is None:  # blendshape guidance's nets: MediaPipe's mesh and blendshapes in PyTorch
+            from mien.models.face_mesh import AlignedBlendshapes
+
+            with torch.inference_mode(False):  # weights made under a caller's inference_mode could not enter autograd
+                blendshapes = AlignedBlendshapes.from_weights().to(device)
+        self.blendshape_net = blendshapes
+        self.nets = {"taef2": taef2, "identity": identity, "blendshapes": blendshapes}
         self.model_hash = model.sha256[:12]
         from mien.expression.aus import AUCalibration
         from mien.expression.basic import Prototypes
@@ -136,9 +150,11 @@ class MienPipeline:
 
         model_dir = default_model_dir() if str(path) == DEFAULT_MODEL else Path(path)
         dev = torch.device(device)
-        model = MienModel.from_pretrained(model_dir).to(dev).eval()
-        taef2 = TAEF2.from_weights(decoder_path=model.decoder_path).to(dev).eval()  # the model's own decoder, if any
-        identity = IdentityEncoder.from_weights().to(dev)  # face-api (the condition) and MobileFaceNet (guidance)
+        # weights made under a caller's inference_mode could not enter the guidance's autograd
+        with torch.inference_mode(False):
+            model = MienModel.from_pretrained(model_dir).to(dev).eval()
+            taef2 = TAEF2.from_weights(decoder_path=model.decoder_path).to(dev).eval()  # the model's own decoder, if any
+            identity = IdentityEncoder.from_weights().to(dev)  # face-api (the condition), MobileFaceNet (guidance)
         if landmarker is None:  # imported here: a caller with its own (or no MediaPipe, e.g. on a GPU host) passes one
             from mien.face.landmarker import FaceLandmarker
 
@@ -181,138 +197,58 @@ class MienPipeline:
 
     # -- generation -------------------------------------------------------------------------------
     @torch.no_grad()
-    def __call__(self, identity: IdentityInput, request, n: int = 1, seed: int = 0, steps: int = DEFAULTS["steps"],
-                 sampler: str = DEFAULTS["sampler"], guidance_identity: float = DEFAULTS["guidance_identity"],
-                 guidance_expression: float = DEFAULTS["guidance_expression"],
-                 strength: float = DEFAULTS["strength"], keep: str = DEFAULTS["keep"],
-                 method: str = DEFAULTS["method"], guidance_until: float = DEFAULTS["guidance_until"],
-                 recogniser_guidance: float | None = None,
-                 recogniser_guidance_until: float = DEFAULTS["recogniser_guidance_until"],
-                 guidance_contrast: float | None = DEFAULTS["guidance_contrast"],
-                 blendshape_guidance: float | None = DEFAULTS["blendshape_guidance"],
-                 blendshape_guidance_until: float = DEFAULTS["blendshape_guidance_until"]) -> Generation:  # fmt: skip
-        """Images of ``identity`` with the expression of ``request``.
+    def __call__(self, identity: IdentityInput, request, settings: GenerationSettings | None = None, n: int = 1,
+                 seed: int = 0, callback: ProgressCallback | None = None) -> Generation:  # fmt: skip
+        """``n`` images of ``identity`` with the expression of ``request`` (image i from seed ``seed + i``).
 
-        ``method="flowedit"`` moves the first identity photo by the difference between the model's
-        predictions for the requested expression and for the photo's own, from flow time ``strength``;
-        ``method="sdedit"`` starts ``sampler`` from the photo noised to ``strength`` (``strength=1,
-        keep="none"``: from pure noise). ``keep="background"`` keeps the photo outside the face box,
-        ``guidance_until`` > 0 guides only while t is above it (:mod:`mien.builtin.edit`).
-        ``guidance_contrast`` (flowedit only) pushes the target away from the photo's own expression
-        (:func:`mien.builtin.edit.flowedit_velocity`); None takes the request's labels' scale
-        (:data:`mien.expression.basic.LABEL_CONTRAST`), 1 is off. ``recogniser_guidance`` > 0 (flowedit
-        only) nudges the edit toward the photos' MobileFaceNet embedding at flow times t <=
-        ``recogniser_guidance_until`` (:mod:`mien.builtin.recogniser_guidance`); None takes the default,
-        which is larger with contrast guidance (:func:`mien.settings.recogniser_guidance_for`).
-        ``blendshape_guidance`` > 0 (flowedit only) nudges the edit toward the request's blendshapes as
-        MediaPipe reads the decoded face, at t <= ``blendshape_guidance_until``
-        (:mod:`mien.builtin.blendshape_guidance`); None takes the request's labels' scale
-        (:data:`mien.expression.basic.LABEL_BLENDSHAPE`: fearful 1), 0 is off.
+        ``settings`` (:class:`mien.settings.GenerationSettings`; default: the defaults) are resolved for the
+        request (:meth:`GenerationSettings.resolve`) and recorded in the result. ``method="flowedit"`` moves
+        the first identity photo by the difference between the model's predictions for the requested
+        expression and for the photo's own (:mod:`mien.editing`); every registered guidance kind
+        (:mod:`mien.guidance`) shapes the prediction. ``callback(step, total, info)`` is called once per
+        sampler step.
         """
+        from mien import editing
         from mien.expression.targets import blendshape_target, expression_vector
-        from mien.sampling import SAMPLERS
-        from mien.settings import blendshape_guidance_for, check_edit, contrast_for, recogniser_guidance_for
+        from mien.guidance import GUIDANCE, GuidanceContext, chain
+        from mien.guidance.classifier_free import conditioned
+        from mien.regions import edit_region, keep_mask
 
-        if sampler not in SAMPLERS:
-            raise MienError(f"unknown sampler '{sampler}'; choose one of {', '.join(sorted(SAMPLERS))}")
-        if steps < 1 or n < 1:
-            raise MienError("--steps and --n must be at least 1")
-        check_edit(strength, keep, method, guidance_until, recogniser_guidance, recogniser_guidance_until,
-                   guidance_contrast, blendshape_guidance, blendshape_guidance_until)
-        contrast = contrast_for(method, guidance_contrast, request.mix)
-        recogniser_guidance = recogniser_guidance_for(method, recogniser_guidance, contrast)  # sdedit: 0, or an error
-        blendshape_guidance = blendshape_guidance_for(method, blendshape_guidance, request.mix)
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise MienError(f"--n {n} must be a whole number of at least 1")
+        s = (settings or GenerationSettings()).resolve(request)
         bs = blendshape_target(request, self.prototypes, self.calibration)
         expr = expression_vector(bs, identity.pose)
-        cond = {"identity": identity.vector[None].expand(n, -1).to(self.device),
-                "expression": torch.from_numpy(expr)[None].expand(n, -1).float().to(self.device)}
+        target = torch.from_numpy(expr)[None].expand(n, -1).float().to(self.device)
+        cond = {"identity": identity.vector[None].expand(n, -1).to(self.device), "expression": target}
         if self.model.config.reference:
             cond["reference"] = identity.latent[None].expand(n, -1, -1, -1).to(self.device)
         seeds = [seed + i for i in range(n)]
-        scales = (guidance_identity, guidance_expression)
-        interval = (guidance_until, 1.0) if guidance_until > 0 else None  # guidance only while t > guidance_until
         photo = self.model.normalize(identity.latent[None].to(self.device)).expand(n, -1, -1, -1)
-        if method == "flowedit":
-            src = expression_vector(identity.blendshapes, identity.pose)  # the photo's own expression
-            from mien.builtin.recogniser_guidance import chain
-
-            guide = chain(self._blendshape_guide(bs, keep, blendshape_guidance, blendshape_guidance_until),
-                          self._recogniser_guide(identity, keep, recogniser_guidance, recogniser_guidance_until))
-            z = self._flowedit(src, cond, photo, seeds, steps, strength, keep, scales, interval, guide, contrast)
+        source = None
+        if s.method == "flowedit":  # the photo's own expression
+            source = torch.from_numpy(expression_vector(identity.blendshapes, identity.pose))[None]
+            source = source.expand(n, -1).float().to(self.device)
+        ctx = GuidanceContext(s, self.model, self.nets, identity, bs, target, source, edit_region(s.keep, self.device),
+                              self.device)  # fmt: skip
+        kinds = list(GUIDANCE.values())
+        velocity = conditioned(self.model, cond)
+        for kind in kinds:
+            velocity = kind.velocity(ctx, velocity)
+        keep = keep_mask(s.keep).to(self.device) if s.keep != "none" else None
+        if s.method == "flowedit":
+            expressions = torch.cat([source, target])
+            pair = lambda x, t, v=velocity: v(x, t, expressions)  # noqa: E731 - rows: source, then target
+            for kind in kinds:
+                pair = kind.pair(ctx, velocity, pair)
+            correct = chain(*(kind.correction(ctx) for kind in kinds))
+            z = editing.flowedit(pair, photo, seeds, s.steps, s.strength, keep, correct, callback)
         else:
-            z = self._sdedit(cond, photo, seeds, steps, sampler, strength, keep, scales, interval)
+            from mien.sampling import flow_to_denoiser
+
+            denoise = flow_to_denoiser(velocity)
+            z = editing.sdedit(denoise, photo, seeds, s.steps, s.strength, s.sampler, keep, callback)
         z = self.model.denormalize(z)
         rgb = self.taef2.decode(z).clamp(0, 1)
         images = [(im.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8) for im in rgb]
-        settings = {"steps": steps, "sampler": sampler, "guidance_identity": guidance_identity,
-                    "guidance_expression": guidance_expression, "strength": strength, "keep": keep, "method": method,
-                    "guidance_until": guidance_until, "recogniser_guidance": recogniser_guidance,
-                    "recogniser_guidance_until": recogniser_guidance_until, "guidance_contrast": contrast,
-                    "blendshape_guidance": blendshape_guidance, "blendshape_guidance_until": blendshape_guidance_until,
-                    "model_hash": self.model_hash}
-        return Generation(images, seeds, request.describe(), expr, settings, z.cpu())
-
-    def _sdedit(self, cond: dict, photo: torch.Tensor, seeds: list[int], steps: int, sampler: str, strength: float,
-                keep: str, scales: tuple, interval: tuple | None) -> torch.Tensor:  # fmt: skip
-        """SDEdit from the photo noised to flow time ``strength`` (pure noise at 1), any sampler (:mod:`mien.builtin.edit`)."""
-        from mien.builtin import edit
-        from mien.builtin.guidance import guided_denoiser
-        from mien.sampling import SAMPLERS, flow_sigmas
-
-        noise = torch.stack([torch.randn(32, 16, 16, generator=torch.Generator().manual_seed(s)) for s in seeds])
-        denoise = guided_denoiser(self.model, cond, scales=scales, interval=interval)
-        if keep != "none":
-            denoise = edit.kept_region_denoiser(denoise, photo, edit.keep_mask(keep).to(self.device))
-        sigmas = flow_sigmas(steps, start=strength).to(self.device)
-        noise = noise.to(self.device) * sigmas[0]
-        return SAMPLERS[sampler](denoise, photo + noise if strength < 1 else noise, sigmas)
-
-    def _flowedit(self, source: np.ndarray, cond: dict, photo: torch.Tensor, seeds: list[int], steps: int,
-                  strength: float, keep: str, scales: tuple, interval: tuple | None, guide=None,
-                  contrast: float = 1.0) -> torch.Tensor:  # fmt: skip
-        """FlowEdit from the photo's own expression ``source`` (55,) to the requested one (:mod:`mien.sampling.flowedit`)."""
-        from mien.builtin import edit
-        from mien.sampling import flow_times, sample_flowedit
-
-        src = torch.from_numpy(source)[None].expand(photo.shape[0], -1).float().to(self.device)
-        velocity = edit.flowedit_velocity(self.model, cond, src, scales, interval, contrast=contrast)
-        gens = [torch.Generator().manual_seed(s) for s in seeds]
-        drawn = 0
-
-        def noise(k: int) -> torch.Tensor:  # each seed's own stream, so image i is the same at any n
-            nonlocal drawn
-            if k != drawn:
-                raise RuntimeError(f"noise draws must come in order: asked for {k}, next is {drawn}")
-            drawn += 1
-            return torch.stack([torch.randn(photo.shape[1:], generator=g) for g in gens]).to(self.device)
-
-        mask = edit.keep_mask(keep).to(self.device) if keep != "none" else None
-        return sample_flowedit(velocity, photo, flow_times(steps, strength), noise, keep=mask, correct=guide)
-
-    def _recogniser_guide(self, identity: IdentityInput, keep: str, scale: float, until: float):
-        """The recogniser-guidance hook for FlowEdit (:mod:`mien.builtin.recogniser_guidance`), or None when off."""
-        if scale <= 0:
-            return None
-        if identity.embedding is None:
-            raise MienError("recogniser guidance needs MobileFaceNet in the pipeline's IdentityEncoder (as "
-                            "MienPipeline.from_pretrained builds it), or pass recogniser_guidance=0")
-        from mien.builtin.recogniser_guidance import RecogniserGuide, latent_embedder
-
-        embed = latent_embedder(self.model, self.taef2, self.identity)
-        return RecogniserGuide.for_edit(embed, identity.embedding[None].to(self.device), keep, scale, until)
-
-    def _blendshape_guide(self, target: np.ndarray, keep: str, scale: float, until: float):
-        """The blendshape-guidance hook for FlowEdit (:mod:`mien.builtin.blendshape_guidance`), or None when off.
-        Its nets (MediaPipe's mesh and blendshapes in PyTorch) load on first use."""
-        if scale <= 0:
-            return None
-        from mien.builtin.blendshape_guidance import BlendshapeGuide, latent_blendshapes
-
-        if self.blendshape_net is None:
-            from mien.models.face_mesh import AlignedBlendshapes
-
-            with torch.inference_mode(False):  # weights made under a caller's inference_mode could not enter autograd
-                self.blendshape_net = AlignedBlendshapes.from_weights().to(self.device)
-        measure = latent_blendshapes(self.model, self.taef2, self.blendshape_net)
-        goal = torch.from_numpy(np.asarray(target, np.float32))[None].to(self.device)
-        return BlendshapeGuide.for_edit(measure, goal, keep, scale, until)
+        return Generation(images, seeds, request.describe(), expr, s, self.model_hash, z.cpu())

@@ -1,125 +1,188 @@
-"""Sampling defaults shared by `mien generate`, :class:`mien.pipeline.MienPipeline` and
-`mien evaluate --generator built-in`, in a module that imports nothing (the CLI builds its help
-from it without loading torch).
+"""Every generation setting once: :class:`GenerationSettings`, its defaults, help, validation and the
+per-label policy, in a module that imports nothing heavy (the CLI builds its flags and help from it
+without loading torch).
 
 The default edit is FlowEdit over the whole schedule (method "flowedit", strength 1) with the background
-kept and no guidance (both scales 1: the plain conditional prediction, one UNet pass per step for the
+kept and the plain conditional prediction (both classifier-free scales 1: one UNet pass per step for the
 source and target together). FlowEdit moves the identity photo by the difference between the model's
 predictions for the requested expression and for the photo's own, so what they agree on stays the
-photo's. Chosen on the in-the-wild dev people (benchmarks/dev-wild.yaml) as the setting that keeps the
-most identity among those that still move the expression clearly (change from the identity photo
->= 1.2) and make every label readable to the blendshape classifier at >= 0.8 of its real-photo
-rate: CFP verification 0.70 against 0.59 for session 3's default (sdedit, strength 0.8, guidance 6
-and 3), which is `--method sdedit --strength 0.8 --guidance-identity 6 --guidance-expression 3`.
-Stronger expression guidance reads better to face-api and costs identity. The model card
-(src/mien/resources/model/README.md, "Choosing the defaults") has every run.
+photo's. Late in the edit it steps the face toward the identity photos' MobileFaceNet embedding
+(recogniser guidance, :mod:`mien.guidance.recogniser`). ``--method sdedit --strength 0.8
+--guidance-identity 6 --guidance-expression 3`` re-noises and redraws the face instead. The model card
+(src/mien/resources/model/README.md) has the measurements behind each default.
 
-Since session 7 the FlowEdit also takes recogniser guidance (mien.builtin.recogniser_guidance): at flow
-times t <= 0.3 the face moves a little toward the identity photos' MobileFaceNet embedding each step,
-which raised dev-wild CFP verification from 0.73 to 0.95 at the cost of some expression (model card,
-"Recogniser guidance"). sdedit does not take it (asking for it with sdedit is an error).
-
-Since session 9 the requests the model under-draws (sad, angry, fearful, disgusted) take contrast
-guidance (mien.builtin.edit.flowedit_velocity: the target pushed away from the photo's own expression
-by 1.5) and, to pay back the identity it costs, recogniser guidance 0.3 (model card, "Session 9").
-
-Since session 10 fearful requests also take blendshape guidance (mien.builtin.blendshape_guidance: late
-steps toward the request's blendshapes as MediaPipe reads the decoded face), at 1 (model card, "Session 10").
+A setting left at ``None`` takes its per-request default: :meth:`GenerationSettings.resolve` applies
+:data:`LABEL_POLICY` (the labels the model under-draws take contrast guidance, fearful also blendshape
+guidance) and the method's own defaults, and returns settings with every value concrete, which the
+output metadata records.
 """
 
-GENERATION_DEFAULTS = {"steps": 25, "sampler": "euler", "guidance_identity": 1.0, "guidance_expression": 1.0,
-                       "strength": 1.0, "keep": "background", "method": "flowedit", "guidance_until": 0.0,
-                       "recogniser_guidance": 0.15, "recogniser_guidance_until": 0.3,
-                       # with contrast guidance on (its default is per label: mien.expression.basic.LABEL_CONTRAST),
-                       # recogniser guidance is 0.3: the push costs identity, which this pays back (session 9)
-                       "guidance_contrast": None, "recogniser_guidance_contrast": 0.3,
-                       # None: per label (mien.expression.basic.LABEL_BLENDSHAPE: fearful 1, session 10)
-                       "blendshape_guidance": None, "blendshape_guidance_until": 0.3}
-EDIT_METHODS = ("flowedit", "sdedit")  # what --method accepts (mien.builtin.edit, mien.sampling.flowedit)
-KEEP_REGIONS = ("background", "none")  # what --keep accepts (mien.builtin.edit)
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any
+
+EDIT_METHODS = ("flowedit", "sdedit")  # mien.editing, mien.sampling.flowedit
+KEEP_REGIONS = ("background", "none")  # mien.regions
+# mien.sampling.samplers.SAMPLERS (importing it here would load torch; tests/test_settings.py checks they agree)
+SAMPLER_NAMES = ("euler", "heun", "midpoint", "dpmpp_2m")
+
+# Per-label defaults of the label-dependent settings (FlowEdit only). A request takes, per setting, the
+# largest value among the labels it asks for with intensity > 0; a setting a label does not list is off.
+# - guidance_contrast 1.5 (mien.guidance.contrast) on the labels the model under-draws: the FlowEdit
+#   target is pushed away from the photo's own expression. Not happy (on smiling photos the push drew
+#   sunglasses on some in-the-wild faces), not surprised (reads well without).
+# - blendshape_guidance 1 (mien.guidance.blendshape) on fearful, which face-api read at 0.41 of its
+#   real rate without it and 0.94 with it over the dev benchmark's 172 fearful requests (verification
+#   0.983 -> 0.981); on other labels it cost face-api readings (disgusted 0.99 -> 0.66 on dev-wild).
+LABEL_POLICY: dict[str, dict[str, float]] = {
+    "sad": {"guidance_contrast": 1.5},
+    "angry": {"guidance_contrast": 1.5},
+    "fearful": {"guidance_contrast": 1.5, "blendshape_guidance": 1.0},
+    "disgusted": {"guidance_contrast": 1.5},
+}
+# Recogniser guidance left at None (FlowEdit): 0.15, and 0.3 while contrast guidance is on, whose push
+# costs identity that the larger pull pays back (model card, "Contrast guidance").
+RECOGNISER_GUIDANCE = 0.15
+RECOGNISER_GUIDANCE_WITH_CONTRAST = 0.3
+# What each label-dependent setting is when no label asks for it (and always with sdedit).
+_OFF = {"guidance_contrast": 1.0, "blendshape_guidance": 0.0}
 
 
-def contrast_for(method: str, value: float | None, mix: dict[str, float]) -> float:
-    """The contrast guidance a request uses: ``value`` when given, else its labels' (flowedit only; 1 = off)."""
-    from mien.expression.basic import LABEL_CONTRAST
-
-    return _per_label(method, value, mix, LABEL_CONTRAST, off=1.0)
-
-
-def blendshape_guidance_for(method: str, value: float | None, mix: dict[str, float]) -> float:
-    """The blendshape guidance a request uses: ``value`` when given, else its labels' (flowedit only; 0 = off;
-    asking for it with sdedit is a one-line error in :func:`check_edit`)."""
-    from mien.expression.basic import LABEL_BLENDSHAPE
-
-    return _per_label(method, value, mix, LABEL_BLENDSHAPE, off=0.0)
+def _policy_help(name: str) -> str:
+    """'1.5 for sad, angry, ...' : the LABEL_POLICY values of a setting, for its help text."""
+    by_value: dict[float, list[str]] = {}
+    for label, values in LABEL_POLICY.items():
+        if name in values:
+            by_value.setdefault(values[name], []).append(label)
+    return "; ".join(f"{v:g} for {', '.join(labels)}" for v, labels in by_value.items())
 
 
-def _per_label(method: str, value: float | None, mix: dict[str, float], table: dict[str, float], off: float) -> float:
-    """A FlowEdit setting whose default depends on the request's labels: ``value`` when given, else
-    ``table``'s (:func:`mien.expression.basic.label_scale`); ``off`` for other methods."""
-    if value is not None:
-        return value
-    if method != "flowedit":
-        return off
-    from mien.expression.basic import label_scale
-
-    return label_scale(table, mix, off)
+def setting(default: Any, help: str, metavar: str | None = None) -> Any:
+    """A settings field whose help text is its documentation (peft's config style): the CLI shows it."""
+    return field(default=default, metadata={"help": help, "metavar": metavar})
 
 
-def recogniser_guidance_for(method: str, value: float | None, contrast: float = 1.0) -> float:
-    """The recogniser guidance a run uses: ``value`` when given, else the default for ``method`` and the
-    request's contrast guidance (it is a FlowEdit hook, so 0 for sdedit; asking for it with sdedit is a
-    one-line error)."""
-    if value is not None:
-        if value > 0 and method != "flowedit":
-            from mien.errors import MienError
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How the built-in model edits a photo toward a request. ``None`` = the request's default
+    (:meth:`resolve`). Invalid values raise a one-line :class:`mien.errors.MienError` naming the flag."""
 
-            raise MienError(f"--recogniser-guidance works with --method flowedit; drop it (or pass 0) with "
-                            f"--method {method}")
-        return value
-    if method != "flowedit":
-        return 0.0
-    return GENERATION_DEFAULTS["recogniser_guidance_contrast" if contrast > 1.0 else "recogniser_guidance"]
+    method: str = setting("flowedit", "how the identity photo is edited: 'flowedit' moves it by the difference "
+                          "between the requested expression and its own, 'sdedit' re-noises it and redraws",
+                          "|".join(EDIT_METHODS))
+    steps: int = setting(25, "sampler steps")
+    sampler: str | None = setting(None, "the ODE sampler of --method sdedit: " + ", ".join(SAMPLER_NAMES)
+                                  + " (default euler); flowedit steps with Euler and refuses another", "NAME")
+    strength: float = setting(1.0, "how early in the noise schedule the edit starts: 1 is the whole schedule (with "
+                              "sdedit: drawn from noise), lower keeps more of the identity photo", "S")
+    keep: str = setting("background", "'background' keeps the identity photo outside the face (hair, clothes, "
+                        "background); 'none' redraws everything", "|".join(KEEP_REGIONS))
+    guidance_identity: float = setting(1.0, "identity classifier-free guidance scale (higher keeps more of the "
+                                       "identity photo)", "G")
+    guidance_expression: float = setting(1.0, "expression classifier-free guidance scale (higher pushes the "
+                                         "requested expression harder)", "G")
+    guidance_until: float = setting(0.0, "classifier-free guidance only while the flow time is above T (it runs "
+                                    "from --strength down to 0), then the plain conditional prediction: strong "
+                                    "guidance late in sampling distorts fine detail (0 guides at every step)", "T")
+    guidance_contrast: float | None = setting(None, "flowedit: push the requested expression away from the photo's "
+                                              "own by W (1 is off); default per label: "
+                                              + _policy_help("guidance_contrast") + ", which the model under-draws; "
+                                              "1 otherwise", "W")
+    recogniser_guidance: float | None = setting(
+        None, f"flowedit: late in the edit, step the face toward the identity photos' MobileFaceNet embedding with "
+        f"this strength; keeps who they are, larger also undoes the expression (default {RECOGNISER_GUIDANCE:g}, "
+        f"{RECOGNISER_GUIDANCE_WITH_CONTRAST:g} with contrast guidance on; 0 turns it off)", "G")
+    recogniser_guidance_until: float = setting(0.3, "recogniser guidance acts while the flow time is at most T "
+                                               "(1 acts at every step)", "T")
+    blendshape_guidance: float | None = setting(None, "flowedit: late in the edit, step the face toward the requested "
+                                                "blendshapes as MediaPipe reads them (stronger, more exact "
+                                                "expressions; slower) with this strength; default per label: "
+                                                + _policy_help("blendshape_guidance") + ", which the model draws as "
+                                                "a grimace otherwise; 0 (off) for the rest", "G")
+    blendshape_guidance_until: float = setting(0.3, "blendshape guidance acts while the flow time is at most T "
+                                               "(1 acts at every step)", "T")
+
+    def __post_init__(self):
+        from mien.errors import MienError
+
+        def bad(name: str, value, what: str) -> MienError:
+            return MienError(f"--{name.replace('_', '-')} {value} {what}")
+
+        if self.method not in EDIT_METHODS:
+            raise MienError(f"--method {self.method}: unknown edit method; choose one of {', '.join(EDIT_METHODS)}")
+        if self.keep not in KEEP_REGIONS:
+            raise MienError(f"--keep {self.keep}: unknown region; choose one of {', '.join(KEEP_REGIONS)}")
+        if self.sampler is not None and self.sampler not in SAMPLER_NAMES:
+            raise MienError(f"unknown sampler '{self.sampler}'; choose one of {', '.join(sorted(SAMPLER_NAMES))}")
+        if self.method == "flowedit" and self.sampler not in (None, "euler"):
+            raise MienError(f"--sampler {self.sampler} works with --method sdedit; flowedit steps with Euler (drop "
+                            "--sampler, or add --method sdedit)")
+        if not isinstance(self.steps, numbers.Integral) or self.steps < 1:
+            raise bad("steps", self.steps, "must be at least 1")
+        if not 0.0 < self.strength <= 1.0:  # every range check here also rejects nan
+            raise bad("strength", self.strength, "is out of range; use a number above 0 and at most 1 (1 edits over "
+                      "the whole schedule, lower keeps more of the identity photo)")
+        for name in ("guidance_identity", "guidance_expression"):
+            if not math.isfinite(getattr(self, name)):
+                raise bad(name, getattr(self, name), "is not a number; use a guidance scale such as 1 (plain) or 3")
+        if not 0.0 <= self.guidance_until < 1.0:
+            raise bad("guidance_until", self.guidance_until, "is out of range; use a flow time from 0 (guide at every "
+                      "step) up to but not including 1")
+        if self.guidance_contrast is not None and not 1.0 <= self.guidance_contrast <= 10.0:
+            raise bad("guidance_contrast", self.guidance_contrast, "is out of range; use 1 (off) to 10 (leave it out "
+                      "for the per-label default: " + _policy_help("guidance_contrast") + ")")
+        if self.recogniser_guidance is not None and not 0.0 <= self.recogniser_guidance <= 10.0:
+            raise bad("recogniser_guidance", self.recogniser_guidance, f"is out of range; use 0 (off) to 10 (the "
+                      f"default {RECOGNISER_GUIDANCE:g} keeps identity; larger undoes the expression)")
+        if self.blendshape_guidance is not None and not 0.0 <= self.blendshape_guidance <= 10.0:
+            raise bad("blendshape_guidance", self.blendshape_guidance, "is out of range; use 0 (off) to 10 (leave "
+                      "it out for the per-label default: " + _policy_help("blendshape_guidance") + ")")
+        for name in ("recogniser_guidance_until", "blendshape_guidance_until"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise bad(name, getattr(self, name), "is out of range; use a flow time above 0 and at most 1 (1 "
+                          "guides at every step)")
+        if self.method != "flowedit":  # FlowEdit hooks: asked for explicitly with another method, an error
+            for name, off in (("guidance_contrast", 1.0), ("recogniser_guidance", 0.0), ("blendshape_guidance", 0.0)):
+                if getattr(self, name) not in (None, off):
+                    raise MienError(f"--{name.replace('_', '-')} works with --method flowedit; drop it with "
+                                    f"--method {self.method}")
+
+    def resolve(self, request) -> "GenerationSettings":
+        """These settings for ``request`` (anything with a ``mix`` {label: intensity}), every ``None`` replaced:
+        the labels' :data:`LABEL_POLICY` and the method's defaults."""
+        flowedit = self.method == "flowedit"
+        mix = getattr(request, "mix", {}) or {}
+
+        def per_label(name: str) -> float:
+            value = getattr(self, name)
+            if value is not None:
+                return value
+            if not flowedit:
+                return _OFF[name]
+            return label_value(mix, name)
+
+        contrast = per_label("guidance_contrast")
+        recogniser = self.recogniser_guidance
+        if recogniser is None:
+            recogniser = 0.0 if not flowedit else (
+                RECOGNISER_GUIDANCE_WITH_CONTRAST if contrast > 1.0 else RECOGNISER_GUIDANCE)
+        return dataclasses.replace(self, sampler=self.sampler or "euler", guidance_contrast=contrast,
+                                   recogniser_guidance=recogniser, blendshape_guidance=per_label("blendshape_guidance"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def fields(cls) -> tuple[dataclasses.Field, ...]:
+        return dataclasses.fields(cls)
 
 
-def check_edit(strength: float, keep: str, method: str = GENERATION_DEFAULTS["method"],
-               guidance_until: float = GENERATION_DEFAULTS["guidance_until"],
-               recogniser_guidance: float | None = GENERATION_DEFAULTS["recogniser_guidance"],
-               recogniser_guidance_until: float = GENERATION_DEFAULTS["recogniser_guidance_until"],
-               guidance_contrast: float | None = None,
-               blendshape_guidance: float | None = GENERATION_DEFAULTS["blendshape_guidance"],
-               blendshape_guidance_until: float = GENERATION_DEFAULTS["blendshape_guidance_until"]) -> None:
-    """One-line errors for --strength, --keep, --method, --guidance-until, the recogniser guidance,
-    --guidance-contrast and the blendshape guidance (before any model is loaded)."""
-    from mien.errors import MienError
-
-    if not 0.0 < strength <= 1.0:  # also rejects nan
-        raise MienError(f"--strength {strength} is out of range; use a number above 0 and at most 1 "
-                        "(1 edits over the whole schedule, lower keeps more of the identity photo)")
-    if keep not in KEEP_REGIONS:
-        raise MienError(f"--keep {keep}: unknown region; choose one of {', '.join(KEEP_REGIONS)}")
-    if method not in EDIT_METHODS:
-        raise MienError(f"--method {method}: unknown edit method; choose one of {', '.join(EDIT_METHODS)}")
-    if not 0.0 <= guidance_until < 1.0:
-        raise MienError(f"--guidance-until {guidance_until} is out of range; use a flow time from 0 (guide at every "
-                        "step) up to but not including 1")
-    if recogniser_guidance is not None and not 0.0 <= recogniser_guidance <= 10.0:
-        raise MienError(f"--recogniser-guidance {recogniser_guidance} is out of range; use 0 (off) to 10 (the default "
-                        f"{GENERATION_DEFAULTS['recogniser_guidance']:g} keeps identity; larger undoes the expression)")
-    if guidance_contrast is not None:
-        if not 1.0 <= guidance_contrast <= 10.0:  # also rejects nan
-            raise MienError(f"--guidance-contrast {guidance_contrast} is out of range; use 1 (off) to 10 (leave it out "
-                            "for the per-label default: 1.5 on sad, angry, fearful and disgusted)")
-        if guidance_contrast != 1.0 and method != "flowedit":
-            raise MienError(f"--guidance-contrast works with --method flowedit; drop it with --method {method}")
-    if not 0.0 < recogniser_guidance_until <= 1.0:
-        raise MienError(f"--recogniser-guidance-until {recogniser_guidance_until} is out of range; use a flow time "
-                        "above 0 and at most 1 (1 guides at every step)")
-    if blendshape_guidance is not None and not 0.0 <= blendshape_guidance <= 10.0:  # also rejects nan
-        raise MienError(f"--blendshape-guidance {blendshape_guidance} is out of range; use 0 (off) to 10 (leave it "
-                        "out for the per-label default: 1 on fearful)")
-    if blendshape_guidance is not None and blendshape_guidance > 0 and method != "flowedit":
-        raise MienError(f"--blendshape-guidance works with --method flowedit; drop it with --method {method}")
-    if not 0.0 < blendshape_guidance_until <= 1.0:
-        raise MienError(f"--blendshape-guidance-until {blendshape_guidance_until} is out of range; use a flow time "
-                        "above 0 and at most 1 (1 guides at every step)")
+def label_value(mix: dict[str, float], name: str) -> float:
+    """The per-label default of setting ``name`` for a label mix: the largest :data:`LABEL_POLICY` value among
+    the labels asked for with intensity > 0, else the setting's "off" value."""
+    return max((LABEL_POLICY[label][name] for label, x in mix.items()
+                if x > 0 and name in LABEL_POLICY.get(label, {})), default=_OFF[name])  # fmt: skip

@@ -64,7 +64,9 @@ def build_request(pipe, spec: dict):
 
 def generate_case(pipe, identity, spec: dict, settings: dict, n: int) -> np.ndarray:
     """(n, 128, 128, 3) uint8 outputs of one case with today's pipeline API."""
-    out = pipe(identity, build_request(pipe, spec), n=n, seed=SEED, **settings)
+    from mien.settings import GenerationSettings
+
+    out = pipe(identity, build_request(pipe, spec), GenerationSettings(**settings), n=n, seed=SEED)
     return np.stack(out.images)
 
 

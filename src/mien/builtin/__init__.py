@@ -4,14 +4,11 @@ config.py   ModelConfig, TrainConfig, PRESETS
 streams.py  condition streams: encoder, null tokens, guidance dropout
 attention.py  decoupled cross-attention per stream (a diffusers attention processor)
 model.py    MienModel: velocity prediction, save_pretrained / from_pretrained
-guidance.py per-stream classifier-free guidance
 loss.py     masked rectified-flow matching loss
 """
 
 from mien.builtin.config import PRESETS, ModelConfig, StreamConfig, TrainConfig
-from mien.builtin.guidance import guided_denoiser, guided_velocity
 from mien.builtin.loss import FlowMatchingLoss
 from mien.builtin.model import MienModel
 
-__all__ = ["PRESETS", "ModelConfig", "StreamConfig", "TrainConfig", "MienModel", "FlowMatchingLoss",
-           "guided_velocity", "guided_denoiser"]  # fmt: skip
+__all__ = ["PRESETS", "ModelConfig", "StreamConfig", "TrainConfig", "MienModel", "FlowMatchingLoss"]

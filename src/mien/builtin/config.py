@@ -96,12 +96,12 @@ class ModelConfig:
     # as extra input channels (InstructPix2Pix's image conditioning, Brooks et al. 2023, sec. 3.4).
     # It belongs to the identity stream: nulled (zeros) with it, in dropout and in guidance.
     reference: bool = False
-    # Coarse self-reference (session 5, docs/training.md run 4): k > 0 average-pools the reference latent
+    # Coarse self-reference (docs/training.md, run 4): k > 0 average-pools the reference latent
     # over k x k cells (and spreads it back) inside the model, so the reference carries colour,
     # lighting, hair and the face's layout but not its expression. A model trained that way is given
     # the edited photo itself as its reference; 0 passes the reference as it is.
     reference_pool: int = 0
-    # TAEF2 decoder fine-tuned on the training faces (session 9, mien.train.decoder): a file name in the
+    # TAEF2 decoder fine-tuned on the training faces (mien.train.decoder): a file name in the
     # model folder, listed in its SHA256SUMS; None decodes with the pretrained TAEF2 decoder. The encoder
     # (the latent space the model was trained in) is always the pretrained one.
     decoder: str | None = None

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+
+from mien.cli.settings_flags import add_setting_flags, given_settings, settings_from_args
 
 EPILOG = """\
 what it measures (every definition is also written into results.json and report.html):
@@ -59,17 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the realism split (default 0); generation "
                    "seeds come from the benchmark")
     p.add_argument("--model", metavar="DIR", help="saved model folder for --generator built-in (default: the shipped model)")
-    p.add_argument("--guidance-identity", type=float, metavar="G", help="built-in: identity guidance (default: mien generate's)")
-    p.add_argument("--guidance-expression", type=float, metavar="G", help="built-in: expression guidance (default: mien generate's)")
-    p.add_argument("--strength", type=float, metavar="S", help="built-in: where in the schedule the edit starts, 1 = its start (default: mien generate's)")
-    p.add_argument("--keep", metavar="REGION", help="built-in: background or none (default: mien generate's)")
-    p.add_argument("--guidance-until", type=float, metavar="T", help="built-in: guide only while the flow time is above T (default: mien generate's)")
-    p.add_argument("--method", help="built-in: how the photo is edited, flowedit or sdedit (default: mien generate's)")
-    p.add_argument("--recogniser-guidance", type=float, metavar="G", help="built-in, flowedit: MobileFaceNet identity guidance, 0 = off (default: mien generate's)")
-    p.add_argument("--recogniser-guidance-until", type=float, metavar="T", help="built-in: recogniser guidance acts while the flow time is at most T (default: mien generate's)")
-    p.add_argument("--guidance-contrast", type=float, metavar="W", help="built-in, flowedit: contrast guidance for every request, 1 = off (default: mien generate's, per label)")
-    p.add_argument("--blendshape-guidance", type=float, metavar="G", help="built-in, flowedit: steps toward the requested blendshapes late in the edit, 0 = off (default: mien generate's)")
-    p.add_argument("--blendshape-guidance-until", type=float, metavar="T", help="built-in: blendshape guidance acts while the flow time is at most T (default: mien generate's)")
+    add_setting_flags(p, prefix="built-in: ")
     p.add_argument("--images", metavar="DIR", help="with --generator images: the folder of output PNGs to score, "
                    "named as this command names its outputs (an earlier run's outputs/, or scripts/gpu_generate.py's)")
     p.add_argument("--sweep-identities", type=int, default=8, metavar="N",
@@ -100,14 +93,10 @@ def run(args: argparse.Namespace) -> int:
               f"identities {len(bench.identities)}  items {bench.n_items()}  real photos {len(bench.photos())}\n"
               f"generator  {args.generator}\nout        {out}\n"
               f"cache      {'off' if args.no_cache else default_cache_dir()}\nseed       {args.seed}")
+        if args.generator == "built-in":  # None: resolved per request (mien.settings.LABEL_POLICY)
+            print(f"settings   {json.dumps(settings_from_args(args).to_dict())}")
         return 0
-    generator = create(args.generator, bench, model=args.model, guidance_identity=args.guidance_identity,
-                       guidance_expression=args.guidance_expression, strength=args.strength, keep=args.keep,
-                       method=args.method, guidance_until=args.guidance_until,
-                       recogniser_guidance=args.recogniser_guidance,
-                       recogniser_guidance_until=args.recogniser_guidance_until,
-                       guidance_contrast=args.guidance_contrast, blendshape_guidance=args.blendshape_guidance,
-                       blendshape_guidance_until=args.blendshape_guidance_until, images=args.images)
+    generator = create(args.generator, bench, model=args.model, images=args.images, **given_settings(args))
     options = Options(out=out, seed=args.seed, use_cache=not args.no_cache, fresh=args.fresh, device=args.device,
                       model_hash=args.model_hash, sweep_identities=args.sweep_identities)
     results = evaluate(bench, generator, options)

@@ -7,9 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from mien.cli.settings_flags import add_setting_flags, settings_from_args
 from mien.errors import MienError
-from mien.settings import (EDIT_METHODS, GENERATION_DEFAULTS, KEEP_REGIONS, blendshape_guidance_for, check_edit,
-                           contrast_for, recogniser_guidance_for)
 
 EPILOG = """\
 how controls combine (docs/expressions.md): start from the --like photo's expression (else neutral),
@@ -53,45 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--like", metavar="PHOTO", help="take the expression (not the identity) from this reference photo")
     p.add_argument("--n", type=int, default=1, help="images to generate (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed+i")
-    d = GENERATION_DEFAULTS
-    p.add_argument("--steps", type=int, default=d["steps"], help=f"sampler steps (default {d['steps']})")
-    p.add_argument("--sampler", default=d["sampler"],
-                   help=f"euler, heun, midpoint or dpmpp_2m, for --method sdedit (default {d['sampler']}; flowedit steps with Euler)")
-    p.add_argument("--guidance-identity", type=float, default=d["guidance_identity"],
-                   help=f"identity guidance scale (default {d['guidance_identity']:g}; higher keeps more of the identity photo)")
-    p.add_argument("--guidance-expression", type=float, default=d["guidance_expression"],
-                   help=f"expression guidance scale (default {d['guidance_expression']:g}; higher pushes the requested expression harder)")
-    p.add_argument("--guidance-contrast", type=float, default=None, metavar="W",
-                   help="flowedit: push the requested expression away from the photo's own by W (1 is off); default per "
-                        "label: 1.5 for sad, angry, fearful and disgusted, which the model under-draws, 1 otherwise")
-    p.add_argument("--guidance-until", type=float, default=d["guidance_until"], metavar="T",
-                   help=f"guide only while the flow time is above T (it runs from --strength down to 0), then follow the "
-                        f"plain conditional prediction: strong guidance late in sampling distorts fine detail (default "
-                        f"{d['guidance_until']:g}; 0 guides at every step)")
-    p.add_argument("--recogniser-guidance", type=float, default=None, metavar="G",
-                   help=f"flowedit: late in the edit, step the face toward the identity photos' MobileFaceNet embedding "
-                        f"with this strength; keeps who they are, larger also undoes the expression (default "
-                        f"{d['recogniser_guidance']:g}, {d['recogniser_guidance_contrast']:g} on requests with contrast guidance; "
-                        f"0 turns it off)")
-    p.add_argument("--recogniser-guidance-until", type=float, default=d["recogniser_guidance_until"], metavar="T",
-                   help=f"recogniser guidance acts while the flow time is at most T (default "
-                        f"{d['recogniser_guidance_until']:g}; 1 acts at every step)")
-    p.add_argument("--blendshape-guidance", type=float, default=None, metavar="G",
-                   help="flowedit: late in the edit, step the face toward the requested blendshapes as MediaPipe reads "
-                        "them (stronger, more exact expressions; slower) with this strength; default per label: 1 for "
-                        "fearful, which the model draws as a grimace otherwise, 0 (off) for the rest")
-    p.add_argument("--blendshape-guidance-until", type=float, default=d["blendshape_guidance_until"], metavar="T",
-                   help=f"blendshape guidance acts while the flow time is at most T (default "
-                        f"{d['blendshape_guidance_until']:g}; 1 acts at every step)")
-    p.add_argument("--method", default=d["method"], metavar="|".join(EDIT_METHODS),
-                   help=f"how the identity photo is edited: 'flowedit' moves it by the difference between the requested "
-                        f"expression and its own, 'sdedit' re-noises it and redraws (default {d['method']})")
-    p.add_argument("--strength", type=float, default=d["strength"],
-                   help=f"how early in the noise schedule the edit starts: 1 is the whole schedule (with sdedit: drawn from "
-                        f"noise), lower keeps more of the identity photo (default {d['strength']:g})")
-    p.add_argument("--keep", default=d["keep"], metavar="|".join(KEEP_REGIONS),
-                   help=f"'background' keeps the identity photo outside the face (hair, clothes, background); 'none' redraws "
-                        f"everything (default {d['keep']})")
+    add_setting_flags(p)
     p.add_argument("--out", type=Path, default=Path("mien-out"), help="output folder (default mien-out)")
     p.add_argument("--no-paste", dest="paste", action="store_false",
                    help="write only the aligned 128 px faces, not also each face put back into the first identity "
@@ -117,22 +78,6 @@ def build_request(args, like=None):
     if args.au:
         aus.update(parse_au_spec(args.au))
     return ExpressionRequest(mix=mix, aus=aus, like=like, intensity=args.intensity)
-
-
-def check_settings(args, request) -> None:
-    """Settings errors that need no model: found here, before the slow model loading. Resolves the
-    request's contrast and recogniser guidance (defaults depend on its labels)."""
-    check_edit(args.strength, args.keep, args.method, args.guidance_until, args.recogniser_guidance,
-               args.recogniser_guidance_until, args.guidance_contrast, args.blendshape_guidance,
-               args.blendshape_guidance_until)
-    args.guidance_contrast = contrast_for(args.method, args.guidance_contrast, request.mix)
-    args.recogniser_guidance = recogniser_guidance_for(args.method, args.recogniser_guidance, args.guidance_contrast)
-    args.blendshape_guidance = blendshape_guidance_for(args.method, args.blendshape_guidance, request.mix)
-    from mien.sampling.samplers import SAMPLERS
-
-    if args.sampler not in SAMPLERS:
-        raise MienError(f"unknown sampler '{args.sampler}'; choose one of {', '.join(sorted(SAMPLERS))}")
-    check_model_dir(args.model)
 
 
 def check_model_dir(model: str) -> None:
@@ -177,26 +122,16 @@ def run(args: argparse.Namespace) -> int:
     if not args.identity:
         raise MienError("no identity photo; give --identity PHOTO [PHOTO...] (or --example to try the bundled photo)")
     request = build_request(args)  # terms, AUs, intensities
-    if args.n < 1 or args.steps < 1:
-        raise MienError("--n and --steps must be at least 1")
+    settings = settings_from_args(args)  # every setting checked before any photo is read or model loaded
+    if args.n < 1:
+        raise MienError(f"--n {args.n} must be at least 1")
     if not args.dry_run:  # a dry run reads no photos
         photos = [load_rgb(p) for p in args.identity]
         like_rgb = load_rgb(args.like) if args.like else None
-    check_settings(args, request)  # sampler, model folder, the request's guidance
-    if args.method == "flowedit" and args.sampler != GENERATION_DEFAULTS["sampler"]:
-        print(f"mien: warning: --sampler {args.sampler} applies to --method sdedit; flowedit steps with Euler",
-              file=sys.stderr)
+    check_model_dir(args.model)
     if args.dry_run:
-        print(json.dumps({"identity": args.identity, "request": request.describe(), "like": args.like,
-                          "n": args.n, "seed": args.seed, "steps": args.steps, "sampler": args.sampler,
-                          "guidance_identity": args.guidance_identity,
-                          "guidance_expression": args.guidance_expression, "strength": args.strength,
-                          "keep": args.keep, "method": args.method,
-                          "guidance_until": args.guidance_until, "recogniser_guidance": args.recogniser_guidance,
-                          "recogniser_guidance_until": args.recogniser_guidance_until,
-                          "guidance_contrast": args.guidance_contrast,
-                          "blendshape_guidance": args.blendshape_guidance,
-                          "blendshape_guidance_until": args.blendshape_guidance_until, "model": args.model}, indent=1))
+        print(json.dumps({"identity": args.identity, "request": request.describe(), "like": args.like, "n": args.n,
+                          "seed": args.seed, **settings.resolve(request).to_dict(), "model": args.model}, indent=1))
         return 0
     from mien.face.landmarker import FaceLandmarker
     from mien.pipeline import MienPipeline, align_photos, reference_blendshapes
@@ -214,12 +149,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"mien: warning: skipped {msg}", file=sys.stderr)
         pipe = MienPipeline.from_pretrained(args.model, device=args.device, landmarker=landmarker)
         ident = pipe.identity_input(aligned)
-        gen = pipe(ident, request, n=args.n, seed=args.seed, steps=args.steps, sampler=args.sampler,
-                   guidance_identity=args.guidance_identity, guidance_expression=args.guidance_expression,
-                   strength=args.strength, keep=args.keep, method=args.method,
-                   guidance_until=args.guidance_until, recogniser_guidance=args.recogniser_guidance,
-                   recogniser_guidance_until=args.recogniser_guidance_until, guidance_contrast=args.guidance_contrast,
-                   blendshape_guidance=args.blendshape_guidance, blendshape_guidance_until=args.blendshape_guidance_until)
+        gen = pipe(ident, request, settings, n=args.n, seed=args.seed)
     finally:
         landmarker.close()
     from mien.io.output import save_generation
@@ -229,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         from mien.pipeline import paste_into_photo
 
         photo, matrix = photos[aligned.sources[0]], aligned.matrices[0]
-        pasted = [paste_into_photo(photo, img, matrix, args.keep) for img in gen.images]
+        pasted = [paste_into_photo(photo, img, matrix, gen.settings.keep) for img in gen.images]
     paths = save_generation(args.out, ident, gen, pasted)
     for p in paths:
         print(p)

@@ -19,6 +19,7 @@ The built-in model registers itself as "built-in" (:func:`register`) once it exi
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -135,48 +136,30 @@ class ImagesGenerator:
         return load_rgb(path)
 
 
-def _or(value: float | None, default: str) -> str:
-    return default if value is None else format(value, "g")
-
-
 class BuiltinGenerator:
-    """mien's built-in model through :class:`mien.pipeline.MienPipeline` (its default settings)."""
+    """mien's built-in model through :class:`mien.pipeline.MienPipeline` with ``settings``
+    (:class:`mien.settings.GenerationSettings`; default: `mien generate`'s)."""
 
     name = "built-in"
     guidance_scales = (1.0, 2.0, 3.0, 5.0)  # expression guidance scales of the trade-off sweep
 
-    def __init__(self, model: str = "default", device: str = "cpu", pipe=None, **settings):
+    def __init__(self, model: str = "default", device: str = "cpu", pipe=None, settings=None):
         from mien.pipeline import MienPipeline
-        from mien.settings import GENERATION_DEFAULTS, check_edit, recogniser_guidance_for
+        from mien.settings import GenerationSettings
 
-        defaults = {k: v for k, v in GENERATION_DEFAULTS.items() if k != "recogniser_guidance_contrast"}  # not a pipeline argument
-        self.settings = {**defaults, **{k: v for k, v in settings.items() if v is not None}}
-        if settings.get("recogniser_guidance") is not None:  # else None: per request (with its contrast guidance)
-            self.settings["recogniser_guidance"] = recogniser_guidance_for(self.settings["method"],
-                                                                           settings["recogniser_guidance"])
-        else:
-            self.settings["recogniser_guidance"] = None
-        check_edit(self.settings["strength"], self.settings["keep"], self.settings["method"],
-                   self.settings["guidance_until"], self.settings["recogniser_guidance"],
-                   self.settings["recogniser_guidance_until"], self.settings["guidance_contrast"],
-                   self.settings["blendshape_guidance"], self.settings["blendshape_guidance_until"])  # before the model loads
+        self.settings = settings or GenerationSettings()  # validated before the model loads
         self.pipe = pipe or MienPipeline.from_pretrained(model, device=device)
         self.model_hash = self.pipe.model_hash
         self._identity: dict[bytes, object] = {}
 
     @property
     def description(self) -> str:
-        s = self.settings
-        return (f"mien's built-in model: {s['sampler']}, {s['steps']} steps, guidance identity "
-                f"{s['guidance_identity']:g}, expression {s['guidance_expression']:g}, strength {s['strength']:g}, "
-                f"keep {s['keep']}, method {s['method']}, guidance until t = {s['guidance_until']:g}, recogniser "
-                f"guidance {_or(s['recogniser_guidance'], 'default')} at t <= {s['recogniser_guidance_until']:g}, "
-                f"contrast guidance {_or(s['guidance_contrast'], 'per label')}, blendshape guidance "
-                f"{_or(s['blendshape_guidance'], 'per label')} at t <= {s['blendshape_guidance_until']:g}")
+        given = ", ".join(f"{k} {'per request' if v is None else v}" for k, v in self.settings.to_dict().items())
+        return f"mien's built-in model: {given}"
 
     def with_guidance(self, scale: float) -> "BuiltinGenerator":
         """The same model at expression guidance ``scale`` (the trade-off sweep); identities are re-used."""
-        other = BuiltinGenerator(pipe=self.pipe, **{**self.settings, "guidance_expression": scale})
+        other = BuiltinGenerator(pipe=self.pipe, settings=dataclasses.replace(self.settings, guidance_expression=scale))
         other._identity = self._identity
         return other
 
@@ -190,13 +173,15 @@ class BuiltinGenerator:
             self._identity[key] = self.pipe.prepare_identity(identity_images)
         like = self.pipe.reference_blendshapes(request.reference) if request.reference is not None else None
         req = ExpressionRequest(mix=dict(request.basic), aus=dict(request.aus), like=like)
-        return self.pipe(self._identity[key], req, n=1, seed=seed, **self.settings).images[0]
+        return self.pipe(self._identity[key], req, self.settings, n=1, seed=seed).images[0]
 
 
 def _builtin(benchmark: Benchmark, model: str | None = None, images: str | None = None, **settings) -> Generator:
     if images is not None:
         raise MienError("--images: generator 'built-in' generates its own images; drop it or use --generator images")
-    return BuiltinGenerator(model or "default", **settings)
+    from mien.settings import GenerationSettings
+
+    return BuiltinGenerator(model or "default", settings=GenerationSettings(**settings))
 
 
 Factory = Callable[[Benchmark], Generator]

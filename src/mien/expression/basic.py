@@ -90,16 +90,16 @@ NO_SMILE = ("sad", "angry", "fearful", "disgusted")
 SMILE_INDICES = tuple(BLENDSHAPE_NAMES.index(n) for n in ("mouthSmileLeft", "mouthSmileRight"))
 
 # Displacement gains (module docstring; model card, "Choosing the defaults"). Angry, fearful, disgusted
-# (session 5, benchmarks/dev-wild.yaml, rule fixed before the full benchmark): for each label face-api
+# (benchmarks/dev-wild.yaml, rule fixed before the full benchmark): for each label face-api
 # read below 0.8 of its real rate at gain 1, the smallest of 1.5 and 2 at which it reads >= 0.8 with the
-# blendshape classifier also >= 0.8; 2 if neither does. Happy, surprised (session 6,
-# docs/eval-runs/benchmarks/{happy,surprised}-dw-lq.yaml; the rule stated after seeing the points, then
+# blendshape classifier also >= 0.8; 2 if neither does. Happy, surprised (dev-wild and London quick; the
+# rule stated after seeing the points, then
 # checked on the whole dev benchmark): the labels face-api read above 1.2 of their real rate at gain 1,
 # the smallest of 0.7 and 0.5 at which both classifiers still read >= 0.8 of the real rate.
 GAIN = {"happy": 0.5, "angry": 1.5, "fearful": 2.0, "disgusted": 1.5, "surprised": 0.7}
 
 # Action Units a label's target sets after its movement (FACS levels 0-5, times the label's intensity;
-# mien.expression.targets, rule step 3). Surprised (session 8): EMFACS's surprise prototype is
+# mien.expression.targets, rule step 3). Surprised: EMFACS's surprise prototype is
 # AU1+2+5B+26 (inner and outer brow raiser, upper lid raiser, jaw drop; Ekman, Friesen & Hager 2002,
 # Investigator's Guide), but the performers' average movement barely raises the brows (browInnerUp
 # +0.22 at gain 0.7) and face-api read the built-in model's surprise at 0.68 of its real rate on the
@@ -108,38 +108,6 @@ GAIN = {"happy": 0.5, "angry": 1.5, "fearful": 2.0, "disgusted": 1.5, "surprised
 # the same for fearful (AU1+2+5, EMFACS 1+2+4+5+20+26 with 4 and 20 already in its movement) lowered
 # both classifiers' readings (face-api 0.50 -> 0.25), so fearful has none (model card).
 LABEL_AUS: dict[str, dict[str, float]] = {"surprised": {"AU1": 3.0, "AU2": 3.0, "AU5": 3.0, "AU26": 3.0}}
-
-# Contrast guidance per label (session 9; mien.builtin.edit.flowedit_velocity, model card "Session 9"):
-# the labels the model under-draws get their FlowEdit target pushed along the difference between the
-# model's predictions for the requested and for the photo's own expression. Not happy: on smiling
-# photos the push drew sunglasses on some in-the-wild faces; not surprised, which reads well without.
-LABEL_CONTRAST: dict[str, float] = {"sad": 1.5, "angry": 1.5, "fearful": 1.5, "disgusted": 1.5}
-
-
-# Blendshape guidance per label (session 10; mien.builtin.blendshape_guidance, model card "Session 10"):
-# fearful, the one label face-api still read below 0.8 of its real rate on the whole dev benchmark
-# (0.41; most outputs read as happy), is steered toward its blendshape target late in the edit. At 1,
-# face-api read fearful at 0.94 of its real rate over the dev benchmark's 172 fearful requests, with
-# verification 0.983 -> 0.981; on dev-wild it cost other labels' face-api readings (disgusted
-# 0.99 -> 0.66), so they take none.
-LABEL_BLENDSHAPE: dict[str, float] = {"fearful": 1.0}
-
-
-def label_blendshape_guidance(mix: dict[str, float]) -> float:
-    """The blendshape-guidance scale of a label mix (:data:`LABEL_BLENDSHAPE`, :func:`label_scale`); 0 is off."""
-    return label_scale(LABEL_BLENDSHAPE, mix, off=0.0)
-
-
-def label_scale(table: dict[str, float], mix: dict[str, float], off: float) -> float:
-    """A per-label sampling scale of a label mix: the largest of ``table``'s entries among the labels asked
-    for with intensity > 0; ``off`` when none is."""
-    return max((table[label] for label, x in mix.items() if x > 0 and label in table), default=off)
-
-
-def label_contrast(mix: dict[str, float]) -> float:
-    """The contrast-guidance scale of a label mix (:data:`LABEL_CONTRAST`, :func:`label_scale`); 1 is off."""
-    return label_scale(LABEL_CONTRAST, mix, off=1.0)
-
 
 def movements(bs: np.ndarray, label: np.ndarray, performer: np.ndarray) -> np.ndarray:
     """Each posed face's blendshapes minus its performer's mean neutral face (NaN rows where the

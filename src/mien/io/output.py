@@ -23,7 +23,7 @@ def save_generation(out: Path, identity, gen, pasted: list[np.ndarray] | None = 
     start = len(list(out.glob("*_seed*.png")))  # never overwrite earlier results in the same folder
     paths = []
     for i, (img, seed) in enumerate(zip(gen.images, gen.seeds)):
-        meta = {"request": gen.request, "seed": seed, **gen.settings}
+        meta = gen.metadata(seed)
         p = out / f"{start + i:03d}_seed{seed}.png"
         Image.fromarray(img).save(p, pnginfo=_png_info(meta))
         paths.append(p)
@@ -32,7 +32,8 @@ def save_generation(out: Path, identity, gen, pasted: list[np.ndarray] | None = 
             Image.fromarray(pasted[i]).save(q, pnginfo=_png_info(meta))
             paths.append(q)
     sheet = contact_sheet([identity.crops[0]] + gen.images, ["identity"] + [f"seed {s}" for s in gen.seeds], gen.request)
-    sheet.save(out / "sheet.png", pnginfo=_png_info({"request": gen.request, **gen.settings}))
+    sheet_meta = {k: v for k, v in gen.metadata(gen.seeds[0]).items() if k != "seed"}
+    sheet.save(out / "sheet.png", pnginfo=_png_info(sheet_meta))
     paths.append(out / "sheet.png")
     return paths
 

@@ -4,7 +4,7 @@
 256x256 RGB crop in [0, 1] (NHWC; MediaPipe's ImageToTensor range in face_landmarks_detector_graph.cc)
 in, 478 x (x, y, z) in pixels of that crop out. With :class:`mien.models.blendshapes.BlendshapeNet` on
 top it gives MediaPipe's 52 blendshape scores as a differentiable function of the image, which is what
-blendshape guidance (:mod:`mien.builtin.blendshape_guidance`) needs.
+blendshape guidance (:mod:`mien.guidance.blendshape`) needs.
 
 MediaPipe cuts the 256 px crop around a face it has detected. mien's faces are already aligned to one
 128 px template, so :meth:`FaceMeshNet.aligned` cuts one fixed square instead (``ALIGNED_ROI``), a

@@ -48,7 +48,7 @@ def sample_flowedit(velocity: PairVelocity, x_src: torch.Tensor, ts: torch.Tenso
     kept region, applied to the velocity difference). ``n_avg`` > 1 averages the velocity difference
     over several noise draws per step (the paper's n_avg). ``callback`` gets {'x', 'i', 't'} each step.
     ``correct(z, t, t_next)``, when given, returns the state after each step's move (guidance by a
-    differentiable critic of the clean state, e.g. :mod:`mien.builtin.recogniser_guidance`); it comes in as an
+    differentiable critic of the clean state, e.g. :mod:`mien.guidance.recogniser`); it comes in as an
     argument, so this function stays pure.
     """
     z = x_src

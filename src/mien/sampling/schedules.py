@@ -68,7 +68,7 @@ def flow_sigmas(n: int, shift: float = 1.0, sigma_max: float = FLOW_SIGMA_MAX, s
 
     t = 1 would be sigma = infinity: the first sigma is replaced by the finite ``sigma_max``
     (t_max = sigma_max / (1 + sigma_max)), which must exceed the next sigma. ``start`` < 1 is a
-    partial start (SDEdit, Meng et al. 2022; mien.builtin.edit): all ``n`` steps over [start, 0], the
+    partial start (SDEdit, Meng et al. 2022; mien.editing): all ``n`` steps over [start, 0], the
     first sigma finite (diffusers' img2img instead skips the first steps of the full schedule).
     """
     t = flow_times(n, start)

@@ -6,7 +6,7 @@ fearful and sad below their real-photo rates to the blendshape classifier, docs/
 target it was asked for is a point of the same blendshape space MediaPipe measures. FaceExpr trains with
 an "expression-crafting" loss between the requested expression and a classifier's reading of the
 generated image; here the loss is used at sampling time instead, as recogniser guidance uses its
-identity loss (:mod:`mien.builtin.recogniser_guidance`, which has the step and its choices): after each
+identity loss (:mod:`mien.guidance.recogniser`; the step is :mod:`mien.guidance.gradient`'s): after each
 late step the state moves along the gradient of minus the squared distance between the blendshapes of
 the decoded face (:class:`mien.models.face_mesh.AlignedBlendshapes`: MediaPipe's mesh and blendshape
 nets in PyTorch, on a fixed crop of the aligned face) and the request's target.
@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
-from mien.builtin.recogniser_guidance import GradientGuide, edit_region
+from mien.guidance.base import Correction, Guidance, GuidanceContext
+from mien.guidance.gradient import GradientGuide
 
 
 class BlendshapeGuide(GradientGuide):
@@ -33,11 +35,6 @@ class BlendshapeGuide(GradientGuide):
                  scale: float, until: float):  # fmt: skip
         super().__init__(self.closeness, region, scale, until)
         self.measure, self.target = measure, target
-
-    @classmethod
-    def for_edit(cls, measure: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor, keep: str,
-                 scale: float, until: float) -> "BlendshapeGuide":  # fmt: skip
-        return cls(measure, target, edit_region(keep, target.device), scale, until)
 
     def closeness(self, z: torch.Tensor) -> torch.Tensor:
         """(B,) minus the squared distance between each image's blendshapes and the target (MediaPipe's
@@ -53,3 +50,18 @@ def latent_blendshapes(model, taef2, blendshapes) -> Callable[[torch.Tensor], to
         return blendshapes(taef2.decode(model.denormalize(z), clamp=False).clamp(0, 1))
 
     return measure
+
+
+class BlendshapeGuidance(Guidance):
+    """``--blendshape-guidance`` and ``--blendshape-guidance-until`` (FlowEdit; 0 is off). Its nets
+    (:class:`mien.models.face_mesh.AlignedBlendshapes`) are the pipeline's, loaded with it."""
+
+    name = "blendshape"
+
+    def correction(self, ctx: GuidanceContext) -> Correction | None:
+        s = ctx.settings
+        if s.blendshape_guidance <= 0:
+            return None
+        measure = latent_blendshapes(ctx.model, ctx.nets["taef2"], ctx.nets["blendshapes"])
+        goal = torch.from_numpy(np.asarray(ctx.target_blendshapes, np.float32))[None].to(ctx.device)
+        return BlendshapeGuide(measure, goal, ctx.region, s.blendshape_guidance, s.blendshape_guidance_until)

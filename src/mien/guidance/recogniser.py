@@ -31,55 +31,8 @@ from collections.abc import Callable
 
 import torch
 
-
-class GradientGuide:
-    """A ``correct(z, t, t_next)`` hook of :func:`mien.sampling.flowedit.sample_flowedit` that steps up a
-    differentiable score of the latents, late in the edit.
-
-    ``score`` maps (B, C, H, W) latents to (B,) scores; ``region`` (1, 1, H, W) weights the latent cells
-    allowed to move (1 in the face box, 0 where the photo is kept). After each step with flow time
-    t <= ``until`` the state moves by ``scale * (t - t_next)`` along the score's gradient, normalised to
-    RMS 1 per image over the whole latent (so the total move does not depend on the number of steps).
-    """
-
-    def __init__(self, score: Callable[[torch.Tensor], torch.Tensor], region: torch.Tensor, scale: float,
-                 until: float):  # fmt: skip
-        self.score, self.region = score, region
-        self.scale, self.until = float(scale), float(until)
-
-    def __call__(self, z: torch.Tensor, t: float, t_next: float) -> torch.Tensor:
-        if self.scale <= 0 or t > self.until + 1e-9:
-            return z
-        # callers may run under inference_mode (its tensors cannot enter autograd): step out and clone
-        with torch.inference_mode(False), torch.enable_grad():
-            zz = z.detach().clone().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.score(zz).sum(), zz)
-        grad = grad * self.region
-        rms = grad.pow(2).mean((1, 2, 3), keepdim=True).sqrt()  # over the whole latent, zeros outside included
-        return z + self.scale * (t - t_next) * grad / (rms + 1e-12)
-
-
-def edit_region(keep: str, device) -> torch.Tensor:
-    """(1, 1, 16, 16) cells an edit with kept region ``keep`` may redraw (:func:`mien.builtin.edit.keep_mask`)."""
-    from mien.builtin.edit import keep_mask
-
-    return 1 - keep_mask(keep).to(device)
-
-
-def chain(*hooks):
-    """One ``correct`` hook that applies ``hooks`` in order (None entries skipped); None when there are none."""
-    hooks = [h for h in hooks if h is not None]
-    if not hooks:
-        return None
-    if len(hooks) == 1:
-        return hooks[0]
-
-    def correct(z: torch.Tensor, t: float, t_next: float) -> torch.Tensor:
-        for hook in hooks:
-            z = hook(z, t, t_next)
-        return z
-
-    return correct
+from mien.guidance.base import Correction, Guidance, GuidanceContext
+from mien.guidance.gradient import GradientGuide
 
 
 class RecogniserGuide(GradientGuide):
@@ -94,12 +47,6 @@ class RecogniserGuide(GradientGuide):
                  scale: float, until: float):  # fmt: skip
         super().__init__(self.similarity, region, scale, until)
         self.embed, self.target = embed, target
-
-    @classmethod
-    def for_edit(cls, embed: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor, keep: str, scale: float,
-                 until: float) -> "RecogniserGuide":  # fmt: skip
-        """The guide of an edit with kept region ``keep``: only the cells the edit may redraw move."""
-        return cls(embed, target, edit_region(keep, target.device), scale, until)
 
     def similarity(self, z: torch.Tensor) -> torch.Tensor:
         """(B,) cosine between each image's embedding and the person's."""
@@ -116,3 +63,22 @@ def latent_embedder(model, taef2, identity) -> Callable[[torch.Tensor], torch.Te
         return identity.mobilefacenet_unit(rgb * 255)
 
     return embed
+
+
+class RecogniserGuidance(Guidance):
+    """``--recogniser-guidance`` and ``--recogniser-guidance-until`` (FlowEdit; 0 is off)."""
+
+    name = "recogniser"
+
+    def correction(self, ctx: GuidanceContext) -> Correction | None:
+        s = ctx.settings
+        if s.recogniser_guidance <= 0:
+            return None
+        if ctx.identity.embedding is None:
+            from mien.errors import MienError
+
+            raise MienError("recogniser guidance needs MobileFaceNet in the pipeline's IdentityEncoder (as "
+                            "MienPipeline.from_pretrained builds it), or pass recogniser_guidance=0")
+        embed = latent_embedder(ctx.model, ctx.nets["taef2"], ctx.nets["identity"])
+        target = ctx.identity.embedding[None].to(ctx.device)
+        return RecogniserGuide(embed, target, ctx.region, s.recogniser_guidance, s.recogniser_guidance_until)
