@@ -37,3 +37,80 @@ def example_crop(shared_dir):
     with FaceLandmarker() as lm:
         crop, _ = align_photo(lm, load_rgb(example_path()))
     return torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
+
+
+# --- tiny random components: pipeline and editor mechanics without ../shared ------------------------
+
+def tiny_components_pipeline():
+    """A MienPipeline of tiny random nets: the 'tiny' model preset (with the spatial reference), a random
+    TAEF2, and stand-ins for the identity encoder (face-api condition, MobileFaceNet) and the blendshape
+    net (small random maps of the pooled image); its landmarker finds no face (use :func:`tiny_aligned`)."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    from mien.builtin import MienModel, ModelConfig
+    from mien.models.taef2 import TAEF2
+    from mien.pipeline import MienPipeline
+
+    torch.manual_seed(0)
+
+    class Pooled(nn.Module):
+        def __init__(self, out: int):
+            super().__init__()
+            self.linear = nn.Linear(3 * 8 * 8, out)
+
+        def forward(self, x):
+            return self.linear(F.adaptive_avg_pool2d(x, 8).flatten(1))
+
+    class StubIdentity(nn.Module):  # IdentityEncoder's interface: condition (B, 128), mobilefacenet_unit (B, 192)
+        def __init__(self):
+            super().__init__()
+            self.faceapi, self.mobilefacenet = Pooled(128), Pooled(192)
+
+        def condition(self, x):
+            return F.normalize(self.faceapi(x / 255), dim=1)
+
+        def mobilefacenet_unit(self, x):
+            return F.normalize(self.mobilefacenet(x / 255), dim=1)
+
+    class StubBlendshapes(nn.Module):  # AlignedBlendshapes' interface: RGB in [0, 1] -> (B, 52) in [0, 1]
+        def __init__(self):
+            super().__init__()
+            self.net = Pooled(52)
+
+        def forward(self, rgb):
+            return torch.sigmoid(self.net(rgb))
+
+    class NoLandmarker:
+        def detect(self, rgb, max_faces=None):
+            return []
+
+        def close(self):
+            pass
+
+    model = MienModel(ModelConfig.from_preset("tiny", reference=True)).eval()
+    model.sha256 = "0123456789ab" * 5 + "0123"
+    taef2 = TAEF2().eval().requires_grad_(False)
+    return MienPipeline(model, taef2, StubIdentity().eval(), NoLandmarker(), Path("."), torch.device("cpu"),
+                        blendshapes=StubBlendshapes().eval())  # fmt: skip
+
+
+def tiny_aligned(photo):
+    """``photo`` "aligned" without a landmarker: its central square scaled to 128 px (a fixed matrix), with
+    a face record of the neutral prototype's blendshapes and a frontal pose."""
+    from types import SimpleNamespace
+
+    import cv2
+    import numpy as np
+
+    from mien.expression.basic import Prototypes
+    from mien.pipeline import AlignedPhotos
+
+    h, w = photo.shape[:2]
+    side = min(h, w)
+    s = 128 / side
+    m = np.array([[s, 0, -s * (w - side) / 2], [0, s, -s * (h - side) / 2]])
+    crop = cv2.warpAffine(photo, m, (128, 128), flags=cv2.INTER_AREA)
+    face = SimpleNamespace(pose=(0.0, 0.0, 0.0), blendshapes=np.asarray(Prototypes.load().neutral, np.float32))
+    return AlignedPhotos([crop], [face], [], [m], [0])

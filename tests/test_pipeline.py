@@ -1,6 +1,5 @@
-"""MienPipeline end to end: a tiny random model for the mechanics, the shipped model for behaviour.
-
-Both need the shared face models (landmarker, face-api, TAEF2), so both use ``shared_dir``.
+"""MienPipeline end to end: tiny random components for the mechanics (no ../shared), the shipped model
+and the shared face models for behaviour (``shared_dir``).
 """
 
 import json
@@ -8,6 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+
+from conftest import tiny_aligned, tiny_components_pipeline
 
 from mien.builtin import MienModel, ModelConfig
 from mien.cli.analyze import example_path
@@ -23,17 +24,14 @@ def photo():
 
 
 @pytest.fixture(scope="module")
-def tiny_pipe(shared_dir, tmp_path_factory):
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("tiny")
-    MienModel(ModelConfig.from_preset("tiny", reference=True)).save_pretrained(d)
-    pipe = MienPipeline.from_pretrained(d)
+def tiny_pipe():
+    pipe = tiny_components_pipeline()  # tiny random nets: no ../shared
     yield pipe
     pipe.close()
 
 
 def test_tiny_model_end_to_end_is_seeded_and_uses_the_identity_photo(tiny_pipe, photo):
-    ident = tiny_pipe.prepare_identity([photo])
+    ident = tiny_pipe.identity_input(tiny_aligned(photo))
     assert ident.latent is not None and ident.latent.shape == (32, 16, 16)
     req = ExpressionRequest(mix={"happy": 1.0})
     # sdedit from noise: the seed decides everything (the default flowedit returns the photo itself
@@ -51,7 +49,7 @@ def test_unknown_sampler_is_a_one_line_error(tiny_pipe, photo):
     from mien.errors import MienError
 
     with pytest.raises(MienError, match="unknown sampler"):
-        tiny_pipe(tiny_pipe.prepare_identity([photo]), ExpressionRequest(mix={"happy": 1.0}), S(sampler="ddim"))
+        tiny_pipe(tiny_pipe.identity_input(tiny_aligned(photo)), ExpressionRequest(mix={"happy": 1.0}), S(sampler="ddim"))
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +128,7 @@ def test_kept_background_comes_from_the_identity_photo(tiny_pipe, photo):
     region reaches every pixel; the shipped-model test below checks pixels.)"""
     from mien import editing, regions
 
-    ident = tiny_pipe.prepare_identity([photo])
+    ident = tiny_pipe.identity_input(tiny_aligned(photo))
     kept_cells = regions.keep_mask("background")[0, 0] == 1
     req = ExpressionRequest(mix={"happy": 1.0})
 
@@ -157,7 +155,7 @@ def test_flowedit_to_the_photos_own_expression_returns_the_photo(tiny_pipe, phot
     never outside the kept background."""
     from mien import editing, regions
 
-    ident = tiny_pipe.prepare_identity([photo])
+    ident = tiny_pipe.identity_input(tiny_aligned(photo))
     own = ExpressionRequest(like=ident.blendshapes)  # one photo: its blendshapes and pose
     same = tiny_pipe(ident, own, S(steps=5, method="flowedit", strength=1.0, keep="none", recogniser_guidance=0.0), n=2, seed=3)  # FlowEdit alone (the guidance moves the face: test below)
     assert same.settings.method == "flowedit"
@@ -184,7 +182,7 @@ def test_recogniser_guidance_moves_the_face_toward_the_person_and_only_with_flow
     ignores it and records 0."""
     from mien import editing, regions
 
-    ident = tiny_pipe.prepare_identity([photo])
+    ident = tiny_pipe.identity_input(tiny_aligned(photo))
     assert ident.embedding is not None and ident.embedding.shape == (192,)
     own = ExpressionRequest(like=ident.blendshapes)
     off = tiny_pipe(ident, own, S(steps=4, recogniser_guidance=0.0), n=1, seed=3)
@@ -208,7 +206,7 @@ def test_blendshape_guidance_moves_only_the_face_with_flowedit_and_is_recorded(t
     from mien import editing, regions
     from mien.errors import MienError
 
-    ident = tiny_pipe.prepare_identity([photo])
+    ident = tiny_pipe.identity_input(tiny_aligned(photo))
     own = ExpressionRequest(like=ident.blendshapes, aus={"AU26": 4.0})  # the photo's own, jaw dropped
     kw = dict(steps=4, recogniser_guidance=0.0)
     off = tiny_pipe(ident, own, S(**kw), n=1, seed=3)
@@ -247,7 +245,7 @@ def test_contrast_guidance_follows_the_labels_and_pushes_only_what_the_request_c
     from mien.errors import MienError
     from mien.settings import RECOGNISER_GUIDANCE, RECOGNISER_GUIDANCE_WITH_CONTRAST
 
-    ident = tiny_pipe.prepare_identity([photo])
+    ident = tiny_pipe.identity_input(tiny_aligned(photo))
     kw = dict(steps=3, recogniser_guidance=0.0)
     assert tiny_pipe(ident, ExpressionRequest(mix={"angry": 1.0}), S(**kw), n=1, seed=3).settings.guidance_contrast == 1.5
     assert tiny_pipe(ident, ExpressionRequest(mix={"happy": 1.0}), S(**kw), n=1, seed=3).settings.guidance_contrast == 1.0
@@ -281,7 +279,7 @@ def test_contrast_guidance_follows_the_labels_and_pushes_only_what_the_request_c
 def test_paste_into_photo_changes_only_the_face_box_it_may_redraw():
     """The generated face goes back through the inverse alignment warp: with the background kept only
     the face box (feathered) changes, away from it the photo is untouched; keep='none' pastes the crop."""
-    from mien.pipeline import paste_into_photo
+    from mien.paste import paste_into_photo
 
     rng = np.random.default_rng(0)
     photo = rng.integers(0, 256, (300, 260, 3)).astype(np.uint8)
@@ -300,7 +298,7 @@ def test_paste_into_photo_changes_only_the_face_box_it_may_redraw():
 
 
 def test_progress_callback_reports_every_step_of_either_method(tiny_pipe, photo):
-    ident = tiny_pipe.prepare_identity([photo])
+    ident = tiny_pipe.identity_input(tiny_aligned(photo))
     for settings in (S(steps=3), S(steps=3, method="sdedit", sampler="heun")):
         seen = []
         tiny_pipe(ident, ExpressionRequest(mix={"happy": 1.0}), settings, callback=lambda i, total, info: seen.append((i, total)))

@@ -49,55 +49,45 @@ class AlignedPhotos:
     sources: list[int] = field(default_factory=list)  # index of each usable photo in the photos given
 
 
-def align_photo(landmarker, rgb: np.ndarray) -> tuple[np.ndarray, object]:
-    """(aligned 128 px crop, MediaPipe face) of the largest face in a photo."""
-    crop, face, _ = align_photo_matrix(landmarker, rgb)
-    return crop, face
+def align_photo(landmarker, rgb: np.ndarray, face: int = 0) -> tuple[np.ndarray, object]:
+    """(aligned 128 px crop, MediaPipe face) of a face in a photo (``face``: 0 the largest, 1 the next...)."""
+    crop, found, _ = align_photo_matrix(landmarker, rgb, face)
+    return crop, found
 
 
-def align_photo_matrix(landmarker, rgb: np.ndarray) -> tuple[np.ndarray, object, np.ndarray]:
-    """(aligned 128 px crop, MediaPipe face, 2x3 photo -> crop matrix) of the largest face in a photo."""
+def align_photo_matrix(landmarker, rgb: np.ndarray, face: int = 0) -> tuple[np.ndarray, object, np.ndarray]:
+    """(aligned 128 px crop, MediaPipe face, 2x3 photo -> crop matrix) of a face in a photo (``face``: 0 the
+    largest, 1 the next...)."""
     from mien.face import align
 
-    faces = landmarker.detect(rgb)
+    faces = landmarker.detect(rgb) if face == 0 else landmarker.detect(rgb, max_faces=face + 1)
     if not faces:
         raise NoFaceError("no face found; use a photo where the face is visible, frontal-ish and well lit")
-    crop, m = align.align_face(rgb, align.five_points(faces[0].landmarks), 128)
-    return crop, faces[0], m
+    if face >= len(faces):
+        raise NoFaceError(f"face {face} asked for, but only {len(faces)} found (0 is the largest); choose a face "
+                          f"from 0 to {len(faces) - 1}")
+    crop, m = align.align_face(rgb, align.five_points(faces[face].landmarks), 128)
+    return crop, faces[face], m
 
 
-def paste_into_photo(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, keep: str) -> np.ndarray:
-    """A generated 128 px face put back into the photo it was edited from (inverse alignment warp,
-    feathered blend). With ``keep="background"`` only the face box the edit may redraw is pasted (its edge
-    feathered over ~8 crop pixels), so the photo away from the face stays exactly as it was rather than
-    taking the crop's background, which went through TAEF2."""
-    from mien.face import align
-    from mien.regions import keep_mask
-
-    mask = None  # keep="none": the whole crop
-    if keep != "none":
-        mask = (1 - F.interpolate(keep_mask(keep), size=image.shape[:2], mode="bilinear", align_corners=False))[0, 0].numpy()
-    return align.paste_back(photo, image, matrix, mask=mask)
-
-
-def reference_blendshapes(landmarker, rgb: np.ndarray) -> np.ndarray:
+def reference_blendshapes(landmarker, rgb: np.ndarray, face: int = 0) -> np.ndarray:
     """The expression of a reference photo (``--like``): its blendshapes; its identity is not used."""
-    return align_photo(landmarker, rgb)[1].blendshapes
+    return align_photo(landmarker, rgb, face)[1].blendshapes
 
 
-def align_photos(landmarker, photos: list[np.ndarray], names: list[str] | None = None) -> AlignedPhotos:
-    """Align every photo that has a face; NoFaceError when none has. Needs only the landmarker, so the
-    CLI finds a faceless photo before it spends seconds loading the models."""
+def align_photos(landmarker, photos: list[np.ndarray], names: list[str] | None = None, face: int = 0) -> AlignedPhotos:
+    """Align every photo that has a face (``face``: which one, 0 the largest); NoFaceError when none has.
+    Needs only the landmarker, so the CLI finds a faceless photo before it spends seconds loading the models."""
     names = names or [f"photo {i + 1}" for i in range(len(photos))]
     out = AlignedPhotos([], [])
     for i, (name, rgb) in enumerate(zip(names, photos)):
         try:
-            crop, face, m = align_photo_matrix(landmarker, rgb)
+            crop, found, m = align_photo_matrix(landmarker, rgb, face)
         except NoFaceError as e:
             out.skipped.append(f"{name}: {e}")
             continue
         out.crops.append(crop)
-        out.faces.append(face)
+        out.faces.append(found)
         out.matrices.append(m)
         out.sources.append(i)
     if not out.crops:

@@ -65,19 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_request(args, like=None):
     """The ExpressionRequest of the arguments; ``like``: the --like photo's blendshapes, once measured."""
-    from mien.expression.aus import parse_au_spec
-    from mien.expression.targets import ExpressionRequest
-    from mien.expression.vocabulary import Vocabulary
+    from mien.expression.targets import parse_request
 
-    if not 0.0 <= args.intensity <= 1.0:  # also rejects nan
-        raise MienError(f"--intensity {args.intensity} is out of range; use a number from 0 to 1")
-    mix, aus = {}, {}
-    if args.expression:
-        recipe = Vocabulary.load().resolve(args.expression)
-        mix, aus = dict(recipe.basic), dict(recipe.aus)
-    if args.au:
-        aus.update(parse_au_spec(args.au))
-    return ExpressionRequest(mix=mix, aus=aus, like=like, intensity=args.intensity)
+    return parse_request(args.expression, args.intensity, args.au, like)
 
 
 def check_model_dir(model: str) -> None:
@@ -133,12 +123,13 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"identity": args.identity, "request": request.describe(), "like": args.like, "n": args.n,
                           "seed": args.seed, **settings.resolve(request).to_dict(), "model": args.model}, indent=1))
         return 0
+    from mien.edit import Editor
     from mien.face.landmarker import FaceLandmarker
-    from mien.pipeline import MienPipeline, align_photos, reference_blendshapes
+    from mien.pipeline import align_photos, reference_blendshapes
 
     # Faces first: a photo without one is reported before the models take seconds to load.
     landmarker = FaceLandmarker(num_faces=2)
-    try:  # the pipeline takes the landmarker over; closing it here covers every exit
+    try:  # the editor takes the landmarker over; closing it here covers every exit
         if like_rgb is not None:
             try:
                 request = build_request(args, like=reference_blendshapes(landmarker, like_rgb))
@@ -147,20 +138,13 @@ def run(args: argparse.Namespace) -> int:
         aligned = align_photos(landmarker, photos, names=args.identity)
         for msg in aligned.skipped:
             print(f"mien: warning: skipped {msg}", file=sys.stderr)
-        pipe = MienPipeline.from_pretrained(args.model, device=args.device, landmarker=landmarker)
-        ident = pipe.identity_input(aligned)
-        gen = pipe(ident, request, settings, n=args.n, seed=args.seed)
+        editor = Editor.from_pretrained(args.model, device=args.device, landmarker=landmarker)
+        result = editor.edit(editor.subject(photos, aligned), request, settings, n=args.n, seed=args.seed,
+                             paste=args.paste)  # fmt: skip
     finally:
         landmarker.close()
-    from mien.io.output import save_generation
+    from mien.io.output import save_result
 
-    pasted = None
-    if args.paste:
-        from mien.pipeline import paste_into_photo
-
-        photo, matrix = photos[aligned.sources[0]], aligned.matrices[0]
-        pasted = [paste_into_photo(photo, img, matrix, gen.settings.keep) for img in gen.images]
-    paths = save_generation(args.out, ident, gen, pasted)
-    for p in paths:
+    for p in save_result(args.out, result):
         print(p)
     return 0

@@ -137,20 +137,20 @@ class ImagesGenerator:
 
 
 class BuiltinGenerator:
-    """mien's built-in model through :class:`mien.pipeline.MienPipeline` with ``settings``
+    """mien's built-in model through the library workflow (:class:`mien.edit.Editor`) with ``settings``
     (:class:`mien.settings.GenerationSettings`; default: `mien generate`'s)."""
 
     name = "built-in"
     guidance_scales = (1.0, 2.0, 3.0, 5.0)  # expression guidance scales of the trade-off sweep
 
-    def __init__(self, model: str = "default", device: str = "cpu", pipe=None, settings=None):
-        from mien.pipeline import MienPipeline
+    def __init__(self, model: str = "default", device: str = "cpu", editor=None, settings=None):
+        from mien.edit import Editor
         from mien.settings import GenerationSettings
 
         self.settings = settings or GenerationSettings()  # validated before the model loads
-        self.pipe = pipe or MienPipeline.from_pretrained(model, device=device)
-        self.model_hash = self.pipe.model_hash
-        self._identity: dict[bytes, object] = {}
+        self.editor = editor or Editor.from_pretrained(model, device=device)
+        self.model_hash = self.editor.model_hash
+        self._subjects: dict[bytes, object] = {}
 
     @property
     def description(self) -> str:
@@ -159,8 +159,8 @@ class BuiltinGenerator:
 
     def with_guidance(self, scale: float) -> "BuiltinGenerator":
         """The same model at expression guidance ``scale`` (the trade-off sweep); identities are re-used."""
-        other = BuiltinGenerator(pipe=self.pipe, settings=dataclasses.replace(self.settings, guidance_expression=scale))
-        other._identity = self._identity
+        other = BuiltinGenerator(editor=self.editor, settings=dataclasses.replace(self.settings, guidance_expression=scale))
+        other._subjects = self._subjects
         return other
 
     def generate(self, identity_images: list[np.ndarray], request: Condition, seed: int) -> np.ndarray:
@@ -169,11 +169,11 @@ class BuiltinGenerator:
         from mien.expression.targets import ExpressionRequest
 
         key = hashlib.sha256(b"".join(im.tobytes() for im in identity_images)).digest()
-        if key not in self._identity:  # aligning + embedding once per person
-            self._identity[key] = self.pipe.prepare_identity(identity_images)
-        like = self.pipe.reference_blendshapes(request.reference) if request.reference is not None else None
+        if key not in self._subjects:  # aligning + embedding once per person
+            self._subjects[key] = self.editor.prepare(identity_images)
+        like = self.editor.reference(request.reference) if request.reference is not None else None
         req = ExpressionRequest(mix=dict(request.basic), aus=dict(request.aus), like=like)
-        return self.pipe(self._identity[key], req, self.settings, n=1, seed=seed).images[0]
+        return self.editor.edit(self._subjects[key], req, self.settings, n=1, seed=seed, paste=False).crops[0]
 
 
 def _builtin(benchmark: Benchmark, model: str | None = None, images: str | None = None, **settings) -> Generator:

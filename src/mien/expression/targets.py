@@ -74,3 +74,24 @@ def describe(recipe, protos: Prototypes | None = None, calib: AUCalibration | No
     lines.append("AU estimates of the target (0-5, from blendshapes): " + ", ".join(
         f"{a} {v:.1f}" for a, v in zip(AU_NAMES, aus) if v >= 0.5) or "none above 0.5")
     return lines
+
+
+def parse_request(expression: str | None = None, intensity: float = 1.0, au: str | dict[str, float] | None = None,
+                  like: np.ndarray | None = None) -> ExpressionRequest:  # fmt: skip
+    """The request of the user's controls, as `mien generate` takes them: ``expression`` a basic label, a
+    vocabulary term, a compound or a recipe (:mod:`mien.expression.vocabulary`), ``intensity`` in [0, 1]
+    scaling it, ``au`` "AU12=3,AU6=2" (or a dict) set exactly, ``like`` a reference photo's blendshapes.
+    Bad input is a one-line :class:`mien.errors.MienError`."""
+    from mien.errors import MienError
+    from mien.expression.aus import parse_au_spec
+    from mien.expression.vocabulary import Vocabulary
+
+    if not 0.0 <= intensity <= 1.0:  # also rejects nan
+        raise MienError(f"--intensity {intensity} is out of range; use a number from 0 to 1")
+    mix, aus = {}, {}
+    if expression:
+        recipe = Vocabulary.load().resolve(expression)
+        mix, aus = dict(recipe.basic), dict(recipe.aus)
+    if au:
+        aus.update(parse_au_spec(au if isinstance(au, str) else ",".join(f"{k}={v}" for k, v in au.items())))
+    return ExpressionRequest(mix=mix, aus=aus, like=like, intensity=intensity)

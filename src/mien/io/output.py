@@ -15,24 +15,25 @@ def _png_info(meta: dict) -> PngImagePlugin.PngInfo:
     return info
 
 
-def save_generation(out: Path, identity, gen, pasted: list[np.ndarray] | None = None) -> list[Path]:
-    """``out/NNN_seedS.png`` per image (metadata in the PNG text chunk ``mien``), ``out/NNN_seedS_photo.png``
-    per ``pasted`` image (the face put back into the identity photo), and ``out/sheet.png``."""
+def save_result(out: Path, result) -> list[Path]:
+    """``out/NNN_seedS.png`` per image of an :class:`mien.edit.EditResult` (its metadata in the PNG text
+    chunk ``mien``), ``out/NNN_seedS_photo.png`` per pasted photo (the face put back into the identity
+    photo), and ``out/sheet.png``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = len(list(out.glob("*_seed*.png")))  # never overwrite earlier results in the same folder
-    paths = []
-    for i, (img, seed) in enumerate(zip(gen.images, gen.seeds)):
-        meta = gen.metadata(seed)
+    gen, paths = result.generation, []
+    for i, (img, seed, meta) in enumerate(zip(result.crops, gen.seeds, result.metadata)):
         p = out / f"{start + i:03d}_seed{seed}.png"
         Image.fromarray(img).save(p, pnginfo=_png_info(meta))
         paths.append(p)
-        if pasted is not None:
+        if result.photos is not None:
             q = out / f"{start + i:03d}_seed{seed}_photo.png"
-            Image.fromarray(pasted[i]).save(q, pnginfo=_png_info(meta))
+            Image.fromarray(result.photos[i]).save(q, pnginfo=_png_info(meta))
             paths.append(q)
-    sheet = contact_sheet([identity.crops[0]] + gen.images, ["identity"] + [f"seed {s}" for s in gen.seeds], gen.request)
-    sheet_meta = {k: v for k, v in gen.metadata(gen.seeds[0]).items() if k != "seed"}
+    crop = result.subject.identity.crops[0]
+    sheet = contact_sheet([crop] + result.crops, ["identity"] + [f"seed {s}" for s in gen.seeds], gen.request)
+    sheet_meta = {k: v for k, v in result.metadata[0].items() if k != "seed"}
     sheet.save(out / "sheet.png", pnginfo=_png_info(sheet_meta))
     paths.append(out / "sheet.png")
     return paths

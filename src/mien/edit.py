@@ -1,0 +1,139 @@
+"""The library workflow: photos of a person + a request -> that person with the expression, put back into
+their photo, with the metadata that says how it was made.
+
+:class:`Editor` is the one path `mien generate`, `mien evaluate --generator built-in`, the web UI and any
+service take::
+
+    editor = Editor.from_pretrained()                      # every net loaded here, once
+    subject = editor.prepare([load_rgb("me.jpg")])         # align, identity condition (face=N: another face)
+    result = editor.edit(subject, parse_request("happy"), GenerationSettings(), n=4, seed=0)
+    result.crops, result.photos, result.metadata           # 128 px faces, pasted photos, one dict per image
+
+Built once, an editor is safe to share between threads: it changes no state per request (the pipeline's
+nets are loaded at construction and only read), and the MediaPipe landmarker, whose task objects are not
+documented as thread-safe, is called under a lock. The paste back into the photo is one function call
+(:data:`mien.paste.Paste`), replaceable with ``Editor(pipeline, paste=...)``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mien.editing import ProgressCallback
+from mien.paste import Paste, paste_into_photo
+from mien.pipeline import AlignedPhotos, Generation, IdentityInput, MienPipeline, align_photos, reference_blendshapes
+from mien.settings import GenerationSettings
+
+
+class SerialLandmarker:
+    """A landmarker whose calls run one at a time (MediaPipe's task objects keep per-call state)."""
+
+    def __init__(self, landmarker):
+        self.landmarker = landmarker
+        self._lock = threading.Lock()
+
+    def detect(self, rgb: np.ndarray, max_faces: int | None = None) -> list:
+        with self._lock:
+            return self.landmarker.detect(rgb, max_faces=max_faces) if max_faces else self.landmarker.detect(rgb)
+
+    def close(self) -> None:
+        with self._lock:
+            self.landmarker.close()
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A person prepared for editing: the identity condition and the photo that is edited."""
+
+    identity: IdentityInput
+    photo: np.ndarray  # the photo edited (the first usable one), uint8 RGB
+    matrix: np.ndarray  # its 2x3 photo -> 128 px crop matrix
+    source: int  # its index among the photos given
+    face: int = 0  # which face of each photo (0: the largest)
+    skipped: tuple[str, ...] = ()  # "name: reason" for each photo without a usable face
+
+    @classmethod
+    def from_aligned(cls, identity: IdentityInput, photos: list[np.ndarray], aligned: AlignedPhotos,
+                     face: int = 0) -> "Subject":  # fmt: skip
+        return cls(identity, photos[aligned.sources[0]], aligned.matrices[0], aligned.sources[0], face,
+                   tuple(aligned.skipped))  # fmt: skip
+
+
+@dataclass
+class EditResult:
+    """What :meth:`Editor.edit` returns: per image the 128 px crop, the photo with it pasted in (None when
+    not pasted) and its metadata (request, seed, resolved settings, model hash, face)."""
+
+    crops: list[np.ndarray]
+    photos: list[np.ndarray] | None
+    metadata: list[dict]
+    generation: Generation
+    subject: Subject = field(repr=False)
+
+
+class Editor:
+    """The generation workflow around a :class:`mien.pipeline.MienPipeline` (module docstring)."""
+
+    def __init__(self, pipeline: MienPipeline, paste: Paste | None = None):
+        if not isinstance(pipeline.landmarker, SerialLandmarker):
+            pipeline.landmarker = SerialLandmarker(pipeline.landmarker)  # once, at construction
+        self.pipeline = pipeline
+        self.paste: Paste = paste or paste_into_photo
+
+    @classmethod
+    def from_pretrained(cls, model: str = "default", device: str = "cpu", landmarker=None,
+                        paste: Paste | None = None) -> "Editor":  # fmt: skip
+        """An editor on the built-in model (``"default"``) or a saved model folder; ``landmarker``: one
+        already opened (the editor then owns it)."""
+        return cls(MienPipeline.from_pretrained(model, device=device, landmarker=landmarker), paste)
+
+    @property
+    def model_hash(self) -> str:
+        return self.pipeline.model_hash
+
+    def close(self) -> None:
+        self.pipeline.close()
+
+    def __enter__(self) -> "Editor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- inputs -----------------------------------------------------------------------------------
+    def detect(self, photo: np.ndarray, max_faces: int = 4) -> list:
+        """The faces MediaPipe finds in a photo, largest first (:class:`mien.face.landmarker.Face`: box,
+        landmarks, blendshapes, pose); their index is the ``face`` the other methods take."""
+        return self.pipeline.landmarker.detect(photo, max_faces=max_faces)
+
+    def align(self, photos: list[np.ndarray], names: list[str] | None = None, face: int = 0) -> AlignedPhotos:
+        """Each photo's face aligned (skipping photos without one; NoFaceError when none has one)."""
+        return align_photos(self.pipeline.landmarker, photos, names, face)
+
+    def prepare(self, photos: list[np.ndarray], names: list[str] | None = None, face: int = 0) -> Subject:
+        """A subject from photos of one person: each photo's face ``face`` (0: the largest) aligned and their
+        identity vectors combined; the first usable photo is the one edited."""
+        return self.subject(photos, self.align(photos, names, face), face)
+
+    def subject(self, photos: list[np.ndarray], aligned: AlignedPhotos, face: int = 0) -> Subject:
+        """A subject from photos aligned already (:meth:`align`, or :func:`mien.pipeline.align_photos`)."""
+        return Subject.from_aligned(self.pipeline.identity_input(aligned), photos, aligned, face)
+
+    def reference(self, photo: np.ndarray, face: int = 0) -> np.ndarray:
+        """The expression of a reference photo (``--like``): its face's blendshapes; its identity is not used."""
+        return reference_blendshapes(self.pipeline.landmarker, photo, face)
+
+    # -- the edit ---------------------------------------------------------------------------------
+    def edit(self, subject: Subject, request, settings: GenerationSettings | None = None, n: int = 1, seed: int = 0,
+             paste: bool = True, callback: ProgressCallback | None = None) -> EditResult:  # fmt: skip
+        """``n`` images of ``subject`` with ``request`` (image i from seed ``seed + i``), each pasted back into
+        the subject's photo unless ``paste`` is False; ``callback(step, total, info)`` once per sampler step."""
+        gen = self.pipeline(subject.identity, request, settings, n=n, seed=seed, callback=callback)
+        photos = None
+        if paste:
+            photos = [self.paste(subject.photo, image, subject.matrix, gen.settings.keep) for image in gen.images]
+        metadata = [{**gen.metadata(s), "face": subject.face} for s in gen.seeds]
+        return EditResult(gen.images, photos, metadata, gen, subject)

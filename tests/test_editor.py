@@ -1,0 +1,118 @@
+"""The library workflow (mien.edit.Editor): mechanics on tiny random components, no ../shared."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from conftest import tiny_aligned, tiny_components_pipeline
+
+from mien.cli.analyze import example_path
+from mien.edit import Editor, SerialLandmarker
+from mien.expression.targets import ExpressionRequest, parse_request
+from mien.io.image import load_rgb
+from mien.settings import GenerationSettings as S
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return load_rgb(example_path())  # a London Set photo (CC BY 4.0, see the README)
+
+
+@pytest.fixture(scope="module")
+def editor():
+    ed = Editor(tiny_components_pipeline())
+    yield ed
+    ed.close()
+
+
+@pytest.fixture(scope="module")
+def subject(editor, photo):
+    return editor.subject([photo], tiny_aligned(photo))
+
+
+# (request, settings, n): FlowEdit with every guidance kind on, and sdedit with a second-order sampler
+JOBS = [(ExpressionRequest(mix={"fearful": 1.0}), S(steps=3, recogniser_guidance_until=1.0, blendshape_guidance_until=1.0), 2),
+        (ExpressionRequest(mix={"happy": 0.5}, aus={"AU26": 2.0}), S(steps=3, method="sdedit", sampler="heun"), 1)]
+
+
+def test_two_threads_through_one_editor_match_sequential_calls(editor, subject):
+    """A service: requests served at once from two threads give exactly the images of one-at-a-time calls."""
+    sequential = [editor.edit(subject, req, s, n=n, seed=5) for req, s, n in JOBS]
+    start, results = threading.Barrier(len(JOBS)), [None] * len(JOBS)
+
+    def serve(i):
+        req, s, n = JOBS[i]
+        start.wait()
+        results[i] = editor.edit(subject, req, s, n=n, seed=5)
+
+    threads = [threading.Thread(target=serve, args=(i,)) for i in range(len(JOBS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for seq, par in zip(sequential, results):
+        assert len(par.crops) == len(seq.crops)
+        for a, b in zip(seq.crops + seq.photos, par.crops + par.photos):
+            assert np.array_equal(a, b)
+        assert par.metadata == seq.metadata
+
+
+def test_edit_pastes_each_face_into_the_photo_and_records_how_it_was_made(editor, subject, photo):
+    req = parse_request("angry", intensity=0.5)
+    result = editor.edit(subject, req, S(steps=2), n=2, seed=3)
+    assert [p.shape for p in result.photos] == [photo.shape] * 2 and result.crops[0].shape == (128, 128, 3)
+    # the background is kept: the photo's corners are untouched, the face region is not
+    assert np.array_equal(result.photos[0][:20, :20], photo[:20, :20])
+    assert not np.array_equal(result.photos[0], photo)
+    meta = result.metadata[1]
+    assert meta["seed"] == 4 and meta["request"] == req.describe() and meta["face"] == 0
+    assert meta["model_hash"] == editor.model_hash and meta["guidance_contrast"] == 1.5  # resolved: angry's policy
+    assert editor.edit(subject, req, S(steps=1), paste=False).photos is None
+
+
+def test_the_paste_step_is_one_replaceable_function(photo, subject):
+    calls = []
+
+    def paste(photo_, face, matrix, keep):
+        calls.append((photo_.shape, face.shape, matrix.shape, keep))
+        return np.zeros_like(photo_)
+
+    ed = Editor(tiny_components_pipeline(), paste=paste)
+    result = ed.edit(subject, ExpressionRequest(mix={"happy": 1.0}), S(steps=1, keep="none"), n=2)
+    assert calls == [(photo.shape, (128, 128, 3), (2, 3), "none")] * 2 and not result.photos[0].any()
+
+
+def test_landmarker_calls_are_serialised():
+    """MediaPipe's landmarker is called by one thread at a time through an editor."""
+    overlaps = []
+
+    class SlowLandmarker:
+        active = 0
+
+        def detect(self, rgb, max_faces=None):
+            SlowLandmarker.active += 1
+            overlaps.append(SlowLandmarker.active)
+            time.sleep(0.02)
+            SlowLandmarker.active -= 1
+            return []
+
+    lm = SerialLandmarker(SlowLandmarker())
+    threads = [threading.Thread(target=lm.detect, args=(None,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == [1, 1, 1, 1]
+
+
+@pytest.mark.shared
+def test_face_index_beyond_the_faces_found_is_a_one_line_error(shared_dir, photo):
+    from mien.errors import NoFaceError
+    from mien.face.landmarker import FaceLandmarker
+    from mien.pipeline import align_photos
+
+    with FaceLandmarker(num_faces=2) as lm:
+        assert len(align_photos(lm, [photo], face=0).crops) == 1
+        with pytest.raises(NoFaceError, match="face 1 asked for, but only 1 found"):
+            align_photos(lm, [photo], ["me.jpg"], face=1)
