@@ -40,7 +40,7 @@ def test_tiny_preset_is_tiny_and_every_cross_attention_layer_has_streams():
     assert cross and all(isinstance(m.processor, StreamAttnProcessor) for m in cross)
     # the extra K/V projections are the model's own parameters, so they are trained and saved
     assert len(model.stream_kv) == len(cross)
-    assert any(k.startswith("stream_kv.") for k in model.state_dict())
+    assert any(k.startswith("adapter.stream_kv.") for k in model.state_dict())
 
 
 @torch.no_grad()

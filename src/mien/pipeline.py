@@ -206,6 +206,11 @@ class MienPipeline:
 
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise MienError(f"--n {n} must be a whole number of at least 1")
+        backbone = self.model.backbone  # the latent shape and the face box are its own
+        if tuple(identity.latent.shape) != backbone.latent_shape:
+            raise MienError(f"the identity's latent is {tuple(identity.latent.shape)} but this model denoises "
+                            f"{backbone.latent_shape} latents; prepare the identity with this pipeline")
+        size, box = backbone.latent_shape[1], backbone.face_box
         s = (settings or GenerationSettings()).resolve(request)
         bs = blendshape_target(request, self.prototypes, self.calibration)
         expr = expression_vector(bs, identity.pose)
@@ -219,13 +224,13 @@ class MienPipeline:
         if s.method == "flowedit":  # the photo's own expression
             source = torch.from_numpy(expression_vector(identity.blendshapes, identity.pose))[None]
             source = source.expand(n, -1).float().to(self.device)
-        ctx = GuidanceContext(s, self.model, self.nets, identity, bs, target, source, edit_region(s.keep, self.device),
-                              self.device)  # fmt: skip
+        region = edit_region(s.keep, self.device, size, box)
+        ctx = GuidanceContext(s, self.model, self.nets, identity, bs, target, source, region, self.device)
         kinds = list(GUIDANCE.values())
         velocity = conditioned(self.model, cond)
         for kind in kinds:
             velocity = kind.velocity(ctx, velocity)
-        keep = keep_mask(s.keep).to(self.device) if s.keep != "none" else None
+        keep = keep_mask(s.keep, size, box).to(self.device) if s.keep != "none" else None
         if s.method == "flowedit":
             expressions = torch.cat([source, target])
             pair = lambda x, t, v=velocity: v(x, t, expressions)  # noqa: E731 - rows: source, then target

@@ -22,8 +22,9 @@ from mien.settings import KEEP_REGIONS
 FACE_BOX = (4, 15, 3, 13)
 
 
-def keep_mask(keep: str, size: int = 16) -> torch.Tensor:
-    """(1, 1, size, size) weights in [0, 1]: 1 where the identity photo is kept, 0 where the model draws.
+def keep_mask(keep: str, size: int = 16, box: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """(1, 1, size, size) weights in [0, 1]: 1 where the identity photo is kept, 0 where the model draws
+    (``box``: the backbone's face box in latent cells, default :data:`FACE_BOX`).
 
     The box edge is softened over one cell (3x3 box filter) so that the seam is blended, not cut.
     """
@@ -32,11 +33,11 @@ def keep_mask(keep: str, size: int = 16) -> torch.Tensor:
     if keep == "none":
         return torch.zeros(1, 1, size, size)
     m = torch.ones(1, 1, size, size)
-    y0, y1, x0, x1 = FACE_BOX
+    y0, y1, x0, x1 = FACE_BOX if box is None else box
     m[..., y0:y1, x0:x1] = 0
     return F.avg_pool2d(F.pad(m, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
 
 
-def edit_region(keep: str, device=None, size: int = 16) -> torch.Tensor:
+def edit_region(keep: str, device=None, size: int = 16, box: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """(1, 1, size, size) cells an edit with kept region ``keep`` may redraw: 1 - :func:`keep_mask`."""
-    return 1 - keep_mask(keep, size).to(device)
+    return 1 - keep_mask(keep, size, box).to(device)

@@ -105,6 +105,9 @@ class ModelConfig:
     # model folder, listed in its SHA256SUMS; None decodes with the pretrained TAEF2 decoder. The encoder
     # (the latent space the model was trained in) is always the pretrained one.
     decoder: str | None = None
+    # (y0, y1, x0, x1) latent cells an edit may redraw with --keep background; None: mien.regions.FACE_BOX
+    # (the 128 px template's face at 16 x 16 latent cells)
+    face_box: list[int] | None = None
 
     def __post_init__(self):
         self.streams = [s if isinstance(s, StreamConfig) else _build(StreamConfig, s) for s in self.streams]
@@ -122,6 +125,9 @@ class ModelConfig:
             raise MienError(f"model config: reference_pool {self.reference_pool} needs reference=True and a value >= 0")
         if self.decoder is not None and (not self.decoder.endswith(".safetensors") or "/" in self.decoder):
             raise MienError(f"model config: decoder {self.decoder!r} must be a .safetensors file name in the model folder")
+        if self.face_box is not None and (len(self.face_box) != 4 or not (0 <= self.face_box[0] < self.face_box[1])
+                                          or not (0 <= self.face_box[2] < self.face_box[3])):
+            raise MienError(f"model config: face_box {self.face_box} must be [y0, y1, x0, x1] latent cells, y0 < y1, x0 < x1")
         for stats in (self.latent_mean, self.latent_std):
             if stats is not None and len(stats) != LATENT_CHANNELS:
                 raise MienError(f"model config: latent statistics need one value per channel, got {len(stats)}")
@@ -138,6 +144,19 @@ class ModelConfig:
     @property
     def cross_attention_dim(self) -> int:
         return int(self.unet["cross_attention_dim"])
+
+    def backbone_config(self):
+        """The backbone's part (:class:`mien.builtin.backbone.BackboneConfig`)."""
+        from mien.builtin.backbone import BackboneConfig
+
+        box = tuple(self.face_box) if self.face_box is not None else None
+        return BackboneConfig(dict(self.unet), self.latent_mean, self.latent_std, self.reference, self.reference_pool, box)
+
+    def adapter_config(self):
+        """The condition adapter's part (:class:`mien.builtin.adapter.AdapterConfig`)."""
+        from mien.builtin.adapter import AdapterConfig
+
+        return AdapterConfig(list(self.streams), self.cross_attention_dim, self.zero_init_streams)
 
 
 def _field(default, help: str):
