@@ -15,4 +15,5 @@ from mien.builtin.config import PRESETS, ModelConfig, StreamConfig, TrainConfig
 from mien.builtin.loss import FlowMatchingLoss
 from mien.builtin.model import AdaptedModel, MienModel
 
-__all__ = ["AdaptedModel", "AdapterConfig", "Backbone", "BackboneConfig", "ConditionAdapter", "PRESETS", "ModelConfig", "StreamConfig", "TrainConfig", "MienModel", "FlowMatchingLoss"]
+__all__ = ["AdaptedModel", "AdapterConfig", "Backbone", "BackboneConfig", "ConditionAdapter", "PRESETS", "ModelConfig",
+           "StreamConfig", "TrainConfig", "MienModel", "FlowMatchingLoss"]  # fmt: skip

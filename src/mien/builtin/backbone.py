@@ -39,7 +39,8 @@ class BackboneConfig:
     latent_std: list[float] | None = None
     reference: bool = False  # a spatial reference latent concatenated to the input (in_channels doubled)
     reference_pool: int = 0  # k > 0: the reference seen average-pooled over k x k cells
-    face_box: tuple[int, int, int, int] | None = None  # (y0, y1, x0, x1) latent cells an edit may redraw; None: mien.regions.FACE_BOX
+    # (y0, y1, x0, x1) latent cells an edit may redraw with keep="background"; None: mien.regions.FACE_BOX
+    face_box: tuple[int, int, int, int] | None = None
 
 
 def coarse(z: torch.Tensor, k: int) -> torch.Tensor:
