@@ -6,7 +6,7 @@ import argparse
 import textwrap
 
 from mien.errors import MienError
-from mien.expression.aus import AU_MAX, AUS
+from mien.expression.aus import AU_MAX, AUS, CONTROL_AUS, SIDED_AUS, split_side
 from mien.expression.vocabulary import BASIC, COMPOUND_LEVEL, N_TERMS, Recipe, default_vocabulary
 
 EPILOG = """\
@@ -16,7 +16,7 @@ examples:
   mien expressions happily surprised     a compound (Du, Tao & Martinez 2014)
   mien expressions 'happy:0.7+AU26:2'    check a recipe you typed
   mien expressions --terms               all 135 terms with their recipes
-  mien expressions --aus                 the 12 Action Units and their blendshapes
+  mien expressions --aus                 the Action Units (12 + eye closure), sides, blendshapes
 """
 
 OVERVIEW = f"""\
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("term", nargs="*", metavar="TERM", help="an expression word, compound or recipe to explain")
     p.add_argument("--terms", action="store_true", help=f"list all {N_TERMS} vocabulary terms with category and recipe")
-    p.add_argument("--aus", action="store_true", help="list the 12 Action Units with FACS name and blendshapes")
+    p.add_argument("--aus", action="store_true", help="list the Action Units (FineFace's 12 and eye closure AU43) with FACS name, blendshapes and the sided ones")
     p.set_defaults(run=run)
 
 
@@ -79,10 +79,11 @@ def terms_table() -> str:
 
 def aus_table() -> str:
     lines = [f"{'AU':<5} {'FACS name':<21} blendshapes"]
-    for a in AUS:
+    for a in CONTROL_AUS:
         lines.append(f"{a.au:<5} {a.facs_name:<21} {', '.join(a.blendshapes)}")
-        lines += _wrap(a.why, " " * 6)
+        lines += _wrap(a.why + ("" if a in AUS else " (a control only: not among the 12 estimates)"), " " * 6)
     lines.append(f"levels are FACS's 0–{AU_MAX:g}; measured AUs are estimates from blendshapes (see mien.expression.aus)")
+    lines.append(f"one side at a time (the person's own left or right): {', '.join(SIDED_AUS)} with L or R, e.g. AU12L=4")
     return "\n".join(lines)
 
 
@@ -92,8 +93,8 @@ def explain(text: str) -> str:
     lines += _wrap(recipe.reason, " " * 10, first="  why:    ")
     lines += [f"  basic:  {_basic_line(recipe)}"]
     if recipe.aus:
-        names = {a.au: a.facs_name for a in AUS}
-        lines.append("  AUs:    " + ", ".join(f"{k} {names[k]} {v:g}/{AU_MAX:g}" for k, v in recipe.aus.items()))
+        names = {a.au: a.facs_name for a in CONTROL_AUS}
+        lines.append("  AUs:    " + ", ".join(f"{k} {names[split_side(k)[0]]} {v:g}/{AU_MAX:g}" for k, v in recipe.aus.items()))
     lines += [f"  {line}" for line in _target_lines(recipe)]
     return "\n".join(lines)
 

@@ -16,6 +16,19 @@ annotated faces128 pool (`mien annotate`, then `scripts/fit_expression_space.py`
 ``resources/expression/au_calibration.json``. The inverse (for control) maps an AU intensity a to a
 target for each of its blendshapes b: rest_b + (a/5)(high_b − rest_b), with the same per-blendshape
 quantiles.
+
+Sides: FACS codes a one-sided action with L or R after the number (AU12L: left lip corner pulled; FACS
+Manual 2002, "Scoring asymmetries"). Where an AU's blendshapes come in Left/Right pairs, a control may
+name one side (``AU12L=4``) and sets only that side's blendshapes; the 12 AU *estimates* stay two-sided.
+Left and right are the person's own (their left eye is on the right of an unmirrored photo), which is
+how MediaPipe names its blendshapes: on the bundled London example the eye whose iris sits nearer its
+outer corner reads the higher eyeLookOut, and that is the image-right eye for ``eyeLookOutLeft``
+(tests/test_expression_space.py checks it on the photo and on its mirror image).
+
+Eye closure: FineFace's 12 AUs have no lid closure, so a wink (FACS AU46, one eye) could not be asked
+for. :data:`CONTROL_AUS` adds AU43 (Eyes Closed, ARKit eyeBlink) as a control only: it can be requested,
+two-sided or sided (AU43L is a left wink), but it is not among the 12 estimates that evaluation reports.
+Its quantiles come from a seeded sample of the train pool (``scripts/fit_eye_closure.py``).
 """
 
 from __future__ import annotations
@@ -71,6 +84,27 @@ AUS: tuple[ActionUnit, ...] = (
 )
 AU_NAMES: tuple[str, ...] = tuple(a.au for a in AUS)
 AU_MAX = 5.0
+# Controls beyond the 12 estimated AUs (module docstring, "Eye closure").
+CONTROL_AUS: tuple[ActionUnit, ...] = AUS + (
+    ActionUnit("AU43", "Eyes Closed", ("eyeBlinkLeft", "eyeBlinkRight"),
+               "ARKit eyeBlink: closure of the eyelids; one side is a wink (FACS AU46)"),
+)
+_BY_NAME = {a.au: a for a in CONTROL_AUS}
+SIDES = {"L": "Left", "R": "Right"}  # FACS side letter -> MediaPipe/ARKit suffix (the person's own side)
+# AUs whose blendshapes all come in Left/Right pairs: these can be asked for one side at a time.
+SIDED_AUS: tuple[str, ...] = tuple(a.au for a in CONTROL_AUS if all(b.endswith(("Left", "Right")) for b in a.blendshapes))
+
+
+def control_blendshapes(name: str) -> tuple[str, ...]:
+    """The blendshapes a control sets: ``"AU12"`` both sides, ``"AU12L"`` only mouthSmileLeft."""
+    au, side = split_side(name)
+    bs = _BY_NAME[au].blendshapes
+    return bs if side is None else tuple(b for b in bs if b.endswith(SIDES[side]))
+
+
+def split_side(name: str) -> tuple[str, str | None]:
+    """``"AU12L"`` -> ("AU12", "L"); ``"AU12"`` -> ("AU12", None). ``name`` as parse_au_control returns it."""
+    return (name[:-1], name[-1]) if name[-1] in SIDES else (name, None)
 
 
 @dataclass
@@ -87,7 +121,7 @@ class AUCalibration:
     def fit(cls, blendshapes: np.ndarray, source: str, q_rest: float = 50.0, q_high: float = 99.5) -> "AUCalibration":
         bs = np.asarray(blendshapes, dtype=np.float64)
         raw = raw_scores(bs)
-        names = sorted({b for a in AUS for b in a.blendshapes})
+        names = sorted({b for a in CONTROL_AUS for b in a.blendshapes})
         cols = bs[:, [index_of(n) for n in names]]
         return cls(
             au_rest=dict(zip(AU_NAMES, np.percentile(raw, q_rest, axis=0).round(6).tolist())),
@@ -102,11 +136,14 @@ class AUCalibration:
 
     @classmethod
     def load(cls, path: Path | None = None) -> "AUCalibration":
-        if path is None:
-            path = Path(str(resources.files("mien") / "resources" / "expression" / "au_calibration.json"))
+        path = _calibration_path() if path is None else path
         if not Path(path).is_file():
             raise MienError(f"AU calibration {path} is missing; reinstall mien, or rebuild it with `python scripts/fit_expression_space.py ANNOTATIONS.parquet`")
         return cls(**json.loads(Path(path).read_text()))
+
+
+def _calibration_path() -> Path:
+    return Path(str(resources.files("mien") / "resources" / "expression" / "au_calibration.json"))
 
 
 def raw_scores(blendshapes: np.ndarray) -> np.ndarray:
@@ -124,12 +161,16 @@ def blendshapes_to_aus(blendshapes: np.ndarray, calib: AUCalibration) -> np.ndar
 
 
 def aus_to_blendshapes(aus: dict[str, float], calib: AUCalibration, base: np.ndarray) -> np.ndarray:
-    """Set the blendshapes of each requested AU on ``base`` (52,) so that they read back as that AU."""
+    """Set the blendshapes of each requested AU on ``base`` (52,) so that they read back as that AU, in the
+    order given (so ``{"AU12": 1, "AU12L": 4}`` is a lopsided smile); a sided name sets one side only."""
     out = np.array(base, dtype=np.float64, copy=True)
     for name, value in aus.items():
-        au = parse_au_name(name)
-        check_intensity(au, value)
-        for b in next(a for a in AUS if a.au == au).blendshapes:
+        control = parse_au_control(name)
+        check_intensity(control, value)
+        for b in control_blendshapes(control):
+            if b not in calib.bs_rest:
+                raise MienError(f"{control} is not calibrated in {calib.source!r}; rebuild the calibration "
+                                "(scripts/fit_eye_closure.py --write)")
             out[index_of(b)] = calib.bs_rest[b] + (value / AU_MAX) * (calib.bs_high[b] - calib.bs_rest[b])
     return out
 
@@ -143,19 +184,35 @@ def parse_au_name(name: str) -> str:
     return key
 
 
+def parse_au_control(name: str) -> str:
+    """A control name: one of the 12 AUs or AU43, optionally with a side letter (``12l`` -> ``AU12L``)."""
+    key = name.strip().upper().replace(" ", "")
+    if key.isdigit() or (key[:-1].isdigit() and key[-1:] in SIDES):
+        key = "AU" + key
+    au, side = split_side(key) if key else (key, None)
+    if au not in _BY_NAME:
+        raise MienError(f"unknown Action Unit '{name}'; mien controls {', '.join(a.au for a in CONTROL_AUS)}, "
+                        f"and {', '.join(SIDED_AUS)} one side at a time with L or R (AU12L); see `mien expressions --aus`")
+    if side is not None and au not in SIDED_AUS:
+        raise MienError(f"{au} has no left and right ({', '.join(_BY_NAME[au].blendshapes)} is one movement); "
+                        f"sided AUs are {', '.join(SIDED_AUS)}")
+    return key
+
+
 def check_intensity(au: str, value: float) -> None:
     if not (0.0 <= float(value) <= AU_MAX):
         raise MienError(f"{au}={value} is out of range; AU intensities are on the FACS 0–5 scale")
 
 
 def parse_au_spec(spec: str) -> dict[str, float]:
-    """'AU12=3,AU6=2' → {'AU12': 3.0, 'AU6': 2.0}, with one-line errors for anything malformed."""
+    """'AU12=3,AU6=2,AU43R=5' → {'AU12': 3.0, 'AU6': 2.0, 'AU43R': 5.0}, with one-line errors for anything
+    malformed; the order is kept (later entries win where they set the same blendshapes)."""
     out: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         if "=" not in part:
             raise MienError(f"cannot read '{part}' in --au; write AU=intensity pairs like AU12=3,AU6=2")
         name, value = part.split("=", 1)
-        au = parse_au_name(name)
+        au = parse_au_control(name)
         try:
             v = float(value)
         except ValueError:
@@ -167,5 +224,5 @@ def parse_au_spec(spec: str) -> dict[str, float]:
     return out
 
 
-__all__ = ["AUS", "AU_NAMES", "AUCalibration", "BLENDSHAPE_NAMES", "blendshapes_to_aus", "aus_to_blendshapes",
-           "parse_au_spec", "raw_scores"]
+__all__ = ["AUS", "AU_NAMES", "AUCalibration", "BLENDSHAPE_NAMES", "CONTROL_AUS", "SIDED_AUS", "blendshapes_to_aus",
+           "aus_to_blendshapes", "control_blendshapes", "parse_au_control", "parse_au_spec", "raw_scores"]

@@ -36,7 +36,7 @@ from functools import cache
 from importlib import resources
 
 from mien.errors import MienError
-from mien.expression.aus import AU_MAX, AU_NAMES, parse_au_name
+from mien.expression.aus import AU_MAX, AU_NAMES, parse_au_control
 
 # face-api.js FACE_EXPRESSION_LABELS (src/faceExpressionNet/FaceExpressions.ts), the classifier's
 # output order. Copied on purpose from mien.models.faceapi_expression.EXPRESSIONS so that reading the
@@ -141,7 +141,7 @@ def parse_recipe(text: str) -> Recipe:
         name, sep, value = part.replace("=", ":").partition(":")
         key = _normalise(name)
         if _AU_NAME.match(key):
-            au = parse_au_name(name)
+            au = parse_au_control(name)
             if not sep:
                 raise MienError(f"{au} in recipe '{text}' needs a level from 0 to {AU_MAX:g}, e.g. {au}:2")
             _add(aus, au, _number(value, au, AU_MAX, text), text)
