@@ -11,6 +11,11 @@ Each call encodes the chunks it carries (cached under --work, which survives whi
 warm), trains on every chunk encoded so far, resuming from the checkpoint in --work, and writes the
 EMA model (fp16, split into < 16 MiB parts for the return trip), the loss log and a summary to --out.
 If the machine went cold, --init-from (a carried EMA model) restarts from those weights.
+
+Consistency feedback (mien.train.loss_consistency): --expression-weight / --identity-weight > 0 turn
+the losses on; their nets (TAEF2 with the model's own decoder, MediaPipe's mesh + blendshapes,
+MobileFaceNet) load from MIEN_WEIGHTS. --bench N first times N steps without and N with the feedback
+(separate throw-away runs from the same start) and writes bench.json: the training-time cost of it.
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ import torch
 
 from diffusers.training_utils import EMAModel
 
-from mien.builtin.config import ModelConfig, TrainConfig, from_dict
-from mien.builtin.model import MienModel
+from mien.builtin.config import ModelConfig, TrainConfig, from_dict, load_json
+from mien.builtin.model import MienModel, write_checksum
 from mien.models.taef2 import TAEF2
 from mien.train.latents import load_chunks
 from mien.train.loop import train
@@ -63,24 +68,47 @@ def main() -> None:
     ap.add_argument("--self-reference", type=float, default=0.0, help="chance of a sample's own latent as its "
                     "reference (TrainConfig.self_reference; needs --reference-pool)")
     ap.add_argument("--flip", type=float, default=0.5, help="mirror chance")
+    ap.add_argument("--warmup", type=int, default=500, help="learning-rate warm-up steps (also after a restart)")
+    ap.add_argument("--config-from-init", action="store_true", help="take the whole model config from "
+                    "--init-from (its decoder too, copied into the export) instead of --preset")
+    ap.add_argument("--expression-weight", type=float, default=0.0, help="TrainConfig.expression_weight")
+    ap.add_argument("--identity-weight", type=float, default=0.0, help="TrainConfig.identity_weight")
+    ap.add_argument("--feedback-t-max", type=float, default=0.4, help="TrainConfig.feedback_t_max")
+    ap.add_argument("--feedback-samples", type=int, default=64, help="TrainConfig.feedback_samples")
+    ap.add_argument("--bench", type=int, default=0, metavar="N", help="first time N steps without and with "
+                    "the feedback (bench.json), then train")
     args = ap.parse_args()
     t0 = time.time()
     dev = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     taef2 = TAEF2.from_weights().to(dev).eval()
-    tensors, info = load_chunks(args.chunks, args.work / "cache", taef2, dev)
+    embed = None
+    if args.identity_weight > 0 or args.bench:
+        from mien.train.loss_consistency import mobilefacenet_embedder
+
+        embed = mobilefacenet_embedder(dev)
+    tensors, info = load_chunks(args.chunks, args.work / "cache", taef2, dev, embed=embed)
     prep_s = time.time() - t0
     print(f"data: {info} (prep {prep_s:.0f} s)", flush=True)
 
     model_cfg = ModelConfig.from_preset(args.preset, reference=args.reference, reference_pool=args.reference_pool)
+    if args.config_from_init:
+        model_cfg = load_json(ModelConfig, Path(args.init_from) / "config.json")
     if (args.work / "train" / "checkpoint.pt").exists():  # resuming: keep the run's config (its latent stats)
         model_cfg = from_dict(ModelConfig, torch.load(args.work / "train" / "checkpoint.pt", map_location="cpu",
                                                       weights_only=True)["model_config"])
     train_cfg = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, flip_prob=args.flip,
                             checkpoint_every=2000, log_every=100, init_from=args.init_from,
-                            self_reference=args.self_reference)
+                            self_reference=args.self_reference, warmup_steps=args.warmup,
+                            expression_weight=args.expression_weight, identity_weight=args.identity_weight,
+                            feedback_t_max=args.feedback_t_max, feedback_samples=args.feedback_samples)
     run = args.work / "train"
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.bench:
+        bench = benchmark(model_cfg, train_cfg, tensors, args.work / "bench", args.bench)
+        (args.out / "bench.json").write_text(json.dumps(bench, indent=1))
+        print("bench:", json.dumps(bench), flush=True)
     budget = args.minutes * 60 - (time.time() - t0)
     t1 = time.time()
     result = train(model_cfg, train_cfg, tensors, run, time_budget_s=budget)
@@ -95,8 +123,11 @@ def main() -> None:
     ema.load_state_dict(ckpt["ema"])
     ema.copy_to(net.parameters())
     export = args.work / "export"
-    net.save_pretrained(export)
-    args.out.mkdir(parents=True, exist_ok=True)
+    if cfg.decoder and args.init_from:  # the starting model's own decoder goes with its weights
+        export.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(args.init_from) / cfg.decoder, export / cfg.decoder)
+    net.save_pretrained(export, dtype=torch.float16)
+    write_checksum(export)
     parts = split_file(export / "model.safetensors", args.out)
     shutil.copy(export / "config.json", args.out / "config.json")
     for name in ("loss.csv", "loss.png"):
@@ -109,6 +140,27 @@ def main() -> None:
                "last_log": rows[-3:], "result": str(result)}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     print(json.dumps({k: v for k, v in summary.items() if k != "train_config"}, indent=1, default=str))
+
+
+def benchmark(model_cfg: ModelConfig, train_cfg: TrainConfig, tensors, work: Path, steps: int) -> dict:
+    """Images/s of ``steps`` training steps without and with the consistency feedback, same start and data
+    (median of the logged intervals after the first, which holds the warm-up and the nets' loading)."""
+    import csv
+    import statistics
+
+    result = {}
+    for name, w in (("flow only", (0.0, 0.0)), ("with feedback", (train_cfg.expression_weight or 0.1,
+                                                                  train_cfg.identity_weight or 0.1))):
+        cfg = dataclasses.replace(train_cfg, steps=steps, log_every=max(1, steps // 6), checkpoint_every=10**9,
+                                  expression_weight=w[0], identity_weight=w[1])
+        shutil.rmtree(work / name.replace(" ", "_"), ignore_errors=True)
+        train(model_cfg, cfg, tensors, work / name.replace(" ", "_"))
+        with open(work / name.replace(" ", "_") / "loss.csv") as f:
+            rows = list(csv.DictReader(f))
+        result[name] = {"images_per_s": statistics.median(float(r["images_per_s"]) for r in rows[1:]),
+                        "rows": rows, "weights": w, "feedback_samples": cfg.feedback_samples,
+                        "batch": cfg.batch_size}
+    return result
 
 
 if __name__ == "__main__":

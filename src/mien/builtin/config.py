@@ -189,6 +189,16 @@ class TrainConfig:
     self_reference: float = _field(
         0.0, "chance that a sample's spatial reference is its own latent rather than another photo's "
         "(for models with reference_pool > 0, which see only a coarse copy of it; train/data.py)")  # fmt: skip
+    expression_weight: float = _field(
+        0.0, "weight of the consistency expression loss: MediaPipe blendshapes of the one-step prediction "
+        "against the conditioning blendshapes (mien.train.loss_consistency; 0: off)")  # fmt: skip
+    identity_weight: float = _field(
+        0.0, "weight of the consistency identity loss: 1 - MobileFaceNet cosine of the one-step prediction "
+        "to the identity photo (mien.train.loss_consistency; 0: off)")  # fmt: skip
+    feedback_t_max: float = _field(
+        0.4, "largest flow time t (1 = noise) at which a sample's one-step prediction gets the consistency losses")
+    feedback_samples: int = _field(
+        64, "samples per batch (those of lowest t) decoded for the consistency losses: bounds their cost")
 
 
 def _check_unet_kwargs(kwargs: dict) -> None:

@@ -28,13 +28,19 @@ class FlowMatchingLoss:
     def __call__(self, model, x0: torch.Tensor, cond: dict, mask: torch.Tensor | None = None,
                  null: dict | None = None) -> torch.Tensor:  # fmt: skip
         """Scalar loss: masked mean over cells and channels of (v_pred - (eps - x0))^2."""
+        return self.parts(model, x0, cond, mask, null)[0]
+
+    def parts(self, model, x0: torch.Tensor, cond: dict, mask: torch.Tensor | None = None, null: dict | None = None,
+              **model_kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """(loss, t, x_t, v_pred): the loss with what the consistency losses need to form the one-step
+        prediction ``x_t - t v`` (mien.train.loss_consistency). ``model_kwargs`` go to the model."""
         t = self.sample_t(x0.shape[0], x0.device)
         eps = torch.randn_like(x0)
         t4 = t.view(-1, 1, 1, 1)
         x_t = (1 - t4) * x0 + t4 * eps
-        v = model(x_t, t, cond, null=null)
+        v = model(x_t, t, cond, null=null, **model_kwargs)
         err = (v.float() - (eps - x0).float()).square()
         if mask is None:
-            return err.mean()
+            return err.mean(), t, x_t, v
         weight = mask.float().expand_as(err)
-        return (err * weight).sum() / weight.sum().clamp_min(1e-8)
+        return (err * weight).sum() / weight.sum().clamp_min(1e-8), t, x_t, v

@@ -95,16 +95,18 @@ class AdaptedModel(nn.Module):
         return self.adapter.dropout_null(null, batch)
 
     def velocity(self, x_t: torch.Tensor, t, cond: dict, scales: dict | None = None,
-                 null: dict | None = None) -> torch.Tensor:  # fmt: skip
+                 null: dict | None = None, dropout: bool = True) -> torch.Tensor:  # fmt: skip
         """Predicted velocity ``eps - x0`` at ``x_t``, t in [0, 1] (scalar or (B,)).
 
         ``scales[name]`` multiplies that stream's attention output in every layer; 0 removes the
         stream entirely (not the same as its null tokens, which the model was trained on).
+        ``dropout=False``: ``null`` already holds the training-time dropout (drawn by the caller with
+        :meth:`dropout_null`, which needs to know which samples lost a condition), so none is added.
         """
         batch = x_t.shape[0]
         cond = dict(cond)
         reference = cond.pop("reference", None)
-        null = self.adapter.dropout_null(null, batch)
+        null = self.adapter.dropout_null(null, batch) if dropout else dict(null or {})
         tokens = self.adapter.encode(cond, batch, null, dropout=False)
         return self.backbone.velocity(x_t, t, tokens, reference, null.get(self.reference_stream), scales)
 

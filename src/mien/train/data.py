@@ -69,6 +69,10 @@ class TrainTensors:
     expression: torch.Tensor  # (N, 55) float16, blendshapes + pose of this photo
     ref_candidates: list[np.ndarray]  # per sample: indices of other photos of the same person
     latents_mirrored: torch.Tensor | None = None  # (N, 32, 16, 16): latents of the mirrored photos
+    # (N, D) unit recogniser embeddings (MobileFaceNet) of each photo and of its mirror image: the identity
+    # loss's targets (mien.train.loss_consistency); None when that loss is off
+    embedding: torch.Tensor | None = None
+    embedding_mirrored: torch.Tensor | None = None
 
     def __post_init__(self):
         n = self.latents.shape[0]
@@ -76,6 +80,9 @@ class TrainTensors:
                   "expression": (n, EXPRESSION_DIM)}  # fmt: skip
         if self.latents_mirrored is not None:
             shapes["latents_mirrored"] = (n, 32, 16, 16)
+        for name in ("embedding", "embedding_mirrored"):
+            if getattr(self, name) is not None:
+                shapes[name] = (n, getattr(self, name).shape[1])
         for name, shape in shapes.items():
             if tuple(getattr(self, name).shape) != shape:
                 raise MienError(f"training tensors: {name} should be {shape}, got {tuple(getattr(self, name).shape)}")
@@ -88,7 +95,8 @@ class TrainTensors:
     def to(self, device) -> "TrainTensors":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return TrainTensors(move(self.latents), move(self.mask), move(self.identity), move(self.expression),
-                            self.ref_candidates, move(self.latents_mirrored))  # fmt: skip
+                            self.ref_candidates, move(self.latents_mirrored), move(self.embedding),
+                            move(self.embedding_mirrored))  # fmt: skip
 
 
 class FaceLatentDataset(Dataset):
@@ -138,7 +146,9 @@ class FaceLatentDataset(Dataset):
         return self._plans[epoch]
 
     def batch(self, indices: torch.Tensor, epoch: int) -> dict:
-        """Float32 ``latents``, ``mask`` and ``cond`` {identity, expression[, reference]} for ``indices``."""
+        """Float32 ``latents``, ``mask`` and ``cond`` {identity, expression[, reference]} for ``indices``;
+        with embeddings in the tensors also ``identity_target``: the embedding of the photo whose identity
+        vector is the sample's condition (mirrored with the sample)."""
         t = self.tensors
         ref, flip, own = (p[indices.cpu()].to(t.latents.device) for p in self.plan(epoch))
         idx = indices.to(t.latents.device)
@@ -155,7 +165,13 @@ class FaceLatentDataset(Dataset):
                 ref_latents = torch.where(flip.view(-1, 1, 1, 1), t.latents_mirrored[ref].float(), ref_latents)
             none = (ref == idx) & ~own
             cond["reference"] = torch.where(none.view(-1, 1, 1, 1), 0.0, ref_latents)
-        return {"latents": latents, "mask": mask, "cond": cond}
+        out = {"latents": latents, "mask": mask, "cond": cond}
+        if t.embedding is not None:
+            target = t.embedding[ref].float()
+            if self.flip_prob > 0 and t.embedding_mirrored is not None:
+                target = torch.where(flip.view(-1, 1), t.embedding_mirrored[ref].float(), target)
+            out["identity_target"] = target
+        return out
 
 
 def latent_stats(latents: torch.Tensor, mask: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:

@@ -2,6 +2,8 @@
 
 Runs on the lent GPU machine (no MediaPipe there: everything it needs is in the pack). Each chunk's
 tensors are cached on the machine's disk, so a later call of the same lease only encodes new chunks.
+With ``embed`` (for the consistency identity loss, :mod:`mien.train.loss_consistency`) each photo's and
+its mirror image's recogniser embeddings are computed alongside.
 """
 
 from __future__ import annotations
@@ -25,34 +27,41 @@ def _decode(b: bytes) -> np.ndarray:
 
 
 @torch.no_grad()
-def encode_chunk(path: Path, taef2, device, batch: int = 512) -> dict[str, torch.Tensor | np.ndarray]:
+def encode_chunk(path: Path, taef2, device, batch: int = 512, embed=None) -> dict[str, torch.Tensor | np.ndarray]:
     cond, webp = read_chunk(path)
     with ThreadPoolExecutor(16) as pool:
         images = np.stack(list(pool.map(_decode, webp)))
         masks = np.stack(list(pool.map(lambda i: validity_mask(cond["affine"][i], tuple(cond["src_size"][i]), 128),
                                        range(len(webp)))))
-    lat, lat_m = [], []
+    lat, lat_m, emb, emb_m = [], [], [], []
     for i in range(0, len(images), batch):
         x = torch.from_numpy(images[i: i + batch]).to(device).permute(0, 3, 1, 2).float() / 255
         lat.append(taef2.encode(x).half().cpu())
         lat_m.append(taef2.encode(x.flip(-1)).half().cpu())
+        if embed is not None:
+            emb.append(embed(x).half().cpu())
+            emb_m.append(embed(x.flip(-1)).half().cpu())
     # share of real (non-filled) pixels per 8x8 patch = per latent cell
     m = F.avg_pool2d(torch.from_numpy(masks.astype(np.float32))[:, None], 8).half()
-    return {"latents": torch.cat(lat), "latents_mirrored": torch.cat(lat_m), "mask": m,
-            "identity": torch.from_numpy(cond["identity"]), "expression": torch.from_numpy(cond["expression"]),
-            "group": cond["group"], "key": cond["key"]}
+    out = {"latents": torch.cat(lat), "latents_mirrored": torch.cat(lat_m), "mask": m,
+           "identity": torch.from_numpy(cond["identity"]), "expression": torch.from_numpy(cond["expression"]),
+           "group": cond["group"], "key": cond["key"]}
+    if embed is not None:
+        out["embedding"], out["embedding_mirrored"] = torch.cat(emb), torch.cat(emb_m)
+    return out
 
 
-def load_chunks(paths: list[Path], cache: Path, taef2, device) -> tuple[TrainTensors, dict]:
+def load_chunks(paths: list[Path], cache: Path, taef2, device, embed=None) -> tuple[TrainTensors, dict]:
     """Encode (or load from ``cache``) each chunk and join them into one :class:`TrainTensors`."""
     cache.mkdir(parents=True, exist_ok=True)
     parts = []
     for p in paths:
-        c = cache / (Path(p).stem + ".pt")
+        c = cache / (Path(p).stem + ("-emb" if embed is not None else "") + ".pt")
         if not c.exists():
-            torch.save(encode_chunk(Path(p), taef2, device), c)
+            torch.save(encode_chunk(Path(p), taef2, device, embed=embed), c)
         parts.append(torch.load(c, weights_only=False))
-    cat = {k: torch.cat([q[k] for q in parts]) for k in ("latents", "latents_mirrored", "mask", "identity", "expression")}
+    names = ("latents", "latents_mirrored", "mask", "identity", "expression")
+    cat = {k: torch.cat([q[k] for q in parts]) for k in names + (("embedding", "embedding_mirrored") if embed else ())}
     group = np.concatenate([q["group"] for q in parts])
     order = np.argsort(group, kind="stable")
     bounds = np.flatnonzero(np.diff(group[order])) + 1
@@ -62,6 +71,7 @@ def load_chunks(paths: list[Path], cache: Path, taef2, device) -> tuple[TrainTen
         m = members[int(g)]
         others = m[m != i]
         refs.append(others if len(others) else np.array([i]))
-    tensors = TrainTensors(cat["latents"], cat["mask"], cat["identity"], cat["expression"], refs, cat["latents_mirrored"])
+    tensors = TrainTensors(cat["latents"], cat["mask"], cat["identity"], cat["expression"], refs, cat["latents_mirrored"],
+                           cat.get("embedding"), cat.get("embedding_mirrored"))  # fmt: skip
     info = {"images": len(group), "people": len(members), "self_ref": int(sum(len(r) == 1 and r[0] == i for i, r in enumerate(refs)))}
     return tensors, info

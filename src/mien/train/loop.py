@@ -33,17 +33,21 @@ from mien.builtin.loss import FlowMatchingLoss
 from mien.builtin.model import MienModel
 from mien.errors import MienError
 from mien.train.data import FaceLatentDataset, TrainTensors, latent_stats
+from mien.train.loss_consistency import LOSS_NAMES, ConsistencyFeedback, FeedbackNets, feedback_step
 
 CHECKPOINT, LOSS_CSV, LOSS_PNG, FINAL = "checkpoint.pt", "loss.csv", "loss.png", "model"
 CSV_FIELDS = ("step", "loss", "lr", "images_per_s", "elapsed_s")
+FEEDBACK_FIELDS = ("flow", *LOSS_NAMES)  # loss.csv's extra columns when the consistency losses are on
 
 
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tensors: TrainTensors, out_dir: str | Path,
-          time_budget_s: float | None = None, stop_after: int | None = None) -> Path:  # fmt: skip
+          time_budget_s: float | None = None, stop_after: int | None = None,
+          feedback_nets: FeedbackNets | None = None) -> Path:  # fmt: skip
     """Train (or resume) in ``out_dir``; returns the folder of the saved EMA model once finished.
 
     ``time_budget_s``: stop and checkpoint before this much wall-clock time has passed.
     ``stop_after``: stop and checkpoint on reaching this step (to split a run into calls).
+    ``feedback_nets``: the consistency losses' nets (default: the real ones, loaded when a weight is > 0).
     """
     start, out = time.monotonic(), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -78,8 +82,9 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tensors: TrainTensors,
     data = FaceLatentDataset(tensors.to(accelerator.device), train_cfg.seed, train_cfg.flip_prob,
                              net.config.reference, train_cfg.self_reference)
     loss_fn = FlowMatchingLoss(train_cfg.t_sampling)
+    feedback = _feedback(train_cfg, net, feedback_nets, accelerator.device)
     batches = _batch_indices(len(data), train_cfg, accelerator)
-    log = _LossLog(out / LOSS_CSV, step, accelerator.is_main_process)
+    log = _LossLog(out / LOSS_CSV, step, accelerator.is_main_process, feedback is not None)
     save_s = step_s = 0.0
     end = train_cfg.steps if stop_after is None else min(train_cfg.steps, stop_after)
     while step < end:
@@ -89,8 +94,12 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tensors: TrainTensors,
         null = _drop_all(net, len(indices), train_cfg.drop_all_prob, accelerator.device)
         for group in optimizer.param_groups:
             group["lr"] = train_cfg.lr * min(1.0, (step + 1) / max(1, train_cfg.warmup_steps))
+        parts = None
         with accelerator.autocast():
-            loss = loss_fn(model, net.normalize(batch["latents"]), batch["cond"], batch["mask"], null)
+            if feedback is None:  # today's step, untouched (all consistency weights 0)
+                loss = loss_fn(model, net.normalize(batch["latents"]), batch["cond"], batch["mask"], null)
+            else:
+                loss, parts = feedback_step(loss_fn, model, net, feedback, batch, null)
         accelerator.backward(loss)
         if train_cfg.grad_clip > 0:
             accelerator.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
@@ -98,7 +107,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tensors: TrainTensors,
         optimizer.zero_grad(set_to_none=True)
         ema.step(net.parameters())
         step += 1
-        log.add(step, loss.detach(), optimizer.param_groups[0]["lr"], train_cfg, accelerator)
+        log.add(step, loss.detach(), optimizer.param_groups[0]["lr"], train_cfg, accelerator, parts)
         step_s = max(time.monotonic() - t_step, 0.9 * step_s)  # decaying max: safe against slow steps
         out_of_time = time_budget_s is not None and time.monotonic() - start + 2 * (step_s + save_s) > time_budget_s
         stop = _any_process(out_of_time, accelerator) or step >= end
@@ -117,6 +126,20 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tensors: TrainTensors,
         plot_loss(out / LOSS_CSV, out / LOSS_PNG)
     accelerator.wait_for_everyone()
     return out / FINAL
+
+
+def _feedback(cfg: TrainConfig, net: MienModel, nets: FeedbackNets | None, device) -> ConsistencyFeedback | None:
+    """The consistency losses when a weight is > 0 (None: today's flow loss alone). The decoder judged
+    through is the starting model's own (its config's ``decoder`` in ``init_from``), else TAEF2's."""
+    if cfg.expression_weight <= 0 and cfg.identity_weight <= 0:
+        return None
+    if nets is None:
+        from mien.train.loss_consistency import load_feedback_nets
+
+        decoder = Path(cfg.init_from) / net.config.decoder if cfg.init_from and net.config.decoder else None
+        nets = load_feedback_nets(device, decoder, cfg.expression_weight > 0, cfg.identity_weight > 0)
+    return ConsistencyFeedback(nets, cfg.expression_weight, cfg.identity_weight, cfg.feedback_t_max,
+                               cfg.feedback_samples)  # fmt: skip
 
 
 def _batch_indices(n: int, cfg: TrainConfig, accelerator: Accelerator):
@@ -211,22 +234,27 @@ def _save_ema_model(net: MienModel, ema: EMAModel, directory: Path) -> None:
 
 
 class _LossLog:
-    """Mean loss every ``log_every`` steps to CSV (rows past a resumed step are dropped) and stdout."""
+    """Mean loss every ``log_every`` steps to CSV (rows past a resumed step are dropped) and stdout; with
+    the consistency losses on, also the mean flow loss and each unweighted consistency loss."""
 
-    def __init__(self, path: Path, step: int, main: bool):
-        self.path, self.main, self.total, self.count = path, main, 0.0, 0
+    def __init__(self, path: Path, step: int, main: bool, feedback: bool = False):
+        self.path, self.main, self.total, self.count, self.parts = path, main, 0.0, 0, {}
         self.t0 = self.t_start = time.monotonic()
         rows = _read_rows(path) if path.is_file() else []
         kept = [r for r in rows if int(r["step"]) <= step]
         self.file = open(path, "w", newline="") if main else None
         if main:
-            self.writer = csv.DictWriter(self.file, CSV_FIELDS)
+            fields = CSV_FIELDS + (FEEDBACK_FIELDS if feedback else ())
+            self.writer = csv.DictWriter(self.file, fields, restval="", extrasaction="ignore")
             self.writer.writeheader()
             self.writer.writerows(kept)
         self.elapsed0 = float(kept[-1]["elapsed_s"]) if kept else 0.0
 
-    def add(self, step: int, loss: torch.Tensor, lr: float, cfg: TrainConfig, accelerator: Accelerator) -> None:
+    def add(self, step: int, loss: torch.Tensor, lr: float, cfg: TrainConfig, accelerator: Accelerator,
+            parts: dict[str, torch.Tensor] | None = None) -> None:  # fmt: skip
         self.total, self.count = self.total + loss, self.count + 1
+        for name, value in (parts or {}).items():
+            self.parts[name] = self.parts.get(name, 0.0) + value
         if step % cfg.log_every and step != cfg.steps:
             return
         now = time.monotonic()
@@ -234,11 +262,13 @@ class _LossLog:
         row = {"step": step, "loss": f"{mean:.6f}", "lr": f"{lr:.3g}",
                "images_per_s": f"{cfg.batch_size * self.count / (now - self.t0):.1f}",
                "elapsed_s": f"{self.elapsed0 + now - self.t_start:.1f}"}  # fmt: skip
+        for name, total in self.parts.items():
+            row[name] = f"{accelerator.reduce(total / self.count, reduction='mean').item():.6f}"
         if self.main:
             self.writer.writerow(row)
             self.file.flush()
             print(" ".join(f"{k} {v}" for k, v in row.items()), flush=True)
-        self.total, self.count, self.t0 = 0.0, 0, now
+        self.total, self.count, self.t0, self.parts = 0.0, 0, now, {}
 
     def close(self) -> None:
         if self.file:
