@@ -85,10 +85,10 @@ class Editor:
 
     @classmethod
     def from_pretrained(cls, model: str = "default", device: str = "cpu", landmarker=None,
-                        paste: Paste | None = None) -> "Editor":  # fmt: skip
+                        paste: Paste | None = None, person=None) -> "Editor":  # fmt: skip
         """An editor on the built-in model (``"default"``) or a saved model folder; ``landmarker``: one
-        already opened (the editor then owns it)."""
-        return cls(MienPipeline.from_pretrained(model, device=device, landmarker=landmarker), paste)
+        already opened (the editor then owns it); ``person``: a `mien personalize` folder (its LoRA)."""
+        return cls(MienPipeline.from_pretrained(model, device=device, landmarker=landmarker, person=person), paste)
 
     @property
     def model_hash(self) -> str:

@@ -104,10 +104,12 @@ class Generation:
     settings: GenerationSettings  # resolved: every value concrete
     model_hash: str = ""
     latents: torch.Tensor | None = None  # (n, 32, 16, 16) raw TAEF2 latents of the images
+    person: str = ""  # the person adapter's hash (its first 12 hex digits) when one was loaded
 
     def metadata(self, seed: int) -> dict:
-        """What an output image records: its request, seed, resolved settings and model hash."""
-        return {"request": self.request, "seed": seed, **self.settings.to_dict(), "model_hash": self.model_hash}
+        """What an output image records: its request, seed, resolved settings, model hash (and person adapter)."""
+        meta = {"request": self.request, "seed": seed, **self.settings.to_dict(), "model_hash": self.model_hash}
+        return {**meta, "person": self.person} if self.person else meta
 
 
 class MienPipeline:
@@ -129,11 +131,27 @@ class MienPipeline:
         from mien.expression.basic import Prototypes
 
         self.prototypes, self.calibration = Prototypes.load(), AUCalibration.load()
+        self.person: dict | None = None  # the card of the person adapter loaded (load_person)
+        self.person_hash = ""
+
+    def load_person(self, directory: str | Path) -> dict:
+        """Load a person's LoRA (a `mien personalize` folder) into the model; a folder made on another base
+        model is a one-line error. Call it before serving requests (it changes the model)."""
+        from mien.personalize.lora import ADAPTER_WEIGHTS, load_person
+        from mien.weights import sha256_of
+
+        with torch.inference_mode(False):
+            self.person = load_person(self.model.backbone.unet, directory, self.model.sha256)
+        self.model.backbone.unet.to(self.device)
+        self.person_hash = sha256_of(Path(directory) / ADAPTER_WEIGHTS)[:12]
+        return self.person
 
     @classmethod
-    def from_pretrained(cls, path: str | Path = DEFAULT_MODEL, device: str = "cpu", landmarker=None) -> "MienPipeline":
+    def from_pretrained(cls, path: str | Path = DEFAULT_MODEL, device: str = "cpu", landmarker=None,
+                        person: str | Path | None = None) -> "MienPipeline":  # fmt: skip
         """Load the built-in model (``"default"``: the one shipped inside the package) and its helpers;
-        ``landmarker``: a FaceLandmarker already opened (the pipeline then owns it and closes it)."""
+        ``landmarker``: a FaceLandmarker already opened (the pipeline then owns it and closes it);
+        ``person``: a `mien personalize` folder whose LoRA the model takes."""
         from mien.builtin.model import MienModel
         from mien.models.identity import IdentityEncoder
         from mien.models.taef2 import TAEF2
@@ -149,7 +167,10 @@ class MienPipeline:
             from mien.face.landmarker import FaceLandmarker
 
             landmarker = FaceLandmarker(num_faces=2)
-        return cls(model, taef2, identity, landmarker, model_dir, dev)
+        pipe = cls(model, taef2, identity, landmarker, model_dir, dev)
+        if person is not None:
+            pipe.load_person(person)
+        return pipe
 
     def close(self) -> None:
         self.landmarker.close()
@@ -246,4 +267,4 @@ class MienPipeline:
         z = self.model.denormalize(z)
         rgb = self.taef2.decode(z).clamp(0, 1)
         images = [(im.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8) for im in rgb]
-        return Generation(images, seeds, request.describe(), expr, s, self.model_hash, z.cpu())
+        return Generation(images, seeds, request.describe(), expr, s, self.model_hash, z.cpu(), self.person_hash)

@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--identity", nargs="+", metavar="PHOTO", help="one or more photos of the person")
     p.add_argument("--example", action="store_true", help="use the bundled example photo (London Set) as --identity")
+    p.add_argument("--person", type=Path, metavar="PERSON_DIR",
+                   help="a `mien personalize` folder: the model takes that person's LoRA (and, without --identity, "
+                        "edits their first aligned photo)")
     p.add_argument("--expression", metavar="LABEL_OR_TERM",
                    help="a basic label, a vocabulary term, a compound ('happily surprised') or a recipe ('happy:0.6+AU6:2')")
     p.add_argument("--intensity", type=float, default=1.0, help="scales the --expression mix, 0 to 1 (default 1)")
@@ -109,19 +112,25 @@ def run(args: argparse.Namespace) -> int:
         from mien.cli.analyze import example_path
 
         args.identity = [*(args.identity or []), str(example_path())]
-    if not args.identity:
-        raise MienError("no identity photo; give --identity PHOTO [PHOTO...] (or --example to try the bundled photo)")
+    if args.person is not None:
+        from mien.personalize.lora import read_card
+
+        read_card(args.person)  # a missing or damaged folder is reported before anything loads
+    if not args.identity and args.person is None:
+        raise MienError("no identity photo; give --identity PHOTO [PHOTO...] (or --example to try the bundled photo, "
+                        "or --person PERSON_DIR)")
     request = build_request(args)  # terms, AUs, intensities
     settings = settings_from_args(args)  # every setting checked before any photo is read or model loaded
     if args.n < 1:
         raise MienError(f"--n {args.n} must be at least 1")
     if not args.dry_run:  # a dry run reads no photos
-        photos = [load_rgb(p) for p in args.identity]
+        photos = [load_rgb(p) for p in args.identity or []]
         like_rgb = load_rgb(args.like) if args.like else None
     check_model_dir(args.model)
     if args.dry_run:
         print(json.dumps({"identity": args.identity, "request": request.describe(), "like": args.like, "n": args.n,
-                          "seed": args.seed, **settings.resolve(request).to_dict(), "model": args.model}, indent=1))
+                          "seed": args.seed, **settings.resolve(request).to_dict(), "model": args.model,
+                          **({"person": str(args.person)} if args.person else {})}, indent=1))
         return 0
     from mien.edit import Editor
     from mien.face.landmarker import FaceLandmarker
@@ -135,10 +144,15 @@ def run(args: argparse.Namespace) -> int:
                 request = build_request(args, like=reference_blendshapes(landmarker, like_rgb))
             except NoFaceError as e:
                 raise NoFaceError(f"--like {args.like}: {e}") from None
-        aligned = align_photos(landmarker, photos, names=args.identity)
+        if photos:
+            aligned = align_photos(landmarker, photos, names=args.identity)
+        else:  # --person alone: the person's own aligned photos
+            from mien.personalize.inputs import stored_subject
+
+            photos, aligned = stored_subject(args.person)
         for msg in aligned.skipped:
             print(f"mien: warning: skipped {msg}", file=sys.stderr)
-        editor = Editor.from_pretrained(args.model, device=args.device, landmarker=landmarker)
+        editor = Editor.from_pretrained(args.model, device=args.device, landmarker=landmarker, person=args.person)
         result = editor.edit(editor.subject(photos, aligned), request, settings, n=args.n, seed=args.seed,
                              paste=args.paste)  # fmt: skip
     finally:

@@ -23,6 +23,8 @@ expression you ask for.
 start here:
   mien generate --identity me.jpg --expression happy --intensity 0.6
                                     you, smiling (built-in model)
+  mien personalize me*.jpg --out me/  a personal LoRA from a few photos of you
+  mien generate --person me/ --expression happy
   mien analyze photo.jpg            what mien sees in a face
   mien analyze photos/ --out report write annotated images and JSON for a folder
   mien weights                      which pretrained files are present
@@ -31,14 +33,14 @@ start here:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mien.cli import analyze, annotate, data, evaluate, expressions, generate, weights  # one module each
+    from mien.cli import analyze, annotate, data, evaluate, expressions, generate, personalize, weights  # one module each
 
     parser = argparse.ArgumentParser(
         prog="mien", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"mien {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (generate, analyze, expressions, evaluate, annotate, data, weights):
+    for module in (generate, personalize, analyze, expressions, evaluate, annotate, data, weights):
         module.register(sub)
     return parser
 

@@ -1,0 +1,172 @@
+"""The personalisation losses: small callables ``loss(step) -> scalar``, weighted by
+:class:`mien.personalize.config.LossWeights` and summed by the trainer.
+
+All use the backbone's own objective, rectified-flow matching (``x_t = (1 - t) x0 + t eps``, target
+``v = eps - x0``; :mod:`mien.builtin.loss`), with t drawn logit-normal (SD3's choice, as in training):
+
+- :class:`FlowLoss`: on the person's photos, each conditioned on its own expression (blendshapes + pose)
+  and the person's identity vector, with another of their photos as the spatial reference (as at
+  generation), masked to the real pixels of each crop.
+- :class:`LandmarkLoss`: the same prediction's error on the latent cells of the eyes, brows and mouth
+  only, so those regions weigh more in the sum (FaceExpr's attention-focused fusion is about them).
+- :class:`PriorLoss`: DreamBooth's prior preservation (Ruiz et al., CVPR 2023, eq. 2): the same loss on
+  faces the base model drew before training (:mod:`mien.personalize.prior`), so the LoRA does not
+  overwrite how the model makes other faces and expressions. It needs nothing but the installed model.
+- :class:`ExpressionLoss`: FaceExpr's expression-crafting loss. From the noised photo, the model is asked
+  for an expression unlike the photo's own; its clean estimate ``x0 = x_t - t v`` is decoded (TAEF2) and
+  read by MediaPipe's blendshape net in PyTorch (:class:`mien.models.face_mesh.AlignedBlendshapes`,
+  differentiable), and pulled toward the requested blendshapes. The photos only show the person's own
+  expressions; this term keeps the LoRA from learning to ignore the expression stream.
+
+Every random draw comes from the step's generator (``Step.g``, seeded by (seed, step)), so a resumed run
+repeats the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from mien.train.data import mirror_expression
+
+
+@dataclass
+class PersonTensors:
+    """The person's photos as training tensors (on the training device)."""
+
+    latents: torch.Tensor  # (N, C, H, W) raw latents
+    latents_mirrored: torch.Tensor  # (N, C, H, W) raw latents of the mirrored crops
+    mask: torch.Tensor  # (N, 1, H, W) share of real pixels per cell
+    features: torch.Tensor  # (N, 1, H, W) 1 on cells of the eyes, brows and mouth
+    expression: torch.Tensor  # (N, 55) each photo's own expression
+    identity: torch.Tensor  # (D,) the person's identity condition (all photos; as at generation)
+
+    def __len__(self) -> int:
+        return self.latents.shape[0]
+
+
+@dataclass
+class PriorSet:
+    """Faces the base model drew (:func:`mien.personalize.prior.sample_prior`): normalised latents and
+    the expression each was drawn with (identity stream null: no one in particular)."""
+
+    latents: torch.Tensor  # (M, C, H, W) normalised
+    expression: torch.Tensor  # (M, 55)
+
+
+def _randint(high: int, n: int, g: torch.Generator) -> torch.Tensor:
+    return torch.randint(high, (n,), generator=g)
+
+
+def _t_eps(x0: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logit-normal t (SD3 sec. 3.1) and the noise, drawn on the CPU generator, moved to x0's device."""
+    t = torch.sigmoid(torch.randn(x0.shape[0], generator=g)).to(x0.device)
+    eps = torch.randn(x0.shape, generator=g).to(x0.device)
+    return t, eps
+
+
+def masked_mean(err: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    w = weight.expand_as(err)
+    return (err * w).sum() / w.sum().clamp_min(1e-8)
+
+
+@dataclass
+class Step:
+    """One training step's draws: the person's batch and the model's prediction on it (computed once,
+    shared by :class:`FlowLoss` and :class:`LandmarkLoss`)."""
+
+    model: torch.nn.Module
+    person: PersonTensors
+    prior: PriorSet | None
+    g: torch.Generator
+    batch: int
+    flip_prob: float
+    _flow: tuple | None = field(default=None, repr=False)
+
+    def person_batch(self, n: int) -> dict:
+        """``n`` photos drawn with replacement, mirrored with chance ``flip_prob``, each with another photo
+        of the person as the spatial reference (none when there is only one)."""
+        p, g = self.person, self.g
+        idx = _randint(len(p), n, g)
+        flip = torch.rand(n, generator=g) < self.flip_prob
+        dev = p.latents.device
+        idx_d, f4 = idx.to(dev), flip.view(-1, 1, 1, 1).to(dev)
+        x0 = torch.where(f4, p.latents_mirrored[idx_d], p.latents[idx_d])
+        mask = torch.where(f4, p.mask[idx_d].flip(-1), p.mask[idx_d])
+        feats = torch.where(f4, p.features[idx_d].flip(-1), p.features[idx_d])
+        expr = torch.where(flip.view(-1, 1).to(dev), mirror_expression(p.expression[idx_d]), p.expression[idx_d])
+        cond = {"identity": p.identity[None].expand(n, -1), "expression": expr}
+        if getattr(self.model.backbone.config, "reference", False):
+            if len(p) > 1:
+                other = ((idx + 1 + _randint(len(p) - 1, n, g)) % len(p)).to(dev)
+                cond["reference"] = torch.where(f4, p.latents_mirrored[other], p.latents[other])
+            else:
+                cond["reference"] = torch.zeros_like(x0)
+        return {"x0": self.model.normalize(x0), "mask": mask, "features": feats, "cond": cond, "expression": expr}
+
+    def flow_error(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(squared error per cell, mask, features) of the model on a person batch, computed once."""
+        if self._flow is None:
+            b = self.person_batch(self.batch)
+            x0 = b["x0"]
+            t, eps = _t_eps(x0, self.g)
+            t4 = t.view(-1, 1, 1, 1)
+            v = self.model.velocity((1 - t4) * x0 + t4 * eps, t, b["cond"])
+            self._flow = ((v.float() - (eps - x0).float()).square(), b["mask"], b["features"])
+        return self._flow
+
+
+class FlowLoss:
+    def __call__(self, step: Step) -> torch.Tensor:
+        err, mask, _ = step.flow_error()
+        return masked_mean(err, mask)
+
+
+class LandmarkLoss:
+    def __call__(self, step: Step) -> torch.Tensor:
+        err, mask, feats = step.flow_error()
+        return masked_mean(err, mask * feats)
+
+
+class PriorLoss:
+    def __init__(self, batch: int):
+        self.batch = batch
+
+    def __call__(self, step: Step) -> torch.Tensor:
+        prior = step.prior
+        idx = _randint(len(prior.latents), self.batch, step.g).to(prior.latents.device)
+        x0 = prior.latents[idx]
+        t, eps = _t_eps(x0, step.g)
+        t4 = t.view(-1, 1, 1, 1)
+        null = {"identity": torch.ones(len(idx), dtype=torch.bool, device=x0.device)}
+        v = step.model.velocity((1 - t4) * x0 + t4 * eps, t, {"expression": prior.expression[idx]}, null=null)
+        return (v.float() - (eps - x0).float()).square().mean()
+
+
+class ExpressionLoss:
+    """Expression crafting (module docstring). ``measure``: normalised latents -> (B, 52) blendshapes,
+    differentiable (:func:`mien.guidance.blendshape.latent_blendshapes`); ``targets`` (L, 52): the
+    expressions it may ask for (the basic labels' targets); each row asks for one unlike the photo's own
+    (not the target nearest to its blendshapes). ``t_range``: noise levels of the crafted step."""
+
+    def __init__(self, measure: Callable[[torch.Tensor], torch.Tensor], targets: torch.Tensor, batch: int,
+                 t_range: tuple[float, float] = (0.3, 0.7)):  # fmt: skip
+        self.measure, self.targets, self.batch, self.t_range = measure, targets, batch, t_range
+
+    def __call__(self, step: Step) -> torch.Tensor:
+        b = step.person_batch(self.batch)
+        x0, g = b["x0"], step.g
+        targets = self.targets.to(x0.device)
+        own = torch.cdist(b["expression"][:, :52], targets).argmin(1).cpu()
+        pick = (own + 1 + _randint(len(targets) - 1, self.batch, g)) % len(targets)
+        goal = targets[pick.to(x0.device)]
+        lo, hi = self.t_range
+        t = (lo + (hi - lo) * torch.rand(self.batch, generator=g)).to(x0.device)
+        eps = torch.randn(x0.shape, generator=g).to(x0.device)
+        t4 = t.view(-1, 1, 1, 1)
+        x_t = (1 - t4) * x0 + t4 * eps
+        cond = {**b["cond"], "expression": torch.cat([goal, b["expression"][:, 52:]], dim=1)}
+        x0_hat = x_t - t4 * step.model.velocity(x_t, t, cond)
+        return (self.measure(x0_hat) - goal)[:, 1:].pow(2).sum(1).mean()  # MediaPipe's _neutral is no movement

@@ -1,0 +1,231 @@
+"""Personalisation mechanics on tiny random components (CPU, seconds, no ../shared): the loss falls, the LoRA
+at scale 0 or switched off is the base model, save/load round trip, resume equals the uninterrupted run,
+the expression-crafting loss reaches the LoRA, a Stable-Diffusion-shaped UNet personalises, bad input."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_components_pipeline
+from test_backbone_adapter import sd_model
+
+from mien.builtin import MienModel, ModelConfig
+from mien.errors import MienError, NoFaceError
+from mien.personalize import LossWeights, PersonalizeConfig, lora, train_person
+from mien.personalize.losses import ExpressionLoss, FlowLoss, PersonTensors, Step
+
+SHA = "ab" * 32
+PHOTOS = [{"name": "a.jpg", "sha256": "1" * 64}, {"name": "b.jpg", "sha256": "2" * 64}]
+
+
+def tiny_model(seed: int = 0) -> MienModel:
+    torch.manual_seed(seed)
+    model = MienModel(ModelConfig.from_preset("tiny", reference=True)).eval()
+    for p in model.adapter.stream_kv.parameters():  # zero-initialised stream values: wake them
+        p.data.normal_(0, 0.5)
+    model.sha256 = SHA
+    return model
+
+
+def person(shape=(32, 16, 16), n: int = 3, seed: int = 1) -> PersonTensors:
+    g = torch.Generator().manual_seed(seed)
+    # one face, three photos: a shared per-channel pattern (smooth over the grid) plus a little noise each
+    ramp = torch.linspace(-1, 1, shape[1])
+    pattern = 2 * torch.randn(shape[0], 1, 1, generator=g) + torch.randn(shape[0], 1, 1, generator=g) * ramp[:, None]
+    lat = pattern + 0.1 * torch.randn(n, *shape, generator=g)
+    feats = torch.zeros(n, 1, *shape[1:])
+    feats[..., shape[1] // 4 : shape[1] // 2, 2:-2] = 1
+    return PersonTensors(lat, lat.flip(-1) + 0.1, torch.ones(n, 1, *shape[1:]), feats, torch.rand(n, 55, generator=g),
+                         torch.nn.functional.normalize(torch.randn(128, generator=g), dim=0))  # fmt: skip
+
+
+def config(**kw) -> PersonalizeConfig:
+    base = dict(steps=6, lr=1e-2, rank=4, alpha=4.0, prior_samples=4, prior_steps=2, checkpoint_every=2,
+                losses=LossWeights(expression=0.0))  # fmt: skip
+    return PersonalizeConfig(**{**base, **kw})
+
+
+def held_out_loss(model, p: PersonTensors) -> float:
+    """The flow loss on fixed draws (the same generator every call)."""
+    with torch.no_grad():
+        return float(FlowLoss()(Step(model, p, None, torch.Generator().manual_seed(123), 12, 0.0)))
+
+
+def velocity(model, p: PersonTensors) -> torch.Tensor:
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, *model.backbone.latent_shape, generator=g)
+    cond = {"identity": p.identity[None].expand(2, -1), "expression": p.expression[:2]}
+    if model.backbone.config.reference:
+        cond["reference"] = p.latents[1:3]
+    with torch.no_grad():
+        return model.velocity(x, torch.full((2,), 0.6), cond)
+
+
+def test_loss_falls_and_lora_at_scale_0_or_off_equals_the_base_model(tmp_path):
+    model, p = tiny_model(), person()
+    base, before = velocity(model, p), held_out_loss(model, p)
+    result = train_person(model, p, config(steps=15, lr=3e-2), tmp_path, base_sha256=SHA, photos=PHOTOS, progress=False)
+    assert result.finished and held_out_loss(model, p) < 0.95 * before
+    unet = model.backbone.unet
+    assert (velocity(model, p) - base).abs().max() > 1e-3
+    lora.set_scale(unet, 0.0)
+    torch.testing.assert_close(velocity(model, p), base, rtol=0, atol=1e-6)
+    lora.set_scale(unet, 1.0)
+    lora.enable(unet, False)
+    torch.testing.assert_close(velocity(model, p), base, rtol=0, atol=1e-6)
+    card = json.loads((tmp_path / lora.CARD_NAME).read_text())
+    assert card["base_model_sha256"] == SHA and card["photos"] == PHOTOS and card["steps_done"] == 15
+    assert not (tmp_path / "checkpoint.pt").exists() and (tmp_path / lora.ADAPTER_CONFIG).is_file()
+
+
+def test_saved_adapter_loads_into_a_fresh_model_and_gives_the_same_output(tmp_path):
+    model, p = tiny_model(), person()
+    train_person(model, p, config(), tmp_path, base_sha256=SHA, photos=PHOTOS, progress=False)
+    trained = velocity(model, p)
+    fresh = tiny_model()
+    card = lora.load_person(fresh.backbone.unet, tmp_path, SHA)
+    assert card["steps_done"] == 6
+    torch.testing.assert_close(velocity(fresh, p), trained, rtol=0, atol=2e-3)  # saved in fp16
+    with pytest.raises(MienError, match="personalised on base model abababababab, not this model cdcdcdcdcdcd"):
+        lora.load_person(tiny_model().backbone.unet, tmp_path, "cd" * 32)
+
+
+def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path):
+    p = person()
+    whole = train_person(tiny_model(), p, config(), tmp_path / "whole", base_sha256=SHA, photos=PHOTOS, progress=False)
+    cut = train_person(tiny_model(), p, config(), tmp_path / "cut", base_sha256=SHA, photos=PHOTOS, progress=False,
+                       stop_after=3)  # fmt: skip
+    assert not cut.finished and (tmp_path / "cut" / "checkpoint.pt").is_file()
+    # killed after step 3: the last checkpoint is step 2's (checkpoint_every=2); the rerun starts from it
+    resumed = train_person(tiny_model(), p, config(), tmp_path / "cut", base_sha256=SHA, photos=PHOTOS, progress=False)
+    assert resumed.finished and resumed.losses[0]["step"] == 4
+    from safetensors.torch import load_file
+
+    a, b = (load_file(tmp_path / d / lora.ADAPTER_WEIGHTS) for d in ("whole", "cut"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["total"] for r in whole.losses[3:]] == [r["total"] for r in resumed.losses]
+    with pytest.raises(MienError, match="other photos, settings or base model"):
+        train_person(tiny_model(), p, config(), tmp_path / "cut2", base_sha256=SHA, photos=PHOTOS, progress=False,
+                     stop_after=2)  # fmt: skip
+        train_person(tiny_model(), p, config(rank=2), tmp_path / "cut2", base_sha256=SHA, photos=PHOTOS, progress=False)
+
+
+def test_a_time_budget_stops_with_a_usable_adapter(tmp_path):
+    result = train_person(tiny_model(), person(), config(steps=10_000), tmp_path, base_sha256=SHA, photos=PHOTOS,
+                          progress=False, time_budget_s=3.0)  # fmt: skip
+    assert not result.finished and 0 < result.steps_done < 10_000
+    lora.load_person(tiny_model().backbone.unet, tmp_path, SHA)  # usable as it stands
+    assert (tmp_path / "checkpoint.pt").is_file()
+
+
+def test_the_expression_crafting_loss_reaches_the_lora_weights():
+    from mien.guidance.blendshape import latent_blendshapes
+
+    pipe = tiny_components_pipeline()
+    model = pipe.model
+    params = lora.add_lora(model.backbone.unet, lora.lora_config(4, 4.0, ["to_q", "to_k", "to_v", "to_out.0"]))
+    for p in params:  # peft starts B at zero, which leaves A without a gradient on the first step: move both
+        p.data.normal_(0, 0.1)
+    targets = torch.rand(7, 52, generator=torch.Generator().manual_seed(0))
+    loss_fn = ExpressionLoss(latent_blendshapes(model, pipe.taef2, pipe.blendshape_net), targets, batch=2)
+    loss = loss_fn(Step(model, person(), None, torch.Generator().manual_seed(0), 2, 0.5))
+    loss.backward()
+    grads = [p.grad for p in params]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+    assert not any(p.grad is not None for p in pipe.taef2.parameters())  # the critic's nets stay frozen
+
+
+def test_a_stable_diffusion_shaped_unet_is_personalised(tmp_path):
+    model, p = sd_model(seed=3), person(shape=(4, 8, 8))
+    model.sha256 = SHA
+    before = held_out_loss(model, p)
+    result = train_person(model, p, config(steps=12), tmp_path, base_sha256=SHA, photos=PHOTOS, progress=False)
+    assert result.finished and held_out_loss(model, p) < before
+    again = sd_model(seed=3)
+    lora.load_person(again.backbone.unet, tmp_path, SHA)
+    torch.testing.assert_close(velocity(again, p), velocity(model, p), rtol=0, atol=2e-3)
+
+
+# --- bad input ---------------------------------------------------------------------------------------
+
+class ColourIdentity(torch.nn.Module):
+    """face-api stand-in: the descriptor is the crop's mean colour (so colours are people)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def faceapi(self, x):
+        return torch.nn.functional.pad(x.mean((2, 3)) / 100, (0, 125))
+
+
+def crops(*colours) -> np.ndarray:
+    return np.stack([np.full((128, 128, 3), c, np.uint8) for c in colours])
+
+
+def test_a_photo_of_someone_else_is_named_and_left_out_and_two_people_stop():
+    from mien.personalize.inputs import one_person
+
+    warnings = []
+    keep = one_person(crops(100, 110, 240, 105), ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], ColourIdentity(), warnings.append)
+    assert keep == [0, 1, 3] and len(warnings) == 1 and "c.jpg" in warnings[0] and "another person" in warnings[0]
+    with pytest.raises(MienError, match="do not show one person.*b.jpg") as e:
+        one_person(crops(100, 240), ["a.jpg", "b.jpg"], ColourIdentity(), warnings.append)
+    assert "\n" not in str(e.value)
+
+
+def test_unreadable_files_and_photos_without_faces_are_named(tmp_path):
+    from mien.personalize.inputs import prepare, read_photos
+
+    from PIL import Image
+
+    good = tmp_path / "good.png"
+    Image.fromarray(crops(120)[0]).save(good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a photo")
+    warnings = []
+    photos, names = read_photos([good, bad], warnings.append)
+    assert names == [str(good)] and len(warnings) == 1 and "bad.jpg" in warnings[0]
+    with pytest.raises(MienError, match="none of the photos could be read"):
+        read_photos([bad], warnings.append)
+
+    class NoFaces:
+        def detect(self, rgb, max_faces=None):
+            return []
+
+    with pytest.raises(NoFaceError, match="no usable face in any photo.*good.png") as e:
+        prepare(NoFaces(), [good, bad], ColourIdentity(), warnings.append)
+    assert "\n" not in str(e.value)
+
+
+def test_generate_with_a_person_folder_from_another_base_model_is_a_one_line_error(tmp_path, capsys):
+    from mien.cli.main import main
+
+    model, p = tiny_model(), person()
+    train_person(model, p, config(steps=2), tmp_path / "me", base_sha256="ef" * 32, photos=PHOTOS, progress=False)
+    pipe = tiny_components_pipeline()
+    with pytest.raises(MienError, match="personalised on base model efefefefefef"):
+        pipe.load_person(tmp_path / "me")
+    assert main(["generate", "--person", str(tmp_path / "nowhere"), "--expression", "happy"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such folder" in err
+
+
+def test_a_loaded_person_is_recorded_in_the_output_metadata(tmp_path):
+    from mien.expression.targets import ExpressionRequest
+    from mien.personalize.inputs import PersonInputs, stored_subject
+    from mien.settings import GenerationSettings
+
+    pipe = tiny_components_pipeline()
+    train_person(tiny_model(), person(), config(steps=2), tmp_path, base_sha256=pipe.model.sha256, photos=PHOTOS,
+                 progress=False)  # fmt: skip
+    c = crops(90, 100)
+    PersonInputs([], [], c, np.ones((2, 1, 16, 16), np.float32), np.zeros((2, 1, 16, 16), np.float32),
+                 np.zeros((2, 55), np.float32)).save(tmp_path)  # fmt: skip
+    pipe.load_person(tmp_path)
+    photos, aligned = stored_subject(tmp_path)
+    gen = pipe(pipe.identity_input(aligned), ExpressionRequest(mix={"happy": 1.0}), GenerationSettings(steps=2))
+    assert gen.metadata(0)["person"] == pipe.person_hash and len(pipe.person_hash) == 12
+    assert len(photos) == 2 and np.isfinite(gen.latents.numpy()).all()
