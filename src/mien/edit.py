@@ -8,6 +8,12 @@ service take::
     subject = editor.prepare([load_rgb("me.jpg")])         # align, identity condition (face=N: another face)
     result = editor.edit(subject, parse_request("happy"), GenerationSettings(), n=4, seed=0)
     result.crops, result.photos, result.metadata           # 128 px faces, pasted photos, one dict per image
+    swapped = editor.swap(subject, load_rgb("scene.jpg"), parse_request("happy"))  # the person put into a scene
+
+A swap (:meth:`Editor.swap`, ``mien generate --into``) is the same edit started from another photo's face:
+``edit(subject, request, into=editor.scene(scene_photo))``; the pipeline moves that face from its own person
+and expression to the subject's person and the request (:meth:`mien.pipeline.MienPipeline.__call__`,
+docs/swap.md), and the paste puts it back into the scene photo.
 
 Built once, an editor is safe to share between threads: it changes no state per request (the pipeline's
 nets are loaded at construction and only read), and the MediaPipe landmarker, whose task objects are not
@@ -44,6 +50,19 @@ class SerialLandmarker:
             self.landmarker.close()
 
 
+def align_scene(landmarker, photo: np.ndarray, face: int = 0, name: str = "scene photo") -> AlignedPhotos:
+    """A swap's scene photo aligned on its face ``face``; NoFaceError (one line, naming the photo) when it has
+    no such face. Needs only the landmarker, so a faceless scene is reported before the models load."""
+    from mien.errors import NoFaceError
+    from mien.pipeline import align_photo_matrix
+
+    try:
+        crop, found, matrix = align_photo_matrix(landmarker, photo, face)
+    except NoFaceError as e:
+        raise NoFaceError(f"{name} (the scene to swap into): {e}") from None
+    return AlignedPhotos([crop], [found], [], [matrix], [0])
+
+
 @dataclass(frozen=True)
 class Subject:
     """A person prepared for editing: the identity condition and the photo that is edited."""
@@ -72,6 +91,7 @@ class EditResult:
     metadata: list[dict]
     generation: Generation
     subject: Subject = field(repr=False)
+    scene: Subject | None = field(default=None, repr=False)  # a swap's scene (its photo is the one pasted into)
 
 
 class Editor:
@@ -128,12 +148,44 @@ class Editor:
 
     # -- the edit ---------------------------------------------------------------------------------
     def edit(self, subject: Subject, request, settings: GenerationSettings | None = None, n: int = 1, seed: int = 0,
-             paste: bool = True, callback: ProgressCallback | None = None) -> EditResult:  # fmt: skip
+             paste: bool = True, callback: ProgressCallback | None = None,
+             into: Subject | None = None) -> EditResult:  # fmt: skip
         """``n`` images of ``subject`` with ``request`` (image i from seed ``seed + i``), each pasted back into
-        the subject's photo unless ``paste`` is False; ``callback(step, total, info)`` once per sampler step."""
-        gen = self.pipeline(subject.identity, request, settings, n=n, seed=seed, callback=callback)
+        the subject's photo unless ``paste`` is False; ``callback(step, total, info)`` once per sampler step.
+        ``into``: another person's prepared photo to put the subject into instead (a swap: the edit starts
+        from its face and is pasted into its photo; :meth:`swap`)."""
+        scene = into or subject
+        gen = self.pipeline(subject.identity, request, settings, n=n, seed=seed, callback=callback,
+                            scene=None if into is None else into.identity)  # fmt: skip
         photos = None
         if paste:
-            photos = [self.paste(subject.photo, image, subject.matrix, gen.settings.keep) for image in gen.images]
-        metadata = [{**gen.metadata(s), "face": subject.face} for s in gen.seeds]
-        return EditResult(gen.images, photos, metadata, gen, subject)
+            photos = [self.paste(scene.photo, image, scene.matrix, gen.settings.keep) for image in gen.images]
+        where = {} if into is None else {"into_face": into.face}
+        metadata = [{**gen.metadata(s), "face": subject.face, **where} for s in gen.seeds]
+        return EditResult(gen.images, photos, metadata, gen, subject, into)
+
+    def swap(self, subject: Subject, scene_photo: np.ndarray, request=None, settings: GenerationSettings | None = None,
+             face: int = 0, n: int = 1, seed: int = 0, paste: bool = True, callback: ProgressCallback | None = None,
+             name: str = "scene photo") -> EditResult:  # fmt: skip
+        """``subject`` put into ``scene_photo`` in place of its face ``face`` (0: the largest), keeping the scene's
+        head pose, lighting and everything outside the face, with ``request``'s expression; ``request`` None
+        (or an empty one) keeps the scene face's own expression: a plain swap. NoFaceError (one line) when the
+        scene has no such face."""
+        scene = self.scene(scene_photo, face, name)
+        return self.edit(subject, self.scene_request(request, scene), settings, n=n, seed=seed, paste=paste,
+                         callback=callback, into=scene)  # fmt: skip
+
+    def scene(self, photo: np.ndarray, face: int = 0, name: str = "scene photo") -> Subject:
+        """A swap's scene: the photo's face ``face`` (0: the largest) prepared like a subject; NoFaceError
+        (one line, naming the photo) when it has no such face."""
+        return self.subject([photo], align_scene(self.pipeline.landmarker, photo, face, name), face)
+
+    @staticmethod
+    def scene_request(request, scene: Subject):
+        """``request``, or the scene face's own expression when it asks for none (no label, AU or reference)."""
+        from mien.expression.targets import parse_request
+
+        if request is None or not (request.mix or request.aus or request.like is not None):
+            intensity = 1.0 if request is None else request.intensity
+            return parse_request(None, intensity, None, like=scene.identity.blendshapes)
+        return request

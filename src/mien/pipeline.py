@@ -95,6 +95,15 @@ def align_photos(landmarker, photos: list[np.ndarray], names: list[str] | None =
     return out
 
 
+def check_swap_settings(settings: GenerationSettings) -> None:
+    """A swap (``--into``) is a FlowEdit from the scene's face that keeps the scene outside it: a one-line
+    MienError for the settings that would do otherwise."""
+    if settings.method != "flowedit":
+        raise MienError(f"--into swaps by a FlowEdit from the scene's face; drop --method {settings.method}")
+    if settings.keep != "background":
+        raise MienError(f"--into keeps the scene photo outside the face; drop --keep {settings.keep}")
+
+
 @dataclass
 class Generation:
     images: list[np.ndarray]  # uint8 128x128x3
@@ -207,9 +216,18 @@ class MienPipeline:
         return reference_blendshapes(self.landmarker, rgb)
 
     # -- generation -------------------------------------------------------------------------------
+    def _identity_streams(self, person: IdentityInput, n: int) -> dict[str, torch.Tensor]:
+        """A person's identity stream for n rows: the identity vector and (for models with one) the spatial
+        reference, the latent of their first usable photo."""
+        out = {"identity": person.vector[None].expand(n, -1).to(self.device)}
+        if self.model.config.reference:
+            out["reference"] = person.latent[None].expand(n, -1, -1, -1).to(self.device)
+        return out
+
     @torch.no_grad()
     def __call__(self, identity: IdentityInput, request, settings: GenerationSettings | None = None, n: int = 1,
-                 seed: int = 0, callback: ProgressCallback | None = None) -> Generation:  # fmt: skip
+                 seed: int = 0, callback: ProgressCallback | None = None,
+                 scene: IdentityInput | None = None) -> Generation:  # fmt: skip
         """``n`` images of ``identity`` with the expression of ``request`` (image i from seed ``seed + i``).
 
         ``settings`` (:class:`mien.settings.GenerationSettings`; default: the defaults) are resolved for the
@@ -218,6 +236,12 @@ class MienPipeline:
         expression and for the photo's own (:mod:`mien.editing`); every registered guidance kind
         (:mod:`mien.guidance`) shapes the prediction. ``callback(step, total, info)`` is called once per
         sampler step.
+
+        ``scene``: another person's face to put ``identity`` into (a swap, ``mien generate --into``; FlowEdit
+        only). The edit then starts from the scene face and moves it from (the scene person, the scene's
+        own expression) to (``identity``, the request), both at the scene's head pose: the source rows
+        take the scene's identity vector and spatial reference, the target rows ``identity``'s
+        (docs/swap.md says why). Without it the scene is ``identity``'s own first photo: the plain edit.
         """
         from mien import editing
         from mien.expression.targets import blendshape_target, expression_vector
@@ -228,25 +252,32 @@ class MienPipeline:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise MienError(f"--n {n} must be a whole number of at least 1")
         backbone = self.model.backbone  # the latent shape and the face box are its own
-        if tuple(identity.latent.shape) != backbone.latent_shape:
-            raise MienError(f"the identity's latent is {tuple(identity.latent.shape)} but this model denoises "
-                            f"{backbone.latent_shape} latents; prepare the identity with this pipeline")
+        swap = scene is not None and scene is not identity
+        scene = scene if swap else identity  # the face that is edited: its latent, pose and own expression
+        for name, person in (("identity", identity), ("scene", scene)):
+            if tuple(person.latent.shape) != backbone.latent_shape:
+                raise MienError(f"the {name}'s latent is {tuple(person.latent.shape)} but this model denoises "
+                                f"{backbone.latent_shape} latents; prepare the {name} with this pipeline")
         size, box = backbone.latent_shape[1], backbone.face_box
         s = (settings or GenerationSettings()).resolve(request)
+        if swap:
+            check_swap_settings(s)
         bs = blendshape_target(request, self.prototypes, self.calibration)
-        expr = expression_vector(bs, identity.pose)
+        expr = expression_vector(bs, scene.pose)
         target = torch.from_numpy(expr)[None].expand(n, -1).float().to(self.device)
-        cond = {"identity": identity.vector[None].expand(n, -1).to(self.device), "expression": target}
-        if self.model.config.reference:
-            cond["reference"] = identity.latent[None].expand(n, -1, -1, -1).to(self.device)
+        cond = {**self._identity_streams(identity, n), "expression": target}
         seeds = [seed + i for i in range(n)]
-        photo = self.model.normalize(identity.latent[None].to(self.device)).expand(n, -1, -1, -1)
+        photo = self.model.normalize(scene.latent[None].to(self.device)).expand(n, -1, -1, -1)
         source = None
         if s.method == "flowedit":  # the photo's own expression
-            source = torch.from_numpy(expression_vector(identity.blendshapes, identity.pose))[None]
+            source = torch.from_numpy(expression_vector(scene.blendshapes, scene.pose))[None]
             source = source.expand(n, -1).float().to(self.device)
+        streams = {}
+        if swap:  # the source rows are the scene's person: its identity vector and spatial reference
+            streams["source_streams"] = self._identity_streams(scene, n)
+            streams["target_streams"] = {name: cond[name] for name in streams["source_streams"]}
         region = edit_region(s.keep, self.device, size, box)
-        ctx = GuidanceContext(s, self.model, self.nets, identity, bs, target, source, region, self.device)
+        ctx = GuidanceContext(s, self.model, self.nets, identity, bs, target, source, region, self.device, **streams)
         kinds = list(GUIDANCE.values())
         velocity = conditioned(self.model, cond)
         for kind in kinds:
@@ -254,7 +285,9 @@ class MienPipeline:
         keep = keep_mask(s.keep, size, box).to(self.device) if s.keep != "none" else None
         if s.method == "flowedit":
             expressions = torch.cat([source, target])
-            pair = lambda x, t, v=velocity: v(x, t, expressions)  # noqa: E731 - rows: source, then target
+            rows = ctx.rows("source", "target")
+            extra = {} if rows is None else {"streams": rows}
+            pair = lambda x, t, v=velocity: v(x, t, expressions, **extra)  # noqa: E731 - rows: source, then target
             for kind in kinds:
                 pair = kind.pair(ctx, velocity, pair)
             correct = chain(*(kind.correction(ctx) for kind in kinds))

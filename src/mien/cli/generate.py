@@ -16,6 +16,10 @@ add the --expression label/term scaled by --intensity, then set every --au exact
 --identity photos their identity vectors are averaged; the first usable one is the photo that is
 edited and the spatial reference, and its head pose is kept.
 
+swap (--into SCENE): the scene photo's face (--face N: another one, 0 is the largest) is replaced by the
+--identity person, keeping the scene's head pose, lighting and everything outside the face, with the
+requested expression; with no --expression/--au/--like, the scene face's own (a plain swap). docs/swap.md.
+
 output: OUT/NNN_seedS.png (the aligned 128 px face; request, seed and settings in its metadata),
 OUT/NNN_seedS_photo.png (that face put back into the edited photo; --no-paste skips it) and
 OUT/sheet.png (the identity crop beside every output).
@@ -27,6 +31,8 @@ examples:
   mien generate --identity me.jpg --au AU12=3,AU6=2
   mien generate --identity me.jpg me2.jpg --like reference_smile.jpg --out results/
   mien generate --identity me.jpg --expression elation --dry-run
+  mien generate --identity me.jpg --into party.jpg --face 1 --expression happy
+                                 me, smiling, in place of the second-largest face of party.jpg
   mien generate --identity me.jpg --expression angry --guidance-expression 2 --recogniser-guidance 0.3
                                  stronger expressions, identity held by the recogniser (check the images)
   mien generate --identity me.jpg --expression sad --blendshape-guidance 0.3
@@ -53,6 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--intensity", type=float, default=1.0, help="scales the --expression mix, 0 to 1 (default 1)")
     p.add_argument("--au", metavar="AU=X,...", help="Action Unit intensities on the 0-5 scale, e.g. AU12=3,AU6=2")
     p.add_argument("--like", metavar="PHOTO", help="take the expression (not the identity) from this reference photo")
+    p.add_argument("--into", metavar="SCENE_PHOTO",
+                   help="swap: put the --identity person into this photo in place of its face (docs/swap.md)")
+    p.add_argument("--face", type=int, default=None, metavar="N",
+                   help="with --into: which face of the scene photo to replace (0, the default, is the largest)")
     p.add_argument("--n", type=int, default=1, help="images to generate (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed+i")
     add_setting_flags(p)
@@ -71,6 +81,18 @@ def build_request(args, like=None):
     from mien.expression.targets import parse_request
 
     return parse_request(args.expression, args.intensity, args.au, like)
+
+
+def check_into(args, settings) -> None:
+    """The swap options: --face needs --into, and --into takes no setting that would redraw the scene."""
+    if args.face is not None and not args.into:
+        raise MienError("--face picks the face of the --into scene photo; add --into SCENE_PHOTO or drop --face")
+    if args.face is not None and args.face < 0:
+        raise MienError(f"--face {args.face} must be 0 (the largest face) or more")
+    if args.into:
+        from mien.pipeline import check_swap_settings
+
+        check_swap_settings(settings)
 
 
 def check_model_dir(model: str) -> None:
@@ -123,16 +145,19 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)  # every setting checked before any photo is read or model loaded
     if args.n < 1:
         raise MienError(f"--n {args.n} must be at least 1")
+    check_into(args, settings)
     if not args.dry_run:  # a dry run reads no photos
         photos = [load_rgb(p) for p in args.identity or []]
         like_rgb = load_rgb(args.like) if args.like else None
+        scene_rgb = load_rgb(args.into) if args.into else None
     check_model_dir(args.model)
     if args.dry_run:
-        print(json.dumps({"identity": args.identity, "request": request.describe(), "like": args.like, "n": args.n,
-                          "seed": args.seed, **settings.resolve(request).to_dict(), "model": args.model,
+        into = {"into": args.into, "face": args.face or 0} if args.into else {}
+        print(json.dumps({"identity": args.identity, **into, "request": request.describe(), "like": args.like,
+                          "n": args.n, "seed": args.seed, **settings.resolve(request).to_dict(), "model": args.model,
                           **({"person": str(args.person)} if args.person else {})}, indent=1))
         return 0
-    from mien.edit import Editor
+    from mien.edit import Editor, align_scene
     from mien.face.landmarker import FaceLandmarker
     from mien.pipeline import align_photos, reference_blendshapes
 
@@ -152,9 +177,14 @@ def run(args: argparse.Namespace) -> int:
             photos, aligned = stored_subject(args.person)
         for msg in aligned.skipped:
             print(f"mien: warning: skipped {msg}", file=sys.stderr)
+        if args.into:
+            scene_aligned = align_scene(landmarker, scene_rgb, args.face or 0, f"--into {args.into}")
         editor = Editor.from_pretrained(args.model, device=args.device, landmarker=landmarker, person=args.person)
+        scene = editor.subject([scene_rgb], scene_aligned, args.face or 0) if args.into else None
+        if scene is not None:
+            request = editor.scene_request(request, scene)  # none asked for: the scene face's own expression
         result = editor.edit(editor.subject(photos, aligned), request, settings, n=args.n, seed=args.seed,
-                             paste=args.paste)  # fmt: skip
+                             paste=args.paste, into=scene)  # fmt: skip
     finally:
         landmarker.close()
     from mien.io.output import save_result

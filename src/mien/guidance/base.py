@@ -8,7 +8,9 @@ A generation builds its prediction in three layers, and a guidance kind may chan
    such predictions (:mod:`mien.guidance.classifier_free`).
 2. ``pair``: FlowEdit's pair velocity ``pair(x, t)`` over the source rows (the photo's own expression) and
    the target rows (the request), :mod:`mien.sampling.flowedit`; contrast guidance replaces it
-   (:mod:`mien.guidance.contrast`).
+   (:mod:`mien.guidance.contrast`). In a swap (``mien generate --into``) the source rows are also another
+   person: their identity stream (vector and spatial reference) is the scene face's, passed per row as
+   ``v(x, t, expression, streams=ctx.rows("source", "target"))``.
 3. ``correction``: a ``correct(z, t, t_next) -> z`` step applied to FlowEdit's clean state after each
    step; critic guidance by a differentiable net (:mod:`mien.guidance.recogniser`,
    :mod:`mien.guidance.blendshape`).
@@ -28,8 +30,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-# v(x, t, expression, null=None) -> velocity: x (R, C, H, W), t (R,) flow times, expression (R, 55), null
-# {stream: (R,) bool} rows predicted without that stream (classifier-free guidance's branches)
+# v(x, t, expression, null=None[, streams=None]) -> velocity: x (R, C, H, W), t (R,) flow times, expression
+# (R, 55), null {stream: (R,) bool} rows predicted without that stream (classifier-free guidance's branches),
+# streams {name: (R, ...)} per-row values of other condition streams (a swap's two identities; only passed
+# when there are any, so a velocity without the keyword serves every plain edit)
 ExpressionVelocity = Callable[..., torch.Tensor]
 PairVelocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # mien.sampling.flowedit.PairVelocity
 Correction = Callable[[torch.Tensor, float, float], torch.Tensor]  # mien.sampling.flowedit.Correction
@@ -48,6 +52,19 @@ class GuidanceContext:
     source_expression: torch.Tensor | None  # (n, 55) the photo's own expression (FlowEdit's source); None for sdedit
     region: torch.Tensor  # (1, 1, h, w) latent cells the edit may redraw (mien.regions.edit_region)
     device: torch.device
+    # A swap: the identity streams ({"identity": (n, 128), "reference": (n, C, H, W)}) of the source rows (the
+    # scene's face) and of the target rows (the person put in); None when source and target are one person.
+    source_streams: Mapping[str, torch.Tensor] | None = None
+    target_streams: Mapping[str, torch.Tensor] | None = None
+
+    def rows(self, *blocks: str) -> dict[str, torch.Tensor] | None:
+        """The per-row identity streams of a batch made of blocks of n rows, each ``"source"`` or ``"target"``
+        (FlowEdit's pair: ``rows("source", "target")``); None when source and target are the same person,
+        so every row takes the request's own."""
+        if self.source_streams is None:
+            return None
+        parts = {"source": self.source_streams, "target": self.target_streams}
+        return {name: torch.cat([parts[b][name] for b in blocks]) for name in self.source_streams}
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Normalised latents -> RGB in [0, 1], differentiably (what a critic of the clean state judges)."""

@@ -47,7 +47,8 @@ def guided(velocity: ExpressionVelocity, order: Sequence[str] = ("identity", "ex
     guided_branches = _branches(scales)
     plain = _branches([1.0] * len(scales))
 
-    def guided_velocity(x: torch.Tensor, t, expression: torch.Tensor | None = None) -> torch.Tensor:
+    def guided_velocity(x: torch.Tensor, t, expression: torch.Tensor | None = None,
+                        streams: dict | None = None) -> torch.Tensor:  # fmt: skip
         weights, branches = guided_branches
         if interval is not None:  # one time per call (a step); read only when needed: it syncs a GPU
             t0 = float(torch.as_tensor(t).reshape(-1)[0])
@@ -55,8 +56,9 @@ def guided(velocity: ExpressionVelocity, order: Sequence[str] = ("identity", "ex
         batch = x.shape[0]
         null = {name: _null_mask(branches, k, batch, x.device) for k, name in enumerate(order)}
         t = torch.as_tensor(t, device=x.device, dtype=torch.float32).reshape(-1).expand(batch)
+        extra = {} if streams is None else {"streams": {k: _repeat(v, len(branches)) for k, v in streams.items()}}
         out = velocity(x.repeat(len(branches), 1, 1, 1), t.repeat(len(branches)), _repeat(expression, len(branches)),
-                       null=null)  # fmt: skip
+                       null=null, **extra)  # fmt: skip
         parts = out.chunk(len(branches))
         result = parts[0] * weights[branches[0]] if weights[branches[0]] != 1 else parts[0]
         for j, part in zip(branches[1:], parts[1:]):
@@ -68,13 +70,16 @@ def guided(velocity: ExpressionVelocity, order: Sequence[str] = ("identity", "ex
 
 def conditioned(model, cond: dict, stream_scales: dict | None = None) -> ExpressionVelocity:
     """``model.velocity`` as an expression-conditioned velocity: every row of ``x`` gets ``cond``'s other
-    streams (its B rows repeated to x's rows) and its own ``expression`` row (``cond``'s when None).
+    streams (its B rows repeated to x's rows) and its own ``expression`` row (``cond``'s when None);
+    ``streams`` {name: rows} replaces other streams per row the same way (a swap's two identities).
     ``stream_scales`` is passed through (attention scale per stream; 0 removes one)."""
     others = {name: c for name, c in cond.items() if name != "expression"}
 
-    def velocity(x: torch.Tensor, t, expression: torch.Tensor | None = None, null: dict | None = None) -> torch.Tensor:
+    def velocity(x: torch.Tensor, t, expression: torch.Tensor | None = None, null: dict | None = None,
+                 streams: dict | None = None) -> torch.Tensor:  # fmt: skip
         rows = x.shape[0]
-        big = {name: _repeat(c, rows // c.shape[0]) if c is not None else None for name, c in others.items()}
+        big = {name: _repeat(c, rows // c.shape[0]) if c is not None else None
+               for name, c in {**others, **(streams or {})}.items()}  # fmt: skip
         expr = cond.get("expression") if expression is None else expression
         if expr is not None:
             big["expression"] = _repeat(expr, rows // expr.shape[0])

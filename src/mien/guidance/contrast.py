@@ -35,16 +35,19 @@ def contrast_negative(source_expression: torch.Tensor, target_expression: torch.
 
 
 def contrast_pair(velocity: ExpressionVelocity, source: torch.Tensor, target: torch.Tensor,
-                  weight: float) -> PairVelocity:  # fmt: skip
+                  weight: float, streams: dict | None = None) -> PairVelocity:  # fmt: skip
     """FlowEdit's pair velocity with the target rows pushed by ``weight`` (module docstring); the source,
-    target and negative rows share one forward pass."""
+    target and negative rows share one forward pass. ``streams``: per-row identity streams of those three
+    blocks in a swap (:meth:`GuidanceContext.rows`; the negative row is the target person with the
+    scene's expression, so only the expression is contrasted)."""
     negative = contrast_negative(source, target)
     expressions = torch.cat([source, target, negative])
+    extra = {} if streams is None else {"streams": streams}
 
     def pair(x: torch.Tensor, t) -> torch.Tensor:
         z_src, z_tar = x.chunk(2)
         t3 = torch.as_tensor(t).reshape(-1)[:1].expand(3 * z_src.shape[0])
-        v_src, v_tar, v_neg = velocity(torch.cat([z_src, z_tar, z_tar]), t3, expressions).chunk(3)
+        v_src, v_tar, v_neg = velocity(torch.cat([z_src, z_tar, z_tar]), t3, expressions, **extra).chunk(3)
         return torch.cat([v_src, v_tar + (weight - 1.0) * (v_tar - v_neg)])
 
     return pair
@@ -59,4 +62,5 @@ class ContrastGuidance(Guidance):
         w = ctx.settings.guidance_contrast
         if w == 1.0 or ctx.source_expression is None:
             return pair
-        return contrast_pair(velocity, ctx.source_expression, ctx.target_expression, w)
+        return contrast_pair(velocity, ctx.source_expression, ctx.target_expression, w,
+                             ctx.rows("source", "target", "target"))  # fmt: skip

@@ -31,8 +31,10 @@ def save_result(out: Path, result) -> list[Path]:
             q = out / f"{start + i:03d}_seed{seed}_photo.png"
             Image.fromarray(result.photos[i]).save(q, pnginfo=_png_info(meta))
             paths.append(q)
-    crop = result.subject.identity.crops[0]
-    sheet = contact_sheet([crop] + result.crops, ["identity"] + [f"seed {s}" for s in gen.seeds], gen.request)
+    crops, labels = [result.subject.identity.crops[0]], ["identity"]
+    if getattr(result, "scene", None) is not None:  # a swap: the scene face beside the identity
+        crops, labels = crops + [result.scene.identity.crops[0]], labels + ["scene"]
+    sheet = contact_sheet(crops + result.crops, labels + [f"seed {s}" for s in gen.seeds], gen.request)
     sheet_meta = {k: v for k, v in result.metadata[0].items() if k != "seed"}
     sheet.save(out / "sheet.png", pnginfo=_png_info(sheet_meta))
     paths.append(out / "sheet.png")

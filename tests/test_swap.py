@@ -1,0 +1,149 @@
+"""Swap into a scene photo (`mien generate --into`, mien.edit.Editor.swap): mechanics on tiny random
+components; the CLI's bad-input contract with the model loader refused (tests/test_generate_cli.py)."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_aligned, tiny_components_pipeline
+from test_generate_cli import EX, generate, no_model_load, photos  # noqa: F401 - fixtures
+
+from mien.cli.analyze import example_path
+from mien.edit import Editor
+from mien.errors import NoFaceError
+from mien.expression.targets import ExpressionRequest, parse_request
+from mien.io.image import load_rgb
+from mien.settings import GenerationSettings as S
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return load_rgb(example_path())  # a London Set photo (CC BY 4.0, see the README)
+
+
+@pytest.fixture(scope="module")
+def editor():
+    ed = Editor(tiny_components_pipeline())
+    yield ed
+    ed.close()
+
+
+def scene_of(editor, rgb):
+    return editor.subject([rgb], tiny_aligned(rgb))
+
+
+def test_swapping_a_person_into_their_own_photo_with_its_own_expression_returns_the_scene(editor, photo):
+    """Selfie = scene photo (prepared separately) and no expression asked: source and target rows are
+    the same person and expression, so FlowEdit's velocity difference is zero and nothing moves."""
+    subject, scene = scene_of(editor, photo), scene_of(editor, photo)
+    plain = S(steps=4, recogniser_guidance=0)
+    result = editor.edit(subject, editor.scene_request(None, scene), plain, n=2, seed=1, into=scene)
+    start = scene.identity.latent
+    for z in result.generation.latents:  # the edit's latents (TAEF2's): the scene face's own, to float rounding
+        assert torch.allclose(z, start, atol=1e-5)
+    assert np.array_equal(result.photos[0][:20, :20], photo[:20, :20])
+    # with the default recogniser guidance (toward the selfie, here the scene's own person) the only move is
+    # its bounded critic step: RMS at most scale x the flow time it acts over (mien.guidance.gradient)
+    guided = editor.edit(subject, editor.scene_request(ExpressionRequest(), scene), S(steps=10), seed=1, into=scene)
+    assert guided.metadata[0]["request"] == "like reference"  # the scene face's own expression
+    s = guided.generation.settings
+    norm = editor.pipeline.model.normalize
+    rms = (norm(guided.generation.latents[:1]) - norm(start[None])).pow(2).mean().sqrt()
+    assert rms <= s.recogniser_guidance * s.recogniser_guidance_until + 1e-4, rms
+
+
+def test_a_swap_moves_the_scene_face_toward_the_selfie_and_keeps_the_scene_outside_it(editor, photo):
+    """Another person (the photo mirrored and recoloured: another identity vector and reference) put in: the
+    face changes, the scene photo away from the face box stays exactly as it was, and the target rows are
+    conditioned on the selfie while the source rows keep the scene's."""
+    other = np.ascontiguousarray(photo[:, ::-1, ::-1])
+    subject, scene = scene_of(editor, other), scene_of(editor, photo)
+    seen = []
+    pipe = editor.pipeline
+    original = pipe.model.velocity
+
+    def spy(x, t, cond, **kw):
+        seen.append({k: v.clone() for k, v in cond.items() if k in ("identity", "reference")})
+        return original(x, t, cond, **kw)
+
+    pipe.model.velocity = spy
+    try:
+        result = editor.edit(subject, parse_request("happy"), S(steps=3, recogniser_guidance=0), seed=0, into=scene)
+    finally:
+        del pipe.model.velocity
+    ident = seen[0]["identity"]
+    assert torch.allclose(ident[0], scene.identity.vector) and torch.allclose(ident[1], subject.identity.vector)
+    assert torch.equal(seen[0]["reference"][0], scene.identity.latent)
+    assert torch.equal(seen[0]["reference"][1], subject.identity.latent)
+    assert (result.generation.latents[0] - scene.identity.latent).abs().mean() > 1e-3  # the face moved
+    assert result.photos[0].shape == photo.shape and np.array_equal(result.photos[0][:20, :20], photo[:20, :20])
+    assert result.scene is scene and result.metadata[0]["into_face"] == 0
+
+
+def test_contrast_guidance_in_a_swap_contrasts_expressions_at_the_selfie_identity(editor, photo):
+    other = np.ascontiguousarray(photo[:, ::-1, ::-1])
+    subject, scene = scene_of(editor, other), scene_of(editor, photo)
+    seen = []
+    pipe = editor.pipeline
+    original = pipe.model.velocity
+
+    def spy(x, t, cond, **kw):
+        seen.append(cond["identity"].clone())
+        return original(x, t, cond, **kw)
+
+    pipe.model.velocity = spy
+    try:
+        editor.edit(subject, parse_request("sad"), S(steps=1, recogniser_guidance=0, guidance_contrast=2.0), into=scene)
+    finally:
+        del pipe.model.velocity
+    rows = seen[0]  # source, target, negative
+    assert rows.shape[0] == 3 and torch.allclose(rows[0], scene.identity.vector)
+    assert torch.allclose(rows[1], subject.identity.vector) and torch.allclose(rows[2], subject.identity.vector)
+
+
+def test_a_scene_without_a_face_is_a_one_line_error(editor, photo):
+    with pytest.raises(NoFaceError, match=r"^party.jpg \(the scene to swap into\): no face found") as e:
+        editor.swap(scene_of(editor, photo), photo, name="party.jpg")  # the tiny pipeline's landmarker finds none
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("settings, words", [(S(method="sdedit"), "drop --method sdedit"),
+                                             (S(keep="none"), "drop --keep none")])
+def test_a_swap_refuses_settings_that_would_redraw_the_scene(editor, photo, settings, words):
+    from mien.errors import MienError
+
+    with pytest.raises(MienError, match=words):
+        editor.edit(scene_of(editor, photo), parse_request("happy"), settings, into=scene_of(editor, photo))
+
+
+# --- the command line ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, words", [
+    (["--method", "sdedit"], "--into swaps by a FlowEdit"),
+    (["--keep", "none"], "--into keeps the scene photo outside the face"),
+    (["--face", "-1"], "--face -1 must be 0"),
+])
+def test_into_with_options_it_cannot_take(generate, args, words):  # noqa: F811
+    msg = generate("--identity", EX, "--into", EX, *args)
+    assert words in msg, msg
+
+
+def test_face_without_into(generate):  # noqa: F811
+    msg = generate("--identity", EX, "--face", "1", "--expression", "happy")
+    assert "--face picks the face of the --into scene photo" in msg
+
+
+def test_missing_scene_photo(generate, photos):  # noqa: F811
+    msg = generate("--identity", EX, "--into", str(photos / "nope.jpg"))
+    assert "nope.jpg" in msg and "no such file" in msg
+
+
+@pytest.mark.shared
+def test_scene_without_a_face_is_found_before_the_model_loads(shared_dir, generate, photos):  # noqa: F811
+    msg = generate("--identity", EX, "--into", str(photos / "blank.png"))
+    assert msg.startswith(f"--into {photos / 'blank.png'} (the scene to swap into): no face found"), msg
+
+
+@pytest.mark.shared
+def test_selfie_without_a_face_is_found_before_the_model_loads(shared_dir, generate, photos):  # noqa: F811
+    msg = generate("--identity", str(photos / "blank.png"), "--into", EX)
+    assert "no usable face" in msg and "blank.png" in msg
