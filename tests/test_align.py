@@ -192,7 +192,7 @@ def test_validity_mask_reproduces_manifest_fill(manifest):
 @pytest.mark.shared
 def test_realigning_dev_photos_reproduces_shipped_crops(faces128, manifest):
     """Full pipeline on 40 dev photos (raw.jpg: the source, downscaled to <= 512 px) vs the pool's
-    crops, over the valid mask. scripts/check_alignment.py over all 372: mean 2.38, p95 3.49,
+    crops, over the valid mask. scripts/bench_alignment.py over all 372: mean 2.38, p95 3.49,
     max 4.44; the WebP q90 coding alone accounts for ~1.7 and the 512 px downscale of the London
     photos for ~3.5 (warping with the pool's own matrix gives 3.5 there)."""
     from mien.face.landmarker import FaceLandmarker

@@ -1,7 +1,6 @@
 """Training of the built-in model: data invariants, loss, the loop's checkpoint/resume (CPU, tiny)."""
 
 import csv
-import runpy
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,6 @@ from mien.builtin.config import EXPRESSION_DIM, IDENTITY_DIM
 from mien.errors import MienError
 from mien.train.data import EXPRESSION_NAMES, FaceLatentDataset, TrainTensors, mirror_expression
 from mien.train.loop import train
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_builtin.py"
 
 
 @pytest.fixture(autouse=True)
@@ -131,13 +128,6 @@ def test_time_budget_checkpoints_and_stops(tmp_path):
     out = train(*_configs(50), toy_tensors(), tmp_path, time_budget_s=0.0)
     assert out == tmp_path and not (tmp_path / "model").exists()
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 1
-
-
-def test_cli_dry_run_prints_the_resolved_config(capsys):
-    main = runpy.run_path(str(SCRIPT))["main"]
-    assert main(["--preset", "tiny", "--dry-run", "--batch-size", "32", "--no-bf16"]) == 0
-    out = capsys.readouterr().out
-    assert '"batch_size": 32' in out and '"bf16": false' in out and '"preset": "tiny"' in out
 
 
 def test_spatial_reference_is_another_photo_mirrored_with_the_sample_and_zero_for_single_photos():

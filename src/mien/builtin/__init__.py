@@ -9,11 +9,17 @@ model.py    AdaptedModel (backbone + adapter), MienModel: both from one ModelCon
 loss.py     masked rectified-flow matching loss
 """
 
-from mien.builtin.adapter import AdapterConfig, ConditionAdapter
-from mien.builtin.backbone import Backbone, BackboneConfig
-from mien.builtin.config import PRESETS, ModelConfig, StreamConfig, TrainConfig
-from mien.builtin.loss import FlowMatchingLoss
-from mien.builtin.model import AdaptedModel, MienModel
+import importlib
 
-__all__ = ["AdaptedModel", "AdapterConfig", "Backbone", "BackboneConfig", "ConditionAdapter", "PRESETS", "ModelConfig",
-           "StreamConfig", "TrainConfig", "MienModel", "FlowMatchingLoss"]  # fmt: skip
+# Names load on first use (PEP 562), so that `import mien.builtin.config` (the CLI reads its
+# dataclasses to build flags) does not import torch and diffusers.
+_EXPORTS = {"AdapterConfig": "adapter", "ConditionAdapter": "adapter", "Backbone": "backbone",
+            "BackboneConfig": "backbone", "PRESETS": "config", "ModelConfig": "config", "StreamConfig": "config",
+            "TrainConfig": "config", "FlowMatchingLoss": "loss", "AdaptedModel": "model", "MienModel": "model"}  # fmt: skip
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mien.builtin' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"mien.builtin.{_EXPORTS[name]}"), name)

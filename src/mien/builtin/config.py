@@ -184,7 +184,7 @@ class TrainConfig:
     log_every: int = _field(50, "steps between loss.csv rows")
     checkpoint_every: int = _field(1000, "steps between checkpoints (also written when a run stops)")
     bf16: bool = _field(True, "bf16 autocast on CUDA (ignored on CPU)")
-    pack: str = _field("", "training pack path (read by scripts/train_builtin.py)")
+    pack: str = _field("", "training pack folder (mien data pack; read by mien train)")
     init_from: str = _field("", "a save_pretrained folder to start from instead of random weights")
     self_reference: float = _field(
         0.0, "chance that a sample's spatial reference is its own latent rather than another photo's "

@@ -36,7 +36,7 @@ examples:
   mien evaluate --generator real --out /tmp/real    the ceiling on the whole dev benchmark
   mien evaluate --compare /tmp/copy/results.json /tmp/real/results.json
   mien evaluate --generator images --images runs/gen/default --out /tmp/gpu
-                                                    score images made elsewhere (scripts/gpu_generate.py)
+                                                    score images made elsewhere (python -m mien.evaluate.gpu_generate)
 """
 
 
@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="DIR", help="saved model folder for --generator built-in (default: the shipped model)")
     add_setting_flags(p, prefix="built-in: ")
     p.add_argument("--images", metavar="DIR", help="with --generator images: the folder of output PNGs to score, "
-                   "named as this command names its outputs (an earlier run's outputs/, or scripts/gpu_generate.py's)")
+                   "named as this command names its outputs (an earlier run's outputs/, or python -m mien.evaluate.gpu_generate's)")
     p.add_argument("--sweep-identities", type=int, default=8, metavar="N",
                    help="identities in the guidance trade-off sweep (default 8; 0: no sweep)")
     p.add_argument("--model-hash", help="record this model hash in results.json (default: the generator's own)")

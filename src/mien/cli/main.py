@@ -29,18 +29,19 @@ start here:
   mien analyze photos/ --out report write annotated images and JSON for a folder
   mien weights                      which pretrained files are present
   mien expressions                  the expressions you can ask for (labels, 135 terms, AUs)
+  mien train --help                 train the built-in model, its decoder, the expression space
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mien.cli import analyze, annotate, data, evaluate, expressions, generate, personalize, weights  # one module each
+    from mien.cli import analyze, annotate, data, evaluate, expressions, generate, personalize, train, weights  # one module each
 
     parser = argparse.ArgumentParser(
         prog="mien", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"mien {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (generate, personalize, analyze, expressions, evaluate, annotate, data, weights):
+    for module in (generate, personalize, analyze, expressions, evaluate, annotate, data, train, weights):
         module.register(sub)
     return parser
 

@@ -108,7 +108,7 @@ class RealGenerator:
 class ImagesGenerator:
     """Scores images made elsewhere: ``DIR/<item>.png``, named as ``mien evaluate`` names its own outputs
     (:func:`mien.evaluate.run.output_name`; an earlier run's ``outputs/`` folder qualifies). Any method's
-    outputs can be scored this way, and mien's own from a GPU machine (scripts/gpu_generate.py), whose
+    outputs can be scored this way, and mien's own from a GPU machine (python -m mien.evaluate.gpu_generate), whose
     ``generate.json`` beside the images gives the description and model hash. A missing image is an
     item error, reported like any other."""
 

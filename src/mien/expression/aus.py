@@ -12,7 +12,7 @@ several blendshapes, the AU's raw score is their mean.
 
 Scale: raw score s (mean of the AU's blendshapes) → AU = 5·clip((s − rest)/(high − rest), 0, 1),
 with `rest` the pool median and `high` the pool's 99.5th percentile of s, both measured on the
-annotated faces128 pool (`mien annotate`, then `scripts/fit_expression_space.py`); the numbers live in
+annotated faces128 pool (`mien annotate`, then `mien train expression-space`); the numbers live in
 ``resources/expression/au_calibration.json``. The inverse (for control) maps an AU intensity a to a
 target for each of its blendshapes b: rest_b + (a/5)(high_b − rest_b), with the same per-blendshape
 quantiles.
@@ -138,7 +138,7 @@ class AUCalibration:
     def load(cls, path: Path | None = None) -> "AUCalibration":
         path = _calibration_path() if path is None else path
         if not Path(path).is_file():
-            raise MienError(f"AU calibration {path} is missing; reinstall mien, or rebuild it with `python scripts/fit_expression_space.py ANNOTATIONS.parquet`")
+            raise MienError(f"AU calibration {path} is missing; reinstall mien, or rebuild it with `mien train expression-space ANNOTATIONS.parquet`")
         return cls(**json.loads(Path(path).read_text()))
 
 

@@ -6,7 +6,7 @@ displacements: N + Σ x_l D_l. Intensity 1.0 is defined as the 95th percentile o
 intensity ratings for that label among the posed training images, so "happy 1.0" is as strong as
 the strongest typical posed smiles, and 0.5 half that displacement.
 
-Fitting (:func:`fit_prototypes`, run by ``scripts/fit_expression_space.py``) uses the Taiwanese
+Fitting (:func:`fit_prototypes`, run by ``mien train expression-space``) uses the Taiwanese
 performers of the *train* split (ids 01–19, 23–30; Chen, Cho & Tseng 2013): each posed image's
 blendshapes minus its performer's own mean neutral face, regressed through the origin on the observers'
 mean intensity for the posed label (least squares, one displacement per label). Subtracting each
@@ -77,7 +77,7 @@ class Prototypes:
     def load(cls, path: Path | None = None) -> "Prototypes":
         path = Path(path) if path else _resource("prototypes.json")
         if not path.is_file():
-            raise MienError(f"expression prototypes {path} are missing; run scripts/fit_expression_space.py")
+            raise MienError(f"expression prototypes {path} are missing; run `mien train expression-space ANNOTATIONS.parquet`")
         return cls(**json.loads(path.read_text()))
 
 

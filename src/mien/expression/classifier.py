@@ -3,7 +3,7 @@
 Why a second classifier beside face-api's: it reads the same representation mien conditions on, so
 it measures whether the *movement* was produced, independent of face-api's appearance cues; and it
 is tiny. Multinomial logistic regression on standardised blendshapes (L2-regularised, full-batch
-L-BFGS in torch), trained by ``scripts/fit_expression_space.py`` on the posed labels of the train
+L-BFGS in torch), trained by ``mien train expression-space`` on the posed labels of the train
 Taiwanese performers plus confident face-api pseudo-labels from the rest of the train pool.
 """
 
@@ -48,7 +48,7 @@ class BlendshapeClassifier:
     def load(cls, path: Path | None = None) -> "BlendshapeClassifier":
         path = Path(path) if path else _resource("blendshape_classifier.json")
         if not path.is_file():
-            raise MienError(f"blendshape classifier {path} is missing; run scripts/fit_expression_space.py")
+            raise MienError(f"blendshape classifier {path} is missing; run `mien train expression-space ANNOTATIONS.parquet`")
         d = json.loads(path.read_text())
         d["labels"] = tuple(d["labels"])
         return cls(**d)

@@ -10,7 +10,8 @@ identity losses, and gradients flow through it.
 - face-api / dlib: the 150 px dlib chip (padding 0.25) is the similarity transform from dlib's five
   parts *as they sit in an aligned crop* to dlib's chip template. Those positions are the mean of
   MediaPipe's stand-ins for dlib's parts (``align.DLIB_5PT_FROM_MEDIAPIPE``) over dev crops, measured by
-  ``scripts/measure_crop_dlib_points.py`` (246 dev crops, per-point std 0.7–1.9 px).
+  a one-off script kept in the history (``git show c095101:scripts/measure_crop_dlib_points.py``; 246 dev
+  crops, per-point std 0.7–1.9 px).
 
 For photos that are not aligned crops, :mod:`mien.analysis` uses each photo's own landmarks instead.
 """

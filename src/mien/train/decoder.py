@@ -1,4 +1,4 @@
-"""Fine-tuning TAEF2's decoder on the training faces (session 9).
+"""Fine-tuning TAEF2's decoder on the training faces.
 
 Why: issue 5 expects ≥ 34 dB reconstruction PSNR on dev faces; the pretrained TAEF2, a general-purpose
 autoencoder for FLUX.2, gives 32.4 dB on them (tests/test_taef2.py), lowest on the in-the-wild CFP
@@ -24,7 +24,6 @@ import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,21 +32,10 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import save_file
 
 from mien.errors import MienError
+from mien.train.decoder_config import DecoderTrainConfig
 
 DECODER_FILE = "taef2_decoder.safetensors"
 CHECKPOINT = "decoder_checkpoint.pt"
-
-
-@dataclass
-class DecoderTrainConfig:
-    lr: float = 1e-4
-    batch_size: int = 128
-    steps: int = 100_000  # upper bound; a GPU call usually stops on its time budget first
-    ema_decay: float = 0.999
-    flip_prob: float = 0.5
-    weight_decay: float = 0.0  # the weights start from a good decoder: do not pull them to zero
-    seed: int = 0
-    log_every: int = 100
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -88,7 +76,7 @@ def finetune_decoder(taef2, images: torch.Tensor, masks: torch.Tensor, cfg: Deco
     step, gen = 0, torch.Generator().manual_seed(cfg.seed)
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         decoder.load_state_dict(ckpt["decoder"])
         opt.load_state_dict(ckpt["opt"])
         ema.load_state_dict(ckpt["ema"])

@@ -1,29 +1,29 @@
-"""Generate a benchmark's outputs on the lent GPU, score them here: `mien evaluate` in two halves.
+"""Generate a benchmark's outputs on a GPU machine, score them here: `mien evaluate` in two halves.
 
-Why: the whole dev benchmark takes ~90 minutes on the 2-core CPU, nearly all of it generation, and the
-GPU machine cannot run MediaPipe (too large to carry), which alignment and scoring need. So:
+Why: the whole dev benchmark takes about 90 minutes on a 2-core CPU, nearly all of it generation, and the
+lent GPU machine cannot run MediaPipe (too large to carry), which alignment and scoring need. So:
 
 1. here (CPU, MediaPipe): ``prepare`` aligns every identity photo and measures every reference photo of a
-   benchmark exactly as ``mien evaluate --generator built-in`` does (MienPipeline.prepare_identity,
-   reference_blendshapes) and writes the inputs the pipeline needs (crops, the first photo's pose and
-   blendshapes, the requests) to a folder to carry:
+   benchmark exactly as ``mien evaluate --generator built-in`` does and writes the inputs the pipeline
+   needs (crops, the first photo's pose and blendshapes, the requests) to a folder to carry:
 
-       python scripts/gpu_generate.py prepare --benchmark src/mien/resources/benchmarks/dev-wild.yaml \\
+       python -m mien.evaluate.gpu_generate prepare --benchmark src/mien/resources/benchmarks/dev-wild.yaml \\
            --out .carry/geval/dev-wild
 
 2. on the GPU (device tool; carry ``.whl``, ``.carry/weights`` and the prepared folder; install as in
-   docs/training.md): ``generate`` runs MienPipeline on each item with one or more settings variants
-   (``name:key=value,key=value``; keys are MienPipeline's keyword arguments) and writes each variant's
-   PNGs, named as ``mien evaluate`` names its outputs, into tar files of at most 15 MiB under $OUT:
+   docs/training.md): ``generate`` runs :class:`mien.pipeline.MienPipeline` on each item with one or more
+   settings variants (``name:key=value,key=value``; keys are :class:`mien.settings.GenerationSettings`
+   fields, resolved per request as everywhere else) and writes each variant's PNGs, named as
+   ``mien evaluate`` names its outputs, into tar files of at most 15 MiB under $OUT:
 
-       PYTHONPATH=src:/root/run/site MIEN_WEIGHTS=.carry/weights python3 scripts/gpu_generate.py generate \\
+       PYTHONPATH=src:/root/run/site MIEN_WEIGHTS=.carry/weights python3 -m mien.evaluate.gpu_generate generate \\
            --inputs .carry/geval/dev-wild --out $OUT --variant default: --variant bg0.3:blendshape_guidance=0.3
 
 3. here: unpack and score with ``mien evaluate --benchmark ... --generator images --images DIR``.
 
 The GPU runs the pipeline in float32 with TF32 off, to keep its images as close to the CPU's as it can;
-``generate --device cpu`` gave ``mien evaluate``'s own images exactly (same thread count) (docs/eval-runs/README.md,
-session 10). How close a GPU comes has not been measured yet.
+``generate --device cpu`` reproduces ``mien evaluate``'s own images exactly (same thread count). How
+close a GPU's images come to the CPU's is not measured.
 """
 
 from __future__ import annotations
@@ -83,12 +83,28 @@ def prepare(args) -> None:
     print(f"{out}: {len(people)} people, ~{n} items", file=sys.stderr)
 
 
-def _variant(spec: str) -> tuple[str, dict]:
-    name, _, rest = spec.partition(":")
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """``NAME:key=value,...`` -> (NAME, {field: typed value}); keys are GenerationSettings fields. The
+    values are validated by building the settings (a one-line MienError naming the flag)."""
+    import dataclasses
+
+    from mien.errors import MienError
+    from mien.settings import GenerationSettings
+
+    name, colon, rest = spec.partition(":")
+    if not name or not colon:
+        raise MienError(f"--variant {spec!r}: write NAME:key=value,... ('default:' for the defaults)")
+    types = {f.name: str(f.type).replace(" | None", "") for f in dataclasses.fields(GenerationSettings)}
     settings = {}
     for pair in filter(None, rest.split(",")):
         key, _, value = pair.partition("=")
-        settings[key] = None if value == "None" else (value if value.isalpha() else float(value))
+        if key not in types:
+            raise MienError(f"--variant {name}: unknown setting {key!r}; use one of {', '.join(types)}")
+        try:
+            settings[key] = None if value == "None" else {"int": int, "float": float}.get(types[key], str)(value)
+        except ValueError as e:
+            raise MienError(f"--variant {name}: {key}={value!r} is not a {types[key]}") from e
+    GenerationSettings(**settings)
     return name, settings
 
 
@@ -131,10 +147,14 @@ def generate(args) -> None:
     from mien.errors import MienError
     from mien.expression.targets import ExpressionRequest
     from mien.pipeline import AlignedPhotos
+    from mien.settings import GenerationSettings
 
+    variants = [parse_variant(v) for v in args.variant]  # all checked before any work
     torch.backends.cuda.matmul.allow_tf32 = False  # as close to the CPU's float32 as the GPU goes
     torch.backends.cudnn.allow_tf32 = False
     inputs = Path(args.inputs)
+    if not (inputs / "items.json").is_file() or not (inputs / "inputs.npz").is_file():
+        raise MienError(f"{inputs} has no items.json and inputs.npz; write them with `prepare` first")
     meta = json.loads((inputs / "items.json").read_text(encoding="utf-8"))
     arrays = np.load(inputs / "inputs.npz")
     from mien.pipeline import MienPipeline
@@ -143,7 +163,7 @@ def generate(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = []
-    for name, settings in map(_variant, args.variant):
+    for name, settings in variants:
         tars, t0, count, errors = _Tars(out / name), time.time(), 0, []
         for k, person in enumerate(meta["people"]):
             if "error" in person:
@@ -159,7 +179,7 @@ def generate(args) -> None:
                 req = ExpressionRequest(mix=entry["mix"], aus=entry["aus"], like=like)
                 for seed, file in entry["outputs"].items():
                     try:
-                        gen = pipe(ident, req, n=1, seed=int(seed), **settings)
+                        gen = pipe(ident, req, GenerationSettings(**settings), n=1, seed=int(seed))
                     except MienError as e:
                         errors.append(f"{file}: {e}")
                         continue
@@ -168,13 +188,13 @@ def generate(args) -> None:
                     tars.add(file, buf.getvalue())
                     count += 1
         wall = time.time() - t0
-        used = dict(gen.settings) if count else settings
+        used = gen.settings.to_dict() if count else settings
         info = {"variant": name, "settings": settings, "resolved_settings_last_item": used, "images": count,
                 "errors": errors, "wall_s": round(wall, 1), "images_per_s": round(count / wall, 2),
                 "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
                 "torch": torch.__version__, "model_hash": pipe.model_hash, "benchmark": meta["benchmark"],
                 "benchmark_sha256": meta["benchmark_sha256"],
-                "description": f"mien's built-in model on {args.device} (scripts/gpu_generate.py), variant {name}: "
+                "description": f"mien's built-in model on {args.device} (python -m mien.evaluate.gpu_generate), variant {name}: "
                                f"{json.dumps(settings) if settings else 'default settings'}"}
         tars.add("generate.json", json.dumps(info, indent=1).encode())
         tars.close()
@@ -194,13 +214,19 @@ def main(argv=None) -> int:
     b.add_argument("--inputs", required=True)
     b.add_argument("--out", required=True)
     b.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
-                   help="a settings variant (MienPipeline keyword arguments); 'default:' for the defaults")
+                   help="a settings variant (GenerationSettings fields); 'default:' for the defaults")
     b.add_argument("--device", default="cuda")
     b.add_argument("--model", default="default")
     args = p.parse_args(argv)
     if args.cmd == "generate" and not args.variant:
         args.variant = ["default:"]
-    prepare(args) if args.cmd == "prepare" else generate(args)
+    from mien.errors import MienError
+
+    try:
+        prepare(args) if args.cmd == "prepare" else generate(args)
+    except MienError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     return 0
 
 

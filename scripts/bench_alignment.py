@@ -12,8 +12,8 @@ real). It also reports two floors that say how much of the error is not alignmen
 ``shift`` is the mean displacement, in crop pixels, between where our crop and the pool's crop
 sample the photo (0 = identical geometry). Run from the repository root:
 
-    python scripts/check_alignment.py            # all dev photos with a raw.jpg
-    python scripts/check_alignment.py --limit 40 --fail-above 8
+    python scripts/bench_alignment.py            # all dev photos with a raw.jpg
+    python scripts/bench_alignment.py --limit 40 --fail-above 8
 """
 
 from __future__ import annotations

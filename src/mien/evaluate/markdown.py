@@ -1,6 +1,6 @@
 """Markdown tables of a `mien evaluate` results.json, for model cards and status pages.
 
-    python scripts/results_markdown.py RUN/results.json [--real REAL/results.json] [--copy COPY/results.json]
+    python -m mien.evaluate.markdown RUN/results.json [--real REAL/results.json] [--copy COPY/results.json]
 
 Every figure is read from the file(s); nothing is computed here except formatting.
 """
