@@ -98,7 +98,7 @@ def tiny_components_pipeline():
 
 def tiny_aligned(photo):
     """``photo`` "aligned" without a landmarker: its central square scaled to 128 px (a fixed matrix), with
-    a face record of the neutral prototype's blendshapes and a frontal pose."""
+    a face record of the neutral prototype's blendshapes, a frontal pose and the template face oval."""
     from types import SimpleNamespace
 
     import cv2
@@ -112,5 +112,11 @@ def tiny_aligned(photo):
     s = 128 / side
     m = np.array([[s, 0, -s * (w - side) / 2], [0, s, -s * (h - side) / 2]])
     crop = cv2.warpAffine(photo, m, (128, 128), flags=cv2.INTER_AREA)
-    face = SimpleNamespace(pose=(0.0, 0.0, 0.0), blendshapes=np.asarray(Prototypes.load().neutral, np.float32))
+    from mien.detail import FACE_OVAL, TEMPLATE_OVAL_128
+    from mien.face import align
+
+    landmarks = np.zeros((478, 3), np.float32)  # only the face oval is filled: the template's, in photo pixels
+    landmarks[list(FACE_OVAL), :2] = align.apply_affine(align.invert_affine(m), TEMPLATE_OVAL_128)
+    face = SimpleNamespace(pose=(0.0, 0.0, 0.0), blendshapes=np.asarray(Prototypes.load().neutral, np.float32),
+                           landmarks=landmarks)
     return AlignedPhotos([crop], [face], [], [m], [0])

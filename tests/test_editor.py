@@ -82,6 +82,28 @@ def test_the_paste_step_is_one_replaceable_function(photo, subject):
     result = ed.edit(subject, ExpressionRequest(mix={"happy": 1.0}), S(steps=1, keep="none"), n=2)
     assert calls == [(photo.shape, (128, 128, 3), (2, 3), "none")] * 2 and not result.photos[0].any()
 
+    def paste_with_landmarks(photo_, face, matrix, keep, landmarks=None):
+        calls.append(landmarks)
+        return photo_
+
+    Editor(tiny_components_pipeline(), paste=paste_with_landmarks).edit(subject, ExpressionRequest(mix={"happy": 1.0}),
+                                                                        S(steps=1), n=1)  # fmt: skip
+    assert calls[-1] is subject.landmarks and calls[-1].shape == (478, 3)
+
+
+def test_the_default_paste_keeps_the_photo_outside_the_face_oval(editor, subject, photo):
+    """Detail transfer (the default paste): everything outside the feathered face oval is the photo bit for bit."""
+    from mien.detail import FACE_OVAL
+
+    out = editor.edit(subject, parse_request("surprised"), S(steps=2), n=1).photos[0]
+    oval = subject.landmarks[list(FACE_OVAL), :2]
+    (x0, y0), (x1, y1) = oval.min(axis=0), oval.max(axis=0)
+    pad = 0.25 * (x1 - x0)  # the oval, grown and feathered, stays well inside its box grown by a quarter
+    outside = np.ones(photo.shape[:2], bool)
+    outside[max(int(y0 - pad), 0):int(y1 + pad), max(int(x0 - pad), 0):int(x1 + pad)] = False
+    assert np.array_equal(out[outside], photo[outside])
+    assert not np.array_equal(out, photo)
+
 
 def test_landmarker_calls_are_serialised():
     """MediaPipe's landmarker is called by one thread at a time through an editor."""

@@ -18,7 +18,8 @@ docs/swap.md), and the paste puts it back into the scene photo.
 Built once, an editor is safe to share between threads: it changes no state per request (the pipeline's
 nets are loaded at construction and only read), and the MediaPipe landmarker, whose task objects are not
 documented as thread-safe, is called under a lock. The paste back into the photo is one function call
-(:data:`mien.paste.Paste`), replaceable with ``Editor(pipeline, paste=...)``.
+(:data:`mien.paste.Paste`; by default full-resolution detail transfer, :mod:`mien.detail`), replaceable
+with ``Editor(pipeline, paste=...)``.
 """
 
 from __future__ import annotations
@@ -29,9 +30,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mien.editing import ProgressCallback
-from mien.paste import Paste, paste_into_photo
+from mien.paste import Paste, paste_detail
 from mien.pipeline import AlignedPhotos, Generation, IdentityInput, MienPipeline, align_photos, reference_blendshapes
 from mien.settings import GenerationSettings
+
+
+def _takes_landmarks(paste: Paste) -> bool:
+    """Whether a paste function accepts ``landmarks=`` (a four-argument paste is called without them)."""
+    import inspect
+
+    try:
+        params = inspect.signature(paste).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "landmarks" or p.kind is p.VAR_KEYWORD for p in params)
 
 
 class SerialLandmarker:
@@ -73,12 +85,14 @@ class Subject:
     source: int  # its index among the photos given
     face: int = 0  # which face of each photo (0: the largest)
     skipped: tuple[str, ...] = ()  # "name: reason" for each photo without a usable face
+    landmarks: np.ndarray | None = None  # (478, 3) MediaPipe landmarks of the edited face, photo pixels
 
     @classmethod
     def from_aligned(cls, identity: IdentityInput, photos: list[np.ndarray], aligned: AlignedPhotos,
                      face: int = 0) -> "Subject":  # fmt: skip
+        landmarks = getattr(aligned.faces[0], "landmarks", None) if aligned.faces else None
         return cls(identity, photos[aligned.sources[0]], aligned.matrices[0], aligned.sources[0], face,
-                   tuple(aligned.skipped))  # fmt: skip
+                   tuple(aligned.skipped), landmarks)  # fmt: skip
 
 
 @dataclass
@@ -101,7 +115,8 @@ class Editor:
         if not isinstance(pipeline.landmarker, SerialLandmarker):
             pipeline.landmarker = SerialLandmarker(pipeline.landmarker)  # once, at construction
         self.pipeline = pipeline
-        self.paste: Paste = paste or paste_into_photo
+        self.paste: Paste = paste or paste_detail
+        self._paste_landmarks = _takes_landmarks(self.paste)
 
     @classmethod
     def from_pretrained(cls, model: str = "default", device: str = "cpu", landmarker=None,
@@ -159,7 +174,8 @@ class Editor:
                             scene=None if into is None else into.identity)  # fmt: skip
         photos = None
         if paste:
-            photos = [self.paste(scene.photo, image, scene.matrix, gen.settings.keep) for image in gen.images]
+            extra = {"landmarks": scene.landmarks} if self._paste_landmarks else {}
+            photos = [self.paste(scene.photo, image, scene.matrix, gen.settings.keep, **extra) for image in gen.images]
         where = {} if into is None else {"into_face": into.face}
         metadata = [{**gen.metadata(s), "face": subject.face, **where} for s in gen.seeds]
         return EditResult(gen.images, photos, metadata, gen, subject, into)

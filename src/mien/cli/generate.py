@@ -21,7 +21,7 @@ swap (--into SCENE): the scene photo's face (--face N: another one, 0 is the lar
 requested expression; with no --expression/--au/--like, the scene face's own (a plain swap). docs/swap.md.
 
 output: OUT/NNN_seedS.png (the aligned 128 px face; request, seed and settings in its metadata),
-OUT/NNN_seedS_photo.png (that face put back into the edited photo; --no-paste skips it) and
+OUT/NNN_seedS_photo.png (the edit carried into the edited photo at its own size; --no-paste skips it) and
 OUT/sheet.png (the identity crop beside every output).
 
 examples:
@@ -70,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-paste", dest="paste", action="store_false",
                    help="write only the aligned 128 px faces, not also each face put back into the first identity "
                         "photo (NNN_seedS_photo.png)")
+    p.add_argument("--paste", dest="paste_with", choices=("detail", "crop"), default="detail",
+                   help="how the face goes back into the photo: 'detail' (default) moves the photo's own pixels by the "
+                        "edit's motion at the photo's resolution (docs/fullres.md); 'crop' pastes the 128 px face itself")
     p.add_argument("--model", default="default", help="a saved model folder (default: the built-in model)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved request and settings, generate nothing")
@@ -179,7 +182,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"mien: warning: skipped {msg}", file=sys.stderr)
         if args.into:
             scene_aligned = align_scene(landmarker, scene_rgb, args.face or 0, f"--into {args.into}")
-        editor = Editor.from_pretrained(args.model, device=args.device, landmarker=landmarker, person=args.person)
+        from mien.paste import PASTES
+
+        editor = Editor.from_pretrained(args.model, device=args.device, landmarker=landmarker, person=args.person,
+                                        paste=PASTES[args.paste_with])
         scene = editor.subject([scene_rgb], scene_aligned, args.face or 0) if args.into else None
         if scene is not None:
             request = editor.scene_request(request, scene)  # none asked for: the scene face's own expression

@@ -1,0 +1,105 @@
+"""Detail transfer (mien.detail): the edit's motion moves the photo's own pixels at full resolution, what the
+warp cannot explain comes from the edit, and nothing outside the face mask changes."""
+
+import cv2
+import numpy as np
+import pytest
+
+from mien.detail import crop_flow, transfer_detail
+from mien.face import align
+from mien.paste import paste_into_photo
+
+SIZE = 512  # the photo; the crop is a quarter of it, as for a 4x larger face than the model's
+
+
+def textured_photo(seed=0):
+    """Smooth shading plus fine texture (the detail the 128 px crop cannot hold), uint8 RGB."""
+    rng = np.random.default_rng(seed)
+    coarse = cv2.resize(rng.uniform(60, 200, (8, 8, 3)).astype(np.float32), (SIZE, SIZE), interpolation=cv2.INTER_CUBIC)
+    fine = cv2.GaussianBlur(rng.normal(0, 25, (SIZE, SIZE)).astype(np.float32), (0, 0), 1.0)
+    medium = cv2.GaussianBlur(rng.normal(0, 60, (SIZE, SIZE)).astype(np.float32), (0, 0), 6.0)
+    return np.clip(coarse + (fine + medium)[..., None], 0, 255).astype(np.uint8)
+
+
+MATRIX = np.array([[0.25, 0.0, 0.0], [0.0, 0.25, 0.0]])  # photo -> 128 px crop
+
+
+def bump_flow(size, amplitude, centre=(64.0, 70.0), sigma=12.0):
+    """A smooth backward flow (output x takes from x + flow): an upward push around ``centre``."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    g = amplitude * np.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2 * sigma**2))
+    return np.dstack([np.zeros_like(g), g]).astype(np.float32)
+
+
+def remap(img, flow):
+    h, w = flow.shape[:2]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(img, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
+
+
+def test_a_known_warp_is_recovered_at_full_resolution():
+    photo = textured_photo()
+    original = align.warp_to_crop(photo, MATRIX)
+    flow128 = bump_flow(128, 3.0)
+    edited = remap(original, flow128)
+    got_flow = crop_flow(original, edited)
+    centre = (slice(58, 82), slice(52, 76))
+    assert np.abs(got_flow[centre][..., 1] - flow128[centre][..., 1]).mean() < 0.5  # ~3 px motion found
+
+    expected = remap(photo, bump_flow(SIZE, 12.0, centre=(64.0 * 4 + 1.5, 70.0 * 4 + 1.5), sigma=48.0))
+    new = transfer_detail(photo, edited, MATRIX, keep="none")
+    old = paste_into_photo(photo, edited, MATRIX, keep="none")
+    box = (slice(200, 340), slice(180, 340))  # the moved region, photo pixels
+    err_new = np.abs(new[box].astype(float) - expected[box]).mean()
+    err_old = np.abs(old[box].astype(float) - expected[box]).mean()
+    lap = lambda a: cv2.Laplacian(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F)[box].var()
+    assert err_new < 0.4 * err_old and err_new < 8
+    assert lap(new) > 0.8 * lap(expected) > 2 * lap(old)  # the moved region keeps the photo's fine texture
+
+
+def test_a_zero_edit_returns_the_photo():
+    photo = textured_photo(1)
+    original = align.warp_to_crop(photo, MATRIX)
+    out = transfer_detail(photo, original, MATRIX, keep="background")
+    diff = np.abs(out.astype(int) - photo)
+    assert diff.max() <= 3 and diff.mean() < 0.2
+    # the default (template) oval: the corners, the top of the head and everything below the chin untouched
+    assert np.array_equal(out[:40], photo[:40]) and np.array_equal(out[:, :40], photo[:, :40])
+
+
+def test_the_decoders_colour_drift_is_not_pasted():
+    """A uniform colour shift of the whole crop (what the decoder adds, not an expression) leaves the photo."""
+    photo = textured_photo(2)
+    original = align.warp_to_crop(photo, MATRIX)
+    shifted = np.clip(original.astype(int) + [12, -8, 6], 0, 255).astype(np.uint8)
+    out = transfer_detail(photo, shifted, MATRIX, keep="none")
+    mean_shift = (out.astype(float) - photo).reshape(-1, 3)[np.abs(out.astype(int) - photo).reshape(-1, 3).sum(1) > 0]
+    assert len(mean_shift) == 0 or np.abs(mean_shift.mean(axis=0)).max() < 2.0
+
+
+def test_new_content_comes_from_the_edit():
+    """What the photo has nothing to move into place for (teeth in an opened mouth) is the edit's."""
+    photo = textured_photo(3)
+    original = align.warp_to_crop(photo, MATRIX)
+    edited = original.copy()
+    edited[92:104, 54:74] = 250  # a bright bar where the mouth is
+    out = transfer_detail(photo, edited, MATRIX, keep="none")
+    assert out[92 * 4 + 12 : 104 * 4 - 12, 54 * 4 + 12 : 74 * 4 - 12].mean() > 220
+    assert photo[92 * 4 + 12 : 104 * 4 - 12, 54 * 4 + 12 : 74 * 4 - 12].mean() < 200
+
+
+@pytest.mark.parametrize("keep", ["background", "none"])
+def test_nothing_outside_the_face_oval_changes(keep):
+    from mien.detail import DEFAULT, FACE_OVAL, TEMPLATE_OVAL_128
+
+    photo = textured_photo(4)
+    edited = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)  # as different as can be
+    lm = np.zeros((478, 3))
+    lm[list(FACE_OVAL), :2] = TEMPLATE_OVAL_128 * 4  # this photo's face: the template oval
+    out = transfer_detail(photo, edited, MATRIX, keep=keep, landmarks=lm)
+    inside = np.zeros(photo.shape[:2], np.uint8)
+    # the oval can grow by the largest motion allowed, its margin and the feather (crop px; 4 photo px each)
+    r = int(4 * (DEFAULT.max_motion + DEFAULT.jaw_margin + DEFAULT.feather + 1))
+    grown = cv2.dilate(cv2.fillPoly(inside, [np.round(TEMPLATE_OVAL_128 * 4).astype(np.int32)], 1),
+                       cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    assert np.array_equal(out[grown == 0], photo[grown == 0]) and not np.array_equal(out, photo)
