@@ -71,6 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fresh", action="store_true", help="discard finished items in DIR instead of resuming")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the persistent analysis cache")
     p.add_argument("--device", default="cpu", help="torch device for the analysis nets (default: cpu)")
+    p.add_argument("--swap", action="store_true",
+                   help="the swap benchmark instead (docs/swap.md): each person put into the next person's photo "
+                        "(--benchmark default dev-wild.yaml, --limit N: the first N pairs) with the seven labels; "
+                        "--generator built-in or copy (A's face pasted into B's photo, the baseline)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved run (benchmark, items, output) and exit")
     p.set_defaults(run=run)
 
@@ -86,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     from mien.evaluate.generators import create
     from mien.evaluate.run import Options, evaluate
 
+    if args.swap:
+        return _swap(args)
     bench = bm.load(args.benchmark).limit(args.limit)
     out = args.out or default_cache_dir() / "runs" / f"{bench.name}-{args.generator}"
     if args.dry_run:
@@ -101,6 +107,27 @@ def run(args: argparse.Namespace) -> int:
                       model_hash=args.model_hash, sweep_identities=args.sweep_identities)
     results = evaluate(bench, generator, options)
     _summary(results, out)
+    return 0
+
+
+def _swap(args: argparse.Namespace) -> int:
+    from mien.evaluate import benchmark as bm
+    from mien.evaluate.cache import default_cache_dir
+    from mien.evaluate.swap import run_swap
+
+    path = args.benchmark or bm.dev_path().with_name("dev-wild.yaml")
+    bench = bm.load(path)
+    out = args.out or default_cache_dir() / "runs" / f"swap-{bench.name}-{args.generator}"
+    settings = settings_from_args(args) if args.generator == "built-in" else None
+    if args.dry_run:
+        from mien.evaluate.swap import pairs
+
+        print(f"swap benchmark {bench.source}: {len(pairs(bench, args.limit))} pairs x 7 labels, "
+              f"generator {args.generator}, out {out}")
+        return 0
+    s = run_swap(bench, args.generator, out, args.limit, settings, device=args.device)
+    print(json.dumps({k: v for k, v in s.items() if k != "definitions"}, indent=1))
+    print(f"summary: {out / 'summary.json'}")
     return 0
 
 

@@ -1,0 +1,205 @@
+"""The swap benchmark (`mien evaluate --swap`): person A put into a photo of person B (docs/swap.md).
+
+Pairs come from a benchmark's people (default: dev-wild.yaml, the CFP dev people and the Taiwanese
+performers): person i's first identity photo is the selfie A, person i+1's (in the benchmark's order,
+wrapping round) first identity photo is the scene B, so every pair is two different people and CFP photos
+serve as scenes. Each pair is asked for the seven basic labels, one seed. Generators:
+
+  built-in  ``Editor.swap`` with the given settings, pasted into the scene photo by the editor's paste;
+  copy      A's aligned face pasted into B's photo by the same paste (no model): the baseline.
+
+Every output is the scene photo with the face replaced (what a user gets), analysed by
+:class:`mien.analysis.FaceAnalyzer`; per output (definitions also in summary.json):
+
+  verified_a   mean face-api descriptor distance to A's scoring photos (never an input) below 0.6
+  verified_b   the same against B's scoring photos (the scene photo itself excluded): the impostor rate
+  pose_err     mean |yaw, pitch, roll| difference (degrees, MediaPipe's, mien.face.pose) from the scene face
+  outside_max  largest pixel change outside the paste's footprint (0: the scene outside the face is identical)
+  seam         in the paste's feathered ring (0 < weight < 1), mean |gradient| of the output minus the
+               scene's (pixel levels per pixel; > 0: edges added at the seam)
+  label_ok     face-api's top expression is the requested label
+
+Finished items go to ``OUT/items.jsonl`` as they finish (a rerun resumes), outputs to ``OUT/outputs``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mien.evaluate.benchmark import LABELS, Benchmark, Photo
+from mien.evaluate.metrics import DLIB_THRESHOLD
+
+DEFINITIONS = {
+    "verified_a": f"share of outputs whose mean face-api distance to A's other photos is below {DLIB_THRESHOLD}",
+    "impostor_b": f"share of outputs whose mean face-api distance to B's other photos is below {DLIB_THRESHOLD}",
+    "pose_mae": "mean absolute yaw/pitch/roll difference from the scene face, degrees (MediaPipe)",
+    "outside_identical": "share of outputs with no pixel changed outside the paste's footprint",
+    "seam": "mean over the paste's feathered ring of |grad output| - |grad scene| (pixel levels)",
+    "faceapi_rate": "per label: share read as the requested label by face-api; real: its rate on real photos",
+}
+
+
+@dataclass(frozen=True)
+class Pair:
+    a: str  # benchmark identity id of the selfie's person
+    b: str  # of the scene's
+    selfie: Photo
+    scene: Photo
+    a_scoring: tuple[Photo, ...]
+    b_scoring: tuple[Photo, ...]
+
+
+def pairs(bench: Benchmark, limit: int | None = None) -> list[Pair]:
+    """Person i into person i+1's photo, for the first ``limit`` people (module docstring)."""
+    people = [i for i in bench.identities if i.identity_photos and i.scoring_photos]
+    out = []
+    for k, a in enumerate(people[: limit or len(people)]):
+        b = people[(k + 1) % len(people)]
+        scene = b.identity_photos[0]
+        out.append(Pair(a.id, b.id, a.identity_photos[0], scene, tuple(a.scoring_photos),
+                        tuple(p for p in b.scoring_photos if p.ref != scene.ref)))  # fmt: skip
+    return out
+
+
+def footprint(paste, photo: np.ndarray, matrix: np.ndarray, keep: str) -> np.ndarray:
+    """(H, W) blend weight in [0, 1] of ``paste`` at ``matrix``: a white face pasted into a black photo."""
+    white = np.full((128, 128, 3), 255, np.uint8)
+    return paste(np.zeros_like(photo), white, matrix, keep)[..., 0].astype(np.float32) / 255
+
+
+def seam(output: np.ndarray, scene: np.ndarray, weight: np.ndarray) -> float:
+    """Mean over the feathered ring of the output's gradient magnitude minus the scene's (module docstring)."""
+    ring = (weight > 0.02) & (weight < 0.98)
+    if not ring.any():
+        return 0.0
+
+    def grad(im):
+        g = im.astype(np.float32).mean(2)
+        gy, gx = np.gradient(g)
+        return np.hypot(gx, gy)
+
+    return float((grad(output) - grad(scene))[ring].mean())
+
+
+def score_output(analyzer, output, scene_rgb, weight, scene_face, label, a_desc, b_desc) -> dict:
+    """One output's measures (module docstring); ``no_face`` when the analyzer finds none."""
+    faces = analyzer.analyze(output)
+    outside = weight <= 0
+    row = {"label": label, "outside_max": int(np.abs(output.astype(int) - scene_rgb.astype(int))[outside].max(initial=0)),
+           "seam": seam(output, scene_rgb, weight)}  # fmt: skip
+    if not faces:
+        return {**row, "no_face": True}
+    f = faces[0]
+    dist = lambda d: float(np.linalg.norm(d - f.faceapi[None], axis=1).mean()) if len(d) else None  # noqa: E731
+    da, db = dist(a_desc), dist(b_desc)
+    pose = [abs(f.pose[k] - scene_face.pose[k]) for k in ("yaw", "pitch", "roll")]
+    top = max(f.expression, key=f.expression.get)
+    return {**row, "no_face": False, "dist_a": da, "dist_b": db, "verified_a": da is not None and da < DLIB_THRESHOLD,
+            "verified_b": db is not None and db < DLIB_THRESHOLD, "pose_err": float(np.mean(pose)),
+            "faceapi": top, "label_ok": top == label}  # fmt: skip
+
+
+def run_swap(bench: Benchmark, generator: str, out: Path, limit: int | None = None, settings=None,
+             device: str = "cpu", progress: bool = True) -> dict:  # fmt: skip
+    """Run the swap benchmark with ``generator`` ("built-in" or "copy"); returns and writes summary.json."""
+    from PIL import Image
+
+    from mien.analysis import FaceAnalyzer
+    from mien.edit import Editor
+    from mien.errors import MienError
+    from mien.expression.targets import parse_request
+
+    if generator not in ("built-in", "copy"):
+        raise MienError(f"--swap takes --generator built-in or copy, not {generator}")
+    out = Path(out)
+    (out / "outputs").mkdir(parents=True, exist_ok=True)
+    done_path = out / "items.jsonl"
+    done = {}
+    if done_path.is_file():
+        for line in done_path.read_text().splitlines():
+            item = json.loads(line)
+            done[item["item"]] = item
+    start = time.time()
+    editor = Editor.from_pretrained(device=device)
+    analyzer = FaceAnalyzer(device)
+
+    def describe(photos) -> np.ndarray:  # face-api descriptors of the photos with a face
+        found = [analyzer.analyze(bench.image(p)) for p in photos]
+        return np.stack([f[0].faceapi for f in found if f]) if any(found) else np.zeros((0, 128))
+    try:
+        for pair in pairs(bench, limit):
+            todo = [lab for lab in LABELS if f"{pair.a}>{pair.b}:{lab}" not in done]
+            if not todo:
+                continue
+            selfie, scene_rgb = bench.image(pair.selfie), bench.image(pair.scene)
+            try:
+                subject = editor.prepare([selfie], [str(pair.selfie)])
+                scene = editor.scene(scene_rgb, 0, str(pair.scene))
+            except MienError as e:  # a photo the landmarker misses: recorded, the run goes on
+                for lab in todo:
+                    _write(done_path, done, {"item": f"{pair.a}>{pair.b}:{lab}", "error": str(e)})
+                continue
+            a_desc, b_desc = describe(pair.a_scoring), describe(pair.b_scoring)
+            scene_face = analyzer.analyze(scene_rgb)[0]
+            keep = "background"
+            weight = footprint(editor.paste, scene_rgb, scene.matrix, keep)
+            for lab in todo:
+                item = f"{pair.a}>{pair.b}:{lab}"
+                if generator == "copy":
+                    output = editor.paste(scene_rgb, subject.identity.crops[0], scene.matrix, keep)
+                else:
+                    res = editor.edit(subject, parse_request(lab), settings, n=1, seed=0, into=scene)
+                    output = res.photos[0]
+                name = item.replace(":", "_").replace(">", "_into_") + ".png"
+                Image.fromarray(output).save(out / "outputs" / name)
+                row = score_output(analyzer, output, scene_rgb, weight, scene_face, lab, a_desc, b_desc)
+                _write(done_path, done, {"item": item, "a": pair.a, "b": pair.b, "image": name, **row})
+                if progress:
+                    print(f"{item}: {json.dumps({k: v for k, v in row.items() if k != 'label'})}", flush=True)
+    finally:
+        analyzer.close()
+        editor.close()
+    summary = summarise(list(done.values()), real_rates(bench, analyzer_factory=lambda: FaceAnalyzer(device)))
+    summary.update({"generator": generator, "benchmark": bench.name, "pairs": len(pairs(bench, limit)),
+                    "settings": None if settings is None else settings.to_dict(),
+                    "wall_time_s": round(time.time() - start, 1), "definitions": DEFINITIONS})  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _write(path: Path, done: dict, item: dict) -> None:
+    done[item["item"]] = item
+    with path.open("a") as f:
+        f.write(json.dumps(item) + "\n")
+
+
+def real_rates(bench: Benchmark, analyzer_factory) -> dict[str, float | None]:
+    """face-api's rate of reading each label on the benchmark's real photos labelled with it."""
+    labelled = [p for p in bench.photos() if p.label in LABELS]
+    hits = {lab: [] for lab in LABELS}
+    with analyzer_factory() as analyzer:
+        for p in labelled:
+            faces = analyzer.analyze(bench.image(p))
+            if faces:
+                hits[p.label].append(max(faces[0].expression, key=faces[0].expression.get) == p.label)
+    return {lab: (float(np.mean(h)) if h else None) for lab, h in hits.items()}
+
+
+def summarise(items: list[dict], real: dict) -> dict:
+    ok = [i for i in items if not i.get("error") and not i.get("no_face")]
+    mean = lambda xs: float(np.mean(xs)) if xs else None  # noqa: E731
+    per_label = {lab: {"n": len(rows := [i for i in ok if i["label"] == lab]),
+                       "faceapi_rate": mean([i["label_ok"] for i in rows]), "real_rate": real.get(lab)}
+                 for lab in LABELS}  # fmt: skip
+    return {"items": len(items), "ok": len(ok), "no_face": sum(bool(i.get("no_face")) for i in items),
+            "errors": sum(bool(i.get("error")) for i in items),
+            "verified_a": mean([i["verified_a"] for i in ok if i["dist_a"] is not None]),
+            "impostor_b": mean([i["verified_b"] for i in ok if i["dist_b"] is not None]),
+            "pose_mae": mean([i["pose_err"] for i in ok]),
+            "outside_identical": mean([i["outside_max"] == 0 for i in items if "outside_max" in i]),
+            "seam": mean([i["seam"] for i in items if "seam" in i]), "per_label": per_label}  # fmt: skip

@@ -1,0 +1,49 @@
+"""The swap benchmark's mechanics (mien.evaluate.swap): pairs, the paste footprint, the seam and the summary."""
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from mien.evaluate import benchmark as bm
+from mien.evaluate.swap import footprint, pairs, seam, summarise
+from mien.paste import paste_into_photo
+
+
+def test_pairs_put_each_person_into_the_next_persons_photo_and_score_against_other_photos(tmp_path):
+    for name in "a1 a2 b1 b2 b3 c1 c2".split():
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / f"{name}.png")
+    doc = {"requests": [{"label": "happy"}], "identities": [{"id": p, "identity_photos": [f"{p}1.png"],
+                           "scoring_photos": [f"{p}{k}.png" for k in range(2, 4 if p == "b" else 3)]}
+                          for p in "abc"]}  # fmt: skip
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(doc))
+    ps = pairs(bm.load(tmp_path / "bench.yaml"))
+    assert [(p.a, p.b) for p in ps] == [("a", "b"), ("b", "c"), ("c", "a")]  # always two different people
+    first = ps[0]
+    assert str(first.selfie) == "a1.png" and str(first.scene) == "b1.png"
+    assert [str(p) for p in first.a_scoring] == ["a2.png"] and [str(p) for p in first.b_scoring] == ["b2.png", "b3.png"]
+    assert len(pairs(bm.load(tmp_path / "bench.yaml"), limit=2)) == 2
+
+
+def test_footprint_and_seam_of_the_paste():
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (200, 160, 3), dtype=np.uint8)
+    m = np.array([[0.8, 0.0, -10.0], [0.0, 0.8, -20.0]])  # photo -> crop
+    w = footprint(paste_into_photo, photo, m, "background")
+    assert w.shape == photo.shape[:2] and w.max() > 0.99 and w.min() == 0.0
+    face = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    out = paste_into_photo(photo, face, m, "background")
+    assert np.array_equal(out[w <= 0], photo[w <= 0])  # what the benchmark's outside_max measures
+    assert seam(photo, photo, w) == 0.0
+    flat = np.full_like(photo, 128)
+    assert seam(flat, photo, w) < 0  # a flat paste removes edges; a hard-edged one would add them
+
+
+def test_summary_counts_failures_and_rates():
+    ok = {"label": "happy", "no_face": False, "dist_a": 0.5, "dist_b": 0.7, "verified_a": True, "verified_b": False,
+          "pose_err": 2.0, "outside_max": 0, "seam": 1.0, "label_ok": True}
+    items = [ok, {**ok, "verified_a": False, "label_ok": False, "pose_err": 4.0, "outside_max": 3},
+             {"label": "sad", "no_face": True, "outside_max": 0, "seam": 0.0}, {"item": "x", "error": "no face"}]
+    s = summarise(items, {"happy": 0.9})
+    assert (s["items"], s["ok"], s["no_face"], s["errors"]) == (4, 2, 1, 1)
+    assert s["verified_a"] == 0.5 and s["impostor_b"] == 0.0 and s["pose_mae"] == 3.0
+    assert s["outside_identical"] == 2 / 3 and s["per_label"]["happy"] == {"n": 2, "faceapi_rate": 0.5, "real_rate": 0.9}
