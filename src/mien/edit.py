@@ -107,6 +107,14 @@ class EditResult:
     subject: Subject = field(repr=False)
     scene: Subject | None = field(default=None, repr=False)  # a swap's scene (its photo is the one pasted into)
 
+    def save(self, out) -> list:
+        """Write the images into folder ``out`` as ``mien generate`` does (:func:`mien.io.output.save_result`:
+        each with its metadata and the watermark); returns their paths. The arrays themselves carry no mark:
+        to write them another way, use :func:`mien.io.provenance.save_image`."""
+        from mien.io.output import save_result
+
+        return save_result(out, self)
+
 
 class Editor:
     """The generation workflow around a :class:`mien.pipeline.MienPipeline` (module docstring)."""

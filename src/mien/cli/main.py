@@ -30,18 +30,20 @@ start here:
   mien weights                      which pretrained files are present
   mien expressions                  the expressions you can ask for (labels, 135 terms, AUs)
   mien train --help                 train the built-in model, its decoder, the expression space
+  mien verify image.png             was this image made by mien (watermark, metadata)
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mien.cli import analyze, annotate, data, evaluate, expressions, generate, personalize, train, weights  # one module each
+    from mien.cli import (analyze, annotate, data, evaluate, expressions, generate, personalize,  # one module each
+                          train, verify, weights)
 
     parser = argparse.ArgumentParser(
         prog="mien", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"mien {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (generate, personalize, analyze, expressions, evaluate, annotate, data, train, weights):
+    for module in (generate, personalize, analyze, expressions, evaluate, annotate, data, train, weights, verify):
         module.register(sub)
     return parser
 

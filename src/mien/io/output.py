@@ -1,43 +1,36 @@
-"""Writing generated images: PNGs that carry their request, seed and model hash, plus a contact sheet."""
+"""Writing generated images: PNGs that carry their request, seed and model hash (and the watermark: every
+image goes through :func:`mien.io.provenance.save_image`), plus a contact sheet."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, PngImagePlugin
+from PIL import Image, ImageDraw
 
-
-def _png_info(meta: dict) -> PngImagePlugin.PngInfo:
-    info = PngImagePlugin.PngInfo()
-    info.add_text("mien", json.dumps(meta))
-    return info
+from mien.io.provenance import COMPOSITE, save_image
 
 
 def save_result(out: Path, result) -> list[Path]:
     """``out/NNN_seedS.png`` per image of an :class:`mien.edit.EditResult` (its metadata in the PNG text
-    chunk ``mien``), ``out/NNN_seedS_photo.png`` per pasted photo (the face put back into the identity
-    photo), and ``out/sheet.png``."""
+    chunk ``mien``, with mien's version), ``out/NNN_seedS_photo.png`` per pasted photo (the face put back
+    into the identity photo), and ``out/sheet.png``; all with the watermark."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = len(list(out.glob("*_seed*.png")))  # never overwrite earlier results in the same folder
     gen, paths = result.generation, []
     for i, (img, seed, meta) in enumerate(zip(result.crops, gen.seeds, result.metadata)):
         p = out / f"{start + i:03d}_seed{seed}.png"
-        Image.fromarray(img).save(p, pnginfo=_png_info(meta))
-        paths.append(p)
+        paths.append(save_image(p, img, meta))
         if result.photos is not None:
             q = out / f"{start + i:03d}_seed{seed}_photo.png"
-            Image.fromarray(result.photos[i]).save(q, pnginfo=_png_info(meta))
-            paths.append(q)
+            paths.append(save_image(q, result.photos[i], meta, source=COMPOSITE))
     crops, labels = [result.subject.identity.crops[0]], ["identity"]
     if getattr(result, "scene", None) is not None:  # a swap: the scene face beside the identity
         crops, labels = crops + [result.scene.identity.crops[0]], labels + ["scene"]
     sheet = contact_sheet(crops + result.crops, labels + [f"seed {s}" for s in gen.seeds], gen.request)
     sheet_meta = {k: v for k, v in result.metadata[0].items() if k != "seed"}
-    sheet.save(out / "sheet.png", pnginfo=_png_info(sheet_meta))
-    paths.append(out / "sheet.png")
+    paths.append(save_image(out / "sheet.png", np.asarray(sheet), sheet_meta, source=COMPOSITE))
     return paths
 
 
