@@ -75,8 +75,8 @@ def recogniser_embedder(model, dev, compile=False):
     from mien.models.taef2 import TAEF2
 
     embed = latent_embedder(model, TAEF2.from_weights(decoder_path=model.decoder_path).to(dev), IdentityEncoder.from_weights().to(dev))
-    # inductor, forward and backward; the TFLite interpreter's constants are Python ints since session 8
-    # (as numpy arrays they stopped the capture at MobileFaceNet's RESHAPE)
+    # inductor, forward and backward; the TFLite interpreter's constants are Python ints (as numpy arrays
+    # they would stop the capture at MobileFaceNet's RESHAPE)
     return torch.compile(embed) if compile else embed
 
 

@@ -101,8 +101,8 @@ def test_arcface_crop_reproduces_reference_chips(reference_dir, mobilefacenet_re
         crop = align.arcface_crop(_rgb(reference_dir / "images" / name), np.array(e["src5_xy"]))
         diff = np.abs(crop.astype(int) - _rgb(reference_dir / e["crop_file"]).astype(int))
         # cv2.warpAffine's bilinear weights are fixed point and its rounding depends on the version and the
-        # CPU's code path: identical in sessions 1-9, 6 of 37,632 values off by one with OpenCV 5.1 on session
-        # 10's AMD EPYC. A wrong matrix or interpolation would move far more.
+        # CPU's code path: identical on some machines, 6 of 37,632 values off by one with OpenCV 5.1 on an AMD
+        # EPYC. A wrong matrix or interpolation would move far more.
         assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (name, diff.max(), (diff > 0).mean())
 
 

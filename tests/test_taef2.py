@@ -65,7 +65,7 @@ def test_reconstruction_psnr_on_dev_faces():
 
 @pytest.mark.shared
 def test_shipped_model_decoder_reaches_34_db_on_dev_faces():
-    """The built-in model decodes with its own TAEF2 decoder (session 9, mien.train.decoder), fine-tuned on
+    """The built-in model decodes with its own TAEF2 decoder (mien.train.decoder), fine-tuned on
     the training faces: issue 5 expects >= 34 dB on dev faces, which the pretrained decoder misses (above)."""
     from mien.builtin.model import MienModel
     from mien.pipeline import default_model_dir

@@ -8,7 +8,7 @@ normalised per channel with ``config.latent_mean/std``.
 
 With ``config.reference`` the UNet also takes a spatial reference: the raw latent of an identity photo,
 normalised here and concatenated to ``x_t`` as more input channels (InstructPix2Pix, Brooks et al. 2023,
-sec. 3.4). Embeddings alone kept identity only loosely (docs/training.md, run 1): a 128-D descriptor
+sec. 3.4). Embeddings alone keep identity only loosely (docs/training.md, "Why a spatial reference"): a 128-D descriptor
 cannot carry hair, skin and face shape. Zeros stand for "no reference". With ``config.reference_pool`` = k
 the UNet sees the reference only average-pooled over k x k latent cells (:func:`coarse`): trained on its
 own photo's latent seen that way, it takes colour, lighting and layout from the photo it edits.

@@ -96,7 +96,7 @@ class ModelConfig:
     # as extra input channels (InstructPix2Pix's image conditioning, Brooks et al. 2023, sec. 3.4).
     # It belongs to the identity stream: nulled (zeros) with it, in dropout and in guidance.
     reference: bool = False
-    # Coarse self-reference (docs/training.md, run 4): k > 0 average-pools the reference latent
+    # Coarse self-reference (docs/training.md, runs not shipped): k > 0 average-pools the reference latent
     # over k x k cells (and spreads it back) inside the model, so the reference carries colour,
     # lighting, hair and the face's layout but not its expression. A model trained that way is given
     # the edited photo itself as its reference; 0 passes the reference as it is.
