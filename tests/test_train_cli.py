@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import mien.train.loop  # noqa: F401 - imported here, so that the time-budget test times training, not imports
 from mien.cli.main import main
 from mien.errors import MienError
 
@@ -70,7 +71,7 @@ def test_a_run_stopped_and_resumed_equals_the_uninterrupted_one(tmp_path, capsys
 
 def test_time_budget_stops_early_with_a_checkpoint_and_a_model(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main([*TINY, "--synthetic", "32", "--steps", "100000", "--time-budget", "1", "--out", str(out)]) == 0
+    assert main([*TINY, "--synthetic", "32", "--steps", "100000", "--time-budget", "3", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert 1 <= summary["step"] < 100000 and not summary["finished"]
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == summary["step"]
