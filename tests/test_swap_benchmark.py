@@ -6,7 +6,7 @@ from PIL import Image
 
 from mien.evaluate import benchmark as bm
 from mien.evaluate.swap import footprint, pairs, seam, summarise
-from mien.paste import paste_into_photo
+from mien.paste import PASTES
 
 
 def test_pairs_put_each_person_into_the_next_persons_photo_and_score_against_other_photos(tmp_path):
@@ -26,16 +26,19 @@ def test_pairs_put_each_person_into_the_next_persons_photo_and_score_against_oth
 
 def test_footprint_and_seam_of_the_paste():
     rng = np.random.default_rng(0)
-    photo = rng.integers(0, 255, (200, 160, 3), dtype=np.uint8)
+    photo = np.full((200, 160, 3), 100, np.uint8)
     m = np.array([[0.8, 0.0, -10.0], [0.0, 0.8, -20.0]])  # photo -> crop
-    w = footprint(paste_into_photo, photo, m, "background")
+    w = footprint(photo, m)
     assert w.shape == photo.shape[:2] and w.max() > 0.99 and w.min() == 0.0
     face = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
-    out = paste_into_photo(photo, face, m, "background")
-    assert np.array_equal(out[w <= 0], photo[w <= 0])  # what the benchmark's outside_max measures
-    assert seam(photo, photo, w) == 0.0
-    flat = np.full_like(photo, 128)
-    assert seam(flat, photo, w) < 0  # a flat paste removes edges; a hard-edged one would add them
+    out = PASTES["crop"](photo, face, m, "background")  # the crop paste changes nothing outside the face box
+    assert np.array_equal(out[w <= 0], photo[w <= 0]) and not np.array_equal(out, photo)
+    assert seam(photo, photo) == 0.0
+    hard = photo.copy()
+    hard[50:150, 40:120] = 200  # a hard-edged paste adds edges at its border
+    soft = photo.copy()
+    soft[50:150, 40:120] = 200 - np.abs(np.linspace(-100, 100, 80)).astype(np.uint8)[None, :, None].clip(0, 99)
+    assert seam(hard, photo) > seam(soft, photo) >= 0
 
 
 def test_summary_counts_failures_and_rates():

@@ -8,15 +8,18 @@ serve as scenes. Each pair is asked for the seven basic labels, one seed. Genera
   built-in  ``Editor.swap`` with the given settings, pasted into the scene photo by the editor's paste;
   copy      A's aligned face pasted into B's photo by the same paste (no model): the baseline.
 
-Every output is the scene photo with the face replaced (what a user gets), analysed by
+Each generated face is pasted by every paste of :data:`mien.paste.PASTES` (``detail``, the default, and
+``crop``), and each pasted photo is scored as its own row. Every output is the scene photo with the face
+replaced (what a user gets), analysed by
 :class:`mien.analysis.FaceAnalyzer`; per output (definitions also in summary.json):
 
   verified_a   mean face-api descriptor distance to A's scoring photos (never an input) below 0.6
   verified_b   the same against B's scoring photos (the scene photo itself excluded): the impostor rate
   pose_err     mean |yaw, pitch, roll| difference (degrees, MediaPipe's, mien.face.pose) from the scene face
-  outside_max  largest pixel change outside the paste's footprint (0: the scene outside the face is identical)
-  seam         in the paste's feathered ring (0 < weight < 1), mean |gradient| of the output minus the
-               scene's (pixel levels per pixel; > 0: edges added at the seam)
+  outside_max  largest pixel change outside the crop's editable face box warped into the photo (0: the scene
+               outside the face is identical)
+  seam         around the edge of what the paste changed, mean |gradient| of the output minus the scene's
+               (pixel levels per pixel; > 0: edges added at the seam; :func:`seam`)
   label_ok     face-api's top expression is the requested label
 
 Finished items go to ``OUT/items.jsonl`` as they finish (a rerun resumes), outputs to ``OUT/outputs``.
@@ -38,8 +41,8 @@ DEFINITIONS = {
     "verified_a": f"share of outputs whose mean face-api distance to A's other photos is below {DLIB_THRESHOLD}",
     "impostor_b": f"share of outputs whose mean face-api distance to B's other photos is below {DLIB_THRESHOLD}",
     "pose_mae": "mean absolute yaw/pitch/roll difference from the scene face, degrees (MediaPipe)",
-    "outside_identical": "share of outputs with no pixel changed outside the paste's footprint",
-    "seam": "mean over the paste's feathered ring of |grad output| - |grad scene| (pixel levels)",
+    "outside_identical": "share of outputs with no pixel changed outside the crop's editable face box",
+    "seam": "mean over a 2 px band around the changed region of |grad output| - |grad scene| (pixel levels)",
     "faceapi_rate": "per label: share read as the requested label by face-api; real: its rate on real photos",
 }
 
@@ -66,21 +69,29 @@ def pairs(bench: Benchmark, limit: int | None = None) -> list[Pair]:
     return out
 
 
-def footprint(paste, photo: np.ndarray, matrix: np.ndarray, keep: str) -> np.ndarray:
-    """(H, W) blend weight in [0, 1] of ``paste`` at ``matrix``: a white face pasted into a black photo."""
+def footprint(photo: np.ndarray, matrix: np.ndarray, keep: str = "background") -> np.ndarray:
+    """(H, W) weight in [0, 1] of the crop's editable face box in the photo (a white face pasted into a black
+    photo by :func:`mien.paste.paste_into_photo`): outside it (0) no paste may change a pixel."""
+    from mien.paste import paste_into_photo
+
     white = np.full((128, 128, 3), 255, np.uint8)
-    return paste(np.zeros_like(photo), white, matrix, keep)[..., 0].astype(np.float32) / 255
+    return paste_into_photo(np.zeros_like(photo), white, matrix, keep)[..., 0].astype(np.float32) / 255
 
 
-def seam(output: np.ndarray, scene: np.ndarray, weight: np.ndarray) -> float:
-    """Mean over the feathered ring of the output's gradient magnitude minus the scene's (module docstring)."""
-    ring = (weight > 0.02) & (weight < 0.98)
-    if not ring.any():
+def seam(output: np.ndarray, scene: np.ndarray, width: int = 2) -> float:
+    """Mean, over the band of ``width`` pixels either side of the edge of what the paste changed, of the
+    output's gradient magnitude minus the scene's (pixel levels; > 0: edges the paste added). Needs no
+    knowledge of the paste's mask, so every paste is measured alike; 0 when nothing changed."""
+    import cv2
+
+    changed = (np.abs(output.astype(int) - scene.astype(int)).max(2) > 0).astype(np.uint8)
+    if not changed.any():
         return 0.0
+    kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
+    ring = cv2.dilate(changed, kernel).astype(bool) & ~cv2.erode(changed, kernel).astype(bool)
 
     def grad(im):
-        g = im.astype(np.float32).mean(2)
-        gy, gx = np.gradient(g)
+        gy, gx = np.gradient(im.astype(np.float32).mean(2))
         return np.hypot(gx, gy)
 
     return float((grad(output) - grad(scene))[ring].mean())
@@ -91,7 +102,7 @@ def score_output(analyzer, output, scene_rgb, weight, scene_face, label, a_desc,
     faces = analyzer.analyze(output)
     outside = weight <= 0
     row = {"label": label, "outside_max": int(np.abs(output.astype(int) - scene_rgb.astype(int))[outside].max(initial=0)),
-           "seam": seam(output, scene_rgb, weight)}  # fmt: skip
+           "seam": seam(output, scene_rgb)}  # fmt: skip
     if not faces:
         return {**row, "no_face": True}
     f = faces[0]
@@ -113,6 +124,7 @@ def run_swap(bench: Benchmark, generator: str, out: Path, limit: int | None = No
     from mien.edit import Editor
     from mien.errors import MienError
     from mien.expression.targets import parse_request
+    from mien.paste import PASTES
 
     if generator not in ("built-in", "copy"):
         raise MienError(f"--swap takes --generator built-in or copy, not {generator}")
@@ -147,24 +159,30 @@ def run_swap(bench: Benchmark, generator: str, out: Path, limit: int | None = No
             a_desc, b_desc = describe(pair.a_scoring), describe(pair.b_scoring)
             scene_face = analyzer.analyze(scene_rgb)[0]
             keep = "background"
-            weight = footprint(editor.paste, scene_rgb, scene.matrix, keep)
+            weight = footprint(scene_rgb, scene.matrix, keep)
             for lab in todo:
                 item = f"{pair.a}>{pair.b}:{lab}"
+                base = item.replace(":", "_").replace(">", "_into_")
                 if generator == "copy":
-                    output = editor.paste(scene_rgb, subject.identity.crops[0], scene.matrix, keep)
+                    crop = subject.identity.crops[0]
                 else:
-                    res = editor.edit(subject, parse_request(lab), settings, n=1, seed=0, into=scene)
-                    output = res.photos[0]
-                name = item.replace(":", "_").replace(">", "_into_") + ".png"
-                Image.fromarray(output).save(out / "outputs" / name)
-                row = score_output(analyzer, output, scene_rgb, weight, scene_face, lab, a_desc, b_desc)
-                _write(done_path, done, {"item": item, "a": pair.a, "b": pair.b, "image": name, **row})
+                    crop = editor.edit(subject, parse_request(lab), settings, n=1, seed=0, paste=False,
+                                       into=scene).crops[0]  # fmt: skip
+                Image.fromarray(crop).save(out / "outputs" / f"{base}_crop128.png")
+                rows = {}
+                for how, paste in PASTES.items():
+                    output = paste(scene_rgb, crop, scene.matrix, keep, landmarks=scene.landmarks)
+                    Image.fromarray(output).save(out / "outputs" / f"{base}_{how}.png")
+                    rows[how] = score_output(analyzer, output, scene_rgb, weight, scene_face, lab, a_desc, b_desc)
+                _write(done_path, done, {"item": item, "a": pair.a, "b": pair.b, "label": lab, "pastes": rows})
                 if progress:
-                    print(f"{item}: {json.dumps({k: v for k, v in row.items() if k != 'label'})}", flush=True)
+                    print(f"{item}: {json.dumps(rows)}", flush=True)
     finally:
         analyzer.close()
         editor.close()
-    summary = summarise(list(done.values()), real_rates(bench, analyzer_factory=lambda: FaceAnalyzer(device)))
+    real = real_rates(bench, analyzer_factory=lambda: FaceAnalyzer(device))
+    items = list(done.values())
+    summary = {how: summarise([i["pastes"][how] if "pastes" in i else i for i in items], real) for how in PASTES}
     summary.update({"generator": generator, "benchmark": bench.name, "pairs": len(pairs(bench, limit)),
                     "settings": None if settings is None else settings.to_dict(),
                     "wall_time_s": round(time.time() - start, 1), "definitions": DEFINITIONS})  # fmt: skip
