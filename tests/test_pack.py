@@ -291,3 +291,33 @@ def test_pack_without_annotations_is_a_one_line_error(pool, tmp_path, capsys):
                  "--data", str(pool["dir"])])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "mien annotate" in err
+
+
+def test_chunks_become_training_tensors_through_a_safetensors_cache(packed, tmp_path):
+    """mien train's data path: every chunk of a pack is encoded once (here by a cheap stand-in encoder), cached as
+    safetensors and read back identical; people stay together as identity references; faces for the decoder
+    fine-tune cache the same way. Nothing is unpickled (tests/test_train_cli.py checks the source)."""
+    from types import SimpleNamespace
+
+    import torch
+    import torch.nn.functional as F
+
+    from mien.train.jobs import decoder_images, pack_chunks
+    from mien.train.latents import load_chunks
+
+    chunks = pack_chunks(packed["out"])
+    assert [c.name for c in chunks] == [e["file"] for e in packed["meta"]["chunks"]]
+    # TAEF2's interface (B, 3, 128, 128) -> (B, 32, 16, 16); the real encoder is tested in test_taef2.py
+    taef2 = SimpleNamespace(encode=lambda x: F.avg_pool2d(x, 8).repeat(1, 11, 1, 1)[:, :32])
+    first, info = load_chunks(chunks, tmp_path / "cache", taef2, "cpu")
+    cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert cached == sorted(c.stem + ".latents.safetensors" for c in chunks)
+    again, _ = load_chunks(chunks, tmp_path / "cache", None, "cpu")  # no encoder: must come from the cache
+    assert torch.equal(first.latents, again.latents) and torch.equal(first.identity, again.identity)
+    assert info["images"] == len(first) == sum(len(cond["key"]) for cond, _ in packed["chunks"].values())
+    groups = np.concatenate([cond["group"] for cond, _ in packed["chunks"].values()])
+    for i, refs in enumerate(first.ref_candidates):
+        assert (groups[refs] == groups[i]).all()
+    faces = decoder_images(chunks, tmp_path / "faces")
+    assert faces["images"].dtype == torch.uint8 and faces["images"].shape == (len(first), 3, 128, 128)
+    assert torch.equal(decoder_images(chunks, tmp_path / "faces")["masks"], faces["masks"])
