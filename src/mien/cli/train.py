@@ -236,7 +236,7 @@ def run_decoder(args: argparse.Namespace) -> int:
 
 
 def run_expression_space(args: argparse.Namespace) -> int:
-    from mien.train.jobs import expression_space_dir, fit_expression_space
+    from mien.train.expression_space import expression_space_dir, fit_expression_space
 
     out = args.out or expression_space_dir()
     if args.dry_run:
