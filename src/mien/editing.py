@@ -9,7 +9,7 @@ training-free tools keep what should not change:
   moved by the *difference* between the model's predictions for the requested expression and for the
   photo's own (its measured blendshapes and pose), so whatever the two agree on — most of the face —
   stays the photo's. On the in-the-wild CFP dev people this kept 0.81 of outputs verifiable against
-  0.59 for sdedit (model card, "Choosing the defaults").
+  0.59 for sdedit (docs/history/model-card-defaults.md).
 - **sdedit**: start the probability-flow ODE at flow time ``t = strength`` from the photo's latent noised
   to that level, ``x_t = (1 - t) x0 + t noise`` (SDEdit, Meng et al., ICLR 2022; diffusers' img2img
   ``strength``), so coarse layout and colour come from the photo and the model redraws the rest.

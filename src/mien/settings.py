@@ -45,7 +45,7 @@ LABEL_POLICY: dict[str, dict[str, float]] = {
     "disgusted": {"guidance_contrast": 1.5},
 }
 # Recogniser guidance left at None (FlowEdit): 0.15, and 0.3 while contrast guidance is on, whose push
-# costs identity that the larger pull pays back (model card, "Contrast guidance").
+# costs identity that the larger pull pays back (docs/history/model-card-defaults.md).
 RECOGNISER_GUIDANCE = 0.15
 RECOGNISER_GUIDANCE_WITH_CONTRAST = 0.3
 # What each label-dependent setting is when no label asks for it (and always with sdedit).

@@ -21,7 +21,7 @@ quarter as many of them as it reads of the real posed photos, so those three are
 surprised go the other way: intensity 1.0 is the display rated at the 95th percentile, a full grin
 (mouthSmile +1.04) or gape that the model draws with squeezed, smudged eyes and a redrawn face, while
 half the grin or 0.7 of the gape still reads as the label; those two are scaled down. The gains were
-chosen on dev benchmarks (model card, "Choosing the defaults").
+chosen on dev benchmarks (docs/history/model-card-defaults.md).
 
 Label AUs (:data:`LABEL_AUS`): where the fitted movement lacks a textbook part of the display, the
 label also sets those Action Units (surprised: EMFACS's brow and lid raisers and jaw drop), applied
@@ -89,7 +89,7 @@ class Prototypes:
 NO_SMILE = ("sad", "angry", "fearful", "disgusted")
 SMILE_INDICES = tuple(BLENDSHAPE_NAMES.index(n) for n in ("mouthSmileLeft", "mouthSmileRight"))
 
-# Displacement gains (module docstring; model card, "Choosing the defaults"). Angry, fearful, disgusted
+# Displacement gains (module docstring; docs/history/model-card-defaults.md). Angry, fearful, disgusted
 # (benchmarks/dev-wild.yaml, rule fixed before the full benchmark): for each label face-api
 # read below 0.8 of its real rate at gain 1, the smallest of 1.5 and 2 at which it reads >= 0.8 with the
 # blendshape classifier also >= 0.8; 2 if neither does. Happy, surprised (dev-wild and London quick; the

@@ -1,7 +1,7 @@
 """Contrast guidance: FlowEdit's target pushed away from the photo's own expression.
 
 Why: the model under-draws some requested expressions (sad, angry, fearful, disgusted: face-api reads
-them well below their real-photo rates with FlowEdit alone; model card, "Contrast guidance"). With
+them well below their real-photo rates with FlowEdit alone; docs/history/model-card-defaults.md). With
 weight w != 1 the target rows' velocity becomes
 
     v_tar + (w - 1) [v(z_tar | target) - v(z_tar | negative)]

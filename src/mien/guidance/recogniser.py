@@ -11,7 +11,7 @@ denoised estimate, with the identity loss face editors train with (the ArcFace-c
 Richardson et al., CVPR 2021). The embedding is :class:`mien.models.identity.IdentityEncoder`'s, whose
 crop of the aligned face is a fixed, differentiable warp.
 
-Choices (figures on benchmarks/dev-wild.yaml in the model card, "Recogniser guidance"):
+Choices (figures on benchmarks/dev-wild.yaml in docs/history/model-card-defaults.md):
 
 - Only late (flow time t <= ``until``, 0.3 by default: the last 7 of 25 steps): recognisers are not
   expression-blind, and in a trial at every step (a prototype of this code, not in the repository) the
