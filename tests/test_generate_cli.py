@@ -95,11 +95,6 @@ def test_bad_identity_photo(generate, photos, name, words):
         assert w in msg, msg
 
 
-def test_bad_identity_photo_among_good_ones_is_named(generate, photos):
-    msg = generate("--identity", EX, str(photos / "not_an_image.jpg"))
-    assert "not_an_image.jpg" in msg and "not an image" in msg
-
-
 def test_missing_like_photo(generate, photos):
     msg = generate("--identity", EX, "--like", str(photos / "nope.jpg"))
     assert "nope.jpg" in msg and "no such file" in msg
@@ -365,17 +360,24 @@ def test_like_photo_with_no_face_is_named(shared_dir, generate, photos):
 
 
 @pytest.mark.shared
-def test_faceless_photo_among_good_ones_is_skipped_with_a_warning(reuse_pipe, photos, tmp_path):
-    code, out = reuse_pipe("--identity", str(photos / "blank.png"), EX, "--steps", "1", "--out", str(tmp_path / "out"))
-    assert code == 0, out.err
-    assert "Traceback" not in out.err
-    warnings = out.err.strip().splitlines()
-    assert len(warnings) == 1 and warnings[0].startswith("mien: warning: skipped") and "blank.png" in warnings[0]
-    assert (tmp_path / "out" / "000_seed0.png").is_file() and (tmp_path / "out" / "sheet.png").is_file()
+def test_bad_photos_among_good_ones_are_skipped_by_the_batch_rule(reuse_pipe, photos, tmp_path):
+    """A face-less and an unreadable --identity photo beside a good one: each skipped with one message, the
+    images made from the good one, a summary line, exit 1 (done, some skipped)."""
+    out = tmp_path / "out"
+    code, res = reuse_pipe("--identity", str(photos / "blank.png"), str(photos / "not_an_image.jpg"), EX,
+                           "--expression", "happy", "--steps", "1", "--out", str(out))  # fmt: skip
+    assert code == 1, res.err
+    assert "Traceback" not in res.err
+    lines = res.err.strip().splitlines()
+    skipped = [line for line in lines if line.startswith("mien: skipped")]
+    assert len(skipped) == 2 and "blank.png" in skipped[0] and "no face" in skipped[0], lines
+    assert "not_an_image.jpg" in skipped[1] and "not an image" in skipped[1] and skipped[1].count("not_an_image") == 1
+    assert lines[-1].startswith("mien: 2 of 3 identity photos skipped"), lines
+    assert (out / "000_seed0.png").is_file() and (out / "sheet.png").is_file()
     # the face is also put back into the photo it was edited from: the first usable one, not blank.png
     from PIL import Image
 
-    with Image.open(tmp_path / "out" / "000_seed0_photo.png") as pasted, Image.open(EX) as example:
+    with Image.open(out / "000_seed0_photo.png") as pasted, Image.open(EX) as example:
         assert pasted.size == example.size
 
 

@@ -20,9 +20,19 @@ swap (--into SCENE): the scene photo's face (--face N: another one, 0 is the lar
 --identity person, keeping the scene's head pose, lighting and everything outside the face, with the
 requested expression; with no --expression/--au/--like, the scene face's own (a plain swap). docs/swap.md.
 
-output: OUT/NNN_seedS.png (the aligned 128 px face; request, seed and settings in its metadata),
-OUT/NNN_seedS_photo.png (the edit carried into the edited photo at its own size; --no-paste skips it) and
-OUT/sheet.png (the identity crop beside every output).
+output: a new numbered folder per run, mien-out/001, mien-out/002, ... (or --out DIR, which must not
+already hold an earlier run's images unless --overwrite), holding NNN_seedS.png (the aligned 128 px
+face; request, seed and settings in its metadata), NNN_seedS_photo.png (the edit carried into the
+edited photo at its own size; --no-paste skips it) and sheet.png (the identity crop, the --like
+reference or --into scene if any, and every output, under the request). Each image is written as
+soon as it is made.
+
+seeds: image i uses seed S+i. The default edit (FlowEdit) moves the photo by what the request changes,
+and the seed only draws the noise the edit averages over, so images of one request differ in fine
+detail only; --variety V (0 to 1) makes each seed's expression vary around the request.
+
+exit status: 0 done; 1 done, but some --identity photos were skipped (unreadable or no face; each named);
+2 bad input (one line saying what to fix, before any work); 3 a pretrained file is missing.
 
 examples:
   mien generate --example --expression happy            the bundled London Set photo (CC BY 4.0)
@@ -66,7 +76,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=1, help="images to generate (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed+i")
     add_setting_flags(p)
-    p.add_argument("--out", type=Path, default=Path("mien-out"), help="output folder (default mien-out)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="output folder (default: a new numbered folder mien-out/001, mien-out/002, ... per run)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --out: replace the images and sheet an earlier run left there (without it, a folder "
+                        "holding them is refused)")
     p.add_argument("--no-paste", dest="paste", action="store_false",
                    help="write only the aligned 128 px faces, not also each face put back into the first identity "
                         "photo (NNN_seedS_photo.png)")
@@ -74,8 +88,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how the face goes back into the photo: 'detail' (default) moves the photo's own pixels by the "
                         "edit's motion at the photo's resolution (docs/fullres.md); 'crop' pastes the 128 px face itself")
     p.add_argument("--model", default="default", help="a saved model folder (default: the built-in model)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved request and settings, generate nothing")
+    p.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda or mps where torch has them")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check everything, print the resolved request, settings, threads and output folder; "
+                        "generate nothing")
     p.set_defaults(run=run)
 
 
@@ -129,10 +145,14 @@ def check_model_dir(model: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mien.cli.batch import Batch
+    from mien.cli.checks import check_device, check_out_dir
     from mien.errors import NoFaceError
     from mien.io.image import load_rgb
+    from mien.io.output import check_overwrite, next_run_dir
 
-    # Every error the arguments alone can show is raised before the (slow) model loading.
+    # Everything the arguments and files can show is checked before the first second of work (loading the
+    # models, generating), so a mistake is a one-line error at once and never costs a finished image.
     if args.example:
         from mien.cli.analyze import example_path
 
@@ -147,39 +167,67 @@ def run(args: argparse.Namespace) -> int:
     request = build_request(args)  # terms, AUs, intensities
     settings = settings_from_args(args)  # every setting checked before any photo is read or model loaded
     if args.n < 1:
-        raise MienError(f"--n {args.n} must be at least 1")
+        raise MienError(f"--n {args.n} must be at least 1 (the number of images)")
     check_into(args, settings)
-    if not args.dry_run:  # a dry run reads no photos
-        photos = [load_rgb(p) for p in args.identity or []]
-        like_rgb = load_rgb(args.like) if args.like else None
-        scene_rgb = load_rgb(args.into) if args.into else None
+    out = args.out if args.out is not None else next_run_dir()
+    check_out_dir(out)
+    check_overwrite(out, args.overwrite)
+    check_device(args.device)
     check_model_dir(args.model)
-    if args.dry_run:
+    if not (args.expression or args.au or args.like or args.into):
+        print("mien: note: no --expression, --au or --like given, so the request is neutral (the photo's face "
+              "relaxed); ask for one with e.g. --expression happy (`mien expressions` lists them)", file=sys.stderr)
+    if args.dry_run:  # a dry run reads no photos
+        described = request.describe()
+        if args.like:
+            described = f"like {args.like}" + ("" if described == "neutral" else f", {described}")
+        elif args.into and described == "neutral" and not (args.expression or args.au):
+            described = "the scene face's own expression"
         into = {"into": args.into, "face": args.face or 0} if args.into else {}
-        print(json.dumps({"identity": args.identity, **into, "request": request.describe(), "like": args.like,
-                          "n": args.n, "seed": args.seed, **settings.resolve(request).to_dict(), "model": args.model,
-                          **({"person": str(args.person)} if args.person else {})}, indent=1))
+        print(json.dumps({"identity": args.identity, **into, "request": described, "like": args.like, "n": args.n,
+                          "seed": args.seed, **settings.resolve(request).to_dict(), "model": args.model,
+                          **({"person": str(args.person)} if args.person else {}),
+                          "device": args.device, "threads": args.threads, "out": str(out)}, indent=1))
         return 0
+    like_rgb = load_rgb(args.like) if args.like else None
+    scene_rgb = load_rgb(args.into) if args.into else None
+    batch = Batch("identity photos")
+    photos, names = [], []
+    for path in args.identity or []:  # the batch rule: an unreadable photo among several is skipped, named once
+        try:
+            photos.append(load_rgb(path))
+            names.append(path)
+        except MienError as e:
+            if len(args.identity) == 1:
+                raise
+            batch.skip(path, e)
+    if args.identity and not photos:
+        batch.check_any()
+
     from mien.edit import Editor, align_scene
     from mien.face.landmarker import FaceLandmarker
-    from mien.pipeline import align_photos, reference_blendshapes
+    from mien.pipeline import align_photo, align_photos
 
     # Faces first: a photo without one is reported before the models take seconds to load.
     landmarker = FaceLandmarker(num_faces=2)
+    reference = None
     try:  # the editor takes the landmarker over; closing it here covers every exit
         if like_rgb is not None:
             try:
-                request = build_request(args, like=reference_blendshapes(landmarker, like_rgb))
+                reference, like_face = align_photo(landmarker, like_rgb)
             except NoFaceError as e:
                 raise NoFaceError(f"--like {args.like}: {e}") from None
+            request = build_request(args, like=like_face.blendshapes)
         if photos:
-            aligned = align_photos(landmarker, photos, names=args.identity)
+            aligned = align_photos(landmarker, photos, names=names)
         else:  # --person alone: the person's own aligned photos
             from mien.personalize.inputs import stored_subject
 
             photos, aligned = stored_subject(args.person)
         for msg in aligned.skipped:
-            print(f"mien: warning: skipped {msg}", file=sys.stderr)
+            name, _, reason = msg.partition(": ")
+            batch.skip(name, reason)
+        batch.done = len(aligned.crops)
         if args.into:
             scene_aligned = align_scene(landmarker, scene_rgb, args.face or 0, f"--into {args.into}")
         from mien.paste import PASTES
@@ -189,12 +237,41 @@ def run(args: argparse.Namespace) -> int:
         scene = editor.subject([scene_rgb], scene_aligned, args.face or 0) if args.into else None
         if scene is not None:
             request = editor.scene_request(request, scene)  # none asked for: the scene face's own expression
-        result = editor.edit(editor.subject(photos, aligned), request, settings, n=args.n, seed=args.seed,
-                             paste=args.paste, into=scene)  # fmt: skip
+        subject = editor.subject(photos, aligned)
+        written = generate_and_save(editor, subject, request, settings, args, out, reference, scene)
     finally:
         landmarker.close()
-    from mien.io.output import save_result
-
-    for p in save_result(args.out, result):
+    for p in written:
         print(p)
-    return 0
+    return batch.finish()
+
+
+def generate_and_save(editor, subject, request, settings, args, out: Path, reference, scene=None) -> list[Path]:
+    """Generate the images one at a time, each written as soon as it is made (an interruption or a late
+    failure keeps every finished image and the sheet of them), under a progress bar once it takes over a
+    second."""
+    from tqdm import tqdm
+
+    from mien.io.output import clear_earlier_outputs, save_numbered, save_sheet
+
+    steps = settings.steps
+    crops, metadata, written = [], [], []
+    bar = tqdm(total=args.n * steps, desc="generating", unit="step", file=sys.stderr, delay=1.0, leave=False,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}]")
+    try:
+        for i in range(args.n):
+            bar.set_description(f"image {i + 1}/{args.n}")
+            result = editor.edit(subject, request, settings, n=1, seed=args.seed + i, paste=args.paste,
+                                 callback=lambda step, total, info: bar.update(1), into=scene)  # fmt: skip
+            if not crops and args.overwrite:
+                clear_earlier_outputs(out)
+            crops.append(result.crops[0])
+            metadata.append(result.metadata[0])
+            written += save_numbered(out, i, result.crops[0], result.photos[0] if result.photos else None,
+                                  result.metadata[0])  # fmt: skip
+    finally:
+        bar.close()
+        if crops:
+            written.append(save_sheet(out, subject.identity.crops[0], crops, metadata, reference, args.like,
+                                      scene=None if scene is None else scene.identity.crops[0]))
+    return written

@@ -31,21 +31,49 @@ start here:
   mien expressions                  the expressions you can ask for (labels, 135 terms, AUs)
   mien train --help                 train the built-in model, its decoder, the expression space
   mien verify image.png             was this image made by mien (watermark, metadata)
+
+every command: --threads N sets the CPU threads (default: one per physical core, one core left
+free; here {threads}); COMMAND --help shows its examples.
+
+exit status (every command): 0 done; 1 done, but some items (photos, files) were skipped, each
+named in one message; 2 bad input or nothing usable; 3 a pretrained file is missing or corrupt;
+70 an internal error (a bug); 130 interrupted (finished results are kept).
 """
+
+EXIT_SKIPPED = 1  # batch rule: some items skipped, the rest done (mien.cli.batch)
+EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE: distinct from every input error
 
 
 def build_parser() -> argparse.ArgumentParser:
     from mien.cli import (analyze, annotate, data, evaluate, expressions, generate, personalize,  # one module each
                           train, verify, weights)
 
-    parser = argparse.ArgumentParser(
-        prog="mien", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    from mien.threads import default_threads
+
+    parser = argparse.ArgumentParser(prog="mien", description=DESCRIPTION.format(threads=default_threads()),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mien {__version__}")
+    add_global_flags(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (generate, personalize, analyze, expressions, evaluate, annotate, data, train, weights, verify):
         module.register(sub)
+    for command in _all_subparsers(sub):  # `mien --threads 1 generate` and `mien generate --threads 1` alike
+        add_global_flags(command)
     return parser
+
+
+def add_global_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
+                        help="CPU threads for the models (default: one per physical core with one core left free, "
+                             "or $OMP_NUM_THREADS; 1 is fastest on a busy machine)")
+
+
+def _all_subparsers(sub: argparse._SubParsersAction):
+    for p in dict.fromkeys(sub.choices.values()):  # aliases map to the same parser
+        yield p
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                yield from _all_subparsers(action)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
+        from mien.threads import configure
+
+        args.threads = configure(getattr(args, "threads", None))  # before any command imports torch
         return int(args.run(args) or 0)
     except MienError as e:
         print(f"mien: error: {e}", file=sys.stderr)
@@ -70,4 +101,4 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mien: internal error: {type(e).__name__}: {e} (rerun with MIEN_DEBUG=1 for the traceback "
               "and report it)", file=sys.stderr)
-        return 1
+        return EXIT_INTERNAL

@@ -19,7 +19,11 @@ face a mix starts from, so mixing it in adds nothing; it is there so that "neutr
    compound face uses the Action Units of *both* basic categories with neither dominant, so the rule
    is symmetric ("surprisedly happy" = "happily surprised"), and each part gets 0.6 rather than 1
    because two full prototypes fight over the same features (brows, mouth) and would exaggerate;
-5. a recipe string typed by the user, ``happy:0.7+surprised:0.3`` (``=`` works like ``:``).
+5. a recipe string typed by the user, ``happy:0.7+surprised:0.3`` (``=`` works like ``:``; a space
+   works too: ``happy 0.7+surprised 0.3``).
+
+Any of these followed by a number from 0 to 1 is that expression at that intensity: ``happy 0.6``
+(the README's notation) is ``happy:0.6``, ``elation 0.5`` halves the term's recipe.
 
 Anything else is a :class:`MienError` with up to three "did you mean" suggestions.
 """
@@ -173,6 +177,10 @@ def _add(into: dict[str, float], key: str, value: float, text: str) -> None:
 _AU_NAME = re.compile(r"au ?\d")  # on normalised text: "AU12", "au 12"
 
 
+_SCALED = re.compile(r"^(.*[a-z].*?) ([0-9]*\.?[0-9]+)$")  # "<expression> <intensity>"
+_SPACED = re.compile(r"([A-Za-z][A-Za-z0-9]*)\s+(-?[0-9]*\.?[0-9]+)")  # "happy 0.7" inside a recipe
+
+
 def _normalise(text: str) -> str:
     return " ".join(text.lower().replace("_", " ").replace("-", " ").split())
 
@@ -216,6 +224,15 @@ class Vocabulary:
         key = _normalise(text)
         if not key:
             raise MienError("no expression given; name one, e.g. happy, elation or 'happily surprised'")
+        scaled = _SCALED.match(key)
+        if scaled and not any(c in key for c in ":=+") and not _AU_NAME.match(key):  # "happy 0.6": the expression at that intensity
+            word, x = scaled.group(1), float(scaled.group(2))
+            if not 0.0 <= x <= 1.0:
+                raise MienError(f"'{text.strip()}': intensity {x:g} is out of range; use a number from 0 to 1 "
+                                f"(e.g. '{word} 0.6')")
+            r = self.resolve(word)
+            return Recipe({k: v * x for k, v in r.basic.items()}, {k: v * x for k, v in r.aus.items()},
+                          f"{r.source}, at {x:g}", r.reason)
         if key in BASIC:
             return Recipe({key: 1.0}, {}, "basic label (face-api.js)", f"the learned '{key}' prototype at full intensity")
         if key in self._by_name:
@@ -231,7 +248,7 @@ class Vocabulary:
         if compound is not None:
             return compound
         if any(c in key for c in ":=+") or _AU_NAME.match(key):
-            r = parse_recipe(text)
+            r = parse_recipe(_SPACED.sub(r"\1:\2", text))  # "happy 0.7+AU6 2" reads as "happy:0.7+AU6:2"
             return Recipe(r.basic, r.aus, "recipe typed by the user", "as written")
         raise MienError(self._unknown_message(text, key))
 

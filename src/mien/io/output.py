@@ -1,45 +1,111 @@
 """Writing generated images: PNGs that carry their request, seed and model hash (and the watermark: every
-image goes through :func:`mien.io.provenance.save_image`), plus a contact sheet."""
+image goes through :func:`mien.io.provenance.save_image`), plus a contact sheet.
+
+Where a run's files go is predictable: ``mien generate`` without ``--out`` writes into a new numbered
+folder (``mien-out/001``, ``mien-out/002``, ...), so no run ever mixes with or overwrites another;
+``--out DIR`` writes into DIR itself and refuses a DIR that already holds mien outputs unless told
+``--overwrite``. Inside a run folder the images are numbered from 000.
+"""
 
 from __future__ import annotations
 
+import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mien.io.provenance import COMPOSITE, save_image
+from mien.errors import MienError
+from mien.io import provenance
+
+DEFAULT_BASE = Path("mien-out")  # git-ignored in a source checkout (.gitignore)
+_RUN = re.compile(r"^\d{3,}$")
+_OUTPUT = re.compile(r"^(\d{3,}_seed-?\d+(_photo)?|sheet)\.png$")  # what save_numbered / save_sheet write
 
 
-def save_result(out: Path, result) -> list[Path]:
-    """``out/NNN_seedS.png`` per image of an :class:`mien.edit.EditResult` (its metadata in the PNG text
-    chunk ``mien``, with mien's version), ``out/NNN_seedS_photo.png`` per pasted photo (the face put back
-    into the identity photo), and ``out/sheet.png``; all with the watermark."""
+def next_run_dir(base: Path = DEFAULT_BASE) -> Path:
+    """``base/NNN``, one past the highest numbered run folder in ``base`` (001 for the first)."""
+    base = Path(base)
+    taken = [int(p.name) for p in base.iterdir() if p.is_dir() and _RUN.match(p.name)] if base.is_dir() else []
+    return base / f"{max(taken, default=0) + 1:03d}"
+
+
+def earlier_outputs(out: Path) -> list[Path]:
+    """The files of an earlier run in ``out`` (images and sheet this module writes; nothing else)."""
+    out = Path(out)
+    return sorted(p for p in out.iterdir() if p.is_file() and _OUTPUT.match(p.name)) if out.is_dir() else []
+
+
+def check_overwrite(out: Path, overwrite: bool) -> None:
+    """Refuse (one line) to write into a folder holding an earlier run's outputs unless ``overwrite``."""
+    old = earlier_outputs(out)
+    if old and not overwrite:
+        raise MienError(f"--out {out} already holds {len(old)} file(s) of an earlier run ({old[0].name}, ...); "
+                        "add --overwrite to replace them, or leave --out out to write into a new numbered folder "
+                        f"under {DEFAULT_BASE}/")
+
+
+def clear_earlier_outputs(out: Path) -> None:
+    """Delete an earlier run's outputs from ``out`` (``--overwrite``), so no stale image stays beside new ones."""
+    for p in earlier_outputs(out):
+        p.unlink()
+
+
+def save_numbered(out: Path, index: int, crop: np.ndarray, photo: np.ndarray | None, meta: dict) -> list[Path]:
+    """``out/NNN_seedS.png`` (the 128 px crop, ``meta`` and mien's version in its PNG text chunk ``mien``) and,
+    when ``photo`` is given, ``out/NNN_seedS_photo.png`` (the face put back into the identity photo); both
+    watermarked."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    start = len(list(out.glob("*_seed*.png")))  # never overwrite earlier results in the same folder
-    gen, paths = result.generation, []
-    for i, (img, seed, meta) in enumerate(zip(result.crops, gen.seeds, result.metadata)):
-        p = out / f"{start + i:03d}_seed{seed}.png"
-        paths.append(save_image(p, img, meta))
-        if result.photos is not None:
-            q = out / f"{start + i:03d}_seed{seed}_photo.png"
-            paths.append(save_image(q, result.photos[i], meta, source=COMPOSITE))
-    crops, labels = [result.subject.identity.crops[0]], ["identity"]
-    if getattr(result, "scene", None) is not None:  # a swap: the scene face beside the identity
-        crops, labels = crops + [result.scene.identity.crops[0]], labels + ["scene"]
-    sheet = contact_sheet(crops + result.crops, labels + [f"seed {s}" for s in gen.seeds], gen.request)
-    sheet_meta = {k: v for k, v in result.metadata[0].items() if k != "seed"}
-    paths.append(save_image(out / "sheet.png", np.asarray(sheet), sheet_meta, source=COMPOSITE))
+    paths = [provenance.save_image(out / f"{index:03d}_seed{meta['seed']}.png", crop, meta)]
+    if photo is not None:
+        paths.append(provenance.save_image(out / f"{index:03d}_seed{meta['seed']}_photo.png", photo, meta,
+                                           source=provenance.COMPOSITE))
+    return paths
+
+
+def save_sheet(out: Path, identity: np.ndarray, crops: list[np.ndarray], metadata: list[dict],
+               reference: np.ndarray | None = None, like: str | None = None,
+               scene: np.ndarray | None = None) -> Path:  # fmt: skip
+    """``out/sheet.png``: the identity crop, a swap's scene face (``--into``) and the reference crop (``--like``)
+    if any, then every output with its seed, under the request (and the reference photo's name)."""
+    images, labels = [identity], ["identity"]
+    if scene is not None:
+        images.append(scene)
+        labels.append("scene (--into)")
+    if reference is not None:
+        images.append(reference)
+        labels.append("reference (--like)")
+    images += crops
+    labels += [f"seed {m['seed']}" for m in metadata]
+    title = f"request: {metadata[0]['request']}" + (f" (like {Path(like).name})" if like else "")
+    sheet = np.asarray(contact_sheet(images, labels, title))
+    return provenance.save_image(Path(out) / "sheet.png", sheet, {k: v for k, v in metadata[0].items() if k != "seed"},
+                                 source=provenance.COMPOSITE)
+
+
+def save_result(out: Path, result, reference: np.ndarray | None = None, like: str | None = None) -> list[Path]:
+    """Every image of an :class:`mien.edit.EditResult` (:func:`save_numbered`, numbered from 000) and the sheet."""
+    paths = []
+    for i, crop in enumerate(result.crops):
+        photo = result.photos[i] if result.photos is not None else None
+        paths += save_numbered(out, i, crop, photo, result.metadata[i])
+    scene = getattr(result, "scene", None)
+    paths.append(save_sheet(out, result.subject.identity.crops[0], result.crops, result.metadata, reference, like,
+                            scene=None if scene is None else scene.identity.crops[0]))
     return paths
 
 
 def contact_sheet(images: list[np.ndarray], labels: list[str], title: str = "") -> Image.Image:
-    size, pad, head = 128, 4, 16
+    size, pad, line = 128, 4, 12
     w = len(images) * (size + pad) + pad
-    sheet = Image.new("RGB", (w, size + 2 * head + pad), (255, 255, 255))
+    lines = textwrap.wrap(title, max(20, (w - 2 * pad) // 6)) or [""]  # PIL's default font: ~6 px a character
+    head = len(lines) * line + 4
+    sheet = Image.new("RGB", (w, head + size + line + 2 * pad), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    draw.text((pad, 2), title[:120], fill=(0, 0, 0))
+    for k, text in enumerate(lines):
+        draw.text((pad, 2 + k * line), text, fill=(0, 0, 0))
     for i, (img, label) in enumerate(zip(images, labels)):
         x = pad + i * (size + pad)
         sheet.paste(Image.fromarray(img).resize((size, size)), (x, head))

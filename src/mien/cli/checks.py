@@ -1,0 +1,50 @@
+"""Checks every command runs on its arguments before the first second of work: a bad output folder or
+device is a one-line error at once, not an "internal error" after the models have loaded and the
+images been generated."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mien.errors import MienError
+
+
+def check_out_dir(out: Path, flag: str = "--out") -> None:
+    """``out`` is, or can be created as, a folder this user may write in (nothing is created here)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise MienError(f"{flag} {out}: is a file, not a folder; name a folder (it is created if missing)")
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise MienError(f"{flag} {out}: {parent} is a file, so the folder cannot be created there; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MienError(f"{flag} {out}: no permission to write in {parent}; choose a folder you can write to")
+
+
+def check_device(device: str) -> None:
+    """``device`` names a torch device this installation can use (cpu; cuda only with a CUDA build and a GPU)."""
+    import torch
+
+    try:
+        d = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise MienError(f"--device {device}: unknown device; use cpu, cuda, cuda:N or mps") from None
+    if d.type == "cpu":
+        return
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "a CPU-only build of torch" if torch.version.cuda is None else "no usable NVIDIA GPU was found"
+            raise MienError(f"--device {device}: CUDA is not available here ({why}); use --device cpu "
+                            "(the default), or install a CUDA build of torch on a machine with an NVIDIA GPU")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise MienError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA device(s), "
+                            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        return
+    if d.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise MienError(f"--device {device}: Apple's MPS is not available here; use --device cpu")
+        return
+    raise MienError(f"--device {device}: mien runs on cpu, cuda or mps, not {d.type}")

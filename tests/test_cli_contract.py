@@ -1,0 +1,218 @@
+"""What every `mien` command promises a newcomer: everything checked before the first second of work
+(output folder, device, options), outputs that never overwrite or mix with an earlier run, the batch
+rule, --threads, the README's notation, and images written as they are made.
+
+Fast: in-process, with the model loader replaced by one that fails the test if called (no_model_load).
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from mien.cli.analyze import example_path
+from mien.cli.main import main
+from mien.pipeline import MienPipeline
+
+EX = str(example_path())
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    monkeypatch.delenv("MIEN_DEBUG", raising=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the argument error was found")
+
+    monkeypatch.setattr(MienPipeline, "from_pretrained", classmethod(refuse))
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mien: error: "), err
+    return err[0][len("mien: error: "):]
+
+
+def dry(capsys, *args) -> dict:
+    assert main(["generate", "--identity", "not_read.jpg", "--dry-run", *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+# --- validation before work -----------------------------------------------------------------------
+
+def test_output_path_that_is_a_file(no_model_load, capsys, tmp_path):
+    f = tmp_path / "results.png"
+    f.write_bytes(b"x")
+    assert main(["generate", "--identity", EX, "--expression", "happy", "--out", str(f)]) == 2
+    msg = error_line(capsys)
+    assert f"--out {f}: is a file" in msg and "folder" in msg
+    assert main(["generate", "--identity", EX, "--expression", "happy", "--out", str(f / "sub")]) == 2
+    assert "is a file, so the folder cannot be created" in error_line(capsys)
+
+
+@pytest.mark.parametrize("device, words", [("cuda", ["--device cuda", "CUDA is not available", "--device cpu"]),
+                                           ("tpu", ["--device tpu", "unknown device"]),
+                                           ("cuda:7", ["--device cuda:7"])])
+def test_unusable_device_is_refused_before_work(no_model_load, capsys, tmp_path, device, words):
+    import torch
+
+    if torch.cuda.is_available() and device != "tpu":
+        pytest.skip("this machine has CUDA")
+    assert main(["generate", "--identity", EX, "--expression", "happy", "--device", device,
+                 "--out", str(tmp_path / "o")]) == 2  # fmt: skip
+    msg = error_line(capsys)
+    for w in words:
+        assert w in msg, msg
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag", ["--n", "--steps"])
+def test_count_errors_name_their_flag(no_model_load, capsys, tmp_path, flag):
+    assert main(["generate", "--identity", EX, "--expression", "happy", flag, "0", "--out", str(tmp_path / "o")]) == 2
+    assert error_line(capsys).startswith(f"{flag} 0 must be at least 1")
+
+
+def test_no_expression_defaults_visibly(no_model_load, capsys):
+    assert main(["generate", "--identity", "not_read.jpg", "--dry-run"]) == 0
+    res = capsys.readouterr()
+    assert json.loads(res.out)["request"] == "neutral"
+    assert "no --expression, --au or --like given" in res.err and "neutral" in res.err
+    assert main(["generate", "--identity", "not_read.jpg", "--expression", "happy", "--dry-run"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_dry_run_names_the_like_photo(no_model_load, capsys):
+    assert dry(capsys, "--like", "smile.jpg")["request"] == "like smile.jpg"
+
+
+def test_readme_notation_happy_0_6(no_model_load, capsys):
+    """The README writes `happy 0.6`; it means happy at intensity 0.6 like `happy:0.6`."""
+    assert dry(capsys, "--expression", "happy 0.6")["request"] == "happy 0.60"
+    assert dry(capsys, "--expression", "happy:0.6")["request"] == "happy 0.60"
+    assert dry(capsys, "--expression", "happy 0.5+surprised 0.4")["request"] == "happy 0.50, surprised 0.40"
+    assert main(["generate", "--identity", EX, "--expression", "happy 1.5", "--dry-run"]) == 2
+    assert "intensity 1.5 is out of range" in error_line(capsys)
+
+
+# --- threads --------------------------------------------------------------------------------------
+
+def test_threads_flag_before_or_after_the_command(no_model_load, capsys, monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["--threads", "3", "generate", "--identity", "x.jpg", "--dry-run"]) == 0
+        assert json.loads(capsys.readouterr().out)["threads"] == 3 and torch.get_num_threads() == 3
+        assert dry(capsys, "--threads", "1")["threads"] == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert main(["generate", "--identity", "x.jpg", "--threads", "0", "--dry-run"]) == 2
+    assert "--threads 0 must be at least 1" in error_line(capsys)
+
+
+def test_default_threads_leave_a_core_free(monkeypatch):
+    from mien import threads
+
+    monkeypatch.setattr(threads, "physical_cores", lambda: 2)
+    assert threads.default_threads() == 1
+    monkeypatch.setattr(threads, "physical_cores", lambda: 8)
+    assert threads.default_threads() == 7
+    monkeypatch.setattr(threads, "physical_cores", lambda: 1)
+    assert threads.default_threads() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert threads.configure() == 1
+        assert threads.os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert threads.configure() == 2  # the user's environment wins over the default
+    finally:
+        torch.set_num_threads(before)
+
+
+# --- predictable outputs --------------------------------------------------------------------------
+
+def test_each_run_gets_its_own_numbered_folder(tmp_path):
+    from mien.io.output import next_run_dir
+
+    base = tmp_path / "mien-out"
+    assert next_run_dir(base) == base / "001"
+    (base / "001").mkdir(parents=True)
+    (base / "003").mkdir()
+    (base / "notes").mkdir()
+    assert next_run_dir(base) == base / "004"
+
+
+def test_second_run_into_the_same_folder_is_refused_without_overwrite(no_model_load, capsys, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "000_seed0.png").write_bytes(b"earlier")
+    (out / "sheet.png").write_bytes(b"earlier")
+    (out / "mine.txt").write_text("not mien's")
+    assert main(["generate", "--identity", EX, "--expression", "happy", "--out", str(out)]) == 2
+    msg = error_line(capsys)
+    assert "already holds 2 file(s) of an earlier run" in msg and "--overwrite" in msg
+    from mien.io.output import clear_earlier_outputs
+
+    clear_earlier_outputs(out)  # what --overwrite does before the first new image is written
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+
+
+def test_default_output_folder_is_ignored_by_git():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert "/mien-out/" in (root / ".gitignore").read_text().split()
+
+
+class FakeEditor:
+    """Editor.edit's interface; the second call is interrupted (Ctrl-C) after reporting its steps."""
+
+    def __init__(self, fail_at: int):
+        self.calls, self.fail_at = 0, fail_at
+
+    def edit(self, subject, request, settings, n, seed, paste, callback):
+        from types import SimpleNamespace
+
+        self.calls += 1
+        for step in range(settings.steps):
+            callback(step + 1, settings.steps, {})
+        if self.calls == self.fail_at:
+            raise KeyboardInterrupt
+        crop = np.full((128, 128, 3), 10 * self.calls, np.uint8)
+        return SimpleNamespace(crops=[crop], photos=None, metadata=[{"request": "happy 1.00", "seed": seed}])
+
+
+def test_images_are_written_as_they_are_made(tmp_path):
+    """Interrupted while making the second image: the first is on disk and in the sheet."""
+    from types import SimpleNamespace
+
+    from mien.cli.generate import generate_and_save
+    from mien.settings import GenerationSettings
+
+    subject = SimpleNamespace(identity=SimpleNamespace(crops=[np.zeros((128, 128, 3), np.uint8)]))
+    args = SimpleNamespace(n=3, seed=5, paste=False, overwrite=False, like=None)
+    with pytest.raises(KeyboardInterrupt):
+        generate_and_save(FakeEditor(fail_at=2), subject, None, GenerationSettings(steps=2), args, tmp_path, None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["000_seed5.png", "sheet.png"]
+
+
+def test_sheet_shows_identity_reference_and_request(tmp_path):
+    from PIL import Image
+
+    from mien.io.output import save_sheet
+
+    ident, ref = np.zeros((128, 128, 3), np.uint8), np.full((128, 128, 3), 255, np.uint8)
+    crops = [np.full((128, 128, 3), 100, np.uint8)] * 2
+    meta = [{"request": "like reference, happy 0.60", "seed": s} for s in (0, 1)]
+    with Image.open(save_sheet(tmp_path, ident, crops, meta)) as a:
+        w_plain = a.size[0]
+    with Image.open(save_sheet(tmp_path, ident, crops, meta, reference=ref, like="smile.jpg")) as b:
+        assert b.size[0] == w_plain + 132  # one more tile: the reference
+        tiles = np.asarray(b.convert("RGB"))
+        top = b.size[1] - 128 - 12 - 8  # the tiles' row
+        assert tiles[top + 64, 4 + 132 + 64].tolist() == [255, 255, 255]  # the reference, second
+        assert tiles[top + 64, 4 + 64].tolist() == [0, 0, 0]  # the identity, first
