@@ -174,7 +174,7 @@ class FakeEditor:
     def __init__(self, fail_at: int):
         self.calls, self.fail_at = 0, fail_at
 
-    def edit(self, subject, request, settings, n, seed, paste, callback):
+    def edit(self, subject, request, settings, n, seed, paste, callback, into=None):
         from types import SimpleNamespace
 
         self.calls += 1

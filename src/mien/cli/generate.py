@@ -29,7 +29,7 @@ soon as it is made.
 
 seeds: image i uses seed S+i. The default edit (FlowEdit) moves the photo by what the request changes,
 and the seed only draws the noise the edit averages over, so images of one request differ in fine
-detail only; --variety V (0 to 1) makes each seed's expression vary around the request.
+detail only.
 
 exit status: 0 done; 1 done, but some --identity photos were skipped (unreadable or no face; each named);
 2 bad input (one line saying what to fix, before any work); 3 a pretrained file is missing.
@@ -257,7 +257,7 @@ def generate_and_save(editor, subject, request, settings, args, out: Path, refer
     steps = settings.steps
     crops, metadata, written = [], [], []
     bar = tqdm(total=args.n * steps, desc="generating", unit="step", file=sys.stderr, delay=1.0, leave=False,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}]")
+               bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}]")
     try:
         for i in range(args.n):
             bar.set_description(f"image {i + 1}/{args.n}")
