@@ -12,6 +12,28 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_in_tmp(tmp_path_factory):
+    """Tests write only into temporary folders: the user cache (~/.cache/mien: evaluate's analyses and
+    default output) points into one for the whole session. Weight files a user keeps in the real cache
+    stay findable through MIEN_WEIGHTS (searched first, mien.weights)."""
+    import os
+
+    from mien import weights
+
+    real = weights.cache_dir()
+    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", weights.ENV_VAR)}
+    if not os.environ.get(weights.ENV_VAR) and real.is_dir():
+        os.environ[weights.ENV_VAR] = str(real)
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():

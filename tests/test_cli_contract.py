@@ -216,3 +216,12 @@ def test_sheet_shows_identity_reference_and_request(tmp_path):
         top = b.size[1] - 128 - 12 - 8  # the tiles' row
         assert tiles[top + 64, 4 + 132 + 64].tolist() == [255, 255, 255]  # the reference, second
         assert tiles[top + 64, 4 + 64].tolist() == [0, 0, 0]  # the identity, first
+
+
+def test_tests_write_no_user_cache():
+    """conftest points the user cache into a temporary folder for the whole session."""
+    from pathlib import Path
+
+    from mien.evaluate.cache import default_cache_dir
+
+    assert not str(default_cache_dir()).startswith(str(Path.home() / ".cache"))

@@ -74,6 +74,9 @@ class FaceAnalyzer:
 
     def analyze(self, rgb: np.ndarray, all_faces: bool = False) -> list[FaceAnalysis]:
         """Analyse the largest face (or all faces). Raises :class:`NoFaceError` when none is usable."""
+        from mien.io.image import check_face_size
+
+        check_face_size(rgb)
         faces = self.landmarker.detect(rgb, max_faces=8 if all_faces else 2)
         if not faces:
             raise NoFaceError("no face found; use a photo where the face is visible, frontal-ish and well lit")

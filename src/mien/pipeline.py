@@ -60,6 +60,9 @@ def align_photo_matrix(landmarker, rgb: np.ndarray, face: int = 0) -> tuple[np.n
     largest, 1 the next...)."""
     from mien.face import align
 
+    from mien.io.image import check_face_size
+
+    check_face_size(rgb)
     faces = landmarker.detect(rgb) if face == 0 else landmarker.detect(rgb, max_faces=face + 1)
     if not faces:
         raise NoFaceError("no face found; use a photo where the face is visible, frontal-ish and well lit")

@@ -22,6 +22,9 @@ output (--json): {"photos": [{"path": ..., "faces": [{"box": [x0,y0,x1,y1],
   "pose": {"yaw": deg, "pitch": deg, "roll": deg}}], "warnings": [...]}]}
   A photo that failed has "error": "..." instead of "faces".
 
+exit status: 0 every photo analysed; 1 some skipped (each named in one message, a summary at the end);
+  2 none could be analysed.
+
   identity.faceapi is the dlib-convention 128-D descriptor (same person when the L2 distance
   is below 0.6); identity.mobilefacenet is L2-normalised (compare with cosine).
   Expression labels come from the face-api.js classifier; blendshapes and pose from MediaPipe.
@@ -56,37 +59,40 @@ def example_path() -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mien.cli.batch import Batch
+    from mien.cli.checks import check_device, check_out_dir
+
     paths = expand_inputs(args.photos) + ([example_path()] if args.example else [])
     if not paths:
         raise MienError("no photos given; name image files or folders (or use --example to try the bundled photo)")
+    if args.out:
+        check_out_dir(args.out)
+    check_device(args.device)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
 
     from mien.analysis import FaceAnalyzer  # heavy imports only once there is work
 
-    results, failed = [], []
+    results = []
     with FaceAnalyzer(device=args.device) as analyzer:
         bar = tqdm(paths, desc="analysing", unit="photo", file=sys.stderr, disable=len(paths) < 5 or None)
+        batch = Batch("photos", write=lambda msg: bar.write(msg, file=sys.stderr))
         for path in bar:
             entry = _analyze_one(analyzer, path, args)
             results.append(entry)
             if "error" in entry:
-                failed.append(entry)
-                bar.write(f"mien: {path}: {entry['error']}", file=sys.stderr)
-            else:
-                for w in entry["warnings"]:
-                    bar.write(f"mien: warning: {path}: {w}", file=sys.stderr)
+                batch.skip(path, entry["error"])
+                continue
+            batch.ok()
+            for w in entry["warnings"]:
+                bar.write(f"mien: warning: {path}: {w}", file=sys.stderr)
             if not args.json:
                 _print_summary(entry)
 
     if args.json:
         json.dump({"photos": results}, sys.stdout)
         sys.stdout.write("\n")
-    if failed:
-        print(f"mien: {len(failed)} of {len(results)} photo(s) could not be analysed:", file=sys.stderr)
-        for e in failed:
-            print(f"  {e['path']}: {e['error']}", file=sys.stderr)
-    return 2 if len(failed) == len(results) else 0
+    return batch.finish()
 
 
 def _analyze_one(analyzer, path: Path, args) -> dict:

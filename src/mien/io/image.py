@@ -13,12 +13,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mien.errors import MienError
+from mien.errors import MienError, NoFaceError
 
 # A 12,000 x 8,000 photo is 96 MP; anything larger is almost certainly not a face photo and may be a
 # decompression bomb (a tiny file that expands to gigabytes). Pillow's own guard warns at ~89 MP and
 # raises at twice that; we check the header size before decoding so memory is never committed.
 MAX_PIXELS = 100_000_000
+
+# Below this shorter side no face detector can find a face (MediaPipe's detector works on 128 px input;
+# a face needs some tens of pixels), so such a photo is reported as too small, not as faceless.
+MIN_SIDE = 32
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
@@ -53,6 +57,14 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         ) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise MienError(f"{path}: the file is damaged or truncated ({e}); re-export or re-download it") from None
+
+
+def check_face_size(rgb: np.ndarray) -> None:
+    """A :class:`~mien.errors.NoFaceError` saying "too small" for a photo too small to hold a detectable face."""
+    h, w = rgb.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise NoFaceError(f"the photo is {w}x{h} px, too small to hold a face; use one at least {MIN_SIDE} px on "
+                          "its shorter side (a face some 100 px wide works best)")
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
