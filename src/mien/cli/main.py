@@ -31,6 +31,7 @@ start here:
   mien expressions                  the expressions you can ask for (labels, 135 terms, AUs)
   mien train --help                 train the built-in model, its decoder, the expression space
   mien verify image.png             was this image made by mien (watermark, metadata)
+  mien ui                           the web UI in your browser (http://127.0.0.1:7860)
 
 every command: --threads N sets the CPU threads (default: one per physical core, one core left
 free; here {threads}); COMMAND --help shows its examples.
@@ -46,7 +47,7 @@ EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE: distinct from every input error
 
 def build_parser() -> argparse.ArgumentParser:
     from mien.cli import (analyze, annotate, data, evaluate, expressions, generate, personalize,  # one module each
-                          train, verify, weights)
+                          train, ui, verify, weights)
 
     from mien.threads import default_threads
 
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mien {__version__}")
     add_global_flags(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (generate, personalize, analyze, expressions, evaluate, annotate, data, train, weights, verify):
+    for module in (generate, personalize, analyze, expressions, evaluate, annotate, data, train, weights, verify, ui):
         module.register(sub)
     for command in _all_subparsers(sub):  # `mien --threads 1 generate` and `mien generate --threads 1` alike
         add_global_flags(command)
