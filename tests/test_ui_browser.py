@@ -104,6 +104,7 @@ def test_page_uploads_generates_and_downloads_a_marked_image(server, browser, tm
     from selenium.webdriver.common.by import By
 
     from mien.cli.analyze import example_path
+    from mien.io.provenance import read_provenance
 
     shots = Path(os.environ.get("MIEN_UI_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
@@ -138,4 +139,5 @@ def test_page_uploads_generates_and_downloads_a_marked_image(server, browser, tm
         meta = json.loads(im.info["mien"])
         size = im.size
     assert meta["request"] == "happy 0.60, AU12L=4.5" and meta["seed"] == 7 and meta["steps"] == STEPS
+    assert meta["software"] == "mien" and read_provenance(png).watermark.found  # marked, as mien generate marks
     assert size == (512, 512)  # the example photo's full size

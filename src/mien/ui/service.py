@@ -127,7 +127,7 @@ class Service:
         check_model_dir(model)
         if person:
             check_person(person)
-        editor = Editor.from_pretrained(model, device=device)
+        editor = Editor.from_pretrained(model, device=device, person=person)  # the person's LoRA, if given
         return cls(editor, FaceExpressionNet.from_weights().to(device), workdir, person)
 
     def close(self) -> None:
@@ -219,16 +219,16 @@ class Service:
                 progress(start + span * (i + 1) / total, f"{request.describe()}: step {i + 1} of {total}")
 
         result = self.editor.edit(subject, request, settings, n=1, seed=seed, callback=step)
-        meta = {**result.metadata[0], "person": self.person} if self.person else result.metadata[0]
+        meta = result.metadata[0]  # request, seed, settings, model hash, face (and person adapter)
         path = self.save(result.photos[0], meta)
         score = self.score(subject, result.crops[0])
         return Outcome(result.photos[0], result.crops[0], path, meta, score, request.describe())
 
     def save(self, photo: np.ndarray, metadata: dict) -> Path:
-        """The marked download: a PNG carrying the metadata, in the service's temporary folder (files
-        older than KEEP_RESULTS_S are deleted on the next save, the folder when the server stops)."""
-        from mien.io.output import _png_info
-        from PIL import Image
+        """The download: a PNG with the watermark and the metadata (:func:`mien.io.provenance.save_image`, as
+        `mien generate` writes it), in the service's temporary folder (files older than KEEP_RESULTS_S are
+        deleted on the next save, the folder when the server stops)."""
+        from mien.io.provenance import COMPOSITE, save_image
 
         with self._lock:
             self._count += 1
@@ -236,7 +236,7 @@ class Service:
         folder = self.workdir / f"{n:06d}"
         folder.mkdir()
         path = folder / f"mien_seed{metadata.get('seed', 0)}.png"
-        Image.fromarray(photo).save(path, pnginfo=_png_info(metadata))
+        save_image(path, photo, metadata, source=COMPOSITE)  # a photo with a generated face pasted in
         self.sweep()
         return path
 
@@ -311,16 +311,10 @@ def describe_expression(expression: str | None) -> str:
 
 
 def check_person(person: str) -> None:
-    """``--person``: a personalised adapter folder made by `mien personalize` (module mien.personalize)."""
-    if not Path(person).is_dir():
-        raise MienError(f"--person {person}: no such folder; pass a folder written by `mien personalize`")
-    try:
-        import mien.personalize  # noqa: F401
-    except ImportError:
-        raise MienError("--person needs `mien personalize`, which this version of mien does not have yet; "
-                        "start the UI without --person") from None
-    raise MienError("--person: loading a personalised adapter into the UI is not wired in this version yet; "
-                    "start the UI without --person")
+    """``--person``: a `mien personalize` folder, checked before anything loads (one-line errors)."""
+    from mien.personalize.lora import read_card
+
+    read_card(person)
 
 
 def _thumbnail(photo: np.ndarray, box, size: int = 128) -> np.ndarray:
