@@ -127,9 +127,10 @@ def test_into_with_options_it_cannot_take(generate, args, words):  # noqa: F811
     assert words in msg, msg
 
 
-def test_face_without_into(generate):  # noqa: F811
+@pytest.mark.shared
+def test_face_without_into_picks_the_identity_photos_face(generate):  # noqa: F811
     msg = generate("--identity", EX, "--face", "1", "--expression", "happy")
-    assert "--face picks the face of the --into scene photo" in msg
+    assert "face 1 asked for, but only 1 found" in msg and "\n" not in msg.strip()
 
 
 def test_missing_scene_photo(generate, photos):  # noqa: F811

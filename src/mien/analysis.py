@@ -82,7 +82,8 @@ class FaceAnalyzer:
             raise NoFaceError("no face found; use a photo where the face is visible, frontal-ish and well lit")
         notes = []
         if len(faces) > 1 and not all_faces:
-            notes.append(f"{len(faces)}+ faces found; analysed the largest (use --all-faces for every face)")
+            notes.append(f"{len(faces)}+ faces found; analysed the largest (--all-faces lists every face; "
+                         "mien generate --face N edits face N)")
             faces = faces[:1]
         usable = [f for f in faces if _eye_distance(f) >= MIN_EYE_DISTANCE_PX]
         if not usable:

@@ -20,3 +20,7 @@ class WeightsError(MienError):
 
 class NoFaceError(MienError):
     """A photo was read but no usable face was found in it."""
+
+
+class FaceTooSmallError(NoFaceError):
+    """A face was found but is too small to edit (mien.pipeline.MIN_FACE_PX)."""

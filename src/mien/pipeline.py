@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from mien.editing import ProgressCallback
-from mien.errors import MienError, NoFaceError
+from mien.errors import FaceTooSmallError, MienError, NoFaceError
 from mien.settings import GenerationSettings
 
 DEFAULT_MODEL = "default"
@@ -55,6 +55,11 @@ def align_photo(landmarker, rgb: np.ndarray, face: int = 0) -> tuple[np.ndarray,
     return crop, found
 
 
+# The smallest face (the larger side of its landmark box, photo pixels) mien edits: below it the 128 px crop
+# would be an upscale of fewer than half its pixels, and the edit has no detail of the photo to keep.
+MIN_FACE_PX = 64
+
+
 def align_photo_matrix(landmarker, rgb: np.ndarray, face: int = 0) -> tuple[np.ndarray, object, np.ndarray]:
     """(aligned 128 px crop, MediaPipe face, 2x3 photo -> crop matrix) of a face in a photo (``face``: 0 the
     largest, 1 the next...)."""
@@ -69,6 +74,10 @@ def align_photo_matrix(landmarker, rgb: np.ndarray, face: int = 0) -> tuple[np.n
     if face >= len(faces):
         raise NoFaceError(f"face {face} asked for, but only {len(faces)} found (0 is the largest); choose a face "
                           f"from 0 to {len(faces) - 1}")
+    x0, y0, x1, y1 = faces[face].box
+    if max(x1 - x0, y1 - y0) < MIN_FACE_PX:
+        raise FaceTooSmallError(f"face {face} is {max(x1 - x0, y1 - y0):.0f} px across, under the {MIN_FACE_PX} px mien "
+                                "needs to edit it; use a larger or closer photo of the face")  # fmt: skip
     crop, m = align.align_face(rgb, align.five_points(faces[face].landmarks), 128)
     return crop, faces[face], m
 

@@ -72,7 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--into", metavar="SCENE_PHOTO",
                    help="swap: put the --identity person into this photo in place of its face (docs/swap.md)")
     p.add_argument("--face", type=int, default=None, metavar="N",
-                   help="with --into: which face of the scene photo to replace (0, the default, is the largest)")
+                   help="which face to edit, 0 (the default) the largest, 1 the next...: of the --into scene photo when "
+                        "swapping, else of each --identity photo (mien analyze --all-faces lists them)")
     p.add_argument("--n", type=int, default=1, help="images to generate (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed+i")
     add_setting_flags(p)
@@ -103,9 +104,7 @@ def build_request(args, like=None):
 
 
 def check_into(args, settings) -> None:
-    """The swap options: --face needs --into, and --into takes no setting that would redraw the scene."""
-    if args.face is not None and not args.into:
-        raise MienError("--face picks the face of the --into scene photo; add --into SCENE_PHOTO or drop --face")
+    """The swap options: --into takes no setting that would redraw the scene; --face must be 0 or more."""
     if args.face is not None and args.face < 0:
         raise MienError(f"--face {args.face} must be 0 (the largest face) or more")
     if args.into:
@@ -219,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
                 raise NoFaceError(f"--like {args.like}: {e}") from None
             request = build_request(args, like=like_face.blendshapes)
         if photos:
-            aligned = align_photos(landmarker, photos, names=names)
+            # --face picks the identity photos' face unless it is the swap's scene face
+            aligned = align_photos(landmarker, photos, names=names, face=0 if args.into else args.face or 0)
         else:  # --person alone: the person's own aligned photos
             from mien.personalize.inputs import stored_subject
 
@@ -237,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         scene = editor.subject([scene_rgb], scene_aligned, args.face or 0) if args.into else None
         if scene is not None:
             request = editor.scene_request(request, scene)  # none asked for: the scene face's own expression
-        subject = editor.subject(photos, aligned)
+        subject = editor.subject(photos, aligned, 0 if args.into else args.face or 0)
         written = generate_and_save(editor, subject, request, settings, args, out, reference, scene)
     finally:
         landmarker.close()
