@@ -88,3 +88,15 @@ def test_face_n_picks_the_nth_largest_face_and_a_tiny_face_is_refused(shared_dir
             from mien.pipeline import align_photo_matrix
 
             align_photo_matrix(lm, tiny)
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "webp", "png"])
+def test_the_edited_photo_is_written_at_its_own_size_in_the_format_asked(tmp_path, photo, fmt):
+    from mien.io.output import earlier_outputs, save_numbered
+
+    crop = cv2.resize(photo, (128, 128), interpolation=cv2.INTER_AREA)
+    paths = save_numbered(tmp_path, 0, crop, photo, {"seed": 3, "request": "happy"}, photo_format=fmt)
+    assert [p.name for p in paths] == ["000_seed3.png", f"000_seed3_photo.{fmt}"]
+    with Image.open(paths[1]) as im:
+        assert im.size == (photo.shape[1], photo.shape[0]) and im.format == {"jpg": "JPEG"}.get(fmt, fmt.upper())
+    assert earlier_outputs(tmp_path) == sorted(paths)  # --overwrite finds them

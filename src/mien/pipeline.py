@@ -64,7 +64,6 @@ def align_photo_matrix(landmarker, rgb: np.ndarray, face: int = 0) -> tuple[np.n
     """(aligned 128 px crop, MediaPipe face, 2x3 photo -> crop matrix) of a face in a photo (``face``: 0 the
     largest, 1 the next...)."""
     from mien.face import align
-
     from mien.io.image import check_face_size
 
     check_face_size(rgb)

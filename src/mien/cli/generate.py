@@ -88,6 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--paste", dest="paste_with", choices=("detail", "crop"), default="detail",
                    help="how the face goes back into the photo: 'detail' (default) moves the photo's own pixels by the "
                         "edit's motion at the photo's resolution (docs/fullres.md); 'crop' pastes the 128 px face itself")
+    p.add_argument("--photo-format", choices=("png", "jpg", "webp"), default="png",
+                   help="file type of NNN_seedS_photo (the edited photo at its own size; default png, lossless; "
+                        "jpg and webp at quality 95)")
     p.add_argument("--model", default="default", help="a saved model folder (default: the built-in model)")
     p.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda or mps where torch has them")
     p.add_argument("--dry-run", action="store_true",
@@ -268,7 +271,7 @@ def generate_and_save(editor, subject, request, settings, args, out: Path, refer
             crops.append(result.crops[0])
             metadata.append(result.metadata[0])
             written += save_numbered(out, i, result.crops[0], result.photos[0] if result.photos else None,
-                                  result.metadata[0])  # fmt: skip
+                                  result.metadata[0], photo_format=args.photo_format)  # fmt: skip
     finally:
         bar.close()
         if crops:

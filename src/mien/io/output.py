@@ -21,7 +21,8 @@ from mien.io import provenance
 
 DEFAULT_BASE = Path("mien-out")  # git-ignored in a source checkout (.gitignore)
 _RUN = re.compile(r"^\d{3,}$")
-_OUTPUT = re.compile(r"^(\d{3,}_seed-?\d+(_photo)?|sheet)\.png$")  # what save_numbered / save_sheet write
+# what save_numbered / save_sheet write
+_OUTPUT = re.compile(r"^(\d{3,}_seed-?\d+|sheet)\.png$|^\d{3,}_seed-?\d+_photo\.(png|jpg|webp)$")
 
 
 def next_run_dir(base: Path = DEFAULT_BASE) -> Path:
@@ -52,15 +53,16 @@ def clear_earlier_outputs(out: Path) -> None:
         p.unlink()
 
 
-def save_numbered(out: Path, index: int, crop: np.ndarray, photo: np.ndarray | None, meta: dict) -> list[Path]:
+def save_numbered(out: Path, index: int, crop: np.ndarray, photo: np.ndarray | None, meta: dict,
+                  photo_format: str = "png") -> list[Path]:  # fmt: skip
     """``out/NNN_seedS.png`` (the 128 px crop, ``meta`` and mien's version in its PNG text chunk ``mien``) and,
-    when ``photo`` is given, ``out/NNN_seedS_photo.png`` (the face put back into the identity photo); both
-    watermarked."""
+    when ``photo`` is given, ``out/NNN_seedS_photo.<photo_format>`` (the edit in the identity photo, at its
+    size; png, jpg or webp); both watermarked."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [provenance.save_image(out / f"{index:03d}_seed{meta['seed']}.png", crop, meta)]
     if photo is not None:
-        paths.append(provenance.save_image(out / f"{index:03d}_seed{meta['seed']}_photo.png", photo, meta,
+        paths.append(provenance.save_image(out / f"{index:03d}_seed{meta['seed']}_photo.{photo_format}", photo, meta,
                                            source=provenance.COMPOSITE))
     return paths
 
