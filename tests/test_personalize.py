@@ -75,6 +75,9 @@ def test_loss_falls_and_lora_at_scale_0_or_off_equals_the_base_model(tmp_path):
     lora.set_scale(unet, 1.0)
     lora.enable(unet, False)
     torch.testing.assert_close(velocity(model, p), base, rtol=0, atol=1e-6)
+    again = train_person(tiny_model(), p, config(steps=15, lr=3e-2), tmp_path, base_sha256=SHA, photos=PHOTOS,
+                         progress=False)  # fmt: skip
+    assert again.finished and again.losses == []  # done already: nothing retrained
     card = json.loads((tmp_path / lora.CARD_NAME).read_text())
     assert card["base_model_sha256"] == SHA and card["photos"] == PHOTOS and card["steps_done"] == 15
     assert not (tmp_path / "checkpoint.pt").exists() and (tmp_path / lora.ADAPTER_CONFIG).is_file()

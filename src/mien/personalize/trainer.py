@@ -74,6 +74,13 @@ def train_person(model, person: PersonTensors, config: PersonalizeConfig, out_di
     person = dataclasses.replace(person, **{f.name: getattr(person, f.name).to(accelerator.device)
                                             for f in dataclasses.fields(person)})  # fmt: skip
     identity = {"photos": photos, "base_model_sha256": base_sha256, "config": dataclasses.asdict(config)}
+    done = _finished_card(out, identity)
+    if done is not None:  # the same photos, settings and base model were personalised here already
+        from safetensors.torch import load_file
+
+        lora.set_lora_state(net.backbone.unet, {k: v.float() for k, v in load_file(out / lora.ADAPTER_WEIGHTS).items()})
+        print(f"mien: {out} is personalised already on these photos with these settings", file=sys.stderr)
+        return TrainResult(out, done["steps_done"], True, done["train_time_s"], done["adapter_bytes"])
     step, elapsed0, prior = _resume(out / CHECKPOINT, identity, net, optimizer, accelerator.device)
     if prior is None and w.prior > 0:
         from mien.personalize.prior import prior_expressions as default_expressions
@@ -139,6 +146,18 @@ def train_person(model, person: PersonTensors, config: PersonalizeConfig, out_di
         print(f"mien: time budget reached at step {step}/{config.steps}; the adapter in {out} is usable now, and "
               "running the same command again continues training", file=sys.stderr)  # fmt: skip
     return TrainResult(out, step, finished, elapsed, size, losses)
+
+
+def _finished_card(out: Path, identity: dict) -> dict | None:
+    """The folder's card when it records a finished run of exactly this run (None otherwise)."""
+    import json
+
+    try:
+        card = json.loads((out / lora.CARD_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    same = all(card.get(k) == v for k, v in identity.items())
+    return card if same and card.get("finished") and (out / lora.ADAPTER_WEIGHTS).is_file() else None
 
 
 def _progress(on: bool, total: int, initial: int):
