@@ -1,63 +1,74 @@
-"""End-to-end CPU time of one generated image, from the photo file to the PNG on disk.
+"""End-to-end CPU time of one generated image per label, with the models loaded, through the library
+workflow (mien.edit.Editor), from the photo file to the PNGs on disk.
 
-    python scripts/bench_generate_cpu.py [--model DIR] [--expression happy] [--blendshape-guidance G] [--steps 25] [--repeats 5] [--threads 2]
+    python scripts/bench_generate_cpu.py [--labels happy sad ...] [--repeats 3] [--threads N] [--steps 25]
 
-Times, with the models already loaded (what an interactive session or the Gradio UI pays per
-image): read and align the photo, identity vector and reference latent, expression target,
-25 steps of mien generate's default edit (its settings are printed with the result), TAEF2
-decoding, PNG writing. Model loading is timed separately, once. Prints one JSON line; the median
-is the figure. The work depends on the label: sad, angry, fearful and disgusted take contrast
-guidance by default (one more UNet row per step), so ``--expression angry`` is slow; fearful, with blendshape guidance too, is the slowest default.
-``--expression fearful`` also takes blendshape guidance by default (``--blendshape-guidance 0`` times it without).
+Per image: read the photo, prepare the subject (align, identity vector, reference latent), edit at
+`mien generate`'s defaults for the label (GenerationSettings().resolve: contrast guidance for sad,
+angry, fearful and disgusted, blendshape guidance for fearful), paste back, write the crop, pasted
+photo and sheet (mien.io.output.save_result). Model loading is timed once, separately. The first
+image is a warm-up and is dropped. Threads: mien's default (mien.threads) unless --threads. Prints
+one JSON line per label (median, min, max seconds) and the load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
-    ap.add_argument("--expression", default="happy", help="basic label to ask for (default happy)")
-    ap.add_argument("--blendshape-guidance", type=float, default=None, help="blendshape guidance (default: per label, 1 on fearful)")
-    ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--labels", nargs="+", default=list(LABELS))
+    ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: mien's default)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="default: mien's (mien.threads)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    from mien.cli.analyze import example_path
-    from mien.expression.targets import ExpressionRequest
-    from mien.io.image import load_rgb
-    from mien.io.output import save_generation
-    from mien.pipeline import MienPipeline
+    from mien.threads import configure
 
+    threads = configure(args.threads)  # before torch is imported
+    import torch
+
+    from mien.cli.analyze import example_path
+    from mien.edit import Editor
+    from mien.expression.targets import parse_request
+    from mien.io.image import load_rgb
+    from mien.io.output import save_result
+    from mien.settings import GenerationSettings
+
+    load_before = os.getloadavg()
     t = time.perf_counter()
-    pipe = MienPipeline.from_pretrained(args.model)
+    editor = Editor.from_pretrained(args.model)
     load_s = time.perf_counter() - t
-    times = []
-    with tempfile.TemporaryDirectory() as out, torch.inference_mode():
-        for i in range(args.repeats + 1):  # the first run warms up caches and is dropped
-            t = time.perf_counter()
-            ident = pipe.prepare_identity([load_rgb(example_path())])
-            gen = pipe(ident, ExpressionRequest(mix={args.expression: 1.0}), n=1, seed=i, steps=args.steps,
-                       blendshape_guidance=args.blendshape_guidance)
-            save_generation(Path(out) / str(i), ident, gen)
-            if i:
-                times.append(time.perf_counter() - t)
-    pipe.close()
-    print(json.dumps({"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
-                      "max_s": round(max(times), 3), "repeats": args.repeats, "steps": args.steps, "expression": args.expression,
-                      "threads": args.threads, "model_load_s": round(load_s, 2), "cpu": platform.processor() or platform.machine(),
-                      "torch": torch.__version__, "model_hash": pipe.model_hash, "settings": gen.settings}))
+    settings = GenerationSettings() if args.steps is None else GenerationSettings(steps=args.steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        for label in args.labels:
+            times = []
+            for i in range(args.repeats + 1):  # the first run warms up caches and is dropped
+                t = time.perf_counter()
+                subject = editor.prepare([load_rgb(example_path())])
+                result = editor.edit(subject, parse_request(label), settings, n=1, seed=i)
+                save_result(Path(tmp) / f"{label}{i}", result)
+                if i:
+                    times.append(time.perf_counter() - t)
+            print(json.dumps({"label": label, "median_s": round(statistics.median(times), 3),
+                              "min_s": round(min(times), 3), "max_s": round(max(times), 3), "repeats": args.repeats,
+                              "settings": result.generation.settings.to_dict(), "threads": threads}), flush=True)
+    editor.close()
+    print(json.dumps({"model_load_s": round(load_s, 2), "threads": threads,
+                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "cpu": platform.processor() or platform.machine(),
+                      "logical_cpus": os.cpu_count(), "torch": torch.__version__, "model_hash": editor.model_hash,
+                      "loadavg_before": [round(x, 2) for x in load_before],
+                      "loadavg_after": [round(x, 2) for x in os.getloadavg()]}))
 
 
 if __name__ == "__main__":

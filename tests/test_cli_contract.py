@@ -225,3 +225,39 @@ def test_tests_write_no_user_cache():
     from mien.evaluate.cache import default_cache_dir
 
     assert not str(default_cache_dir()).startswith(str(Path.home() / ".cache"))
+
+
+# --- help that teaches ----------------------------------------------------------------------------
+
+def every_parser():
+    import argparse
+
+    from mien.cli.main import _all_subparsers, build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return [parser, *_all_subparsers(sub)]
+
+
+def test_every_command_has_examples_help_for_every_option_and_no_jargon():
+    parsers = every_parser()
+    assert {"mien data", "mien data pack", "mien annotate", "mien weights"} <= {p.prog for p in parsers}
+    for p in parsers[1:]:
+        text = p.format_help()
+        assert "examples:" in text, p.prog
+        assert "lent GPU" not in text and "GPU call" not in text, p.prog
+        assert "--threads" in text, p.prog
+        for action in p._actions:
+            if action.option_strings:
+                assert action.help, (p.prog, action.option_strings)
+    assert "exit status" in parsers[0].format_help()
+
+
+def test_weights_shows_licence_and_origin(capsys):
+    from mien import weights as W
+
+    code = main(["weights"])
+    out = capsys.readouterr().out
+    assert code in (0, 3)
+    for wf in W.FILES.values():
+        assert f"licence: {wf.license}; origin: {wf.url}" in out

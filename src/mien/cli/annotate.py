@@ -5,6 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+EPILOG = """\
+examples:
+  mien annotate --limit 100 --out /tmp/ann          a quick look at 100 crops
+  mien annotate                                     the whole pool (resumes where an earlier run stopped)
+  mien annotate --only landmarks --split dev        one column group of one split
+  mien data pack                                    then pack the labelled pool for training
+
+exit status: 0 every crop analysed or found face-less (each a row with ok = false, counted at the end);
+  2 bad options or no face data found.
+"""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -14,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sample key (annotations.parquet) plus annotations.json (versions, weight checksums). Interrupt it "
         "at any time: re-running continues where it stopped. The shards are never modified. Action Units "
         "are estimates computed from blendshapes.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", type=Path, default=Path("runs/annotations"), help="output folder (default: runs/annotations)")
     p.add_argument("--data", type=Path, help="faces128 folder (default: $MIEN_DATA or ../shared/data/faces128)")
@@ -23,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    default=["landmarks", "faceapi", "mobilefacenet"],
                    help="column groups to compute (default: all); each group resumes on its own")
     p.add_argument("--device", default="cpu", help="torch device for the face-api / MobileFaceNet groups")
-    p.add_argument("--workers", type=int, default=2, help="processes (default 2: one per core here)")
+    p.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     p.set_defaults(run=run)
 
 

@@ -13,7 +13,7 @@ from mien.errors import MienError
 
 EXAMPLES = """\
 Running the same command again with the same --out resumes from OUT/checkpoint.pt, so a long run can
-be split over several calls of a lent GPU (--time-budget). Every call leaves OUT/model, the EMA
+be split over several GPU jobs (--time-budget). Every call leaves OUT/model, the EMA
 weights at the step reached (a complete model folder: mien generate --model OUT/model).
 
 output (in --out): checkpoint.pt, loss.csv, model_config.json, train_config.json, summary.json,

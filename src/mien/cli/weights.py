@@ -8,6 +8,15 @@ from pathlib import Path
 
 from mien import weights as W
 
+EPILOG = """\
+examples:
+  mien weights                          each file: found where, checksum, licence, where it comes from
+  mien weights --download               fetch the missing ones into the user cache
+  mien weights --download --dest DIR    fetch into DIR (then set MIEN_WEIGHTS=DIR)
+
+exit status: 0 every file present and verified; 3 some missing or corrupt (each named).
+"""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -16,8 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "List every third-party pretrained file mien uses, where it was found and whether its "
             f"SHA256 matches. Files are searched in ${W.ENV_VAR}, then {W.cache_dir()}, then "
-            "../shared/weights beside a source checkout."
+            "../shared/weights beside a source checkout. Each file's licence and origin are shown with it "
+            "(docs/weights.md has the details)."
         ),
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--download", action="store_true", help=f"fetch missing files from their original URLs into {W.cache_dir()}")
     p.add_argument("--dest", type=Path, help="with --download: folder to fetch into instead of the user cache")
@@ -33,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         wf = W.FILES[r.name]
         where = r.found_at or f"get it from {wf.url}"
         print(f"{r.path:<{width}}  {r.state:<12}  {where}")
+        print(f"{'':<{width}}  licence: {wf.license}; origin: {wf.url}")
     bad = [r for r in rows if r.state != "ok"]
     if bad:
         print(f"{len(bad)} file(s) not usable; set {W.ENV_VAR} to a folder holding them, or run `mien weights --download`",
