@@ -61,7 +61,7 @@ def browser(tmp_path_factory):
     drv.quit()
 
 
-def _wait(drv, cond, timeout=120, what="condition"):
+def _wait(drv, cond, timeout=60, what="condition"):
     end = time.time() + timeout
     while time.time() < end:
         try:
@@ -141,3 +141,71 @@ def test_page_uploads_generates_and_downloads_a_marked_image(server, browser, tm
     assert meta["request"] == "happy 0.60, AU12L=4.5" and meta["seed"] == 7 and meta["steps"] == STEPS
     assert meta["software"] == "mien" and read_provenance(png).watermark.found  # marked, as mien generate marks
     assert size == (512, 512)  # the example photo's full size
+
+
+def _upload(drv, path):
+    from selenium.webdriver.common.by import By
+
+    drv.get(drv.current_url)  # a fresh page: one upload per case
+    _wait(drv, lambda: "Upload a photo" in _text(drv, "status"), what="the page")
+    drv.find_element(By.CSS_SELECTOR, "#photos input[type=file]").send_keys(str(path))
+
+
+def _huge_png(path, w=12000, h=9000):
+    """A small PNG whose header says 12000 x 9000 (108 MP): the page must refuse it before decoding."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (128, 128, 128)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = bytearray(data[12:29])  # b"IHDR" + 13 bytes
+    ihdr[4:12] = struct.pack(">II", w, h)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)) & 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+
+
+def test_bad_input_through_the_page_gives_clear_messages(server, browser, tmp_path):
+    """A non-image, a huge image, a photo without a face, a photo with many faces: each a one-line message."""
+    import numpy as np
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    from mien.cli.analyze import example_path
+
+    drv = browser
+    drv.get(server)
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo")
+    _upload(drv, text)
+    _wait(drv, lambda: "notes.jpg: not an image file mien can read" in _text(drv, "status"), what="the non-image message")
+    assert "Traceback" not in drv.page_source
+
+    huge = tmp_path / "huge.png"
+    _huge_png(huge)
+    _upload(drv, huge)
+    _wait(drv, lambda: "huge.png: image is" in _text(drv, "status") and "over the 100 MP limit" in _text(drv, "status"),
+          what="the huge-image message")  # Pillow's bomb guard or mien's size check: both name the limit
+
+    empty = tmp_path / "wall.png"
+    Image.new("RGB", (400, 300), (200, 190, 180)).save(empty)
+    _upload(drv, empty)
+    _wait(drv, lambda: "no face found" in _text(drv, "status"), what="the no-face message")
+
+    photo = np.asarray(Image.open(example_path()).convert("RGB"))
+    group = np.concatenate([np.concatenate([photo, photo[:, ::-1]], 1)] * 2, 0)  # four faces, 2 x 2
+    many = tmp_path / "group.png"
+    Image.fromarray(group).save(many)
+    _upload(drv, many)
+    _wait(drv, lambda: "4 faces found (largest first)" in _text(drv, "status"), what="the faces message")
+    assert len(drv.find_elements(By.CSS_SELECTOR, "#faces img")) == 4
+    _click_choice(drv, "face", "face 2")
+    drv.find_element(By.ID, "generate").click()
+    _wait(drv, lambda: "done" in _text(drv, "status"), timeout=300, what="the result for face 2")
+    png = sorted(drv.downloads.glob("*.png"))
+    drv.find_element(By.CSS_SELECTOR, "#download a").click()
+    new = _wait(drv, lambda: [p for p in drv.downloads.glob("*.png") if p not in png], timeout=60, what="the download")
+    with Image.open(new[0]) as im:
+        assert json.loads(im.info["mien"])["face"] == 2 and im.size == (1024, 1024)
