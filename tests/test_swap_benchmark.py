@@ -50,3 +50,17 @@ def test_summary_counts_failures_and_rates():
     assert (s["items"], s["ok"], s["no_face"], s["errors"]) == (4, 2, 1, 1)
     assert s["verified_a"] == 0.5 and s["impostor_b"] == 0.0 and s["pose_mae"] == 3.0
     assert s["outside_identical"] == 2 / 3 and s["per_label"]["happy"] == {"n": 2, "faceapi_rate": 0.5, "real_rate": 0.9}
+
+
+def test_summary_of_an_interrupted_run_reads_its_finished_items(tmp_path):
+    import json
+
+    from mien.evaluate.swap import summary_of
+
+    row = {"label": "sad", "no_face": False, "dist_a": 0.7, "dist_b": 0.5, "verified_a": False, "verified_b": True,
+           "pose_err": 1.0, "outside_max": 0, "seam": 0.0, "label_ok": True}
+    items = [{"item": "a>b:sad", "pastes": {"crop": row, "detail": {**row, "verified_a": True}}}]
+    (tmp_path / "items.jsonl").write_text("\n".join(json.dumps(i) for i in items) + "\n")
+    s = summary_of(tmp_path, {"sad": 0.5})
+    assert s["crop"]["verified_a"] == 0.0 and s["detail"]["verified_a"] == 1.0 and s["crop"]["impostor_b"] == 1.0
+    assert s["detail"]["per_label"]["sad"] == {"n": 1, "faceapi_rate": 1.0, "real_rate": 0.5}

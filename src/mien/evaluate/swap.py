@@ -190,6 +190,14 @@ def run_swap(bench: Benchmark, generator: str, out: Path, limit: int | None = No
     return summary
 
 
+def summary_of(out: Path, real: dict) -> dict:
+    """The summary of a run's finished items (``OUT/items.jsonl``), one per paste, with ``real`` rates per label
+    (:func:`real_rates`, or a finished run's): what an interrupted run has measured so far."""
+    items = [json.loads(line) for line in (Path(out) / "items.jsonl").read_text().splitlines()]
+    pastes = sorted({how for i in items for how in i.get("pastes", {})})
+    return {how: summarise([i["pastes"][how] if "pastes" in i else i for i in items], real) for how in pastes}
+
+
 def _write(path: Path, done: dict, item: dict) -> None:
     done[item["item"]] = item
     with path.open("a") as f:
