@@ -1,0 +1,95 @@
+"""The realism critic (classifier two-sample test) separates what differs and not what does not, and the
+darkened-eye check sees darkened eyes."""
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from mien.evaluate import critic as C
+
+
+def _faces(n: int, seed: int) -> list[np.ndarray]:
+    """Face-like 128 px images: smooth random shading plus fine sensor-like noise."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        base = gaussian_filter(rng.normal(size=(128, 128, 3)), (8, 8, 0)) * 400 + 140
+        out.append(np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8))
+    return out
+
+
+def _blur(im: np.ndarray) -> np.ndarray:
+    return np.clip(gaussian_filter(im.astype(float), (1.5, 1.5, 0)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("region", ["face", "mouth"])
+def test_critic_separates_blurred_from_sharp(region):
+    ims = _faces(120, 0)
+    real = [(f"p{i // 2}", im) for i, im in enumerate(ims[:60])]
+    gen = [(f"p{i // 2}", _blur(im)) for i, im in enumerate(ims[60:])]
+    res = C.critic(real, gen, region)
+    assert res.n_test >= 100
+    assert res.accuracy > 0.95
+
+
+def test_critic_is_at_chance_on_two_halves_of_one_set():
+    ims = _faces(240, 1)
+    # people 0-59 "real", 60-119 "generated": the same distribution, split by person like the real test
+    real = [(f"p{i // 2}", im) for i, im in enumerate(ims[:120])]
+    gen = [(f"p{60 + i // 2}", im) for i, im in enumerate(ims[120:])]
+    res = C.critic(real, gen)
+    assert res.n_test >= 200
+    assert 0.38 < res.accuracy < 0.62  # ±3.4 standard errors at n=240
+
+
+def test_two_sample_test_balances_classes():
+    rng = np.random.default_rng(0)
+    real = [(f"p{i}", rng.normal(size=4)) for i in range(200)]
+    gen = [(f"p{i}", rng.normal(size=4)) for i in range(20)]  # 10:1 imbalance: a biased critic would exploit it
+    res = C.two_sample_test(real, gen)
+    assert 0.3 < res.accuracy < 0.7
+    assert set(res.scores) == set(range(20))  # every generated item gets a held-out score
+
+
+def test_eye_darkening_sees_dark_eyes_and_ignores_global_light():
+    photo = _faces(1, 2)[0]
+    dark = photo.copy()
+    for x0, y0, x1, y1 in C.EYE_BOXES:
+        dark[y0:y1, x0:x1] = (dark[y0:y1, x0:x1] * 0.4).astype(np.uint8)
+    assert C.eye_darkening(dark, photo) < C.DARK_EYES_THRESHOLD
+    dimmer = (photo * 0.7).astype(np.uint8)  # a darker photo overall is not darkened eyes
+    assert abs(C.eye_darkening(dimmer, photo) - 1) < 0.03
+    assert C.eye_darkening(photo, photo) == pytest.approx(1.0)
+
+
+def _dev_people(shared_dir) -> dict:
+    """(source, person) → up to two aligned dev crops: London, Essex and CFP people."""
+    from mien.data.faces128 import Faces128
+
+    pool = Faces128(shared_dir / "data" / "faces128", split="dev")
+    by: dict = {}
+    for s in pool.samples:
+        if s.source in {"london", "essex94", "cfp"} and len(by.setdefault((s.source, s.identity), [])) < 2:
+            by[(s.source, s.identity)].append(pool.image(s))
+    return by
+
+
+@pytest.mark.shared
+def test_critic_on_real_dev_faces(shared_dir):
+    by = _dev_people(shared_dir)
+    crops = [(k[1], im) for k, ims in by.items() for im in ims]
+    assert len(crops) > 150
+    for region in ("face", "mouth"):
+        assert C.critic(crops, [(p, _blur(im)) for p, im in crops], region).accuracy > 0.95
+    # two halves of the same real set: people split in halves within each source (sources differ in
+    # lighting and camera, and a critic rightly tells them apart when one half holds more of a source)
+    rng = np.random.default_rng(0)
+    halves: tuple[list, list] = ([], [])
+    for src in ("london", "essex94", "cfp"):
+        ids = [k for k in by if k[0] == src]
+        for n, j in enumerate(rng.permutation(len(ids))):
+            halves[n % 2].extend((ids[j][1], im) for im in by[ids[j]])
+    for region in ("face", "mouth"):
+        res = C.critic(*halves, region)
+        assert res.n_test >= 100
+        assert 0.35 < res.accuracy < 0.65  # people, not images, are the independent units: wide bounds
