@@ -45,8 +45,9 @@ NORMALIZE = True  # local contrast normalisation before folding (score_at)
 LOWCUT = 6.0  # its high-pass: Gaussian sigma in grid cells, below the band's lowest frequency
 SPOMF = True  # phase-only matched filter (False: the buffer's spectrum whitened, the tile's kept)
 # Grid scales tried by the detector: the fraction of the short side a crop kept (1.0: no crop), steps
-# of about 2 %, within the tolerance of the folded correlation peak to a scale error.
-CROP_SCALES = tuple(np.round(np.geomspace(1.0, 0.7, 19), 4))
+# of 1.2 %, well within the folded correlation peak's tolerance to a scale error (steps of 2 % lost
+# 3 % of cropped 128 px faces; finer steps than 1.2 % gained nothing on them).
+CROP_SCALES = tuple(np.round(np.geomspace(1.0, 0.7, 31), 4))
 
 
 @lru_cache(maxsize=1)
