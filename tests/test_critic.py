@@ -93,3 +93,54 @@ def test_critic_on_real_dev_faces(shared_dir):
         res = C.critic(*halves, region)
         assert res.n_test >= 100
         assert 0.35 < res.accuracy < 0.65  # people, not images, are the independent units: wide bounds
+
+
+def _darken_eyes(im: np.ndarray) -> np.ndarray:
+    out = im.copy()
+    for x0, y0, x1, y1 in C.EYE_BOXES:
+        out[y0:y1, x0:x1] = (out[y0:y1, x0:x1] * 0.4).astype(np.uint8)
+    return out
+
+
+def test_realism_scores_and_report_name_the_darkened_outputs(tmp_path):
+    """A run whose 'happy' outputs have dark eyes and whose 'sad' outputs are the photo: the rates say
+    so per request, every output gets its scores, and the report shows the worst first."""
+    import yaml
+    from PIL import Image
+
+    from mien.evaluate import benchmark as bm
+    from mien.evaluate.realism import realism_scores
+    from mien.evaluate.report import _artefacts_section, _Images
+    from mien.evaluate.scoring import DEFINITIONS
+
+    ims = _faces(16, 3)
+    idents = []
+    for p in range(8):
+        for k in (0, 1):
+            Image.fromarray(ims[2 * p + k]).save(tmp_path / f"p{p}_{k}.png")
+        idents.append({"id": f"p{p}", "group": "g", "identity_photos": [f"p{p}_0.png"],
+                       "scoring_photos": [f"p{p}_1.png"]})
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "seeds": [0], "requests": [{"label": "happy"}, {"label": "sad"}],
+                                    "identities": idents}))
+    bench = bm.load(path)
+    out = tmp_path / "run"
+    (out / "outputs").mkdir(parents=True)
+    items = []
+    for p in range(8):
+        for label in ("happy", "sad"):
+            im = _darken_eyes(ims[2 * p]) if label == "happy" else ims[2 * p]
+            Image.fromarray(im).save(out / "outputs" / f"p{p}_{label}.png")
+            items.append({"identity": f"p{p}", "request": f"label:{label}", "seed": 0, "status": "ok",
+                          "image": f"outputs/p{p}_{label}.png"})
+    values = realism_scores(bench, items, out, seed=0)
+    dark = values["artefacts.dark_eyes"]
+    assert dark["rate"] == 0.5 and dark["n"] == 16
+    assert dark["by_request"] == {"label:happy": 1.0, "label:sad": 0.0}
+    assert values["artefacts.face_lost"]["rate"] == 0.0
+    assert all(set(r["artefacts"]) == {"eye_darkening", "critic_face", "critic_mouth"} for r in items)
+    assert values["realism.critic"]["face"]["n_generated"] == 16
+    results = {"metrics": {k: {"value": v, "definition": DEFINITIONS[k]} for k, v in values.items()}}
+    html = _artefacts_section(results, bench, items, out, _Images())
+    darkest = html.index("Worst 8 by darkest eyes")
+    assert html.index("p0 label:happy", darkest) < html.index("label:sad", darkest)  # happy ones come first

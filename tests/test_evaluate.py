@@ -293,6 +293,20 @@ def test_shipped_dev_benchmark_is_current(shared_dir):
 
 
 @pytest.mark.shared
+def test_taef2_baseline_round_trips_the_identity_photo(shared_dir):
+    from mien.evaluate.generators import Condition
+
+    bench = bm.load().limit(1)
+    photo = bench.image(bench.identities[0].identity_photos[0])
+    gen = create("taef2", bench)
+    out = gen.generate([photo], Condition(bench.identities[0].requests[0], bench.identities[0].id), 0)
+    assert out.shape == photo.shape and out.dtype == np.uint8
+    mse = np.mean((out.astype(float) - photo) ** 2)
+    assert 10 * np.log10(255**2 / mse) > 28  # the model's decoder reaches ~34 dB on London faces
+    assert not np.array_equal(out, photo)
+
+
+@pytest.mark.shared
 def test_copy_baseline_end_to_end(shared_dir, tmp_path, capsys):
     from mien.cli.main import main
 
@@ -311,8 +325,11 @@ def test_copy_baseline_end_to_end(shared_dir, tmp_path, capsys):
     assert m["identity.verification_rate"] == pytest.approx(1.0)
     assert m["tradeoff.expression_change"]["mean"] == 0.0
     assert m["realism.diversity"]["blendshapes"] == 0.0
+    assert m["artefacts.dark_eyes"]["rate"] == 0.0 and m["artefacts.face_lost"]["rate"] == 0.0  # outputs = photos
+    assert m["realism.critic"]["face"]["n_generated"] == 64
     html = (out / "report.html").read_text()
     assert "blendshapes" in html and "not from an image-to-AU model" in html
+    assert "Worst 8 by darkest eyes" in html
     capsys.readouterr()
 
     changed = json.loads((out / "results.json").read_text())

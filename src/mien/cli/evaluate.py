@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="benchmark YAML/JSON (default: the shipped dev benchmark, resources/benchmarks/dev.yaml)")
     # Not argparse choices: listing the registry would import torch for every `mien` command.
     p.add_argument("--generator", default="built-in", metavar="NAME",
-                   help="what to evaluate: built-in (the model), copy or real (baselines), images (PNGs made elsewhere, --images); default built-in")
+                   help="what to evaluate: built-in (the model), copy, real or taef2 (baselines: the photo, a real photo, the photo through the autoencoder), images (PNGs made elsewhere, --images); default built-in")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="output folder (default: ~/.cache/mien/evaluate/runs/BENCHMARK-GENERATOR)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N identities of the benchmark")
@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="print what changed between two results.json files, then exit")
     p.add_argument("--seed", type=int, default=0, help="seed of the realism split (default 0); generation "
                    "seeds come from the benchmark")
-    p.add_argument("--model", metavar="DIR", help="saved model folder for --generator built-in (default: the shipped model)")
+    p.add_argument("--model", metavar="DIR", help="saved model folder for --generator built-in or taef2 (default: the shipped model)")
     add_setting_flags(p, prefix="built-in: ")
     p.add_argument("--images", metavar="DIR", help="with --generator images: the folder of output PNGs to score, "
                    "named as this command names its outputs (an earlier run's outputs/, or python -m mien.evaluate.gpu_generate's)")

@@ -13,7 +13,9 @@ Baselines (the issue's two reference points):
   copy   returns the first identity photo: perfect identity, no expression change (the floor for
          expression, the ceiling for identity);
   real   returns a real photo of that person showing the requested expression when the benchmark
-         has one (the ceiling for expression).
+         has one (the ceiling for expression);
+  taef2  returns the first identity photo after a round trip through TAEF2 with the built-in model's
+         decoder: no edit, only what the autoencoder costs (the floor for the realism critic).
 The built-in model registers itself as "built-in" (:func:`register`) once it exists.
 """
 
@@ -136,6 +138,38 @@ class ImagesGenerator:
         return load_rgb(path)
 
 
+class TAEF2Generator:
+    """The first identity photo encoded and decoded by TAEF2 with the model's decoder (the pretrained
+    one when the model has none): what the built-in model's autoencoder alone does to a face."""
+
+    name = "taef2"
+
+    def __init__(self, model: str = "default"):
+        import json
+
+        from mien.models.taef2 import TAEF2
+        from mien.pipeline import default_model_dir
+
+        folder = default_model_dir() if model == "default" else Path(model)
+        try:
+            decoder = json.loads((folder / "config.json").read_text()).get("decoder")
+        except (OSError, ValueError) as e:
+            raise MienError(f"--model {model}: cannot read its config.json ({e}); give a mien model folder") from None
+        self.decoder_path = folder / decoder if decoder else None
+        self.taef2 = TAEF2.from_weights(decoder_path=self.decoder_path)
+        self.model_hash = None
+        self.description = (f"TAEF2 round trip of the first identity photo, decoder "
+                            f"{self.decoder_path.name if self.decoder_path else 'pretrained'}")
+
+    def generate(self, identity_images: list[np.ndarray], request: Condition, seed: int) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(identity_images[0])).permute(2, 0, 1)[None].float() / 255
+        with torch.no_grad():
+            y = self.taef2(x)[0].permute(1, 2, 0).numpy()
+        return np.clip(y * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
 class BuiltinGenerator:
     """mien's built-in model through the library workflow (:class:`mien.edit.Editor`) with ``settings``
     (:class:`mien.settings.GenerationSettings`; default: `mien generate`'s)."""
@@ -189,6 +223,7 @@ GENERATORS: dict[str, Factory] = {
     "built-in": _builtin,
     "copy": lambda benchmark: CopyGenerator(),
     "real": RealGenerator,
+    "taef2": lambda benchmark, model=None: TAEF2Generator(model or "default"),
     "images": lambda benchmark, images=None: _images(images),
 }
 

@@ -36,7 +36,8 @@ from mien.evaluate.benchmark import Benchmark, Identity, Request
 from mien.evaluate.cache import AnalysisCache, analyzer_fingerprint, default_cache_dir, image_sha
 from mien.evaluate.generators import Condition, Generator, Unsupported, guidance_scales
 from mien.evaluate.report import write_report
-from mien.evaluate.scoring import Context, counts, expression_change, identity_scores, predicted, score
+from mien.evaluate.realism import realism_scores
+from mien.evaluate.scoring import DEFINITIONS, Context, counts, expression_change, identity_scores, predicted, score
 
 SCHEMA = "mien.evaluate/1"
 # Documented top-level keys of results.json (tests check them).
@@ -79,6 +80,8 @@ def evaluate(benchmark: Benchmark, generator: Generator, options: Options,
     finally:
         cache.close()
     metrics, notes = score(benchmark, real, items, options.seed, sweep)
+    metrics.update({k: {"value": v, "definition": DEFINITIONS[k]}
+                    for k, v in realism_scores(benchmark, items, out, options.seed).items()})
     results = {
         "schema": SCHEMA,
         "benchmark": {"name": benchmark.name, "source": benchmark.source, "sha256": benchmark.sha256,

@@ -66,6 +66,19 @@ DEFINITIONS = {
     "real half's size; floor = FD(real A, real B). Unreliable when n is below the dimension",
     "realism.diversity": "spread across seeds: mean pairwise Euclidean distance between the outputs of the same "
     "(identity, request) over seeds, in blendshapes and in MobileFaceNet embedding; mean over (identity, request)",
+    "realism.critic": "classifier two-sample test (mien.evaluate.critic; Lopez-Paz & Oquab 2017): logistic regression "
+    "on fixed image statistics (radial power spectrum, high-pass residual, colour moments, 4x4 luminance layout) of the "
+    "inner face ('face') or the mouth box ('mouth') of the aligned crop, trained to tell the people's real crops "
+    "(identity and scoring photos) from the outputs on one half of the people and tested on the other, both ways; "
+    "classes balanced by subsampling. accuracy: held-out share right (0.5 = indistinguishable, 1 = every output gives "
+    "itself away); standard_error_at_chance: sqrt(0.25 / n_test), an underestimate since photos of one person are not "
+    "independent",
+    "artefacts.dark_eyes": "share of outputs whose eyes are newly darkened: the eye-to-cheek luminance ratio (template "
+    "eye and cheek boxes, mien.evaluate.critic) of the output below threshold x that of the first identity photo "
+    "(the threshold chosen on posed dev pairs by scripts/tune_dark_eyes.py); overall and per request",
+    "artefacts.mouth": "the critic on the mouth box alone: its held-out accuracy, and the mean held-out probability it "
+    "gives outputs of being generated (the report shows the highest)",
+    "artefacts.face_lost": "share of outputs in which the analysis found no usable face (as failures.no_face_rate)",
     "failures": "no_face: outputs in which no usable face was found; unsupported: requests the generator cannot serve; "
     "error: requests the generator rejected; real_no_face: real photos without a usable face (left out of scoring)",
 }
