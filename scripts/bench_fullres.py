@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mien.detail import DEFAULT, FACE_OVAL, crop_flow
+from mien.detail import DEFAULT, FACE_OVAL, DetailSettings, crop_flow, transfer_detail
 from mien.face import align
 from mien.io.image import load_rgb
 from mien.paste import paste_detail, paste_into_photo
@@ -187,7 +187,8 @@ def evaluate(args, chosen) -> list[dict]:
             photo, crop, m, lm, keep = d["photo"], d["crop"], d["matrix"], d["landmarks"], str(d["keep"])
             ident = analyzer.analyze(photo)[0].faceapi
             row = {"person": person, "label": label}
-            outs = {"crop": paste_into_photo(photo, crop, m, keep), "detail": paste_detail(photo, crop, m, keep, lm)}
+            outs = {"crop": paste_into_photo(photo, crop, m, keep),
+                    "detail": transfer_detail(photo, crop, m, keep, lm, args.detail)}
             for name, img in [("crop128", crop), *outs.items()]:
                 try:
                     a = analyzer.analyze(img)[0]
@@ -288,14 +289,17 @@ def main():
     ap.add_argument("--sheet", type=Path, help="write every pasted photo into --cache and contact sheets here")
     ap.add_argument("--cost", action="store_true", help="only time the full-resolution step on a 12 MP photo")
     ap.add_argument("--json", type=Path, help="write the rows and summary here")
+    ap.add_argument("--settings", default="{}", help="DetailSettings fields to change, as JSON (tuning)")
     args = ap.parse_args()
+    args.detail = DetailSettings(**{k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in json.loads(args.settings).items()})  # fmt: skip
     if args.cost:
         print(json.dumps(cost(args), indent=1))
         return
     chosen = split_people(people(args.raw), args.split, args.people, args.source)
     generate(args, chosen)
     rows = evaluate(args, chosen)
-    result = {"split": args.split, "people": [p for p, _ in chosen], "labels": args.labels,
+    result = {"settings": vars(args.detail), "split": args.split, "people": [p for p, _ in chosen], "labels": args.labels,
               "date": time.strftime("%Y-%m-%d"), "summary": summary(rows), "rows": rows}  # fmt: skip
     if args.sheet:
         for p in contact_sheets(args, rows):

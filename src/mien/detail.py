@@ -55,15 +55,15 @@ TEMPLATE_OVAL_128 = np.array(
 @dataclass(frozen=True)
 class DetailSettings:
     """The parameters of :func:`transfer_detail`, in 128 px crop units and grey levels (chosen on the tuning
-    people of the dev split, ``scripts/bench_fullres.py --tune``; docs/fullres.md)."""
+    people of the dev split, ``scripts/bench_fullres.py --split tune``; docs/fullres.md)."""
 
     flow_upsample: int = 2  # DIS runs on crops upsampled this much (sub-pixel motion of small features)
     flow_smooth: float = 1.0  # Gaussian sigma applied to the flow (crop px)
     still_motion: float = 0.25  # motion below this (crop px) is treated as none; ramps to full at twice it
     max_motion: float = 10.0  # motion is clipped to this length (crop px): bounds how far the mask can grow
-    residual_sigma: float = 2.0  # the residual's low-pass (crop px)
-    residual_floor: float = 5.0  # residual magnitudes below this (grey levels) are dropped (decoder noise)
-    new_content: tuple[float, float] = (30.0, 60.0)  # residual magnitude where the edit itself takes over
+    residual_sigma: float = 1.5  # the residual's low-pass (crop px)
+    residual_floor: float = 3.0  # residual magnitudes below this (grey levels) are dropped (decoder noise)
+    new_content: tuple[float, float] = (15.0, 35.0)  # residual magnitude where the edit itself takes over
     feather: float = 3.0  # mask edge softening (crop px)
     jaw_margin: float = 2.0  # the oval grown by this (crop px) before feathering
 
