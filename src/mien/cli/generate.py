@@ -23,9 +23,9 @@ requested expression; with no --expression/--au/--like, the scene face's own (a 
 output: a new numbered folder per run, mien-out/001, mien-out/002, ... (or --out DIR, which must not
 already hold an earlier run's images unless --overwrite), holding NNN_seedS.png (the aligned 128 px
 face; request, seed and settings in its metadata), NNN_seedS_photo.png (the edit carried into the
-edited photo at its own size; --no-paste skips it) and sheet.png (the identity crop, the --like
-reference or --into scene if any, and every output, under the request). Each image is written as
-soon as it is made.
+edited photo at its own size, docs/fullres.md; .jpg/.webp with --photo-format; --no-paste skips it)
+and sheet.png (the identity crop, the --like reference or --into scene if any, and every output, under
+the request). Each image is written as soon as it is made.
 
 seeds: image i uses seed S+i. The default edit (FlowEdit) moves the photo by what the request changes,
 and the seed only draws the noise the edit averages over, so images of one request differ in fine
