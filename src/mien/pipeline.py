@@ -276,6 +276,12 @@ class MienPipeline:
         bs = blendshape_target(request, self.prototypes, self.calibration)
         expr = expression_vector(bs, scene.pose)
         target = torch.from_numpy(expr)[None].expand(n, -1).float().to(self.device)
+        if s.variety > 0:  # each seed its own target around the request (--variety)
+            from mien.expression.targets import varied_target
+
+            rows = [expression_vector(varied_target(bs, self.prototypes.neutral, s.variety, seed + i), scene.pose)
+                    for i in range(n)]
+            target = torch.from_numpy(np.stack(rows)).float().to(self.device)
         cond = {**self._identity_streams(identity, n), "expression": target}
         seeds = [seed + i for i in range(n)]
         photo = self.model.normalize(scene.latent[None].to(self.device)).expand(n, -1, -1, -1)

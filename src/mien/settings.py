@@ -105,6 +105,10 @@ class GenerationSettings:
                                                 "a grimace otherwise; 0 (off) for the rest", "G")
     blendshape_guidance_until: float = setting(0.3, "blendshape guidance acts while the flow time is at most T "
                                                "(1 acts at every step)", "T")
+    variety: float = setting(0.0, "how much each seed's expression varies around the request, 0 to 1: each image's "
+                             "blendshape target is the request's change from neutral scaled by a seeded factor "
+                             "around 1, plus seeded jitter on the blendshapes it moves (0: every seed asks for "
+                             "exactly the request, and images differ in fine detail only)", "V")
 
     def __post_init__(self):
         from mien.errors import MienError
@@ -145,6 +149,8 @@ class GenerationSettings:
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise bad(name, getattr(self, name), "is out of range; use a flow time above 0 and at most 1 (1 "
                           "guides at every step)")
+        if not 0.0 <= self.variety <= 1.0:
+            raise bad("variety", self.variety, "is out of range; use 0 (every seed the same request) to 1")
         if self.method != "flowedit":  # FlowEdit hooks: asked for explicitly with another method, an error
             for name, off in (("guidance_contrast", 1.0), ("recogniser_guidance", 0.0), ("blendshape_guidance", 0.0)):
                 if getattr(self, name) not in (None, off):

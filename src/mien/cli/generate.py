@@ -29,7 +29,8 @@ the request). Each image is written as soon as it is made.
 
 seeds: image i uses seed S+i. The default edit (FlowEdit) moves the photo by what the request changes,
 and the seed only draws the noise the edit averages over, so images of one request differ in fine
-detail only.
+detail only; --variety V (0 to 1) gives each seed its own expression target around the request
+(its strength and the blendshapes it moves vary), so --n 4 --variety 0.7 shows four takes.
 
 exit status: 0 done; 1 done, but some --identity photos were skipped (unreadable or no face; each named);
 2 bad input (one line saying what to fix, before any work); 3 a pretrained file is missing.
@@ -38,6 +39,7 @@ examples:
   mien generate --example --expression happy            the bundled London Set photo (CC BY 4.0)
   mien generate --identity me.jpg --expression happy --intensity 0.6
   mien generate --identity me.jpg --expression "happily surprised" --n 4
+  mien generate --identity me.jpg --expression "happy 0.6" --n 4 --variety 0.7   four different smiles
   mien generate --identity me.jpg --au AU12=3,AU6=2
   mien generate --identity me.jpg me2.jpg --like reference_smile.jpg --out results/
   mien generate --identity me.jpg --expression elation --dry-run

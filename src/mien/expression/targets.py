@@ -55,6 +55,20 @@ def blendshape_target(req: ExpressionRequest, protos: Prototypes, calib: AUCalib
     return np.clip(base, 0.0, 1.0)
 
 
+def varied_target(target: np.ndarray, neutral: np.ndarray, variety: float, seed: int) -> np.ndarray:
+    """``target`` (52,) varied for one seed (``--variety``): its change from ``neutral`` scaled by a factor drawn
+    around 1 (spread ``0.5 * variety``, at least 0), plus jitter of spread ``0.15 * variety`` on each blendshape in
+    proportion to how far the request moves it, clipped to [0, 1]. The same seed always gives the same target,
+    and variety 0 returns ``target`` itself."""
+    if variety <= 0:
+        return target
+    rng = np.random.default_rng([seed, 0x6D69656E])  # its own stream, apart from the sampler's noise
+    moved = np.asarray(target, np.float64) - np.asarray(neutral, np.float64)
+    scale = max(0.0, 1.0 + 0.5 * variety * rng.standard_normal())
+    jitter = 0.15 * variety * rng.standard_normal(moved.shape) * np.abs(moved) / max(np.abs(moved).max(), 1e-6)
+    return np.clip(np.asarray(neutral) + scale * moved + jitter, 0.0, 1.0).astype(np.asarray(target).dtype)
+
+
 def expression_vector(blendshapes: np.ndarray, pose_deg) -> np.ndarray:
     """(55,) conditioning vector: blendshapes then yaw, pitch, roll / 90."""
     return np.concatenate([np.asarray(blendshapes, np.float32), np.asarray(pose_deg, np.float32) / POSE_SCALE])
