@@ -232,3 +232,14 @@ def test_a_loaded_person_is_recorded_in_the_output_metadata(tmp_path):
     gen = pipe(pipe.identity_input(aligned), ExpressionRequest(mix={"happy": 1.0}), GenerationSettings(steps=2))
     assert gen.metadata(0)["person"] == pipe.person_hash and len(pipe.person_hash) == 12
     assert len(photos) == 2 and np.isfinite(gen.latents.numpy()).all()
+
+
+@pytest.mark.parametrize("flags, message", [(["--steps", "0"], "--steps 0 must be a whole number"),
+                                            (["--rank", "100"], "--rank 100 is larger"),
+                                            (["--time-budget", "-5"], "--time-budget -5.0 must be positive")])  # fmt: skip
+def test_personalize_flags_are_checked_before_anything_loads(tmp_path, capsys, flags, message):
+    from mien.cli.main import main
+
+    assert main(["personalize", str(tmp_path / "me.jpg"), "--out", str(tmp_path / "me"), *flags]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message.split(" must")[0] in err and not (tmp_path / "me").exists()
