@@ -148,3 +148,13 @@ def test_scene_without_a_face_is_found_before_the_model_loads(shared_dir, genera
 def test_selfie_without_a_face_is_found_before_the_model_loads(shared_dir, generate, photos):  # noqa: F811
     msg = generate("--identity", str(photos / "blank.png"), "--into", EX)
     assert "no usable face" in msg and "blank.png" in msg
+
+
+def test_a_swap_pastes_the_face_itself_unless_told_otherwise():
+    from types import SimpleNamespace
+
+    from mien.cli.generate import paste_for
+
+    assert paste_for(SimpleNamespace(paste_with=None, into=None)) == "detail"
+    assert paste_for(SimpleNamespace(paste_with=None, into="scene.jpg")) == "crop"
+    assert paste_for(SimpleNamespace(paste_with="detail", into="scene.jpg")) == "detail"

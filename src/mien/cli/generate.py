@@ -87,9 +87,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-paste", dest="paste", action="store_false",
                    help="write only the aligned 128 px faces, not also each face put back into the first identity "
                         "photo (NNN_seedS_photo.png)")
-    p.add_argument("--paste", dest="paste_with", choices=("detail", "crop"), default="detail",
-                   help="how the face goes back into the photo: 'detail' (default) moves the photo's own pixels by the "
-                        "edit's motion at the photo's resolution (docs/fullres.md); 'crop' pastes the 128 px face itself")
+    p.add_argument("--paste", dest="paste_with", choices=("detail", "crop"), default=None,
+                   help="how the face goes back into the photo: 'detail' (the default for edits) moves the photo's own "
+                        "pixels by the edit's motion at the photo's resolution (docs/fullres.md); 'crop' (the default "
+                        "with --into) pastes the 128 px face itself")
     p.add_argument("--photo-format", choices=("png", "jpg", "webp"), default="png",
                    help="file type of NNN_seedS_photo (the edited photo at its own size; default png, lossless; "
                         "jpg and webp at quality 95)")
@@ -106,6 +107,13 @@ def build_request(args, like=None):
     from mien.expression.targets import parse_request
 
     return parse_request(args.expression, args.intensity, args.au, like)
+
+
+def paste_for(args) -> str:
+    """--paste, else 'detail' for an edit and 'crop' for a swap: detail transfer keeps the photo's own pixels,
+    which in a swap are the scene person's (docs/swap.md: the swap verified as the selfie's person 0.75 with
+    the crop paste, 0.50 with detail transfer)."""
+    return args.paste_with or ("crop" if args.into else "detail")
 
 
 def check_into(args, settings) -> None:
@@ -238,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
         from mien.paste import PASTES
 
         editor = Editor.from_pretrained(args.model, device=args.device, landmarker=landmarker, person=args.person,
-                                        paste=PASTES[args.paste_with])
+                                        paste=PASTES[paste_for(args)])
         scene = editor.subject([scene_rgb], scene_aligned, args.face or 0) if args.into else None
         if scene is not None:
             request = editor.scene_request(request, scene)  # none asked for: the scene face's own expression
