@@ -87,3 +87,13 @@ def test_errors_are_one_line_mien_errors(service, tmp_path):
 
         Image.new("RGB", (64, 64), (200, 200, 200)).save(wall)
         service.request(Controls("happy", reference=str(wall)))
+
+
+def test_expression_sheet_is_the_seven_labels_from_one_start(service, photos):
+    from mien.expression.basic import BASIC
+    from mien.ui.service import Controls
+
+    outs = service.sheet(photos, 0, Controls("elation", 0.5, {"AU12L": 5.0}, {}), seed=1, settings=FAST)
+    assert [o.request for o in outs] == ["neutral 0.50"] + [f"{lab} 0.50" for lab in BASIC[1:]]  # sliders left out
+    assert all(o.metadata["seed"] == 1 and o.path.is_file() for o in outs)
+    assert len({o.photo.tobytes() for o in outs}) == len(BASIC)  # seven different images

@@ -70,14 +70,15 @@ def build(service: Service, default_steps: int | None = None) -> gr.Blocks:
     """The page, wired to ``service``."""
     steps0 = default_steps or GenerationSettings().steps
     words = vocabulary_words()
-    with gr.Blocks(title="mien: change the expression in a photo", delete_cache=(60, 600)) as demo:
+    with gr.Blocks(title="mien: change the expression in a photo", delete_cache=(60, 600), analytics_enabled=False) as demo:
         gr.Markdown("# mien: change the expression in a photo\n" + PRIVACY)
         preset_state = gr.State({})
         with gr.Row():
             with gr.Column(scale=1):
                 photos = gr.File(label="Photo of the person (or several of the same person)", file_count="multiple",
                                  elem_id="photos")
-                faces = gr.Gallery(label="Faces found", columns=4, height=170, object_fit="contain", elem_id="faces")
+                faces = gr.Gallery(label="Faces found", columns=4, height=170, object_fit="contain", fit_columns=False,
+                                   allow_preview=False, elem_id="faces")
                 face = gr.Radio(["face 0"], value="face 0", label="Face to edit (0 is the largest)", elem_id="face")
                 reference = gr.Image(label="Reference photo (optional): take its expression", type="filepath",
                                      sources=["upload"], height=160, elem_id="reference")
