@@ -28,7 +28,7 @@ LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
-    ap.add_argument("--labels", nargs="+", default=list(LABELS))
+    ap.add_argument("--labels", "--expression", nargs="+", default=list(LABELS), help="labels to time (default: all 7)")
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: mien's default)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="default: mien's (mien.threads)")
