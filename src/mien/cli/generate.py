@@ -111,8 +111,8 @@ def build_request(args, like=None):
 
 def paste_for(args) -> str:
     """--paste, else 'detail' for an edit and 'crop' for a swap: detail transfer keeps the photo's own pixels,
-    which in a swap are the scene person's (docs/swap.md: the swap verified as the selfie's person 0.75 with
-    the crop paste, 0.50 with detail transfer)."""
+    which in a swap are the scene person's (docs/swap.md: the swap verified as the selfie's person 0.67 with
+    the crop paste, 0.36 with detail transfer)."""
     return args.paste_with or ("crop" if args.into else "detail")
 
 
