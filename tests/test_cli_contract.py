@@ -151,14 +151,16 @@ def test_second_run_into_the_same_folder_is_refused_without_overwrite(no_model_l
     out.mkdir()
     (out / "000_seed0.png").write_bytes(b"earlier")
     (out / "sheet.png").write_bytes(b"earlier")
+    (out / "000_seed0_photo.jpg").write_bytes(b"earlier")
     (out / "mine.txt").write_text("not mien's")
+    (out / "holiday.png").write_text("not mien's")
     assert main(["generate", "--identity", EX, "--expression", "happy", "--out", str(out)]) == 2
     msg = error_line(capsys)
-    assert "already holds 2 file(s) of an earlier run" in msg and "--overwrite" in msg
+    assert "already holds 3 file(s) of an earlier run" in msg and "--overwrite" in msg
     from mien.io.output import clear_earlier_outputs
 
     clear_earlier_outputs(out)  # what --overwrite does before the first new image is written
-    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["holiday.png", "mine.txt"]
 
 
 def test_default_output_folder_is_ignored_by_git():
@@ -194,7 +196,7 @@ def test_images_are_written_as_they_are_made(tmp_path):
     from mien.settings import GenerationSettings
 
     subject = SimpleNamespace(identity=SimpleNamespace(crops=[np.zeros((128, 128, 3), np.uint8)]))
-    args = SimpleNamespace(n=3, seed=5, paste=False, overwrite=False, like=None)
+    args = SimpleNamespace(n=3, seed=5, paste=False, overwrite=False, like=None, photo_format="png")
     with pytest.raises(KeyboardInterrupt):
         generate_and_save(FakeEditor(fail_at=2), subject, None, GenerationSettings(steps=2), args, tmp_path, None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["000_seed5.png", "sheet.png"]
