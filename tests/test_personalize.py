@@ -243,3 +243,10 @@ def test_personalize_flags_are_checked_before_anything_loads(tmp_path, capsys, f
     assert main(["personalize", str(tmp_path / "me.jpg"), "--out", str(tmp_path / "me"), *flags]) != 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message.split(" must")[0] in err and not (tmp_path / "me").exists()
+
+
+def test_config_lora_targets_match_the_backbone():
+    from mien.builtin.backbone import LORA_TARGETS as backbone_targets
+    from mien.personalize.config import LORA_TARGETS
+
+    assert LORA_TARGETS == backbone_targets

@@ -9,8 +9,16 @@ trainer.py  the resumable loop (accelerate), time budget, progress bar
 run.py      photos -> person folder, the one call `mien personalize` makes
 """
 
-from mien.personalize.config import LossWeights, PersonalizeConfig
-from mien.personalize.lora import load_person
-from mien.personalize.trainer import TrainResult, train_person
+import importlib
 
-__all__ = ["LossWeights", "PersonalizeConfig", "TrainResult", "load_person", "train_person"]
+# Names are imported on first use (PEP 562) so that building the CLI parser, which reads
+# PersonalizeConfig's defaults, does not import torch.
+_EXPORTS = {"LossWeights": "config", "PersonalizeConfig": "config", "load_person": "lora",
+            "TrainResult": "trainer", "train_person": "trainer"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mien.personalize' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"mien.personalize.{_EXPORTS[name]}"), name)

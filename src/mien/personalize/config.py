@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mien.builtin.backbone import LORA_TARGETS
 from mien.errors import MienError
+
+# The backbone's attention projections (mien.builtin.backbone.LORA_TARGETS; a test keeps the two equal),
+# written here so that the CLI parser reads the defaults without importing torch.
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 @dataclass
