@@ -83,3 +83,13 @@ def test_shipped_model_decoder_reaches_34_db_on_dev_faces():
     # measured on these 64: mean 35.8 dB against 32.4 with the pretrained decoder (all 737 dev faces:
     # 35.86 against 32.44, docs/training.md "The decoder")
     assert psnr.mean() > 34.0, f"mean PSNR {psnr.mean():.2f} dB"
+
+
+def test_encoder_only_encodes_as_the_full_model_and_refuses_to_decode():
+    full, enc = TAEF2.from_weights(), TAEF2.from_weights(decoder=False)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(enc.encode(x), full.encode(x))
+    assert not any("decoder" in k for k in enc.state_dict())
+    with pytest.raises(RuntimeError, match="without its decoder"):
+        enc.decode(torch.zeros(1, 32, 4, 4))

@@ -119,19 +119,25 @@ class TAEF2(nn.Module):
         self.decoder = build_decoder()
 
     @classmethod
-    def from_weights(cls, encoder_path: str | Path | None = None, decoder_path: str | Path | None = None) -> "TAEF2":
+    def from_weights(cls, encoder_path: str | Path | None = None, decoder_path: str | Path | None = None,
+                     decoder: bool = True) -> "TAEF2":  # fmt: skip
         """Pretrained TAEF2 in eval mode with frozen parameters.
 
         Paths default to the verified files from :func:`mien.weights.locate` (raises
         :class:`mien.errors.WeightsError` saying where to put them when missing). ``decoder_path`` may
         also be a ``.safetensors`` decoder fine-tuned by mien (:mod:`mien.train.decoder`), which a
-        built-in model names in its config (``ModelConfig.decoder``).
+        built-in model names in its config (``ModelConfig.decoder``). ``decoder=False`` loads the encoder
+        only (for encoding training data where the decoder's weights are not carried); ``decode`` then
+        raises.
         """
         from mien.weights import locate
 
         model = cls()
         model.encoder.load_state_dict(_load_state_dict(Path(encoder_path or locate("taef2_encoder"))))
-        model.decoder.load_state_dict(_load_state_dict(Path(decoder_path or locate("taef2_decoder"))))
+        if decoder:
+            model.decoder.load_state_dict(_load_state_dict(Path(decoder_path or locate("taef2_decoder"))))
+        else:
+            model.decoder = None
         return model.eval().requires_grad_(False)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,6 +147,8 @@ class TAEF2(nn.Module):
 
     def decode(self, z: torch.Tensor, clamp: bool = True) -> torch.Tensor:
         """Latent -> RGB. ``clamp=False`` returns the raw output (about [0,1]) with full gradients."""
+        if self.decoder is None:
+            raise RuntimeError("this TAEF2 was loaded without its decoder (from_weights(decoder=False))")
         y = self.decoder(z)
         return y.clamp(0, 1) if clamp else y
 

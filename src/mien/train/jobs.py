@@ -88,7 +88,7 @@ def encoded_tensors(chunks: list[Path], cache: Path, embeddings: bool = False) -
     from mien.train.latents import load_chunks
 
     dev = _device()
-    taef2 = TAEF2.from_weights().to(dev).eval()
+    taef2 = TAEF2.from_weights(decoder=False).to(dev).eval()  # encodes only
     embed = None
     if embeddings:
         from mien.train.loss_consistency import mobilefacenet_embedder
