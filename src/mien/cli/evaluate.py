@@ -75,6 +75,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the swap benchmark instead (docs/swap.md): each person put into the next person's photo "
                         "(--benchmark default dev-wild.yaml, --limit N: the first N pairs) with the seven labels; "
                         "--generator built-in or copy (A's face pasted into B's photo, the baseline)")
+    p.add_argument("--personalize", nargs="+", type=int, metavar="K",
+                   help="the personalisation benchmark instead (docs/personalize.md): each person with more than K "
+                        "photos personalised (mien personalize) on K of them, tuning-free vs personalised scored on "
+                        "the others; several K: 1 3 5. Slow on a CPU: about 5 minutes a person and K")
+    p.add_argument("--per-group", type=int, metavar="N", help="--personalize: the first N people of each group")
+    p.add_argument("--lora-steps", type=int, metavar="N", help="--personalize: training steps (default: mien personalize's)")
+    p.add_argument("--lora-rank", type=int, metavar="R", help="--personalize: LoRA rank (default: mien personalize's)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved run (benchmark, items, output) and exit")
     p.set_defaults(run=run)
 
@@ -92,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.swap:
         return _swap(args)
+    if args.personalize:
+        return _personalize(args)
     bench = bm.load(args.benchmark).limit(args.limit)
     out = args.out or default_cache_dir() / "runs" / f"{bench.name}-{args.generator}"
     if args.dry_run:
@@ -128,6 +137,35 @@ def _swap(args: argparse.Namespace) -> int:
     s = run_swap(bench, args.generator, out, args.limit, settings, device=args.device)
     print(json.dumps({k: v for k, v in s.items() if k != "definitions"}, indent=1))
     print(f"summary: {out / 'summary.json'}")
+    return 0
+
+
+def _personalize(args: argparse.Namespace) -> int:
+    from mien.errors import MienError
+    from mien.evaluate import benchmark as bm
+    from mien.evaluate import personalize as pz
+    from mien.evaluate.cache import default_cache_dir
+
+    ks = args.personalize
+    if any(k < 1 for k in ks) or (args.per_group is not None and args.per_group < 1):
+        raise MienError(f"--personalize {' '.join(map(str, ks))}: every K and --per-group must be at least 1")
+    config = pz.lora_config(args.lora_steps, args.lora_rank)  # checked before anything loads
+    settings = settings_from_args(args)
+    bench = bm.load(args.benchmark).limit(args.limit)
+    out = args.out or default_cache_dir() / "runs" / f"personalize-{bench.name}"
+    if args.dry_run:
+        people = pz.eligible(bench, ks, args.per_group)
+        n = sum(len(i.identity_photos) + len(i.scoring_photos) > k for i in people for k in ks)
+        print(f"personalisation benchmark {bench.source}: {len(people)} people, K {ks}, {n} runs of "
+              f"{config.steps} steps (rank {config.rank}) x 7 labels, out {out}")
+        return 0
+    prepared = out / "inputs"
+    if not (prepared / "people.json").is_file():
+        pz.prepare_here(bench, prepared, ks, args.per_group, None, args.device)
+    pipe = pz.pipeline_without_landmarker(args.device)
+    pz.run(prepared, out, ks, pipe, pz.Scorer.from_pipeline(pipe), config, settings)
+    print(pz.markdown(pz.report(out)))
+    print(f"summary: {out / 'summary.json'}; contact sheets: {out / 'sheets'}")
     return 0
 
 
