@@ -118,3 +118,16 @@ def test_personalize_flags_are_checked_before_anything_loads(capsys, flags, mess
     assert main(["evaluate", *flags]) != 0
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_each_person_starts_from_the_base_model_without_an_earlier_persons_lora():
+    from peft.tuners.lora import LoraLayer
+
+    from mien.personalize import lora
+
+    pipe = tiny_components_pipeline()
+    lora.add_lora(pipe.model.backbone.unet, lora.lora_config(2, 2.0, ["to_q", "to_v"]))
+    base = pz.base_model(pipe.model)
+    assert any(isinstance(m, LoraLayer) for m in pipe.model.modules())
+    assert not any(isinstance(m, LoraLayer) for m in base.modules()) and not hasattr(base.backbone.unet, "peft_config")
+    lora.add_lora(base.backbone.unet, lora.lora_config(2, 2.0, ["to_q"]))  # a fresh LoRA goes in cleanly

@@ -221,7 +221,7 @@ def run(prepared: Path, out: Path, ks: list[int], pipe, scorer: Scorer, config=N
     people = json.loads((prepared / "people.json").read_text())
     config = config or PersonalizeConfig()
     (out / "sheets").mkdir(parents=True, exist_ok=True)
-    base = copy.deepcopy(pipe.model)  # every person starts from the base model
+    base = base_model(pipe.model)  # every person starts from the base model
     done = finished(out)
     todo = [j for j in jobs(people, ks)[shard[0] :: shard[1]] if f"{people[j[0]]['id']}|{j[1]}" not in done]
     name = "items.jsonl" if shard[1] == 1 else f"items-{shard[0]}.jsonl"
@@ -238,6 +238,21 @@ def run(prepared: Path, out: Path, ks: list[int], pipe, scorer: Scorer, config=N
         if progress:
             print(f"{item['person']} K={K}: trained {item['train_s']} s", file=sys.stderr, flush=True)
     return new
+
+
+def base_model(model):
+    """A copy of ``model`` without any LoRA layer (a person loaded earlier is left out)."""
+    from peft.tuners.lora import LoraLayer
+
+    base = copy.deepcopy(model)
+    for name, m in list(base.named_modules()):
+        for child, sub in list(m.named_children()):
+            if isinstance(sub, LoraLayer):
+                setattr(m, child, sub.get_base_layer())
+    for m in base.modules():
+        if hasattr(m, "peft_config"):
+            del m.peft_config
+    return base
 
 
 def one(pipe, base, scorer: Scorer, prepared: Path, person: dict, k: int, K: int, ks: list[int], config, settings,
