@@ -10,10 +10,11 @@
 # step is latency-bound, so several processes fill it better than one). Everything comes back under OUT:
 # personalize.tar (items*.jsonl, sheets/, summary.*), summary.md and log.txt.
 #
-#   usage: scripts/gpu_evaluate_personalize.sh CARRY OUT KS PROCESSES MINUTES
+#   usage: scripts/gpu_evaluate_personalize.sh CARRY OUT KS PROCESSES MINUTES [ALONE]
 #   e.g.   scripts/gpu_evaluate_personalize.sh .gpu_a20 $OUT 5,1,3 6 6.5
+#   ALONE=0 skips the run alone (every run then shares the GPU: its time to personalise is not one run's).
 set -u
-CARRY=$1 OUT=$2 KS=$3 PROCESSES=$4 MINUTES=$5
+CARRY=$1 OUT=$2 KS=$3 PROCESSES=$4 MINUTES=$5 ALONE=${6:-1}
 python3 -m pip install -q --no-index --no-deps --no-compile --target /root/run/site "$CARRY"/whl/*.whl
 ln -sfn "$PWD/src/mien/resources/model" "$CARRY/src/mien/resources/model"
 export PYTHONPATH="$CARRY/src:/root/run/site" MIEN_WEIGHTS="$CARRY/weights" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
@@ -23,7 +24,7 @@ export CARRY KS RUN
 bench() { python3 -m mien.evaluate.personalize run --inputs "$CARRY/inputs" --out "$RUN" --ks "$KS" --device cuda "$@"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$RUN/device.txt"
 START=$(date +%s)
-bench --max-runs 1 > "$RUN/log-alone.txt" 2>&1
+[ "$ALONE" = 1 ] && bench --max-runs 1 > "$RUN/log-alone.txt" 2>&1
 LEFT=$(python3 -c "print(max(0.5, $MINUTES - ($(date +%s) - $START) / 60))")
 HARD=$(python3 -c "print(int(60 * ($LEFT + 2.2)))")  # a run started just before LEFT ends has 2.2 minutes; then killed
 for i in $(seq 0 $((PROCESSES - 1))); do
