@@ -85,8 +85,13 @@ def test_shipped_model_decoder_reaches_34_db_on_dev_faces():
     assert psnr.mean() > 34.0, f"mean PSNR {psnr.mean():.2f} dB"
 
 
-def test_encoder_only_encodes_as_the_full_model_and_refuses_to_decode():
-    full, enc = TAEF2.from_weights(), TAEF2.from_weights(decoder=False)
+def test_encoder_only_encodes_as_the_full_model_and_refuses_to_decode(tmp_path):
+    torch.manual_seed(0)
+    random = TAEF2()
+    torch.save(random.encoder.state_dict(), tmp_path / "enc.pth")
+    torch.save(random.decoder.state_dict(), tmp_path / "dec.pth")
+    full = TAEF2.from_weights(tmp_path / "enc.pth", tmp_path / "dec.pth")
+    enc = TAEF2.from_weights(tmp_path / "enc.pth", decoder=False)  # no decoder file is looked for
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(enc.encode(x), full.encode(x))

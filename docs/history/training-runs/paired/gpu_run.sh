@@ -26,7 +26,7 @@ print("encoded", info, f"{time.monotonic() - t:.1f} s")
 EOF
 run() {  # name expression_weight identity_weight
   python3 -m mien train --chunks $CHUNKS --cache $R/latents --init-from src/mien/resources/model --config-from-init \
-    --flip-prob 0.5 --lr 1e-4 --warmup-steps 200 --steps 100000 --log-every 50 --checkpoint-every 500 \
+    --flip-prob 0.5 --lr 1e-4 --warmup-steps ${WARMUP:-200} --steps 100000 --log-every 50 --checkpoint-every 500 \
     --expression-weight $2 --identity-weight $3 --out $R/$1 --time-budget $BUDGET --parts-to $R/parts/$1 \
     ${EXTRA:-} > $R/parts/$1.log 2>&1
 }
