@@ -19,21 +19,24 @@ plain object holding references (diffusers would otherwise register it inside th
 Scales arrive per call as ``cross_attention_kwargs={"stream_scales": {...}}``; nothing is stored on
 the processor between calls, so concurrent requests with different scales are safe. Self-attention
 layers get a processor that accepts and ignores that argument (otherwise diffusers warns on every
-call that it is unused).
+call that it is unused). The self-attention is diffusers' ``AttnProcessor2_0`` (:func:`self_attention`),
+kept here so that this module, and the compact UNet that uses it (:mod:`mien.builtin.unet`), work without
+importing diffusers.
 """
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
 
 
 class StreamKV(nn.Module):
     """Key and value projections of one extra stream at one cross-attention layer."""
 
-    def __init__(self, attn: Attention, zero_init_value: bool):
+    def __init__(self, attn: nn.Module, zero_init_value: bool):
         super().__init__()
         bias = attn.to_k.bias is not None
         self.to_k = nn.Linear(attn.to_k.in_features, attn.to_k.out_features, bias=bias)
@@ -44,12 +47,58 @@ class StreamKV(nn.Module):
                 nn.init.zeros_(self.to_v.bias)
 
 
-class SelfAttnProcessor(AttnProcessor2_0):
-    """diffusers' stock processor, accepting (and ignoring) the streams' per-call scales."""
+def self_attention(attn: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states=None, attention_mask=None,
+                   temb=None) -> torch.Tensor:  # fmt: skip
+    """diffusers' ``AttnProcessor2_0.__call__`` (0.42), operation for operation, for a diffusers ``Attention`` or
+    :class:`mien.builtin.unet.Attention` layer."""
+    residual = hidden_states
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    input_ndim = hidden_states.ndim
+    if input_ndim == 4:
+        batch_size, channel, height, width = hidden_states.shape
+        hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+    batch_size, sequence_length, _ = hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
+    if attention_mask is not None:
+        attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+        attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    query = attn.to_q(hidden_states)
+    if encoder_hidden_states is None:
+        encoder_hidden_states = hidden_states
+    elif attn.norm_cross:
+        encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+    key = attn.to_k(encoder_hidden_states)
+    value = attn.to_v(encoder_hidden_states)
+    inner_dim = key.shape[-1]
+    head_dim = inner_dim // attn.heads
+    query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+    key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+    value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0,
+                                                   is_causal=False)  # fmt: skip
+    hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
+    hidden_states = hidden_states.to(query.dtype)
+    hidden_states = attn.to_out[0](hidden_states)
+    hidden_states = attn.to_out[1](hidden_states)
+    if input_ndim == 4:
+        hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+    if attn.residual_connection:
+        hidden_states = hidden_states + residual
+    return hidden_states / attn.rescale_output_factor
+
+
+class SelfAttnProcessor:
+    """diffusers' stock processor (:func:`self_attention`), accepting (and ignoring) the streams' per-call scales."""
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
                  stream_scales=None):  # fmt: skip
-        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        return self_attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
 class StreamAttnProcessor:
@@ -59,7 +108,7 @@ class StreamAttnProcessor:
         self.layout = layout  # (stream name, token count) in token order
         self.kv = kv  # extra streams' projections at this layer (all but the first stream)
 
-    def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None,
+    def __call__(self, attn: nn.Module, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  temb=None, stream_scales: dict[str, float] | None = None):  # fmt: skip
         if attention_mask is not None or attn.spatial_norm is not None:
             raise NotImplementedError("StreamAttnProcessor supports neither attention masks nor spatial norm")
@@ -115,7 +164,7 @@ class StreamAttnProcessor:
             start += n
 
 
-def _heads(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+def _heads(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(B, L, heads * d) -> (B, heads, L, d)."""
     return x.view(x.shape[0], -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
 
@@ -127,11 +176,12 @@ def install_stream_processors(
 
     Returns the extra streams' projections as ``{layer key: {stream name: StreamKV}}``; the caller
     must own that ModuleDict (assign it to a module attribute) so it is trained, moved and saved.
-    Layer widths come from each ``Attention`` module; the layer key is only a unique label.
+    Layer widths come from each ``Attention`` module (diffusers' or :class:`mien.builtin.unet.Attention`); the
+    layer key is only a unique label.
     """
     kv_all, processors = nn.ModuleDict(), {}
     for name, module in unet.named_modules():
-        if not isinstance(module, Attention):
+        if not _is_attention(module):
             continue
         if not module.is_cross_attention:
             processors[f"{name}.processor"] = SelfAttnProcessor()
@@ -141,3 +191,14 @@ def install_stream_processors(
         processors[f"{name}.processor"] = StreamAttnProcessor(list(layout), kv)
     unet.set_attn_processor(processors)
     return kv_all
+
+
+def _is_attention(module: nn.Module) -> bool:
+    """A diffusers ``Attention`` layer or the compact UNet's (:mod:`mien.builtin.unet`), without importing
+    diffusers (a diffusers layer exists only once diffusers is imported)."""
+    from mien.builtin.unet import Attention as CompactAttention
+
+    if isinstance(module, CompactAttention):
+        return True
+    processors = sys.modules.get("diffusers.models.attention_processor")
+    return processors is not None and isinstance(module, processors.Attention)

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
 from torch import nn
 
 # The attention projections a LoRA on the backbone wraps (diffusers' names; the adapter's own stream K/V
@@ -55,10 +54,13 @@ def coarse(z: torch.Tensor, k: int) -> torch.Tensor:
 class Backbone(nn.Module):
     """A diffusers UNet as a flow-velocity model over normalised latents (module docstring)."""
 
-    def __init__(self, config: BackboneConfig, unet: UNet2DConditionModel | None = None):
+    def __init__(self, config: BackboneConfig, unet: nn.Module | None = None):
         super().__init__()
+        from mien.builtin.unet import build_unet
+
         self.config = config
-        self.unet = unet if unet is not None else UNet2DConditionModel(**config.unet)
+        # diffusers' UNet2DConditionModel, or the same network without importing diffusers (mien.builtin.unet)
+        self.unet = unet if unet is not None else build_unet(config.unet)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

@@ -202,10 +202,15 @@ class TrainConfig:
 
 
 def _check_unet_kwargs(kwargs: dict) -> None:
-    from diffusers import UNet2DConditionModel
+    from mien.builtin.unet import supported
 
-    allowed = set(inspect.signature(UNet2DConditionModel.__init__).parameters) - {"self"}
-    unknown = sorted(set(kwargs) - allowed)
+    if supported(kwargs):  # arguments the compact UNet takes are UNet2DConditionModel's: no diffusers import
+        unknown = []
+    else:
+        from diffusers import UNet2DConditionModel
+
+        allowed = set(inspect.signature(UNet2DConditionModel.__init__).parameters) - {"self"}
+        unknown = sorted(set(kwargs) - allowed)
     if unknown:
         raise MienError(f"model config: unknown UNet2DConditionModel arguments {unknown}")
     if "cross_attention_dim" not in kwargs:
