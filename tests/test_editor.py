@@ -138,3 +138,31 @@ def test_face_index_beyond_the_faces_found_is_a_one_line_error(shared_dir, photo
         assert len(align_photos(lm, [photo], face=0).crops) == 1
         with pytest.raises(NoFaceError, match="face 1 asked for, but only 1 found"):
             align_photos(lm, [photo], ["me.jpg"], face=1)
+
+
+def test_prepare_reuses_the_subject_of_the_same_photos(photo):
+    """Asked again for photos with the same pixels, prepare gives the same subject without aligning again (the
+    caller's own array as the photo); changed pixels, or photos pushed out by newer ones, are prepared anew."""
+    ed = Editor(tiny_components_pipeline())
+    calls = []
+
+    def align(photos, names=None, face=0):
+        calls.append(len(photos))
+        return tiny_aligned(photos[0])
+
+    ed.align = align
+    first = ed.prepare([photo])
+    again = photo.copy()
+    second = ed.prepare([again])
+    assert len(calls) == 1 and second.photo is again
+    assert np.array_equal(second.identity.vector, first.identity.vector) and second.matrix is first.matrix
+    changed = photo.copy()
+    changed[0, 0] ^= 1
+    ed.prepare([changed])
+    assert len(calls) == 2
+    for k in range(Editor.PREPARED_KEPT):
+        other = photo.copy()
+        other[1, 1] = (int(other[1, 1, 0]) + k + 1) % 256
+        ed.prepare([other])
+    ed.prepare([photo])
+    assert len(calls) == 3 + Editor.PREPARED_KEPT

@@ -17,14 +17,19 @@ docs/swap.md), and the paste puts it back into the scene photo.
 
 Built once, an editor is safe to share between threads: it changes no state per request (the pipeline's
 nets are loaded at construction and only read), and the MediaPipe landmarker, whose task objects are not
-documented as thread-safe, is called under a lock. The paste back into the photo is one function call
+documented as thread-safe, is called under a lock. :meth:`Editor.prepare` keeps the last few subjects it
+prepared, keyed by the photos' pixels, so a service asked for many edits of the same photos (the web UI's
+expression sheet) aligns and encodes them once. The paste back into the photo is one function call
 (:data:`mien.paste.Paste`; by default full-resolution detail transfer, :mod:`mien.detail`), replaceable
 with ``Editor(pipeline, paste=...)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -116,8 +121,20 @@ class EditResult:
         return save_result(out, self)
 
 
+def _photos_key(photos: list[np.ndarray], names: list[str] | None, face: int) -> tuple:
+    """What :meth:`Editor.prepare`'s result depends on: the photos' pixels (a digest), their names, the face."""
+    h = hashlib.blake2b(digest_size=16)
+    for photo in photos:
+        photo = np.ascontiguousarray(photo)
+        h.update(f"{photo.shape}{photo.dtype}".encode())
+        h.update(memoryview(photo).cast("B"))
+    return h.hexdigest(), tuple(names) if names else None, face
+
+
 class Editor:
     """The generation workflow around a :class:`mien.pipeline.MienPipeline` (module docstring)."""
+
+    PREPARED_KEPT = 4  # subjects :meth:`prepare` keeps for photos asked for again
 
     def __init__(self, pipeline: MienPipeline, paste: Paste | None = None):
         if not isinstance(pipeline.landmarker, SerialLandmarker):
@@ -125,6 +142,8 @@ class Editor:
         self.pipeline = pipeline
         self.paste: Paste = paste or paste_detail
         self._paste_landmarks = _takes_landmarks(self.paste)
+        self._prepared: OrderedDict[tuple, Subject] = OrderedDict()  # photo=None: the caller's array is not kept
+        self._prepared_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, model: str = "default", device: str = "cpu", landmarker=None,
@@ -158,8 +177,21 @@ class Editor:
 
     def prepare(self, photos: list[np.ndarray], names: list[str] | None = None, face: int = 0) -> Subject:
         """A subject from photos of one person: each photo's face ``face`` (0: the largest) aligned and their
-        identity vectors combined; the first usable photo is the one edited."""
-        return self.subject(photos, self.align(photos, names, face), face)
+        identity vectors combined; the first usable photo is the one edited. Photos with the same pixels, names
+        and face as one of the last :attr:`PREPARED_KEPT` calls give that call's subject without the work."""
+        key = _photos_key(photos, names, face)
+        with self._prepared_lock:
+            kept = self._prepared.get(key)
+            if kept is not None:
+                self._prepared.move_to_end(key)
+        if kept is not None:
+            return dataclasses.replace(kept, photo=photos[kept.source])
+        subject = self.subject(photos, self.align(photos, names, face), face)
+        with self._prepared_lock:
+            self._prepared[key] = dataclasses.replace(subject, photo=None)
+            while len(self._prepared) > self.PREPARED_KEPT:
+                self._prepared.popitem(last=False)
+        return subject
 
     def subject(self, photos: list[np.ndarray], aligned: AlignedPhotos, face: int = 0) -> Subject:
         """A subject from photos aligned already (:meth:`align`, or :func:`mien.pipeline.align_photos`)."""

@@ -235,7 +235,7 @@ class MienPipeline:
             out["reference"] = person.latent[None].expand(n, -1, -1, -1).to(self.device)
         return out
 
-    @torch.no_grad()
+    @torch.inference_mode()  # no autograd bookkeeping; critic guidance steps out of it (mien.guidance.gradient)
     def __call__(self, identity: IdentityInput, request, settings: GenerationSettings | None = None, n: int = 1,
                  seed: int = 0, callback: ProgressCallback | None = None,
                  scene: IdentityInput | None = None) -> Generation:  # fmt: skip
@@ -317,4 +317,6 @@ class MienPipeline:
         z = self.model.denormalize(z)
         rgb = self.taef2.decode(z).clamp(0, 1)
         images = [(im.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8) for im in rgb]
-        return Generation(images, seeds, request.describe(), expr, s, self.model_hash, z.cpu(), self.person_hash)
+        with torch.inference_mode(False):  # an ordinary tensor for the caller (inference tensors cannot enter autograd)
+            latents = z.cpu().clone()
+        return Generation(images, seeds, request.describe(), expr, s, self.model_hash, latents, self.person_hash)
