@@ -1,5 +1,7 @@
 """The denoising backbone: a diffusers UNet2DConditionModel, the latent normalisation and the velocity
 wrapper, apart from the condition adapter (:mod:`mien.builtin.adapter`) that feeds its cross-attention.
+For mien's own configurations the UNet is :class:`mien.builtin.unet.CompactUNet`, the same network
+without importing diffusers (:func:`mien.builtin.unet.build_unet`).
 
 Prediction is the rectified-flow velocity (Liu et al. 2023; Esser et al. 2024, SD3): with
 ``x_t = (1 - t) x0 + t eps`` for t in [0, 1], the network predicts ``v = eps - x0``; the UNet sees the
