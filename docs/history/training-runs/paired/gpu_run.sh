@@ -6,7 +6,7 @@
 # weights.tar.xz (taef2_encoder.pth, face_landmarker.task, MobileFaceNet.tflite), pack/ (chunks).
 # Usage there: bash .gpu_b18/gpu_run.sh BUDGET_S    (BUDGET_S: each training process's --time-budget)
 set -u
-G=.gpu_b18
+G=$(dirname "$0")   # the carried folder
 BUDGET=${1:-470}
 R=${RUN:-/root/run}
 mkdir -p $R/site $R/weights $R/parts

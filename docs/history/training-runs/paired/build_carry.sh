@@ -1,0 +1,40 @@
+#!/bin/bash
+# Build the folder one device call of the paired run carries (commands.txt says what is in it and why).
+# Usage, from a worktree whose code is committed:  bash docs/history/training-runs/paired/build_carry.sh WORK DEST
+#   WORK: scratch folder (the subset, its annotations and the pack; annotation resumes if interrupted)
+#   DEST: the carried folder inside the checkout the device tool sends, ignored by git (e.g. /work/main/.gpu_b18)
+# Then:  device run, carry [DEST relative to that checkout], command "bash DEST/gpu_run.sh 470".
+set -euo pipefail
+WORK=$1 DEST=$2
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(git -C "$HERE" rev-parse --show-toplevel)
+PY=${PYTHON:-python}
+DATA=${MIEN_DATA:-$ROOT/../shared/data/faces128}
+WEIGHTS=${MIEN_WEIGHTS:-$ROOT/../shared/weights}
+mkdir -p "$WORK/sub"
+"$PY" "$HERE/select_people.py" "$DATA" "$WORK/sub"
+for f in "$DATA"/*.tar; do ln -sf "$f" "$WORK/sub/"; done
+"$PY" -m mien annotate --data "$WORK/sub" --split train --only landmarks faceapi --out "$WORK/ann" --workers 2 --threads 1
+rm -rf "$WORK/pack"
+"$PY" -m mien data pack --annotations "$WORK/ann/annotations.parquet" --data "$WORK/sub" --out "$WORK/pack" \
+    --max-mb 19 --threads 1
+# diffusers without its pipeline subpackages (training_utils imports pipelines/pipeline_utils.py), plus the
+# pure-Python packages mien needs there; all from the local environment, whose versions constraints.txt pins
+SITE=$("$PY" -c "import diffusers, os; print(os.path.dirname(os.path.dirname(diffusers.__file__)))")
+rm -rf "$WORK/site" && mkdir -p "$WORK/site/diffusers/pipelines"
+(cd "$SITE" && tar c --exclude=__pycache__ --exclude=diffusers/pipelines --exclude=diffusers/modular_pipelines \
+    diffusers diffusers-*.dist-info importlib_metadata importlib_metadata-*.dist-info zipp zipp-*.dist-info \
+    tflite tflite-*.dist-info flatbuffers flatbuffers-*.dist-info) | tar x -C "$WORK/site"
+cp "$SITE"/diffusers/pipelines/*.py "$WORK/site/diffusers/pipelines/"
+rm -rf "$DEST" && mkdir -p "$DEST/pack"
+(cd "$WORK/site" && tar cJf "$DEST/site.tar.xz" .)
+mkdir -p "$WORK/w/taef2" "$WORK/w/mediapipe" "$WORK/w/mobilefacenet"
+cp "$WEIGHTS/taef2/taef2_encoder.pth" "$WORK/w/taef2/"
+cp "$WEIGHTS/mediapipe/face_landmarker.task" "$WORK/w/mediapipe/"
+cp "$WEIGHTS/mobilefacenet/MobileFaceNet.tflite" "$WORK/w/mobilefacenet/"
+tar cf - -C "$WORK/w" . | xz -6 > "$DEST/weights.tar.xz"
+git -C "$ROOT" archive HEAD src | tar x -C "$DEST"
+rm -rf "$DEST/src/mien/resources/model"  # the shipped model travels as a tracked file
+cp "$WORK/pack/chunk-00.npz" "$DEST/pack/"
+cp "$HERE/gpu_run.sh" "$DEST/"
+du -sb "$DEST"
