@@ -37,4 +37,9 @@ git -C "$ROOT" archive HEAD src | tar x -C "$DEST"
 rm -rf "$DEST/src/mien/resources/model"  # the shipped model travels as a tracked file
 cp "$WORK/pack/chunk-00.npz" "$DEST/pack/"
 cp "$HERE/gpu_run.sh" "$DEST/"
-du -sb "$DEST"
+# what the call sends: the checkout's tracked files plus this folder, at most 64 MiB
+CHECKOUT=$(git -C "$DEST/.." rev-parse --show-toplevel)
+TRACKED=$(cd "$CHECKOUT" && git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+CARRIED=$(du -sb "$DEST" | cut -f1)
+echo "tracked $TRACKED + carried $CARRIED = $((TRACKED + CARRIED)) bytes of $((64 * 2**20))"
+[ $((TRACKED + CARRIED)) -le $((64 * 2**20)) ] || { echo "over the 64 MiB a call takes: lower CAP in select_people.py"; exit 1; }
