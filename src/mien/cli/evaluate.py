@@ -37,6 +37,8 @@ examples:
   mien evaluate --compare /tmp/copy/results.json /tmp/real/results.json
   mien evaluate --generator images --images runs/gen/default --out /tmp/gpu
                                                     score images made elsewhere (python -m mien.evaluate.gpu_generate)
+  mien evaluate --personalize 1 3 5 --per-group 2   personalised on K photos vs tuning-free, scored on the
+                                                    person's other photos (docs/personalize.md; slow on a CPU)
 """
 
 
@@ -78,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--personalize", nargs="+", type=int, metavar="K",
                    help="the personalisation benchmark instead (docs/personalize.md): each person with more than K "
                         "photos personalised (mien personalize) on K of them, tuning-free vs personalised scored on "
-                        "the others; several K: 1 3 5. Slow on a CPU: about 5 minutes a person and K")
+                        "the others; several K: 1 3 5. Slow on a CPU: several minutes a person and K")
     p.add_argument("--per-group", type=int, metavar="N", help="--personalize: the first N people of each group")
     p.add_argument("--lora-steps", type=int, metavar="N", help="--personalize: training steps (default: mien personalize's)")
     p.add_argument("--lora-rank", type=int, metavar="R", help="--personalize: LoRA rank (default: mien personalize's)")
