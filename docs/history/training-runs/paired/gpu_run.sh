@@ -5,6 +5,7 @@
 # site.tar.xz (diffusers 0.42.1 without its pipelines, importlib_metadata, zipp, tflite, flatbuffers),
 # weights.tar.xz (taef2_encoder.pth, face_landmarker.task, MobileFaceNet.tflite), pack/ (chunks).
 # Usage there: bash .gpu_b18/gpu_run.sh BUDGET_S    (BUDGET_S: each training process's --time-budget)
+# Environment: WARMUP (steps, default 200), NOMODELS=1 (return the logs only), EXTRA (more mien train flags).
 set -u
 G=$(dirname "$0")   # the carried folder
 BUDGET=${1:-470}
@@ -24,6 +25,8 @@ from mien.train.jobs import encoded_tensors
 tensors, info = encoded_tensors([Path(p) for p in sys.argv[2:]], Path(sys.argv[1]), embeddings=True)
 print("encoded", info, f"{time.monotonic() - t:.1f} s")
 EOF
+# the flow-only run (no identity loss) reads the same latents; the embeddings in the file go unused
+for f in $R/latents/*-emb.latents.safetensors; do ln -sf "$(basename "$f")" "${f%-emb.latents.safetensors}.latents.safetensors"; done
 run() {  # name expression_weight identity_weight
   python3 -m mien train --chunks $CHUNKS --cache $R/latents --init-from src/mien/resources/model --config-from-init \
     --flip-prob 0.5 --lr 1e-4 --warmup-steps ${WARMUP:-200} --steps 100000 --log-every 50 --checkpoint-every 500 \
@@ -37,6 +40,7 @@ wait
 nvidia-smi --query-gpu=name --format=csv,noheader
 for v in flow e05i2 e2i2; do
   tail -3 $R/parts/$v.log
+  [ -n "${NOMODELS:-}" ] && continue  # a timing call: logs only
   for p in $R/parts/$v/model.safetensors.part*; do mv "$p" "$OUT/$v.$(basename $p)"; done
 done
 tar cf $OUT/logs.tar -C $R/parts .
