@@ -1,7 +1,8 @@
 """The built-in model's UNet without importing diffusers: the same modules, parameter names and arithmetic as
 diffusers' ``UNet2DConditionModel`` for the configurations mien builds (every block a cross-attention block),
-so it loads the same state dict and computes bit-identical outputs (tests/test_compact_unet.py holds the two
-equal).
+so it loads the same state dict and computes bit-identical outputs. It is a copy on purpose, kept honest by a
+check: tests/test_compact_unet.py holds its parameter names, outputs and gradients equal to diffusers' for
+the model presets.
 
 Why: importing diffusers' UNet takes about 4.7 s of CPU on the 2-core machine (it imports torch._dynamo,
 peft, transformers and every diffusers model), more than a whole generation; `mien generate` pays it on
