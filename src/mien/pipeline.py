@@ -270,7 +270,7 @@ class MienPipeline:
                 raise MienError(f"the {name}'s latent is {tuple(person.latent.shape)} but this model denoises "
                                 f"{backbone.latent_shape} latents; prepare the {name} with this pipeline")
         size, box = backbone.latent_shape[1], backbone.face_box
-        s = (settings or GenerationSettings()).resolve(request)
+        s = (settings or GenerationSettings()).resolve(request, swap=swap)
         if swap:
             check_swap_settings(s)
         bs = blendshape_target(request, self.prototypes, self.calibration)

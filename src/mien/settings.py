@@ -48,6 +48,9 @@ LABEL_POLICY: dict[str, dict[str, float]] = {
 # costs identity that the larger pull pays back (docs/history/model-card-defaults.md).
 RECOGNISER_GUIDANCE = 0.15
 RECOGNISER_GUIDANCE_WITH_CONTRAST = 0.3
+# A swap's defaults (mien generate --into, Editor.swap) of the settings left at None, FlowEdit only: chosen on
+# the swap benchmark's tuning pairs (docs/swap.md).
+SWAP_DEFAULTS: dict[str, float] = {"descriptor_guidance": 0.0}
 # What each label-dependent setting is when no label asks for it (and always with sdedit).
 _OFF = {"guidance_contrast": 1.0, "blendshape_guidance": 0.0}
 
@@ -98,6 +101,13 @@ class GenerationSettings:
         f"{RECOGNISER_GUIDANCE_WITH_CONTRAST:g} with contrast guidance on; 0 turns it off)", "G")
     recogniser_guidance_until: float = setting(0.3, "recogniser guidance acts while the flow time is at most T "
                                                "(1 acts at every step)", "T")
+    descriptor_guidance: float | None = setting(
+        None, "flowedit: step the face toward the identity photos' face-api descriptor (the identity condition) with "
+        "this strength, while the flow time is at most --descriptor-guidance-until; moves a swap's face to the "
+        f"--identity person (default 0, off, for edits; {SWAP_DEFAULTS['descriptor_guidance']:g} for swaps, --into)",
+        "G")
+    descriptor_guidance_until: float = setting(1.0, "descriptor guidance acts while the flow time is at most T (1 "
+                                               "acts at every step)", "T")
     blendshape_guidance: float | None = setting(None, "flowedit: late in the edit, step the face toward the requested "
                                                 "blendshapes as MediaPipe reads them (stronger, more exact "
                                                 "expressions; slower) with this strength; default per label: "
@@ -145,21 +155,24 @@ class GenerationSettings:
         if self.blendshape_guidance is not None and not 0.0 <= self.blendshape_guidance <= 10.0:
             raise bad("blendshape_guidance", self.blendshape_guidance, "is out of range; use 0 (off) to 10 (leave "
                       "it out for the per-label default: " + _policy_help("blendshape_guidance") + ")")
-        for name in ("recogniser_guidance_until", "blendshape_guidance_until"):
+        if self.descriptor_guidance is not None and not 0.0 <= self.descriptor_guidance <= 10.0:
+            raise bad("descriptor_guidance", self.descriptor_guidance, "is out of range; use 0 (off) to 10")
+        for name in ("recogniser_guidance_until", "blendshape_guidance_until", "descriptor_guidance_until"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise bad(name, getattr(self, name), "is out of range; use a flow time above 0 and at most 1 (1 "
                           "guides at every step)")
         if not 0.0 <= self.variety <= 1.0:
             raise bad("variety", self.variety, "is out of range; use 0 (every seed the same request) to 1")
         if self.method != "flowedit":  # FlowEdit hooks: asked for explicitly with another method, an error
-            for name, off in (("guidance_contrast", 1.0), ("recogniser_guidance", 0.0), ("blendshape_guidance", 0.0)):
+            for name, off in (("guidance_contrast", 1.0), ("recogniser_guidance", 0.0), ("blendshape_guidance", 0.0),
+                              ("descriptor_guidance", 0.0)):
                 if getattr(self, name) not in (None, off):
                     raise MienError(f"--{name.replace('_', '-')} works with --method flowedit; drop it with "
                                     f"--method {self.method}")
 
-    def resolve(self, request) -> "GenerationSettings":
+    def resolve(self, request, swap: bool = False) -> "GenerationSettings":
         """These settings for ``request`` (anything with a ``mix`` {label: intensity}), every ``None`` replaced:
-        the labels' :data:`LABEL_POLICY` and the method's defaults."""
+        the labels' :data:`LABEL_POLICY`, the method's defaults and, for a swap (``swap``), :data:`SWAP_DEFAULTS`."""
         flowedit = self.method == "flowedit"
         mix = getattr(request, "mix", {}) or {}
 
@@ -176,8 +189,12 @@ class GenerationSettings:
         if recogniser is None:
             recogniser = 0.0 if not flowedit else (
                 RECOGNISER_GUIDANCE_WITH_CONTRAST if contrast > 1.0 else RECOGNISER_GUIDANCE)
+        descriptor = self.descriptor_guidance
+        if descriptor is None:
+            descriptor = SWAP_DEFAULTS["descriptor_guidance"] if swap and flowedit else 0.0
         return dataclasses.replace(self, sampler=self.sampler or "euler", guidance_contrast=contrast,
-                                   recogniser_guidance=recogniser, blendshape_guidance=per_label("blendshape_guidance"))
+                                   recogniser_guidance=recogniser, blendshape_guidance=per_label("blendshape_guidance"),
+                                   descriptor_guidance=descriptor)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

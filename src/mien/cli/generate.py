@@ -196,8 +196,9 @@ def run(args: argparse.Namespace) -> int:
         elif args.into and described == "neutral" and not (args.expression or args.au):
             described = "the scene face's own expression"
         into = {"into": args.into, "face": args.face or 0} if args.into else {}
+        resolved = settings.resolve(request, swap=bool(args.into)).to_dict()
         print(json.dumps({"identity": args.identity, **into, "request": described, "like": args.like, "n": args.n,
-                          "seed": args.seed, **settings.resolve(request).to_dict(), "model": args.model,
+                          "seed": args.seed, **resolved, "model": args.model,
                           **({"person": str(args.person)} if args.person else {}),
                           "device": args.device, "threads": args.threads, "out": str(out)}, indent=1))
         return 0

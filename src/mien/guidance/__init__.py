@@ -7,6 +7,7 @@ classifier_free.py  per-stream classifier-free guidance (identity, expression sc
 contrast.py         FlowEdit target pushed away from the photo's own expression (under-drawn labels)
 blendshape.py       late FlowEdit steps toward the requested blendshapes as MediaPipe reads the face
 recogniser.py       late FlowEdit steps toward the person's MobileFaceNet embedding
+descriptor.py       FlowEdit steps toward the person's face-api descriptor (a swap's identity)
 gradient.py         the critic step blendshape and recogniser guidance share
 
 A new kind is one module with a :class:`Guidance` subclass and one :func:`register` line.
@@ -16,6 +17,7 @@ from mien.guidance.base import Correction, ExpressionVelocity, Guidance, Guidanc
 from mien.guidance.blendshape import BlendshapeGuidance
 from mien.guidance.classifier_free import ClassifierFreeGuidance
 from mien.guidance.contrast import ContrastGuidance
+from mien.guidance.descriptor import DescriptorGuidance
 from mien.guidance.recogniser import RecogniserGuidance
 
 GUIDANCE: dict[str, Guidance] = {}
@@ -33,6 +35,7 @@ register(ClassifierFreeGuidance())
 register(ContrastGuidance())
 register(BlendshapeGuidance())  # corrections apply in this order: blendshapes, then identity
 register(RecogniserGuidance())
+register(DescriptorGuidance())
 
 __all__ = ["GUIDANCE", "Correction", "ExpressionVelocity", "Guidance", "GuidanceContext", "PairVelocity", "chain",
            "register"]  # fmt: skip
