@@ -10,6 +10,10 @@ Per swap one JSON line: the swap benchmark's measures of the pasted photo (:func
 face-api distance to A's and B's scoring photos, pose error, face-api's label) plus MobileFaceNet's mean
 cosine to A's and to B's scoring photos (``cos_a``, ``cos_b``: the check that stays independent of
 descriptor guidance) and the generation's CPU seconds. Finished (config, item) lines are skipped on a rerun.
+``--summary FILE...`` prints one row per config of the given JSON lines files instead (only the items every
+config has, so the rows compare the same swaps). ``--sheet OUT.jpg --summary FILE... --rank CONFIG`` writes a
+contact sheet instead: per row the selfie, the scene (both aligned) and each config's face, for the median
+and the worst swaps of CONFIG by face-api distance to A.
 """
 
 from __future__ import annotations
@@ -23,14 +27,77 @@ import numpy as np
 from PIL import Image
 
 
+def summary(files: list[Path]) -> None:
+    rows = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    by = {}
+    for r in rows:
+        by.setdefault(r["config"], {})[r["item"]] = r
+    common = set.intersection(*(set(v) for v in by.values()))
+    print(f"{len(common)} swaps each: config  verified_a  impostor_b  mean dist_a  dist_b  mfn cos_a  cos_b  "
+          "label_ok  pose_mae  cpu_s")
+    for name, items in by.items():
+        rs = [items[i] for i in sorted(common) if not items[i].get("no_face")]
+        m = lambda k: float(np.mean([r[k] for r in rs]))  # noqa: E731
+        print(f"{name:>10} {np.mean([r['dist_a'] < 0.6 for r in rs]):.2f} {np.mean([r['dist_b'] < 0.6 for r in rs]):.2f} "
+              f"{m('dist_a'):.3f} {m('dist_b'):.3f} {m('cos_a'):.3f} {m('cos_b'):.3f} {m('label_ok'):.2f} "
+              f"{m('pose_err'):.1f} {m('cpu_s'):.0f}  (n={len(rs)})")
+
+
+def sheet(files: list[Path], rank: str, out: Path, n: int = 4) -> None:
+    from PIL import ImageDraw
+
+    from mien.evaluate import benchmark as bm
+    from mien.evaluate.swap import pairs
+    from mien.face.landmarker import FaceLandmarker
+    from mien.pipeline import align_photo
+
+    by, folder = {}, {}
+    for f in files:
+        for line in f.read_text().splitlines():
+            r = json.loads(line)
+            by.setdefault(r["config"], {})[r["item"]] = r
+            folder[r["config"]] = f.with_suffix("")
+    common = sorted(set.intersection(*(set(v) for v in by.values())), key=lambda i: by[rank][i].get("dist_a", 9))
+    picked = common[len(common) // 2 - n // 2: len(common) // 2 + n - n // 2] + common[-n:]
+    bench = bm.load(bm.dev_path().with_name("dev-wild.yaml"))
+    photos = {(p.a, p.b): p for p in pairs(bench)}
+    landmarker = FaceLandmarker()
+    grid = []
+    for item in picked:
+        a, rest = item.split(">")
+        b, label = rest.rsplit(":", 1)
+        pair = photos[(a, b)]
+        cells = [align_photo(landmarker, bench.image(pair.selfie))[0], align_photo(landmarker, bench.image(pair.scene))[0]]
+        for name in by:
+            im = np.array(Image.open(folder[name] / f"{name}_{item.replace(':', '_').replace('>', '_into_')}.png"))
+            r = by[name][item]
+            tile = Image.fromarray(im)
+            ImageDraw.Draw(tile).text((2, 2), f"{name} {r.get('dist_a', 0):.2f} {r.get('faceapi', '')[:4]}", fill="yellow")
+            cells.append(np.array(tile))
+        tile = Image.fromarray(cells[1])
+        ImageDraw.Draw(tile).text((2, 2), label, fill="yellow")
+        cells[1] = np.array(tile)
+        grid.append(np.concatenate(cells, 1))
+    landmarker.close()
+    Image.fromarray(np.concatenate(grid, 0)).save(out, quality=90)
+    print(f"{out}: rows {picked}; columns selfie, scene, {', '.join(by)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--benchmark", default="dev-wild.yaml")
     ap.add_argument("--pairs", default="12:15", help="START:STOP indices into the ring of pairs")
     ap.add_argument("--labels", default="neutral,happy,sad,angry,fearful,disgusted,surprised")
-    ap.add_argument("--config", action="append", required=True, help="NAME=JSON settings (repeatable)")
-    ap.add_argument("--out", type=Path, required=True, help="JSON lines file (appended; outputs beside it)")
+    ap.add_argument("--config", action="append", help="NAME=JSON settings (repeatable)")
+    ap.add_argument("--out", type=Path, help="JSON lines file (appended; outputs beside it)")
+    ap.add_argument("--summary", type=Path, nargs="+", help="summarise these JSON lines files instead")
+    ap.add_argument("--sheet", type=Path, help="with --summary: write a contact sheet here instead")
+    ap.add_argument("--rank", help="with --sheet: the config whose median and worst swaps are shown")
     args = ap.parse_args()
+    if args.sheet:
+        return sheet(args.summary, args.rank, args.sheet)
+    if args.summary:
+        return summary(args.summary)
 
 
     from mien.analysis import FaceAnalyzer

@@ -50,7 +50,7 @@ RECOGNISER_GUIDANCE = 0.15
 RECOGNISER_GUIDANCE_WITH_CONTRAST = 0.3
 # A swap's defaults (mien generate --into, Editor.swap) of the settings left at None, FlowEdit only: chosen on
 # the swap benchmark's tuning pairs (docs/swap.md).
-SWAP_DEFAULTS: dict[str, float] = {"descriptor_guidance": 0.0}
+SWAP_DEFAULTS: dict[str, float] = {"guidance_identity": 1.0, "descriptor_guidance": 0.0}
 # What each label-dependent setting is when no label asks for it (and always with sdedit).
 _OFF = {"guidance_contrast": 1.0, "blendshape_guidance": 0.0}
 
@@ -84,8 +84,10 @@ class GenerationSettings:
                               "sdedit: drawn from noise), lower keeps more of the identity photo", "S")
     keep: str = setting("background", "'background' keeps the identity photo outside the face (hair, clothes, "
                         "background); 'none' redraws everything", "|".join(KEEP_REGIONS))
-    guidance_identity: float = setting(1.0, "identity classifier-free guidance scale (higher keeps more of the "
-                                       "identity photo)", "G")
+    guidance_identity: float | None = setting(
+        None, "identity classifier-free guidance scale (higher keeps more of the identity photo; in a swap, moves "
+        f"the face further to the --identity person) (default 1; {SWAP_DEFAULTS['guidance_identity']:g} for swaps, "
+        "--into)", "G")
     guidance_expression: float = setting(1.0, "expression classifier-free guidance scale (higher pushes the "
                                          "requested expression harder)", "G")
     guidance_until: float = setting(0.0, "classifier-free guidance only while the flow time is above T (it runs "
@@ -141,7 +143,7 @@ class GenerationSettings:
             raise bad("strength", self.strength, "is out of range; use a number above 0 and at most 1 (1 edits over "
                       "the whole schedule, lower keeps more of the identity photo)")
         for name in ("guidance_identity", "guidance_expression"):
-            if not math.isfinite(getattr(self, name)):
+            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise bad(name, getattr(self, name), "is not a number; use a guidance scale such as 1 (plain) or 3")
         if not 0.0 <= self.guidance_until < 1.0:
             raise bad("guidance_until", self.guidance_until, "is out of range; use a flow time from 0 (guide at every "
@@ -189,12 +191,14 @@ class GenerationSettings:
         if recogniser is None:
             recogniser = 0.0 if not flowedit else (
                 RECOGNISER_GUIDANCE_WITH_CONTRAST if contrast > 1.0 else RECOGNISER_GUIDANCE)
-        descriptor = self.descriptor_guidance
-        if descriptor is None:
-            descriptor = SWAP_DEFAULTS["descriptor_guidance"] if swap and flowedit else 0.0
+        def swap_default(name: str, off: float) -> float:  # a swap's own default (FlowEdit), else ``off``
+            value = getattr(self, name)
+            return value if value is not None else SWAP_DEFAULTS[name] if swap and flowedit else off
+
         return dataclasses.replace(self, sampler=self.sampler or "euler", guidance_contrast=contrast,
                                    recogniser_guidance=recogniser, blendshape_guidance=per_label("blendshape_guidance"),
-                                   descriptor_guidance=descriptor)  # fmt: skip
+                                   guidance_identity=swap_default("guidance_identity", 1.0),
+                                   descriptor_guidance=swap_default("descriptor_guidance", 0.0))  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
