@@ -13,7 +13,7 @@ descriptor guidance) and the generation's CPU seconds. Finished (config, item) l
 ``--summary FILE...`` prints one row per config of the given JSON lines files instead (only the items every
 config has, so the rows compare the same swaps). ``--sheet OUT.jpg --summary FILE... --rank CONFIG`` writes a
 contact sheet instead: per row the selfie, the scene (both aligned) and each config's face, for the median
-and the worst swaps of CONFIG by face-api distance to A.
+and the worst swaps of CONFIG by face-api distance to A (every swap when there are at most 8).
 """
 
 from __future__ import annotations
@@ -43,10 +43,16 @@ def summary(files: list[Path]) -> None:
               f"{m('pose_err'):.1f} {m('cpu_s'):.0f}  (n={len(rs)})")
 
 
-def sheet(files: list[Path], rank: str, out: Path, n: int = 4) -> None:
+def load_benchmark(name: str):
+    from mien.evaluate import benchmark as bm
+
+    path = Path(name)
+    return bm.load(path if path.is_file() else bm.dev_path().with_name(name))
+
+
+def sheet(files: list[Path], rank: str, out: Path, bench, n: int = 4) -> None:
     from PIL import ImageDraw
 
-    from mien.evaluate import benchmark as bm
     from mien.evaluate.swap import pairs
     from mien.face.landmarker import FaceLandmarker
     from mien.pipeline import align_photo
@@ -58,8 +64,8 @@ def sheet(files: list[Path], rank: str, out: Path, n: int = 4) -> None:
             by.setdefault(r["config"], {})[r["item"]] = r
             folder[r["config"]] = f.with_suffix("")
     common = sorted(set.intersection(*(set(v) for v in by.values())), key=lambda i: by[rank][i].get("dist_a", 9))
-    picked = common[len(common) // 2 - n // 2: len(common) // 2 + n - n // 2] + common[-n:]
-    bench = bm.load(bm.dev_path().with_name("dev-wild.yaml"))
+    mid = len(common) // 2
+    picked = common if len(common) <= 2 * n else common[mid - n // 2: mid + n - n // 2] + common[-n:]
     photos = {(p.a, p.b): p for p in pairs(bench)}
     landmarker = FaceLandmarker()
     grid = []
@@ -95,14 +101,13 @@ def main() -> None:
     ap.add_argument("--rank", help="with --sheet: the config whose median and worst swaps are shown")
     args = ap.parse_args()
     if args.sheet:
-        return sheet(args.summary, args.rank, args.sheet)
+        return sheet(args.summary, args.rank, args.sheet, load_benchmark(args.benchmark))
     if args.summary:
         return summary(args.summary)
 
 
     from mien.analysis import FaceAnalyzer
     from mien.edit import Editor
-    from mien.evaluate import benchmark as bm
     from mien.evaluate.swap import footprint, pairs, score_output
     from mien.expression.targets import parse_request
     from mien.paste import PASTES
@@ -112,8 +117,7 @@ def main() -> None:
     for c in args.config:
         name, spec = c.split("=", 1)
         configs[name] = json.loads(spec)
-    path = Path(args.benchmark)
-    bench = bm.load(path if path.is_file() else bm.dev_path().with_name(args.benchmark))
+    bench = load_benchmark(args.benchmark)
     start, stop = (int(x) for x in args.pairs.split(":"))
     chosen = pairs(bench, None)[start:stop]
     labels = args.labels.split(",")

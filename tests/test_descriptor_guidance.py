@@ -66,11 +66,16 @@ def test_the_gradient_reaches_the_sample_and_moves_it_toward_the_selfie(editor, 
     assert torch.equal(late.generation.latents, off.generation.latents)
 
 
-def test_the_swap_default_applies_to_swaps_only():
+@pytest.mark.parametrize("name, edit_default", [("descriptor_guidance", 0.0), ("guidance_identity", 1.0)])
+def test_the_swap_defaults_apply_to_swaps_only(name, edit_default):
     happy = parse_request("happy")
-    assert S().resolve(happy).descriptor_guidance == 0.0
-    assert S().resolve(happy, swap=True).descriptor_guidance == SWAP_DEFAULTS["descriptor_guidance"]
-    assert S(descriptor_guidance=0.5).resolve(happy, swap=True).descriptor_guidance == 0.5
+    assert getattr(S().resolve(happy), name) == edit_default
+    assert getattr(S().resolve(happy, swap=True), name) == SWAP_DEFAULTS[name]
+    assert getattr(S(**{name: 0.5}).resolve(happy, swap=True), name) == 0.5  # given: kept
+    assert getattr(S(method="sdedit").resolve(happy, swap=True), name) == edit_default
+
+
+def test_descriptor_guidance_is_flowedit_only():
     with pytest.raises(Exception, match="--descriptor-guidance works with --method flowedit"):
         S(method="sdedit", descriptor_guidance=1.0)
 

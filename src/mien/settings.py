@@ -50,7 +50,7 @@ RECOGNISER_GUIDANCE = 0.15
 RECOGNISER_GUIDANCE_WITH_CONTRAST = 0.3
 # A swap's defaults (mien generate --into, Editor.swap) of the settings left at None, FlowEdit only: chosen on
 # the swap benchmark's tuning pairs (docs/swap.md).
-SWAP_DEFAULTS: dict[str, float] = {"guidance_identity": 1.0, "descriptor_guidance": 0.0}
+SWAP_DEFAULTS: dict[str, float] = {"guidance_identity": 3.0, "descriptor_guidance": 0.0}
 # What each label-dependent setting is when no label asks for it (and always with sdedit).
 _OFF = {"guidance_contrast": 1.0, "blendshape_guidance": 0.0}
 
