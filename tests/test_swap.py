@@ -92,12 +92,26 @@ def test_contrast_guidance_in_a_swap_contrasts_expressions_at_the_selfie_identit
 
     pipe.model.velocity = spy
     try:
-        editor.edit(subject, parse_request("sad"), S(steps=1, recogniser_guidance=0, guidance_contrast=2.0), into=scene)
+        editor.edit(subject, parse_request("sad"), S(steps=1, recogniser_guidance=0, guidance_contrast=2.0,
+                                                     guidance_identity=1.0), into=scene)
     finally:
         del pipe.model.velocity
     rows = seen[0]  # source, target, negative
     assert rows.shape[0] == 3 and torch.allclose(rows[0], scene.identity.vector)
     assert torch.allclose(rows[1], subject.identity.vector) and torch.allclose(rows[2], subject.identity.vector)
+
+
+def test_a_swap_resolves_unset_settings_to_the_swap_defaults_and_an_edit_does_not(editor, photo):
+    from mien.settings import SWAP_DEFAULTS
+
+    other = np.ascontiguousarray(photo[:, ::-1, ::-1])
+    subject, scene = scene_of(editor, other), scene_of(editor, photo)
+    quick = S(steps=1, recogniser_guidance=0)
+    swapped = editor.edit(subject, parse_request("happy"), quick, into=scene).generation.settings
+    edited = editor.edit(subject, parse_request("happy"), quick).generation.settings
+    for name, value in SWAP_DEFAULTS.items():
+        assert getattr(swapped, name) == value
+    assert edited.guidance_identity == 1.0 and edited.descriptor_guidance == 0.0
 
 
 def test_a_scene_without_a_face_is_a_one_line_error(editor, photo):
