@@ -14,7 +14,8 @@ photo's. Late in the edit it steps the face toward the identity photos' MobileFa
 A setting left at ``None`` takes its per-request default: :meth:`GenerationSettings.resolve` applies
 :data:`LABEL_POLICY` (the labels the model under-draws take contrast guidance, fearful also blendshape
 guidance) and the method's own defaults, and returns settings with every value concrete, which the
-output metadata records.
+output metadata records. A swap (``mien generate --into``) resolves the settings left at ``None`` to
+:data:`SWAP_DEFAULTS` where it has its own (identity classifier-free guidance 3, docs/swap.md).
 """
 
 from __future__ import annotations
