@@ -232,7 +232,7 @@ def one(pipe, base, scorer: Scorer, prepared: Path, person: dict, k: int, K: int
 
     import torch
 
-    from mien.expression.targets import ExpressionRequest
+    from mien.expression.targets import POSE_SCALE, ExpressionRequest
     from mien.personalize import lora
     from mien.personalize.run import expression_measure, person_tensors
     from mien.personalize.trainer import train_person
@@ -240,7 +240,8 @@ def one(pipe, base, scorer: Scorer, prepared: Path, person: dict, k: int, K: int
 
     inputs = load_person(prepared, k, person)
     train, held = subset(inputs, range(K)), subset(inputs, range(held_out_start(len(inputs), ks), len(inputs)))
-    faces = [SimpleNamespace(pose=tuple(float(v) for v in e[52:] * 90.0), blendshapes=e[:52].copy()) for e in train.expression]
+    faces = [SimpleNamespace(pose=tuple(float(v) for v in e[52:] * POSE_SCALE), blendshapes=e[:52].copy())
+             for e in train.expression]  # fmt: skip
     ident = pipe.identity_input(AlignedPhotos(list(train.crops), faces, [], [np.eye(2, 3)] * K, list(range(K))))
     held_desc = scorer(held.crops)[0]
     train_desc, _, train_bs = scorer(train.crops)
