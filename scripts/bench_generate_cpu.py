@@ -3,7 +3,8 @@ workflow (mien.edit.Editor), from the photo file to the PNGs on disk.
 
     python scripts/bench_generate_cpu.py [--labels happy sad ...] [--repeats 3] [--threads N] [--steps 25]
 
-Per image: read the photo, prepare the subject (align, identity vector, reference latent), edit at
+Per image: read the photo, prepare the subject (align, identity vector, reference latent; the Editor
+keeps it after the first image, as for any photo asked for again: Editor.prepare), edit at
 `mien generate`'s defaults for the label (GenerationSettings().resolve: contrast guidance for sad,
 angry, fearful and disgusted, blendshape guidance for fearful), paste back, write the crop, pasted
 photo and sheet (mien.io.output.save_result). Model loading is timed once, separately. The first
