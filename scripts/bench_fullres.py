@@ -30,7 +30,7 @@ import numpy as np
 from mien.detail import DEFAULT, FACE_OVAL, DetailSettings, crop_flow, transfer_detail
 from mien.face import align
 from mien.io.image import load_rgb
-from mien.paste import paste_detail, paste_into_photo
+from mien.paste import paste_into_photo
 
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
 # MediaPipe face-mesh brows and outer lip line (face_mesh_connections: LEFT/RIGHT_EYEBROW, LIPS outer)
@@ -183,6 +183,8 @@ def evaluate(args, chosen) -> list[dict]:
     rows = []
     with FaceAnalyzer() as analyzer:
         for person, path, label in [(p, q, lab) for p, q in chosen for lab in args.labels]:
+            if args.cached_only and not (args.cache / f"{person}_{label}.npz").exists():
+                continue
             d = np.load(args.cache / f"{person}_{label}.npz")
             photo, crop, m, lm, keep = d["photo"], d["crop"], d["matrix"], d["landmarks"], str(d["keep"])
             ident = analyzer.analyze(photo)[0].faceapi
@@ -251,8 +253,9 @@ def summary(rows: list[dict]) -> dict:
 
 
 def cost(args) -> dict:
-    """Seconds of the full-resolution step (paste_detail) for a 12 MP photo: a London photo upscaled to
-    4000 x 3000 (its face ~1,400 px wide), median of 5 runs after one warm-up, one thread."""
+    """Seconds (wall clock, and CPU time, which load from other processes does not inflate) of the
+    full-resolution step (transfer_detail with --settings, what paste_detail runs) for a 12 MP photo: a
+    London photo upscaled to 4000 x 3000, median of 5 runs after one warm-up, one thread."""
     from mien.face.landmarker import FaceLandmarker
 
     cv2.setNumThreads(1)
@@ -267,13 +270,15 @@ def cost(args) -> dict:
     m = align.alignment_matrix(align.five_points(face.landmarks))
     crop = align.warp_to_crop(photo, m)
     crop = np.roll(crop, 2, axis=0)  # an edit with motion everywhere: the flow and every resampling run
-    times = []
+    times, cpu = [], []
     for i in range(6):
-        t = time.perf_counter()
-        paste_detail(photo, crop, m, "background", face.landmarks)
+        t, c = time.perf_counter(), time.process_time()
+        transfer_detail(photo, crop, m, "background", face.landmarks, args.detail)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     return {"photo": f"{photo.shape[1]}x{photo.shape[0]}", "face_px": round(float(face.box[2] - face.box[0])),
             "seconds_median": float(np.median(times[1:])), "seconds_all": times[1:],
+            "cpu_seconds_median": float(np.median(cpu[1:])), "cpu_seconds_all": cpu[1:],
             "load_average": os.getloadavg(), "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count()}  # fmt: skip
 
@@ -289,6 +294,8 @@ def main():
     ap.add_argument("--sheet", type=Path, help="write every pasted photo into --cache and contact sheets here")
     ap.add_argument("--cost", action="store_true", help="only time the full-resolution step on a 12 MP photo")
     ap.add_argument("--json", type=Path, help="write the rows and summary here")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="generate nothing: evaluate only the chosen people's edits already in --cache")
     ap.add_argument("--settings", default="{}", help="DetailSettings fields to change, as JSON (tuning)")
     args = ap.parse_args()
     args.detail = DetailSettings(**{k: tuple(v) if isinstance(v, list) else v
@@ -297,9 +304,11 @@ def main():
         print(json.dumps(cost(args), indent=1))
         return
     chosen = split_people(people(args.raw), args.split, args.people, args.source)
-    generate(args, chosen)
+    if not args.cached_only:
+        generate(args, chosen)
     rows = evaluate(args, chosen)
     result = {"settings": vars(args.detail), "split": args.split, "people": [p for p, _ in chosen], "labels": args.labels,
+              "images": len(rows),
               "date": time.strftime("%Y-%m-%d"), "summary": summary(rows), "rows": rows}  # fmt: skip
     if args.sheet:
         for p in contact_sheets(args, rows):

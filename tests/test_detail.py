@@ -103,3 +103,52 @@ def test_nothing_outside_the_face_oval_changes(keep):
     grown = cv2.dilate(cv2.fillPoly(inside, [np.round(TEMPLATE_OVAL_128 * 4).astype(np.int32)], 1),
                        cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
     assert np.array_equal(out[grown == 0], photo[grown == 0]) and not np.array_equal(out, photo)
+
+
+def test_a_new_line_on_a_blurred_edit_keeps_the_photos_texture_around_it():
+    """The decoder returns the photo blurred; a crease it adds is new structure. The crease is carried to the
+    photo, and the photo's own texture stays on and around it (the edit is not pasted wholesale there)."""
+    photo = textured_photo(5)
+    original = align.warp_to_crop(photo, MATRIX)
+    edited = cv2.GaussianBlur(original, (0, 0), 1.0).astype(int)
+    edited[70:72, 40:88] -= 60  # a dark crease, 2 crop px wide
+    edited = np.clip(edited, 0, 255).astype(np.uint8)
+    out = transfer_detail(photo, edited, MATRIX, keep="none")
+    line = (slice(70 * 4 + 2, 72 * 4 - 2), slice(44 * 4, 84 * 4))
+    assert out[line].mean() < photo[line].mean() - 30
+    near = (slice(62 * 4, 80 * 4), slice(44 * 4, 84 * 4))  # the crease and the skin either side of it
+    lap = lambda a: cv2.Laplacian(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F)[near].var()
+    assert lap(out) > 0.8 * lap(photo)
+
+
+def test_a_line_repainted_lower_leaves_no_copy_at_its_old_place():
+    """The model often repaints a feature at its new place rather than moving it (a lowered lip line): the
+    photo's old line gives way to the new one instead of staying beside it as a ghost."""
+    photo = textured_photo(6).astype(int)
+    photo[58 * 4 : 60 * 4, 40 * 4 : 88 * 4] -= 70  # the photo's own line (a lip line), 2 crop px thick
+    photo = np.clip(photo, 0, 255).astype(np.uint8)
+    original = align.warp_to_crop(photo, MATRIX)
+    edited = cv2.GaussianBlur(align.warp_to_crop(textured_photo(6), MATRIX), (0, 0), 1.0).astype(int)
+    edited[66:68, 40:88] -= 70  # the same line, 8 crop px lower, the old one gone
+    edited = np.clip(edited, 0, 255).astype(np.uint8)
+    out = transfer_detail(photo, edited, MATRIX, keep="none")
+    old, new = (slice(58 * 4, 60 * 4), slice(48 * 4, 80 * 4)), (slice(66 * 4, 68 * 4), slice(48 * 4, 80 * 4))
+    skin = textured_photo(6)
+    assert out[old].mean() > skin[old].mean() - 15  # the old line is (nearly) gone
+    assert out[new].mean() < skin[new].mean() - 35  # the new one is there
+    assert original[58:60, 48:80].mean() < skin[old].mean() - 35  # (the photo did have the old line)
+
+
+def test_a_colour_drift_over_part_of_the_face_is_removed_there_with_drift_sigma():
+    """The decoder can shift the colour of one side of the face only; measured per region, that is removed."""
+    from mien.detail import DetailSettings
+
+    photo = textured_photo(7)
+    original = align.warp_to_crop(photo, MATRIX)
+    edited = original.astype(int)
+    edited[:, :64] += [14, 10, 4]
+    edited = np.clip(edited, 0, 255).astype(np.uint8)
+    out = transfer_detail(photo, edited, MATRIX, keep="none", settings=DetailSettings(drift_sigma=8.0))
+    left, right = (slice(40 * 4, 90 * 4), slice(30 * 4, 56 * 4)), (slice(40 * 4, 90 * 4), slice(72 * 4, 98 * 4))
+    for side in (left, right):
+        assert np.abs(out[side].astype(float).mean(axis=(0, 1)) - photo[side].mean(axis=(0, 1))).max() < 2.5

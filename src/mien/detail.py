@@ -11,20 +11,25 @@ the feature rather than moving it). Here the edit only says *what changed*, and 
    smoothed, with sub-threshold motion set to zero so that still skin is not resampled. Upsampled
    to the photo through the alignment matrix, it moves the photo's own pixels: a raised brow is the
    person's brow moved, texture and all, not a new brow painted beside a ghost of the old one.
-2. **What a warp cannot explain.** The edit minus the warped original crop, low-passed (Gaussian),
-   its global colour drift (the decoder's, measured as the median over still face pixels) removed
-   and small values shrunk to zero (soft threshold), is added at photo resolution: shading, a
-   deepened nasolabial fold, the dark of an opened mouth. The result is a two-band (Laplacian)
-   blend: low frequencies from the edit, high frequencies from the warped photo.
-3. **New content.** Where that residual is large (teeth, the inside of an opened mouth: nothing in
-   the photo to move there) the upsampled edit itself is used, colour-corrected the same way.
+2. **What a warp cannot explain: the low band.** The edit minus the warped original crop, low-passed
+   (Gaussian), its colour drift (the decoder's, measured over still face pixels: globally, or per region)
+   removed and small values shrunk to zero (soft threshold), is added at photo resolution: shading, a
+   deepened nasolabial fold, the dark of an opened mouth, a smile's cheeks.
+3. **The mid band, by structure.** Above that low-pass the decoder returns the original's edges
+   attenuated (blur); the part of the edit's mid band that a local fit on the warped original's does not
+   explain is new structure (a crease, a lip line, teeth) and is added. The photo keeps its own texture
+   wherever the edit only lost it; where the new structure or the low-band change is large, the photo's
+   unexplained mid band gives way (a feature repainted rather than moved leaves no copy), while its fine
+   detail above the crop's resolution stays. The upsampled edit itself is used only where the new
+   structure is very large, or where the flow stretches the photo so much (a shadow pulled into a crease)
+   that the warp is not trusted.
 4. **Mask.** The face oval from the photo's MediaPipe landmarks (FACEMESH_FACE_OVAL), united with
    the same oval moved by the flow (a dropped jaw), limited to the region the edit may redraw
    (``keep``) and feathered. Outside it the photo is returned bit for bit.
 
 Everything at crop resolution is computed once on 128-256 px arrays; at photo resolution there are
-four resamplings of the face's bounding region and one blend, so the cost grows with the face's
-area, not the photo's (``scripts/bench_fullres.py``; figures in ``docs/fullres.md``).
+four resamplings of the face's bounding region (the photo's own with Lanczos) and one blend, so the
+cost grows with the face's area, not the photo's (``scripts/bench_fullres.py``; figures in ``docs/fullres.md``).
 """
 
 from __future__ import annotations
@@ -58,17 +63,30 @@ class DetailSettings:
     people of the dev split, ``scripts/bench_fullres.py --split tune``; docs/fullres.md)."""
 
     flow_upsample: int = 2  # DIS runs on crops upsampled this much (sub-pixel motion of small features)
-    flow_smooth: float = 1.0  # Gaussian sigma applied to the flow (crop px)
+    flow_smooth: float = 2.0  # Gaussian sigma applied to the flow (crop px)
     still_motion: float = 0.25  # motion below this (crop px) is treated as none; ramps to full at twice it
     max_motion: float = 10.0  # motion is clipped to this length (crop px): bounds how far the mask can grow
-    residual_sigma: float = 1.5  # the residual's low-pass (crop px)
+    residual_sigma: float = 1.5  # the residual's low-pass (crop px): the split between the low and mid band
     residual_floor: float = 3.0  # residual magnitudes below this (grey levels) are dropped (decoder noise)
-    new_content: tuple[float, float] = (15.0, 35.0)  # residual magnitude where the edit itself takes over
+    # new content decided by structure: the edit's mid band less the part of it the warped original explains
+    # (the same edges, attenuated by the decoder); False: by the low-passed residual's size (the older rule)
+    structure: bool = True
+    structure_sigma: float = 2.0  # window (crop px) of the local fit of the edit's mid band on the original's
+    structure_floor: float = 2.0  # mid-band differences below this (grey levels) are dropped (decoder noise)
+    replace: tuple[float, float] = (4.0, 10.0)  # size of new structure where the photo's mid band gives way
+    replace_low: tuple[float, float] = (15.0, 35.0)  # size of the low-band change where it gives way too
+    stretch: tuple[float, float] = (0.6, 1.2)  # flow gradient (|d flow / dx|) where the edit itself takes
+    # over: a warp that stretches the photo this much (a shadow pulled into a crease) is not trusted
+    new_content: tuple[float, float] = (30.0, 60.0)  # size (grey levels) of the new structure (or, with
+    # structure=False, of the residual) where the edit itself takes over
+    drift_sigma: float = 0.0  # colour drift measured per region over still skin with this window (crop px); 0: global
+    resample: str = "lanczos4"  # how the photo is moved by the flow: "lanczos4" keeps more fine texture than "cubic"
     feather: float = 3.0  # mask edge softening (crop px)
     jaw_margin: float = 2.0  # the oval grown by this (crop px) before feathering
 
 
 DEFAULT = DetailSettings()
+RESAMPLE = {"cubic": cv2.INTER_CUBIC, "lanczos4": cv2.INTER_LANCZOS4}
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -125,27 +143,81 @@ def _polygon_mask(poly: np.ndarray, size: int, scale: int = 4) -> np.ndarray:
     return cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
 
 
+def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE) if sigma > 0 else x
+
+
+def _colour_drift(low: np.ndarray, still: np.ndarray, sigma: float) -> np.ndarray:
+    """The decoder's colour drift in the low-passed residual ``low`` (128, 128, 3), measured over the ``still``
+    face pixels: one colour for the whole crop (``sigma`` 0: the median), or a smooth field (normalised
+    Gaussian average over still pixels, ``sigma`` crop px) so that a skin-tone change over part of the face is
+    removed there and does not end at the jaw; where few still pixels are near, the global median."""
+    glob = np.median(low[still], axis=0) if still.sum() > 50 else np.zeros(3, np.float32)
+    if sigma <= 0 or still.sum() <= 50:
+        return np.broadcast_to(glob.astype(np.float32), low.shape).copy()
+    w = _blur(still.astype(np.float32), sigma)
+    local = _blur(low * still[..., None], sigma) / np.maximum(w, 1e-6)[..., None]
+    trust = np.clip(w / 0.2, 0.0, 1.0)[..., None]  # a fifth of the window still: the local measure holds
+    return (local * trust + glob * (1.0 - trust)).astype(np.float32)
+
+
+def _soft_threshold(x: np.ndarray, floor: float) -> np.ndarray:
+    mag = np.linalg.norm(x, axis=2, keepdims=True)
+    return x * (np.maximum(mag - floor, 0.0) / np.maximum(mag, 1e-6))
+
+
+def _mid_band(edited: np.ndarray, warped: np.ndarray, low: np.ndarray, settings: DetailSettings):
+    """What the edit changes in the mid band (between the residual's low-pass and the crop's pixel), as an
+    addition to the warped photo. The decoder returns the original's edges attenuated (blur): locally,
+    edit_mid ~ beta * warped_mid with 0 <= beta <= 1, fitted by least squares over a ``structure_sigma``
+    window. What the fit leaves (a crease, a lip line, teeth) is new structure and is added; lost texture
+    (beta < 1) adds nothing, so the photo's own texture stays. Where the new structure is large (``replace``,
+    grey levels), or the low band ``low`` changes much (``replace_low``: a feature erased), the photo's
+    unexplained mid band gives way, so that a feature the edit repainted elsewhere (a lip line lowered
+    without motion) leaves no copy of itself at the old place. Returns the addition and the size of the
+    new structure (grey levels)."""
+    s, w = settings.residual_sigma, settings.structure_sigma
+    he = edited - _blur(edited, s)
+    hw = warped - _blur(warped, s)
+    beta = np.clip(_blur(he * hw, w) / np.maximum(_blur(hw * hw, w), 1.0), 0.0, 1.0)
+    new = _soft_threshold(he - beta * hw, settings.structure_floor)
+    size = np.sqrt(_blur(np.sum(new * new, axis=2), w))
+    gone = np.maximum(_smoothstep(size, *settings.replace),
+                      _smoothstep(np.linalg.norm(low, axis=2), *settings.replace_low))[..., None]  # fmt: skip
+    return new - gone * (1.0 - beta) * hw, size
+
+
+def _stretch(flow: np.ndarray) -> np.ndarray:
+    """Frobenius norm of the flow's Jacobian (crop px per crop px): 0 for a translation, ~1 where the warp
+    doubles or halves a length."""
+    return np.sqrt(sum(np.gradient(flow[..., c], axis=a) ** 2 for c in (0, 1) for a in (0, 1))).astype(np.float32)
+
+
 def crop_plan(original: np.ndarray, edited: np.ndarray, oval: np.ndarray, editable: np.ndarray | None,
               settings: DetailSettings = DEFAULT) -> dict[str, np.ndarray]:  # fmt: skip
     """Everything detail transfer decides at crop resolution: ``flow`` (backward, crop px), ``residual``
-    (low-passed, colour drift removed, float32 grey levels), ``new`` (weight of the edit itself), ``alpha``
-    (the feathered face mask), ``drift`` (the per-channel colour drift removed), all (128, 128[, C])."""
+    (what is added to the warped photo: the low band of edit - warped original, colour drift removed, plus
+    the new mid-band structure; float32 grey levels), ``new`` (weight of the edit itself), ``alpha`` (the
+    feathered face mask), ``drift`` (the per-pixel colour drift removed from the edit), all (128, 128[, C])."""
     size = original.shape[0]
     flow = crop_flow(original, edited, settings)
     warped = _remap_crop(original.astype(np.float32), flow)
-    residual = edited.astype(np.float32) - warped
-    residual = cv2.GaussianBlur(residual, (0, 0), settings.residual_sigma, borderType=cv2.BORDER_REPLICATE)
+    edit = edited.astype(np.float32)
+    low = _blur(edit - warped, settings.residual_sigma)
     oval_mask = _polygon_mask(oval, size)
     still = (oval_mask > 0.99) & (np.linalg.norm(flow, axis=2) == 0)
     if editable is not None:
         still &= editable > 0.99
-    drift = np.median(residual[still], axis=0) if still.sum() > 50 else np.zeros(3, np.float32)
-    residual -= drift
-    mag = np.linalg.norm(residual, axis=2)
-    shrink = np.maximum(mag - settings.residual_floor, 0.0) / np.maximum(mag, 1e-6)
-    new = _smoothstep(mag, *settings.new_content)
-    new = cv2.GaussianBlur(new, (0, 0), settings.residual_sigma)
-    residual = residual * shrink[..., None]
+    drift = _colour_drift(low, still, settings.drift_sigma)
+    low -= drift
+    if settings.structure:
+        mid, size_of_new = _mid_band(edit, warped, low, settings)
+        new = _smoothstep(size_of_new, *settings.new_content)
+        new = _blur(np.maximum(new, _smoothstep(_stretch(flow), *settings.stretch)), settings.residual_sigma)
+        residual = _soft_threshold(low, settings.residual_floor) + mid
+    else:
+        new = _blur(_smoothstep(np.linalg.norm(low, axis=2), *settings.new_content), settings.residual_sigma)
+        residual = _soft_threshold(low, settings.residual_floor)
     # the mask: the oval, grown a little, united with where the flow moves it (a dropped jaw, raised brows)
     grown = cv2.dilate(oval_mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)),
                        iterations=max(1, round(settings.jaw_margin / 2)))  # fmt: skip
@@ -216,7 +288,7 @@ def transfer_detail(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, ke
     dx = ainv[0, 0] * field[..., 0] + ainv[0, 1] * field[..., 1]
     dy = ainv[1, 0] * field[..., 0] + ainv[1, 1] * field[..., 1]
     gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
-    warped = cv2.remap(photo, gx + dx, gy + dy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
+    warped = cv2.remap(photo, gx + dx, gy + dy, RESAMPLE[settings.resample], borderMode=cv2.BORDER_REFLECT101)
     face = warped.astype(np.float32) + up(plan["residual"])
     new = field[..., 3:4]
     if (new > 0).any():

@@ -45,8 +45,8 @@ def paste_into_photo(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, k
 def paste_detail(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, keep: str,
                  landmarks: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """The edit carried to the photo's own resolution: the photo's pixels moved by the edit's motion, the
-    edit's low frequencies added, the edit itself only where it made new content (teeth), inside a
-    feathered face-oval mask (:func:`mien.detail.transfer_detail`)."""
+    edit's low frequencies and its new structure (creases, lip lines, teeth) added, inside a feathered
+    face-oval mask (:func:`mien.detail.transfer_detail`)."""
     from mien.detail import transfer_detail
 
     return transfer_detail(photo, image, matrix, keep, landmarks)
