@@ -7,6 +7,7 @@ the seven labels, seed 0.
     python scripts/bench_fullres.py --raw /tmp/raw --split tune   --people 4  --cache /tmp/fr   # choose parameters
     python scripts/bench_fullres.py --raw /tmp/raw --split report --people 12 --cache /tmp/fr --sheet /tmp/sheets
     flock notes/bench.lock python scripts/bench_fullres.py --raw /tmp/raw --cost    # 12 MP timing only
+    python scripts/bench_fullres.py ... --cached-only --settings '{"structure": false}'  # another rule, same edits
 
 People are split by their index in key order: every fourth (0, 4, 8, ...) is a tuning person, the rest are
 report people. Per image (the metrics are defined in docs/fullres.md): sharpness ratio, ghost ratio,
