@@ -33,8 +33,7 @@ import torch
 def diffusers_loop(model, cond, noise, steps, scales):
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from mien.builtin.guidance import guided_velocity
-
+    from mien.guidance.classifier_free import guided_velocity
     from mien.sampling import flow_sigmas
 
     sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
@@ -50,7 +49,7 @@ def diffusers_loop(model, cond, noise, steps, scales):
 
 
 def mien_loop(model, cond, noise, steps, scales):
-    from mien.builtin.guidance import guided_denoiser
+    from mien.guidance.classifier_free import guided_denoiser
     from mien.sampling import flow_sigmas, sample_euler
 
     sigmas = flow_sigmas(steps).to(noise.device)
@@ -58,19 +57,27 @@ def mien_loop(model, cond, noise, steps, scales):
 
 
 def flowedit_loop(model, cond, photo, steps, scales, strength, guide=None, contrast=1.0):
-    from mien.builtin.edit import flowedit_velocity
+    """The pipeline's FlowEdit (mien.pipeline.MienPipeline): classifier-free guided velocity, the source and
+    target rows in one pass, contrast guidance when ``contrast`` != 1."""
+    from mien.guidance.classifier_free import guided_velocity
+    from mien.guidance.contrast import contrast_pair
     from mien.sampling import flow_times, sample_flowedit
 
-    # another source expression
-    velocity = flowedit_velocity(model, cond, cond["expression"].flip(0), scales, contrast=contrast)
+    velocity = guided_velocity(model, cond, scales=scales)
+    source, target = cond["expression"].flip(0), cond["expression"]  # another source expression
+    if contrast != 1.0:
+        pair = contrast_pair(velocity, source, target, contrast)
+    else:
+        expressions = torch.cat([source, target])
+        pair = lambda x, t: velocity(x, t, expressions)  # noqa: E731 - rows: source, then target
     g = torch.Generator(device=photo.device).manual_seed(0)
-    return sample_flowedit(velocity, photo, flow_times(steps, strength),
+    return sample_flowedit(pair, photo, flow_times(steps, strength),
                            lambda k: torch.randn(photo.shape, generator=g, device=photo.device), correct=guide)
 
 
 def recogniser_embedder(model, dev, compile=False):
     """The pipeline's recogniser-guidance embedding (mien.pipeline.MienPipeline._recogniser_guide), loaded once."""
-    from mien.builtin.recogniser_guidance import latent_embedder
+    from mien.guidance.recogniser import latent_embedder
     from mien.models.identity import IdentityEncoder
     from mien.models.taef2 import TAEF2
 
@@ -82,10 +89,11 @@ def recogniser_embedder(model, dev, compile=False):
 
 def recogniser_guide(embed, b, dev, scale, until):
     """The default edit's guide with a stand-in target: its cost does not depend on the embedding's values."""
-    from mien.builtin.recogniser_guidance import RecogniserGuide
+    from mien.guidance.recogniser import RecogniserGuide
+    from mien.regions import edit_region
 
     target = torch.nn.functional.normalize(torch.randn(b, 192, device=dev), dim=1)
-    return RecogniserGuide.for_edit(embed, target, "background", scale, until)
+    return RecogniserGuide(embed, target, edit_region("background", dev), scale, until)
 
 
 def timed(fn, sync, repeats=3):
@@ -107,17 +115,20 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 64, 256, 1024])
     ap.add_argument("--compile", action="store_true")
-    from mien.expression.basic import LABEL_CONTRAST
-    from mien.settings import GENERATION_DEFAULTS as d
+    from mien.expression.targets import ExpressionRequest
+    from mien.settings import LABEL_POLICY, GenerationSettings
+
+    d = GenerationSettings().resolve(ExpressionRequest(mix={"happy": 1.0}))  # mien generate's, for a smile
+    contrast = max(p["guidance_contrast"] for p in LABEL_POLICY.values() if "guidance_contrast" in p)
 
     ap.add_argument("--edit-guidance", type=float, nargs=2, metavar=("GI", "GE"),
-                    default=[d["guidance_identity"], d["guidance_expression"]],
+                    default=[d.guidance_identity, d.guidance_expression],
                     help="identity and expression guidance of the flowedit timing (default: mien generate's)")
-    ap.add_argument("--edit-strength", type=float, default=d["strength"])
+    ap.add_argument("--edit-strength", type=float, default=d.strength)
     ap.add_argument("--edit-recogniser", type=float, nargs=2, metavar=("G", "T"),
-                    default=[d["recogniser_guidance"], d["recogniser_guidance_until"]],
+                    default=[d.recogniser_guidance, d.recogniser_guidance_until],
                     help="recogniser guidance scale and flow time of the flowedit timing (default: mien generate's)")
-    ap.add_argument("--edit-contrast", type=float, default=max(LABEL_CONTRAST.values()),
+    ap.add_argument("--edit-contrast", type=float, default=contrast,
                     help="also time the flowedit with this contrast guidance (default: the labels' largest, what "
                          "mien generate uses for sad, angry, fearful and disgusted; 1: skip)")
     args = ap.parse_args()
