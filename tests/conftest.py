@@ -118,6 +118,16 @@ def tiny_components_pipeline():
                         blendshapes=StubBlendshapes().eval())  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def editor():
+    """A :class:`mien.edit.Editor` over :func:`tiny_components_pipeline`, one per test module."""
+    from mien.edit import Editor
+
+    ed = Editor(tiny_components_pipeline())
+    yield ed
+    ed.close()
+
+
 def tiny_aligned(photo):
     """``photo`` "aligned" without a landmarker: its central square scaled to 128 px (a fixed matrix), with
     a face record of the neutral prototype's blendshapes, a frontal pose and the template face oval."""

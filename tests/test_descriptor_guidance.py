@@ -5,21 +5,13 @@ and TAEF2 (shared weights) its step raises the descriptor cosine."""
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_aligned, tiny_components_pipeline
+from conftest import tiny_aligned
 
 from mien.cli.analyze import example_path
-from mien.edit import Editor
 from mien.expression.targets import parse_request
 from mien.io.image import load_rgb
 from mien.settings import SWAP_DEFAULTS
 from mien.settings import GenerationSettings as S
-
-
-@pytest.fixture(scope="module")
-def editor():
-    ed = Editor(tiny_components_pipeline())
-    yield ed
-    ed.close()
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,6 @@ def photo():
 
 
 @pytest.fixture(scope="module")
-def editor():
-    ed = Editor(tiny_components_pipeline())
-    yield ed
-    ed.close()
-
-
-@pytest.fixture(scope="module")
 def subject(editor, photo):
     return editor.subject([photo], tiny_aligned(photo))
 

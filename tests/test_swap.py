@@ -4,7 +4,7 @@ components; the CLI's bad-input contract with the model loader refused (tests/te
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_aligned, tiny_components_pipeline
+from conftest import tiny_aligned
 from test_generate_cli import EX, generate, no_model_load, photos  # noqa: F401 - fixtures
 
 from mien.cli.analyze import example_path
@@ -18,13 +18,6 @@ from mien.settings import GenerationSettings as S
 @pytest.fixture(scope="module")
 def photo():
     return load_rgb(example_path())  # a London Set photo (CC BY 4.0, see the README)
-
-
-@pytest.fixture(scope="module")
-def editor():
-    ed = Editor(tiny_components_pipeline())
-    yield ed
-    ed.close()
 
 
 def scene_of(editor, rgb):

@@ -91,14 +91,10 @@ class CropAnnotator:
         return self.torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().to(self.device)
 
     def _faceapi(self, images):
-        F = self.torch.nn.functional
         with self.torch.no_grad():
             chip, _ = self.identity.crops(self._batch(images))
             desc = self.identity.recognition(chip)
-            # The expression net's reference input is the 150 chip resized to 112 with Pillow's
-            # (antialiased) bilinear; torch's antialiased bilinear is the closest differentiable match.
-            small = F.interpolate(chip, size=(112, 112), mode="bilinear", antialias=True).clamp(0, 255)
-            probs = self.expression.predict(small)
+            probs = self.expression.predict_chip(chip)
         return {"faceapi": desc.cpu().numpy(), "expression": probs.cpu().numpy()}
 
     def _mobilefacenet(self, images):

@@ -68,15 +68,12 @@ class Scorer:
     def from_pipeline(cls, pipe) -> "Scorer":
         """face-api's descriptor and expression classifier on the dlib chip of the crop (the expression net's
         112 px input, as :mod:`mien.analysis` feeds it), and the pipeline's blendshape net."""
-        import torch.nn.functional as F
-
         from mien.models.faceapi_expression import EXPRESSIONS, FaceExpressionNet
 
         net = FaceExpressionNet.from_weights().to(pipe.device).eval()
 
         def labels(x):
-            chip = F.interpolate(pipe.identity.crops(x)[0], size=(112, 112), mode="bilinear", antialias=True)
-            return [EXPRESSIONS[i] for i in net.predict(chip.clamp(0, 255)).argmax(1).tolist()]
+            return [EXPRESSIONS[i] for i in net.predict_chip(pipe.identity.crops(x)[0]).argmax(1).tolist()]
 
         return cls(pipe.identity.faceapi, labels, pipe.blendshape_net, pipe.device)
 

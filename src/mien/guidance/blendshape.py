@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from mien.guidance.base import Correction, Guidance, GuidanceContext
-from mien.guidance.gradient import GradientGuide
+from mien.guidance.gradient import GradientGuide, decoded
 
 
 class BlendshapeGuide(GradientGuide):
@@ -46,10 +46,7 @@ def latent_blendshapes(model, taef2, blendshapes) -> Callable[[torch.Tensor], to
     """z (the built-in model's normalised latents) -> (B, 52) blendshapes of the decoded faces,
     differentiable: ``model.denormalize``, TAEF2 decoding, :class:`mien.models.face_mesh.AlignedBlendshapes`."""
 
-    def measure(z: torch.Tensor) -> torch.Tensor:
-        return blendshapes(taef2.decode(model.denormalize(z), clamp=False).clamp(0, 1))
-
-    return measure
+    return decoded(model, taef2, blendshapes)
 
 
 class BlendshapeGuidance(Guidance):

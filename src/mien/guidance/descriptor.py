@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from mien.guidance.base import Correction, Guidance, GuidanceContext
+from mien.guidance.gradient import decoded
 from mien.guidance.recogniser import RecogniserGuide
 
 
@@ -34,11 +35,7 @@ def latent_descriptor(model, taef2, identity) -> Callable[[torch.Tensor], torch.
     differentiable: ``model.denormalize``, TAEF2 decoding, ``identity.faceapi`` (an
     :class:`mien.models.identity.IdentityEncoder`), L2-normalised as the identity condition is."""
 
-    def embed(z: torch.Tensor) -> torch.Tensor:
-        rgb = taef2.decode(model.denormalize(z), clamp=False).clamp(0, 1)
-        return F.normalize(identity.faceapi(rgb * 255), dim=1)
-
-    return embed
+    return decoded(model, taef2, lambda rgb: F.normalize(identity.faceapi(rgb * 255), dim=1))
 
 
 class DescriptorGuidance(Guidance):

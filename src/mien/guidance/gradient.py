@@ -1,4 +1,4 @@
-"""The critic step that recogniser and blendshape guidance share: after each late FlowEdit step, the
+"""The critic step that recogniser, descriptor and blendshape guidance share: after each late FlowEdit step, the
 clean state moves a little up the gradient of a differentiable score of the decoded face.
 
 FlowEdit's state is a clean latent at every step (:mod:`mien.sampling.flowedit`), so a critic can judge
@@ -41,3 +41,14 @@ class GradientGuide:
         grad = grad * self.region
         rms = grad.pow(2).mean((1, 2, 3), keepdim=True).sqrt()  # over the whole latent, zeros outside included
         return z + self.scale * (t - t_next) * grad / (rms + 1e-12)
+
+
+def decoded(model, taef2, read: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """z (the built-in model's normalised latents) -> ``read`` of the decoded faces (B, 3, H, W RGB in 0..1),
+    differentiable: ``model.denormalize``, TAEF2 decoding without its clamp (its gradient would vanish at the
+    bounds), then the clamp. What every critic of this module scores."""
+
+    def scored(z: torch.Tensor) -> torch.Tensor:
+        return read(taef2.decode(model.denormalize(z), clamp=False).clamp(0, 1))
+
+    return scored

@@ -32,7 +32,7 @@ from collections.abc import Callable
 import torch
 
 from mien.guidance.base import Correction, Guidance, GuidanceContext
-from mien.guidance.gradient import GradientGuide
+from mien.guidance.gradient import GradientGuide, decoded
 
 
 class RecogniserGuide(GradientGuide):
@@ -58,11 +58,7 @@ def latent_embedder(model, taef2, identity) -> Callable[[torch.Tensor], torch.Te
     differentiable: ``model.denormalize``, TAEF2 decoding, ``identity.mobilefacenet_unit`` (an
     :class:`mien.models.identity.IdentityEncoder` built with MobileFaceNet)."""
 
-    def embed(z: torch.Tensor) -> torch.Tensor:
-        rgb = taef2.decode(model.denormalize(z), clamp=False).clamp(0, 1)
-        return identity.mobilefacenet_unit(rgb * 255)
-
-    return embed
+    return decoded(model, taef2, lambda rgb: identity.mobilefacenet_unit(rgb * 255))
 
 
 class RecogniserGuidance(Guidance):

@@ -135,6 +135,13 @@ class FaceExpressionNet(nn.Module):
         """Softmax probabilities (B, 7), what face-api.js's ``predictExpressions`` returns."""
         return self.forward(x).softmax(dim=-1)
 
+    def predict_chip(self, chip: torch.Tensor) -> torch.Tensor:
+        """:meth:`predict` on face-api's 150 px dlib chips (B, 3, 150, 150, RGB 0..255; what
+        :meth:`mien.models.identity.IdentityEncoder.crops` cuts). The reference input is the chip resized to 112
+        with Pillow's (antialiased) bilinear; torch's antialiased bilinear is the closest differentiable match."""
+        small = F.interpolate(chip, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", antialias=True).clamp(0, 255)
+        return self.predict(small)
+
     def load_tfjs(self, tensors: dict[str, torch.Tensor]) -> None:
         """Copy face-api.js weights (``load_tfjs_weights`` output) into this module, strictly."""
         self.load_state_dict(_tfjs_to_state(tensors), strict=True)

@@ -257,7 +257,6 @@ class Service:
         threshold (mien.evaluate.metrics); and the face-api expression probabilities of the result and of
         the photo edited."""
         import torch
-        import torch.nn.functional as F
 
         from mien.evaluate.metrics import DLIB_THRESHOLD
         from mien.models.faceapi_expression import EXPRESSIONS
@@ -269,9 +268,8 @@ class Service:
             chip, _ = enc.crops(x)
             desc = enc.recognition(chip).cpu().numpy()
             probs = None
-            if self.expression_net is not None:  # the chip at 112 px, as mien annotate reads it
-                small = F.interpolate(chip[:2], size=(112, 112), mode="bilinear", antialias=True).clamp(0, 255)
-                probs = self.expression_net.predict(small).cpu().numpy()
+            if self.expression_net is not None:  # as mien annotate reads it
+                probs = self.expression_net.predict_chip(chip[:2]).cpu().numpy()
         dist = np.linalg.norm(desc[1:] - desc[0], axis=1)
         out = {"identity_distance": [round(float(d), 3) for d in dist], "threshold": DLIB_THRESHOLD,
                "same_person": bool(dist.mean() < DLIB_THRESHOLD)}
