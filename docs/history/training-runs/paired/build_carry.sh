@@ -17,7 +17,7 @@ for f in "$DATA"/*.tar; do ln -sf "$f" "$WORK/sub/"; done
 "$PY" -m mien annotate --data "$WORK/sub" --split train --only landmarks faceapi --out "$WORK/ann" --workers 2 --threads 1
 rm -rf "$WORK/pack"
 "$PY" -m mien data pack --annotations "$WORK/ann/annotations.parquet" --data "$WORK/sub" --out "$WORK/pack" \
-    --max-mb 19 --threads 1
+    --max-mb ${MAXMB:-19} --threads 1
 # diffusers without its pipeline subpackages (training_utils imports pipelines/pipeline_utils.py), plus the
 # pure-Python packages mien needs there; all from the local environment, whose versions constraints.txt pins
 SITE=$("$PY" -c "import diffusers, os; print(os.path.dirname(os.path.dirname(diffusers.__file__)))")
@@ -33,8 +33,11 @@ cp "$WEIGHTS/taef2/taef2_encoder.pth" "$WORK/w/taef2/"
 cp "$WEIGHTS/mediapipe/face_landmarker.task" "$WORK/w/mediapipe/"
 cp "$WEIGHTS/mobilefacenet/MobileFaceNet.tflite" "$WORK/w/mobilefacenet/"
 tar cf - -C "$WORK/w" . | xz -6 > "$DEST/weights.tar.xz"
-git -C "$ROOT" archive HEAD src | tar x -C "$DEST"
-rm -rf "$DEST/src/mien/resources/model"  # the shipped model travels as a tracked file
+# the code: when DEST is inside this checkout, its tracked src/ travels anyway; otherwise a copy of HEAD's
+if [ "$(git -C "$DEST/.." rev-parse --show-toplevel)" != "$ROOT" ]; then
+  git -C "$ROOT" archive HEAD src | tar x -C "$DEST"
+  rm -rf "$DEST/src/mien/resources/model"  # the shipped model travels as a tracked file
+fi
 cp "$WORK/pack/chunk-00.npz" "$DEST/pack/"
 cp "$HERE/gpu_run.sh" "$DEST/"
 # what the call sends: the checkout's tracked files plus this folder, at most 64 MiB
@@ -42,4 +45,4 @@ CHECKOUT=$(git -C "$DEST/.." rev-parse --show-toplevel)
 TRACKED=$(cd "$CHECKOUT" && git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
 CARRIED=$(du -sb "$DEST" | cut -f1)
 echo "tracked $TRACKED + carried $CARRIED = $((TRACKED + CARRIED)) bytes of $((64 * 2**20))"
-[ $((TRACKED + CARRIED)) -le $((64 * 2**20)) ] || { echo "over the 64 MiB a call takes: lower CAP in select_people.py"; exit 1; }
+[ $((TRACKED + CARRIED)) -le $((64 * 2**20)) ] || { echo "over the 64 MiB a call takes: lower MAXMB (the pack's size) or CAP in select_people.py"; exit 1; }

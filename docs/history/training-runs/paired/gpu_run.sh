@@ -13,7 +13,8 @@ R=${RUN:-/root/run}
 mkdir -p $R/site $R/weights $R/parts
 tar xJf $G/site.tar.xz -C $R/site
 tar xJf $G/weights.tar.xz -C $R/weights
-export PYTHONPATH=$G/src:$R/site MIEN_WEIGHTS=$R/weights PYTHONUNBUFFERED=1
+SRC=$G/src; [ -d $SRC ] || SRC=src  # carried code, else the checkout's own
+export PYTHONPATH=$SRC:$R/site MIEN_WEIGHTS=$R/weights PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee $R/parts/device.txt
 CHUNKS=$(ls $G/pack/chunk-*.npz)
 # encode every chunk once (TAEF2 latents of each photo and its mirror image, MobileFaceNet embeddings)
