@@ -3,7 +3,7 @@
 have their original photos (the ``*.raw.jpg`` of faces128 ``dev.tar``: London Set and Essex faces94),
 the seven labels, seed 0.
 
-    tar xf shared/data/faces128/dev.tar --wildcards '*raw.jpg' -C /tmp/raw
+    tar xf shared/data/faces128/dev.tar -C /tmp/raw --wildcards '*raw.jpg'
     python scripts/bench_fullres.py --raw /tmp/raw --split tune   --people 4  --cache /tmp/fr   # choose parameters
     python scripts/bench_fullres.py --raw /tmp/raw --split report --people 12 --cache /tmp/fr --sheet /tmp/sheets
     flock notes/bench.lock python scripts/bench_fullres.py --raw /tmp/raw --cost    # 12 MP timing only
@@ -196,6 +196,7 @@ def evaluate(args, chosen) -> list[dict]:
                 try:
                     a = analyzer.analyze(img)[0]
                     row[f"{name}_expression_ok"] = max(a.expression, key=a.expression.get) == label
+                    row[f"{name}_expression_p"] = float(a.expression[label])  # graded: for tuning on few images
                     row[f"{name}_same_person"] = float(np.linalg.norm(a.faceapi - ident)) < 0.6
                 except Exception as e:  # noqa: BLE001 - a face not found again is a result, not a crash
                     row[f"{name}_error"] = str(e)
