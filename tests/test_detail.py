@@ -152,3 +152,58 @@ def test_a_colour_drift_over_part_of_the_face_is_removed_there_with_drift_sigma(
     left, right = (slice(40 * 4, 90 * 4), slice(30 * 4, 56 * 4)), (slice(40 * 4, 90 * 4), slice(72 * 4, 98 * 4))
     for side in (left, right):
         assert np.abs(out[side].astype(float).mean(axis=(0, 1)) - photo[side].mean(axis=(0, 1))).max() < 2.5
+
+
+def test_a_small_motion_copies_the_photos_pixels_with_snap():
+    """Below the snap distance the photo is moved by whole pixels: every moved pixel is one of the photo's own
+    (no resampling softens its texture), where without snap most are interpolated values. (Only the warp:
+    nothing from the edit is added.)"""
+    from mien.detail import DetailSettings
+
+    photo = textured_photo(8)
+    original = align.warp_to_crop(photo, MATRIX)
+    edited = remap(original, bump_flow(128, 0.6))  # at most 2.4 photo px
+    box = (slice(230, 330), slice(200, 320))
+    shifts = [np.roll(photo, (dy, dx), axis=(0, 1))[box] for dy in range(-3, 4) for dx in range(-3, 4)]
+
+    def copied(out):  # share of pixels equal to the photo at some whole-pixel offset of at most 3 px
+        return np.mean(np.any([np.all(out[box] == s, axis=2) for s in shifts], axis=0))
+
+    warp_only = dict(residual_floor=255.0, structure_floor=255.0, new_content=(1e3, 2e3), stretch=(1e3, 2e3))
+    snapped = transfer_detail(photo, edited, MATRIX, keep="none", settings=DetailSettings(snap=3.0, **warp_only))
+    plain = transfer_detail(photo, edited, MATRIX, keep="none", settings=DetailSettings(snap=0.0, **warp_only))
+    assert not np.array_equal(snapped[box], photo[box])  # it moved
+    assert copied(snapped) > 0.95 and copied(plain) < 0.6
+
+
+def test_where_the_edit_is_taken_the_photos_fine_texture_stays_with_photo_detail():
+    """New content (a dark opened mouth) is the edit's; with photo_detail the photo's texture finer than the crop
+    can hold is laid over it, without changing what the edit put there."""
+    from mien.detail import DetailSettings
+
+    photo = textured_photo(9)
+    original = align.warp_to_crop(photo, MATRIX)
+    edited = original.copy()
+    edited[92:104, 54:74] = 40
+    inner = (slice(92 * 4 + 12, 104 * 4 - 12), slice(54 * 4 + 12, 74 * 4 - 12))
+    lap = lambda a: cv2.Laplacian(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F)[inner].var()
+    plain = transfer_detail(photo, edited, MATRIX, keep="none", settings=DetailSettings(photo_detail=0.0))
+    detailed = transfer_detail(photo, edited, MATRIX, keep="none", settings=DetailSettings(photo_detail=1.0))
+    assert plain[inner].mean() < 60 and abs(detailed[inner].mean() - plain[inner].mean()) < 3
+    assert lap(plain) < 0.1 * lap(photo) and lap(detailed) > 0.4 * lap(photo)
+
+
+def test_the_garrote_carries_a_broad_change_nearly_whole():
+    """A broad shading change of 10 grey levels over a cheek: the soft floor takes 3 off it, the garrote under 1."""
+    from mien.detail import DetailSettings
+
+    photo = textured_photo(10)
+    original = align.warp_to_crop(photo, MATRIX)
+    y, x = np.mgrid[0:128, 0:128]
+    blob = 10.0 * np.exp(-((x - 40) ** 2 + (y - 75) ** 2) / (2 * 8.0**2))
+    edited = np.clip(original + blob[..., None], 0, 255).astype(np.uint8)
+    centre = (slice(73 * 4, 77 * 4), slice(38 * 4, 42 * 4))
+    gain = lambda s: (transfer_detail(photo, edited, MATRIX, keep="none", settings=s)[centre].astype(float)
+                      - photo[centre]).mean()  # fmt: skip
+    soft, garrote = gain(DetailSettings(shrink="soft")), gain(DetailSettings(shrink="garrote"))
+    assert 5.5 < soft < 8 and garrote > 8.5

@@ -10,25 +10,31 @@ the feature rather than moving it). Here the edit only says *what changed*, and 
    to the original crop, computed on both crops upsampled 2x and brightness-normalised, lightly
    smoothed, with sub-threshold motion set to zero so that still skin is not resampled. Upsampled
    to the photo through the alignment matrix, it moves the photo's own pixels: a raised brow is the
-   person's brow moved, texture and all, not a new brow painted beside a ghost of the old one.
+   person's brow moved, texture and all, not a new brow painted beside a ghost of the old one. Motions
+   under one photo pixel are rounded to whole pixels (``snap``): the pixels are copied, since any
+   sub-pixel resampling softens the finest texture.
 2. **What a warp cannot explain: the low band.** The edit minus the warped original crop, low-passed
    (Gaussian), its colour drift (the decoder's, measured over still face pixels: globally, or per region)
-   removed and small values shrunk to zero (soft threshold), is added at photo resolution: shading, a
+   removed and small values set to zero (the non-negative garrote, which leaves large ones nearly whole),
+   is added at photo resolution: shading, a
    deepened nasolabial fold, the dark of an opened mouth, a smile's cheeks.
 3. **The mid band, by structure.** Above that low-pass the decoder returns the original's edges
    attenuated (blur); the part of the edit's mid band that a local fit on the warped original's does not
    explain is new structure (a crease, a lip line, teeth) and is added. The photo keeps its own texture
    wherever the edit only lost it; where the new structure or the low-band change is large, the photo's
    unexplained mid band gives way (a feature repainted rather than moved leaves no copy), while its fine
-   detail above the crop's resolution stays. The upsampled edit itself is used only where the new
-   structure is very large, or where the flow stretches the photo so much (a shadow pulled into a crease)
-   that the warp is not trusted.
+   detail above the crop's resolution stays. The upsampled edit itself is used where the new
+   structure is large (a repainted eye, teeth), or where the flow stretches the photo so much (a shadow
+   pulled into a crease) that the warp is not trusted; there too the warped photo's detail finer than the
+   crop can hold is laid over it (``photo_detail``), so a region the edit redraws is not softer than the
+   photo around it.
 4. **Mask.** The face oval from the photo's MediaPipe landmarks (FACEMESH_FACE_OVAL), united with
    the same oval moved by the flow (a dropped jaw), limited to the region the edit may redraw
    (``keep``) and feathered. Outside it the photo is returned bit for bit.
 
 Everything at crop resolution is computed once on 128-256 px arrays; at photo resolution there are
-four resamplings of the face's bounding region (the photo's own with Lanczos) and one blend, so the
+four resamplings of the face's bounding region (the photo's own with Lanczos), one Gaussian blur and one
+blend, so the
 cost grows with the face's area, not the photo's (``scripts/bench_fullres.py``; figures in ``docs/fullres.md``).
 """
 
@@ -73,13 +79,19 @@ class DetailSettings:
     structure: bool = True
     structure_sigma: float = 2.0  # window (crop px) of the local fit of the edit's mid band on the original's
     structure_floor: float = 2.0  # mid-band differences below this (grey levels) are dropped (decoder noise)
+    shrink: str = "garrote"  # how values above the floors are kept: "soft" (less the floor) or "garrote" (x (1 - floor^2
+    # / x^2): large values nearly whole, so a broad change of a few grey levels is not cut by the floor)
     replace: tuple[float, float] = (4.0, 10.0)  # size of new structure where the photo's mid band gives way
     replace_low: tuple[float, float] = (15.0, 35.0)  # size of the low-band change where it gives way too
     stretch: tuple[float, float] = (0.6, 1.2)  # flow gradient (|d flow / dx|) where the edit itself takes
     # over: a warp that stretches the photo this much (a shadow pulled into a crease) is not trusted
-    new_content: tuple[float, float] = (30.0, 60.0)  # size (grey levels) of the new structure (or, with
+    new_content: tuple[float, float] = (10.0, 20.0)  # size (grey levels) of the new structure (or, with
     # structure=False, of the residual) where the edit itself takes over
     drift_sigma: float = 0.0  # colour drift measured per region over still skin with this window (crop px); 0: global
+    photo_detail: float = 1.0  # where the edit itself is taken, the warped photo's detail finer than this Gaussian
+    # (crop px) is added to it (the band a 128 px crop cannot hold); 0: the upsampled edit alone
+    snap: float = 1.0  # photo displacements shorter than this (photo px) are rounded to whole pixels: the photo's
+    # pixels are copied there, not resampled (any sub-pixel resampling softens the finest texture); 0: off
     resample: str = "lanczos4"  # how the photo is moved by the flow: "lanczos4" keeps more fine texture than "cubic"
     feather: float = 3.0  # mask edge softening (crop px)
     jaw_margin: float = 2.0  # the oval grown by this (crop px) before feathering
@@ -161,9 +173,13 @@ def _colour_drift(low: np.ndarray, still: np.ndarray, sigma: float) -> np.ndarra
     return (local * trust + glob * (1.0 - trust)).astype(np.float32)
 
 
-def _soft_threshold(x: np.ndarray, floor: float) -> np.ndarray:
-    mag = np.linalg.norm(x, axis=2, keepdims=True)
-    return x * (np.maximum(mag - floor, 0.0) / np.maximum(mag, 1e-6))
+def _shrink(x: np.ndarray, floor: float, kind: str = "soft") -> np.ndarray:
+    """``x`` (..., C) with magnitudes below ``floor`` set to zero and those above shrunk: by the floor ("soft"),
+    or by floor^2 / magnitude (the non-negative garrote, Breiman 1995: large values nearly unchanged)."""
+    mag = np.maximum(np.linalg.norm(x, axis=2, keepdims=True), 1e-6)
+    if kind == "garrote":
+        return x * np.maximum(1.0 - (floor / mag) ** 2, 0.0)
+    return x * (np.maximum(mag - floor, 0.0) / mag)
 
 
 def _mid_band(edited: np.ndarray, warped: np.ndarray, low: np.ndarray, settings: DetailSettings):
@@ -180,7 +196,7 @@ def _mid_band(edited: np.ndarray, warped: np.ndarray, low: np.ndarray, settings:
     he = edited - _blur(edited, s)
     hw = warped - _blur(warped, s)
     beta = np.clip(_blur(he * hw, w) / np.maximum(_blur(hw * hw, w), 1.0), 0.0, 1.0)
-    new = _soft_threshold(he - beta * hw, settings.structure_floor)
+    new = _shrink(he - beta * hw, settings.structure_floor, settings.shrink)
     size = np.sqrt(_blur(np.sum(new * new, axis=2), w))
     gone = np.maximum(_smoothstep(size, *settings.replace),
                       _smoothstep(np.linalg.norm(low, axis=2), *settings.replace_low))[..., None]  # fmt: skip
@@ -214,10 +230,10 @@ def crop_plan(original: np.ndarray, edited: np.ndarray, oval: np.ndarray, editab
         mid, size_of_new = _mid_band(edit, warped, low, settings)
         new = _smoothstep(size_of_new, *settings.new_content)
         new = _blur(np.maximum(new, _smoothstep(_stretch(flow), *settings.stretch)), settings.residual_sigma)
-        residual = _soft_threshold(low, settings.residual_floor) + mid
+        residual = _shrink(low, settings.residual_floor, settings.shrink) + mid
     else:
         new = _blur(_smoothstep(np.linalg.norm(low, axis=2), *settings.new_content), settings.residual_sigma)
-        residual = _soft_threshold(low, settings.residual_floor)
+        residual = _shrink(low, settings.residual_floor)
     # the mask: the oval, grown a little, united with where the flow moves it (a dropped jaw, raised brows)
     grown = cv2.dilate(oval_mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)),
                        iterations=max(1, round(settings.jaw_margin / 2)))  # fmt: skip
@@ -287,18 +303,29 @@ def transfer_detail(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, ke
     ainv = np.linalg.inv(a).astype(np.float32)
     dx = ainv[0, 0] * field[..., 0] + ainv[0, 1] * field[..., 1]
     dy = ainv[1, 0] * field[..., 0] + ainv[1, 1] * field[..., 1]
+    if settings.snap > 0:
+        small = np.hypot(dx, dy) < settings.snap
+        dx, dy = np.where(small, np.rint(dx), dx), np.where(small, np.rint(dy), dy)
     gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
     warped = cv2.remap(photo, gx + dx, gy + dy, RESAMPLE[settings.resample], borderMode=cv2.BORDER_REFLECT101)
     face = warped.astype(np.float32) + up(plan["residual"])
     new = field[..., 3:4]
     if (new > 0).any():
         edit_up = up(image.astype(np.float32) - plan["drift"], cv2.INTER_CUBIC)
+        if settings.photo_detail > 0:
+            edit_up += _fine_band(warped, settings.photo_detail / align.affine_scale(matrix))
         face = face * (1.0 - new) + edit_up * new
     region = photo[y0:y1, x0:x1]
     a3 = alpha[..., None]
     blended = np.clip(np.rint(region.astype(np.float32) * (1.0 - a3) + face * a3), 0, 255).astype(np.uint8)
     out[y0:y1, x0:x1] = np.where(inside[..., None], blended, region)
     return out
+
+
+def _fine_band(img: np.ndarray, sigma: float) -> np.ndarray:
+    """What a Gaussian of ``sigma`` (photo px) removes from ``img``: its detail finer than that, float32."""
+    f = img.astype(np.float32)
+    return f - cv2.GaussianBlur(f, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
 
 
 def template_oval() -> np.ndarray:
