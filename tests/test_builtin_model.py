@@ -98,6 +98,30 @@ def test_guidance_combines_the_three_branches():
 
 
 @torch.no_grad()
+def test_expression_first_nesting_guides_identity_at_the_conditioned_expression():
+    """--guidance-order expression,identity: u + ge (c_expr - u) + gi (c_full - c_expr); at ge = 1 the unconditional
+    branch has weight 0 and is not run (two branches), and the identity term never sees a nulled expression."""
+    model = tiny(zero_init_streams=False)
+    x, t, cond = inputs()
+    u = model.velocity(x, t, {})
+    c_expr = model.velocity(x, t, {"expression": cond["expression"]})
+    c_full = model.velocity(x, t, cond)
+    order = ("expression", "identity")
+    expected = u + 2.0 * (c_expr - u) + 3.0 * (c_full - c_expr)
+    torch.testing.assert_close(guided_velocity(model, cond, order, (2.0, 3.0))(x, t), expected, rtol=1e-4, atol=1e-5)
+    rows = []
+    original = model.velocity
+    model.velocity = lambda x_, *a, **k: rows.append(x_.shape[0]) or original(x_, *a, **k)
+    try:
+        got = guided_velocity(model, cond, order, (1.0, 3.0))(x, t)
+    finally:
+        del model.velocity
+    assert rows == [2 * x.shape[0]]  # c_expr and c_full, one batch
+    torch.testing.assert_close(got, c_full + 2.0 * (c_full - c_expr), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(got, guided_velocity(model, cond, scales=(3.0, 1.0))(x, t), atol=1e-4)
+
+
+@torch.no_grad()
 def test_guidance_interval_guides_only_inside_it():
     model = tiny(zero_init_streams=False)
     x, _, cond = inputs()

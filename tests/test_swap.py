@@ -9,7 +9,7 @@ from test_generate_cli import EX, generate, no_model_load, photos  # noqa: F401 
 
 from mien.cli.analyze import example_path
 from mien.edit import Editor
-from mien.errors import NoFaceError
+from mien.errors import MienError, NoFaceError
 from mien.expression.targets import ExpressionRequest, parse_request
 from mien.io.image import load_rgb
 from mien.settings import GenerationSettings as S
@@ -70,6 +70,33 @@ def test_a_swap_moves_the_scene_face_toward_the_selfie_and_keeps_the_scene_outsi
     assert (result.generation.latents[0] - scene.identity.latent).abs().mean() > 1e-3  # the face moved
     assert result.photos[0].shape == photo.shape and np.array_equal(result.photos[0][:20, :20], photo[:20, :20])
     assert result.scene is scene and result.metadata[0]["into_face"] == 0
+
+
+@pytest.mark.parametrize("reference", ["none", "scene"])
+def test_swap_reference_sets_the_target_rows_reference_and_leaves_the_source_rows_alone(editor, photo, reference):
+    other = np.ascontiguousarray(photo[:, ::-1, ::-1])
+    subject, scene = scene_of(editor, other), scene_of(editor, photo)
+    seen = []
+    pipe = editor.pipeline
+    original = pipe.model.velocity
+
+    def spy(x, t, cond, **kw):
+        seen.append(cond["reference"].clone())
+        return original(x, t, cond, **kw)
+
+    pipe.model.velocity = spy
+    try:
+        result = editor.edit(subject, parse_request("happy"), S(steps=2, recogniser_guidance=0, guidance_identity=1.0,
+                                                                swap_reference=reference), into=scene)  # fmt: skip
+    finally:
+        del pipe.model.velocity
+    source, target = seen[0]
+    assert torch.equal(source, scene.identity.latent)
+    wanted = torch.zeros_like(source) if reference == "none" else scene.identity.latent
+    assert torch.equal(target, wanted)
+    assert result.generation.settings.swap_reference == reference
+    with pytest.raises(MienError, match=f"--swap-reference {reference} works with --into"):
+        editor.edit(subject, parse_request("happy"), S(steps=1, swap_reference=reference))
 
 
 def test_contrast_guidance_in_a_swap_contrasts_expressions_at_the_selfie_identity(editor, photo):

@@ -273,6 +273,8 @@ class MienPipeline:
         s = (settings or GenerationSettings()).resolve(request, swap=swap)
         if swap:
             check_swap_settings(s)
+        elif s.swap_reference != "identity":
+            raise MienError(f"--swap-reference {s.swap_reference} works with --into (a swap); drop it for an edit")
         bs = blendshape_target(request, self.prototypes, self.calibration)
         expr = expression_vector(bs, scene.pose)
         target = torch.from_numpy(expr)[None].expand(n, -1).float().to(self.device)
@@ -283,6 +285,9 @@ class MienPipeline:
                     for i in range(n)]
             target = torch.from_numpy(np.stack(rows)).float().to(self.device)
         cond = {**self._identity_streams(identity, n), "expression": target}
+        if swap and "reference" in cond and s.swap_reference != "identity":  # --swap-reference (docs/swap.md)
+            cond["reference"] = (torch.zeros_like(cond["reference"]) if s.swap_reference == "none"
+                                 else self._identity_streams(scene, n)["reference"])  # fmt: skip
         seeds = [seed + i for i in range(n)]
         photo = self.model.normalize(scene.latent[None].to(self.device)).expand(n, -1, -1, -1)
         source = None

@@ -51,7 +51,13 @@ RECOGNISER_GUIDANCE = 0.15
 RECOGNISER_GUIDANCE_WITH_CONTRAST = 0.3
 # A swap's defaults (mien generate --into, Editor.swap) of the settings left at None, FlowEdit only: chosen on
 # the swap benchmark's tuning pairs (docs/swap.md).
-SWAP_DEFAULTS: dict[str, float] = {"guidance_identity": 3.0, "descriptor_guidance": 0.0}
+SWAP_DEFAULTS: dict[str, float | str] = {"guidance_identity": 3.0, "descriptor_guidance": 0.0,
+                                         "guidance_order": "identity,expression", "swap_reference": "identity"}
+# Classifier-free guidance's stream nestings (mien.guidance.classifier_free): the first is guided against the
+# unconditional prediction, the second against the first.
+GUIDANCE_ORDERS = ("identity,expression", "expression,identity")
+# What a swap's target rows take as the spatial reference (mien.pipeline, docs/swap.md).
+SWAP_REFERENCES = ("identity", "none", "scene")
 # What each label-dependent setting is when no label asks for it (and always with sdedit).
 _OFF = {"guidance_contrast": 1.0, "blendshape_guidance": 0.0}
 
@@ -91,6 +97,16 @@ class GenerationSettings:
         "--into)", "G")
     guidance_expression: float = setting(1.0, "expression classifier-free guidance scale (higher pushes the "
                                          "requested expression harder)", "G")
+    guidance_order: str | None = setting(
+        None, "the nesting of classifier-free guidance's two streams: 'identity,expression' guides identity against "
+        "the unconditional prediction (u + gi (c_id - u) + ge (c_full - c_id)); 'expression,identity' guides it at "
+        "the requested expression (u + ge (c_expr - u) + gi (c_full - c_expr)), so the identity scale cannot pull "
+        "in the identity photo's own expression (default identity,expression; "
+        f"{SWAP_DEFAULTS['guidance_order']} for swaps, --into)", "|".join(GUIDANCE_ORDERS))
+    swap_reference: str | None = setting(
+        None, "a swap's (--into) spatial reference in the target rows: 'identity' the --identity photo's latent, "
+        "'none' zeros (the model's 'no other photo'), 'scene' the scene face's latent (default "
+        f"{SWAP_DEFAULTS['swap_reference']}; only with --into)", "|".join(SWAP_REFERENCES))
     guidance_until: float = setting(0.0, "classifier-free guidance only while the flow time is above T (it runs "
                                     "from --strength down to 0), then the plain conditional prediction: strong "
                                     "guidance late in sampling distorts fine detail (0 guides at every step)", "T")
@@ -146,6 +162,12 @@ class GenerationSettings:
         for name in ("guidance_identity", "guidance_expression"):
             if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise bad(name, getattr(self, name), "is not a number; use a guidance scale such as 1 (plain) or 3")
+        if self.guidance_order is not None and self.guidance_order not in GUIDANCE_ORDERS:
+            raise MienError(f"--guidance-order {self.guidance_order}: unknown nesting; choose one of "
+                            f"{', '.join(GUIDANCE_ORDERS)}")
+        if self.swap_reference is not None and self.swap_reference not in SWAP_REFERENCES:
+            raise MienError(f"--swap-reference {self.swap_reference}: unknown reference; choose one of "
+                            f"{', '.join(SWAP_REFERENCES)}")
         if not 0.0 <= self.guidance_until < 1.0:
             raise bad("guidance_until", self.guidance_until, "is out of range; use a flow time from 0 (guide at every "
                       "step) up to but not including 1")
@@ -192,14 +214,16 @@ class GenerationSettings:
         if recogniser is None:
             recogniser = 0.0 if not flowedit else (
                 RECOGNISER_GUIDANCE_WITH_CONTRAST if contrast > 1.0 else RECOGNISER_GUIDANCE)
-        def swap_default(name: str, off: float) -> float:  # a swap's own default (FlowEdit), else ``off``
+        def swap_default(name: str, off):  # a swap's own default (FlowEdit), else ``off``
             value = getattr(self, name)
             return value if value is not None else SWAP_DEFAULTS[name] if swap and flowedit else off
 
         return dataclasses.replace(self, sampler=self.sampler or "euler", guidance_contrast=contrast,
                                    recogniser_guidance=recogniser, blendshape_guidance=per_label("blendshape_guidance"),
                                    guidance_identity=swap_default("guidance_identity", 1.0),
-                                   descriptor_guidance=swap_default("descriptor_guidance", 0.0))  # fmt: skip
+                                   descriptor_guidance=swap_default("descriptor_guidance", 0.0),
+                                   guidance_order=swap_default("guidance_order", GUIDANCE_ORDERS[0]),
+                                   swap_reference=swap_default("swap_reference", SWAP_REFERENCES[0]))  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

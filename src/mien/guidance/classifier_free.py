@@ -105,7 +105,9 @@ class ClassifierFreeGuidance(Guidance):
     def velocity(self, ctx: GuidanceContext, velocity: ExpressionVelocity) -> ExpressionVelocity:
         s = ctx.settings
         interval = (s.guidance_until, 1.0) if s.guidance_until > 0 else None  # guidance only while t > guidance_until
-        return guided(velocity, scales=(s.guidance_identity, s.guidance_expression), interval=interval)
+        scale = {"identity": s.guidance_identity, "expression": s.guidance_expression}
+        order = tuple(s.guidance_order.split(","))  # resolved: one of mien.settings.GUIDANCE_ORDERS
+        return guided(velocity, order, [scale[name] for name in order], interval=interval)
 
 
 def _branches(scales: Sequence[float]) -> tuple[list[float], list[int]]:
