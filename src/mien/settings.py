@@ -15,7 +15,8 @@ A setting left at ``None`` takes its per-request default: :meth:`GenerationSetti
 :data:`LABEL_POLICY` (the labels the model under-draws take contrast guidance, fearful also blendshape
 guidance) and the method's own defaults, and returns settings with every value concrete, which the
 output metadata records. A swap (``mien generate --into``) resolves the settings left at ``None`` to
-:data:`SWAP_DEFAULTS` where it has its own (identity classifier-free guidance 3, docs/swap.md).
+:data:`SWAP_DEFAULTS` where it has its own (identity classifier-free guidance 3, contrast guidance at least
+1.5 but on happy, docs/swap.md).
 """
 
 from __future__ import annotations
@@ -51,8 +52,12 @@ RECOGNISER_GUIDANCE = 0.15
 RECOGNISER_GUIDANCE_WITH_CONTRAST = 0.3
 # A swap's defaults (mien generate --into, Editor.swap) of the settings left at None, FlowEdit only: chosen on
 # the swap benchmark's tuning pairs (docs/swap.md).
+# guidance_contrast: the least contrast guidance of a swap, on every request that does not ask for happy (the label
+# policy's larger values still apply): in a swap it is the gain of the expression part of the move alone
+# (mien.guidance.contrast). Not on happy, for the reason LABEL_POLICY gives: on the tuning pairs it drew sunglasses.
 SWAP_DEFAULTS: dict[str, float | str] = {"guidance_identity": 3.0, "descriptor_guidance": 0.0,
-                                         "guidance_order": "identity,expression", "swap_reference": "identity"}
+                                         "guidance_contrast": 1.5, "guidance_order": "identity,expression",
+                                         "swap_reference": "identity"}
 # Classifier-free guidance's stream nestings (mien.guidance.classifier_free): the first is guided against the
 # unconditional prediction, the second against the first.
 GUIDANCE_ORDERS = ("identity,expression", "expression,identity")
@@ -113,7 +118,8 @@ class GenerationSettings:
     guidance_contrast: float | None = setting(None, "flowedit: push the requested expression away from the photo's "
                                               "own by W (1 is off); default per label: "
                                               + _policy_help("guidance_contrast") + ", which the model under-draws; "
-                                              "1 otherwise", "W")
+                                              f"1 otherwise; at least {SWAP_DEFAULTS['guidance_contrast']:g} in a swap "
+                                              "(--into) unless it asks for happy", "W")
     recogniser_guidance: float | None = setting(
         None, f"flowedit: late in the edit, step the face toward the identity photos' MobileFaceNet embedding with "
         f"this strength; keeps who they are, larger also undoes the expression (default {RECOGNISER_GUIDANCE:g}, "
@@ -210,6 +216,8 @@ class GenerationSettings:
             return label_value(mix, name)
 
         contrast = per_label("guidance_contrast")
+        if swap and flowedit and self.guidance_contrast is None and not mix.get("happy", 0) > 0:  # SWAP_DEFAULTS
+            contrast = max(contrast, SWAP_DEFAULTS["guidance_contrast"])
         recogniser = self.recogniser_guidance
         if recogniser is None:
             recogniser = 0.0 if not flowedit else (
