@@ -127,11 +127,13 @@ def test_a_swap_resolves_unset_settings_to_the_swap_defaults_and_an_edit_does_no
     other = np.ascontiguousarray(photo[:, ::-1, ::-1])
     subject, scene = scene_of(editor, other), scene_of(editor, photo)
     quick = S(steps=1, recogniser_guidance=0)
-    swapped = editor.edit(subject, parse_request("happy"), quick, into=scene).generation.settings
-    edited = editor.edit(subject, parse_request("happy"), quick).generation.settings
+    swapped = editor.edit(subject, parse_request("surprised"), quick, into=scene).generation.settings
+    edited = editor.edit(subject, parse_request("surprised"), quick).generation.settings
     for name, value in SWAP_DEFAULTS.items():
         assert getattr(swapped, name) == value
-    assert edited.guidance_identity == 1.0 and edited.descriptor_guidance == 0.0
+    assert edited.guidance_identity == 1.0 and edited.descriptor_guidance == 0.0 and edited.guidance_contrast == 1.0
+    happy = editor.edit(subject, parse_request("happy"), quick, into=scene).generation.settings
+    assert happy.guidance_contrast == 1.0  # no contrast floor on happy (mien.settings.SWAP_DEFAULTS)
 
 
 def test_a_scene_without_a_face_is_a_one_line_error(editor, photo):
