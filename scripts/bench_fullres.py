@@ -316,7 +316,10 @@ def main():
         for p in contact_sheets(args, rows):
             print(p, file=sys.stderr)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+        # compact: one line for the settings, summary and each row
+        head = {k: v for k, v in result.items() if k != "rows"}
+        args.json.write_text("{" + json.dumps(head)[1:-1] + ', "rows": [\n'
+                             + ",\n".join(json.dumps(r) for r in rows) + "\n]}\n")
     print(json.dumps(result["summary"], indent=1))
 
 

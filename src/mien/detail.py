@@ -28,7 +28,12 @@ the feature rather than moving it). Here the edit only says *what changed*, and 
    pulled into a crease) that the warp is not trusted; there too the warped photo's detail finer than the
    crop can hold is laid over it (``photo_detail``), so a region the edit redraws is not softer than the
    photo around it.
-4. **Mask.** The face oval from the photo's MediaPipe landmarks (FACEMESH_FACE_OVAL), united with
+4. **The feature rule (off by default: ``feature_regions``).** Inside the eye openings from the photo's
+   landmarks (and optionally the inner lips), grown a little and united with themselves moved by the flow,
+   the upsampled edit itself is taken, without the photo's fine band, wherever the edit differs from the
+   warped original crop by more than ``feature_edit``: an eye the edit closes or narrows is the edit's, and
+   the photo's old iris does not show under lids the flow moved only part of the way.
+5. **Mask.** The face oval from the photo's MediaPipe landmarks (FACEMESH_FACE_OVAL), united with
    the same oval moved by the flow (a dropped jaw), limited to the region the edit may redraw
    (``keep``) and feathered. Outside it the photo is returned bit for bit.
 
@@ -62,6 +67,12 @@ TEMPLATE_OVAL_128 = np.array(
      [16.5, 66.6], [15.9, 56.6], [16.8, 46.0], [18.9, 37.2], [23.2, 29.1], [30.0, 22.7], [40.0, 18.4],
      [51.0, 16.4]])  # fmt: skip
 
+# MediaPipe face mesh eye contours (FACEMESH_LEFT_EYE / FACEMESH_RIGHT_EYE, lid margins) and the inner lip line
+# (FACEMESH_LIPS, inner), each as one closed polygon in order.
+EYES = ((263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466),
+        (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246))  # fmt: skip
+INNER_LIPS = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
+
 
 @dataclass(frozen=True)
 class DetailSettings:
@@ -93,6 +104,15 @@ class DetailSettings:
     snap: float = 1.0  # photo displacements shorter than this (photo px) are rounded to whole pixels: the photo's
     # pixels are copied there, not resampled (any sub-pixel resampling softens the finest texture); 0: off
     resample: str = "lanczos4"  # how the photo is moved by the flow: "lanczos4" keeps more fine texture than "cubic"
+    # the feature rule: inside the eye openings (and with "eyes+mouth" the inner lips) from the landmarks, grown by
+    # ``feature_margin`` crop px and united with the same polygons moved by the flow, the upsampled edit itself is
+    # taken, without the photo's fine band, where the edit differs from the warped original crop by more than
+    # ``feature_edit`` (grey levels, smoothstep range; the difference low-passed by ``feature_sigma``): a lid the
+    # edit closes is the edit's, and the photo's iris does not show through it. "": off.
+    feature_regions: str = ""
+    feature_edit: tuple[float, float] = (10.0, 20.0)
+    feature_sigma: float = 1.0
+    feature_margin: float = 2.0
     feather: float = 3.0  # mask edge softening (crop px)
     jaw_margin: float = 2.0  # the oval grown by this (crop px) before feathering
 
@@ -209,12 +229,42 @@ def _stretch(flow: np.ndarray) -> np.ndarray:
     return np.sqrt(sum(np.gradient(flow[..., c], axis=a) ** 2 for c in (0, 1) for a in (0, 1))).astype(np.float32)
 
 
+def feature_polygons(landmarks: np.ndarray | None, matrix: np.ndarray, regions: str) -> list[np.ndarray]:
+    """The eye openings (``regions`` "eyes") and the inner lips too ("eyes+mouth") in crop coordinates, from the
+    photo's landmarks; none without landmarks or with ``regions`` "" ."""
+    if landmarks is None or not regions:
+        return []
+    groups = list(EYES) + ([INNER_LIPS] if "mouth" in regions else [])
+    lm = np.asarray(landmarks, np.float64)
+    return [align.apply_affine(matrix, lm[list(g), :2]) for g in groups]
+
+
+def _feature_weight(diff: np.ndarray, polygons: list[np.ndarray], flow: np.ndarray,
+                    settings: DetailSettings) -> np.ndarray:  # fmt: skip
+    """(128, 128) float32 weight of the edit itself inside the feature polygons: the polygons grown by
+    ``feature_margin`` and united with themselves moved by the flow, times a smoothstep of the size of the
+    edit's difference from the warped original ``diff`` (low-passed by ``feature_sigma``)."""
+    size = diff.shape[0]
+    region = np.zeros((size, size), np.float32)
+    for poly in polygons:
+        region = np.maximum(region, _polygon_mask(poly, size))
+    if settings.feature_margin > 0:
+        r = int(np.ceil(settings.feature_margin))
+        region = cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    region = np.maximum(region, _remap_crop(region, flow, border=cv2.BORDER_CONSTANT))
+    big = _smoothstep(np.linalg.norm(_blur(diff, settings.feature_sigma), axis=2), *settings.feature_edit)
+    return _blur(region * big, settings.feature_sigma).astype(np.float32)
+
+
 def crop_plan(original: np.ndarray, edited: np.ndarray, oval: np.ndarray, editable: np.ndarray | None,
-              settings: DetailSettings = DEFAULT) -> dict[str, np.ndarray]:  # fmt: skip
+              settings: DetailSettings = DEFAULT,
+              features: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
     """Everything detail transfer decides at crop resolution: ``flow`` (backward, crop px), ``residual``
     (what is added to the warped photo: the low band of edit - warped original, colour drift removed, plus
     the new mid-band structure; float32 grey levels), ``new`` (weight of the edit itself), ``alpha`` (the
-    feathered face mask), ``drift`` (the per-pixel colour drift removed from the edit), all (128, 128[, C])."""
+    feathered face mask), ``drift`` (the per-pixel colour drift removed from the edit), ``feature`` (weight of the
+    feature rule: the edit without the photo's fine band, inside ``features``, the feature polygons in crop
+    coordinates), all (128, 128[, C])."""
     size = original.shape[0]
     flow = crop_flow(original, edited, settings)
     warped = _remap_crop(original.astype(np.float32), flow)
@@ -234,6 +284,9 @@ def crop_plan(original: np.ndarray, edited: np.ndarray, oval: np.ndarray, editab
     else:
         new = _blur(_smoothstep(np.linalg.norm(low, axis=2), *settings.new_content), settings.residual_sigma)
         residual = _shrink(low, settings.residual_floor)
+    feature = (_feature_weight(edit - warped - drift, features, flow, settings) if features
+               else np.zeros(new.shape, np.float32))  # fmt: skip
+    new = np.maximum(new, feature)
     # the mask: the oval, grown a little, united with where the flow moves it (a dropped jaw, raised brows)
     grown = cv2.dilate(oval_mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)),
                        iterations=max(1, round(settings.jaw_margin / 2)))  # fmt: skip
@@ -249,7 +302,8 @@ def crop_plan(original: np.ndarray, edited: np.ndarray, oval: np.ndarray, editab
     alpha[alpha < 1e-3] = 0.0
     alpha[alpha > 1 - 1e-3] = 1.0
     return {"flow": flow, "residual": residual.astype(np.float32), "new": new.astype(np.float32),
-            "alpha": alpha.astype(np.float32), "drift": drift.astype(np.float32)}  # fmt: skip
+            "alpha": alpha.astype(np.float32), "drift": drift.astype(np.float32),
+            "feature": feature.astype(np.float32)}  # fmt: skip
 
 
 def _region(alpha: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
@@ -279,8 +333,9 @@ def transfer_detail(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, ke
     matrix = np.asarray(matrix, np.float64)
     size = image.shape[0]
     original = align.warp_to_crop(photo, matrix, size)
+    features = [p * (size / 128.0) for p in feature_polygons(landmarks, matrix, settings.feature_regions)]
     plan = crop_plan(original, image, face_oval(landmarks, matrix) * (size / 128.0), editable_region(keep, size),
-                     settings)  # fmt: skip
+                     settings, features)  # fmt: skip
     box = _region(plan["alpha"], matrix, photo.shape[:2])
     out = photo.copy()
     if box is None:
@@ -313,7 +368,9 @@ def transfer_detail(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, ke
     if (new > 0).any():
         edit_up = up(image.astype(np.float32) - plan["drift"], cv2.INTER_CUBIC)
         if settings.photo_detail > 0:
-            edit_up += _fine_band(warped, settings.photo_detail / align.affine_scale(matrix))
+            # the photo's fine band where the edit agrees with it; none where the feature rule takes the edit
+            fine = _fine_band(warped, settings.photo_detail / align.affine_scale(matrix))
+            edit_up += fine * (1.0 - up(plan["feature"])[..., None])
         face = face * (1.0 - new) + edit_up * new
     region = photo[y0:y1, x0:x1]
     a3 = alpha[..., None]
