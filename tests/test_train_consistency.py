@@ -171,3 +171,71 @@ def test_the_real_judges_pass_gradients_from_a_face_to_the_denoiser(shared_dir, 
     assert other["expression"] > 10 * same["expression"] and other["identity"].item() > 1.5
     (grad,) = torch.autograd.grad(other["expression"] + other["identity"], x_t)
     assert torch.isfinite(grad).all() and grad.abs().max() > 0
+
+
+def _other_batch(same: bool, ok: bool = True):
+    batch = FaceLatentDataset(tensors(), other_photo=True).batch(torch.arange(8), epoch=0)
+    if same:  # "another photo" that is the training photo itself
+        batch["other_latents"] = batch["latents"].clone()
+    batch["other_ok"] = torch.full((8,), ok)
+    return batch
+
+
+def _losses(start: str, batch: dict, grad: bool = False):
+    model = tiny_model()
+    feedback = ConsistencyFeedback(tiny_nets(), 1.0, 1.0, t_max=1.0, samples=8, start=start)
+    torch.manual_seed(1)
+    x0 = model.normalize(batch["latents"])
+    null = model.dropout_null(None, 8)
+    flow, t, x_t, v = FlowMatchingLoss("uniform").parts(model, x0, batch["cond"], batch["mask"], null, dropout=False)
+    if start == "other":
+        from mien.train.loss_consistency import _from_other_photo
+
+        losses = _from_other_photo(model, model, feedback, batch, null, x0, t, x_t)
+    else:
+        losses = feedback.losses(model, x_t, t, v, batch["cond"], null, batch["identity_target"])
+    if not grad:
+        return losses
+    model.zero_grad()
+    feedback.weighted(losses).backward()
+    return torch.cat([p.grad.flatten() for p in model.unet.parameters() if p.grad is not None])
+
+
+def test_starting_from_the_training_photo_itself_gives_todays_losses():
+    batch = _other_batch(same=True)
+    today, other = _losses("photo", batch), _losses("other", batch)
+    for name in ("expression", "identity"):
+        assert torch.allclose(today[name], other[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_starting_from_another_photo_changes_the_losses_and_reaches_the_denoiser():
+    batch = _other_batch(same=False)
+    today, other = _losses("photo", batch), _losses("other", batch)
+    assert not torch.allclose(today["expression"], other["expression"])
+    grad = _losses("other", batch, grad=True)
+    assert torch.isfinite(grad).all() and grad.abs().max() > 0
+
+
+def test_samples_with_no_other_photo_get_no_feedback_from_another_photo():
+    grad = _losses("other", _other_batch(same=False, ok=False), grad=True)
+    assert grad.abs().max() == 0
+
+
+def test_the_dataset_marks_samples_whose_identity_photo_is_their_own():
+    data = tensors()
+    data.ref_candidates[0] = np.array([], dtype=np.int64)  # sample 0: no other photo of the person
+    batch = FaceLatentDataset(data, other_photo=True).batch(torch.arange(4), 0)
+    assert not batch["other_ok"][0] and batch["other_ok"][1:].all()
+    assert not torch.equal(batch["other_latents"][1], batch["latents"][1])
+
+
+def test_a_training_run_from_another_photo_logs_its_losses_and_an_unknown_start_is_refused(tmp_path):
+    from mien.errors import MienError
+
+    train(*_configs(expression_weight=1.0, identity_weight=1.0, feedback_t_max=1.0, feedback_start="other"),
+          tensors(), tmp_path / "other", feedback_nets=tiny_nets())  # fmt: skip
+    with open(tmp_path / "other" / "loss.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(float(r["expression"]) > 0 for r in rows)
+    with pytest.raises(MienError, match="feedback_start"):
+        train(*_configs(feedback_start="elsewhere"), tensors(), tmp_path / "bad", feedback_nets=tiny_nets())

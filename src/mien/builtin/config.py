@@ -199,6 +199,10 @@ class TrainConfig:
         0.4, "largest flow time t (1 = noise) at which a sample's one-step prediction gets the consistency losses")
     feedback_samples: int = _field(
         64, "samples per batch (those of lowest t) decoded for the consistency losses: bounds their cost")
+    feedback_start: str = _field(
+        "photo", "where the consistency losses' one-step prediction starts: 'photo' (the training photo noised "
+        "to t) or 'other' (another photo of the person noised to t, conditioned on the training photo's "
+        "expression: the prediction must change the expression; mien.train.loss_consistency)")
 
 
 def _check_unet_kwargs(kwargs: dict) -> None:

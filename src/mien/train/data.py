@@ -107,12 +107,12 @@ class FaceLatentDataset(Dataset):
     """
 
     def __init__(self, tensors: TrainTensors, seed: int = 0, flip_prob: float = 0.0, reference: bool = False,
-                 self_reference: float = 0.0):
+                 self_reference: float = 0.0, other_photo: bool = False):
         if flip_prob > 0 and tensors.latents_mirrored is None:
             raise MienError("flip_prob > 0 needs latents_mirrored (latents of the mirrored photos): "
                             "TAEF2 latents cannot be mirrored by flipping them (see mien.train.data)")  # fmt: skip
         self.tensors, self.seed, self.flip_prob, self.epoch = tensors, seed, flip_prob, 0
-        self.reference = reference
+        self.reference, self.other_photo = reference, other_photo
         if not 0.0 <= self_reference <= 1.0:
             raise MienError(f"self_reference {self_reference} must be a chance from 0 to 1")
         self.self_reference = self_reference
@@ -147,7 +147,9 @@ class FaceLatentDataset(Dataset):
 
     def batch(self, indices: torch.Tensor, epoch: int) -> dict:
         """Float32 ``latents``, ``mask`` and ``cond`` {identity, expression[, reference]} for ``indices``;
-        with embeddings in the tensors also ``identity_target``: the embedding of the photo whose identity
+        with ``other_photo`` also ``other_latents`` (the identity photo's latent, mirrored with the sample)
+        and ``other_ok`` (True where that is another photo, not the sample's own); with embeddings in the
+        tensors also ``identity_target``: the embedding of the photo whose identity
         vector is the sample's condition (mirrored with the sample)."""
         t = self.tensors
         ref, flip, own = (p[indices.cpu()].to(t.latents.device) for p in self.plan(epoch))
@@ -166,6 +168,11 @@ class FaceLatentDataset(Dataset):
             none = (ref == idx) & ~own
             cond["reference"] = torch.where(none.view(-1, 1, 1, 1), 0.0, ref_latents)
         out = {"latents": latents, "mask": mask, "cond": cond}
+        if self.other_photo:  # the identity photo's latent, where it is another photo (consistency start "other")
+            other = t.latents[ref].float()
+            if self.flip_prob > 0:
+                other = torch.where(flip.view(-1, 1, 1, 1), t.latents_mirrored[ref].float(), other)
+            out["other_latents"], out["other_ok"] = other, ref != idx
         if t.embedding is not None:
             target = t.embedding[ref].float()
             if self.flip_prob > 0 and t.embedding_mirrored is not None:

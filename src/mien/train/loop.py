@@ -33,7 +33,7 @@ from mien.builtin.loss import FlowMatchingLoss
 from mien.builtin.model import MienModel
 from mien.errors import MienError
 from mien.train.data import FaceLatentDataset, TrainTensors, latent_stats
-from mien.train.loss_consistency import LOSS_NAMES, ConsistencyFeedback, FeedbackNets, feedback_step
+from mien.train.loss_consistency import LOSS_NAMES, STARTS, ConsistencyFeedback, FeedbackNets, feedback_step
 
 CHECKPOINT, LOSS_CSV, LOSS_PNG, FINAL = "checkpoint.pt", "loss.csv", "loss.png", "model"
 CSV_FIELDS = ("step", "loss", "lr", "images_per_s", "elapsed_s")
@@ -79,10 +79,13 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tensors: TrainTensors,
     if train_cfg.self_reference and not net.config.reference_pool:
         raise MienError("self_reference needs a model with reference_pool > 0: a full-detail copy of its own "
                         "photo would teach it to copy the target, expression included (train/data.py)")
-    data = FaceLatentDataset(tensors.to(accelerator.device), train_cfg.seed, train_cfg.flip_prob,
-                             net.config.reference, train_cfg.self_reference)
-    loss_fn = FlowMatchingLoss(train_cfg.t_sampling)
+    if train_cfg.feedback_start not in STARTS:
+        raise MienError(f"feedback_start {train_cfg.feedback_start!r}: choose one of {', '.join(STARTS)}")
     feedback = _feedback(train_cfg, net, feedback_nets, accelerator.device)
+    data = FaceLatentDataset(tensors.to(accelerator.device), train_cfg.seed, train_cfg.flip_prob,
+                             net.config.reference, train_cfg.self_reference,
+                             other_photo=feedback is not None and feedback.start == "other")  # fmt: skip
+    loss_fn = FlowMatchingLoss(train_cfg.t_sampling)
     batches = _batch_indices(len(data), train_cfg, accelerator)
     log = _LossLog(out / LOSS_CSV, step, accelerator.is_main_process, feedback is not None)
     save_s = step_s = 0.0
@@ -139,7 +142,7 @@ def _feedback(cfg: TrainConfig, net: MienModel, nets: FeedbackNets | None, devic
         decoder = Path(cfg.init_from) / net.config.decoder if cfg.init_from and net.config.decoder else None
         nets = load_feedback_nets(device, decoder, cfg.expression_weight > 0, cfg.identity_weight > 0)
     return ConsistencyFeedback(nets, cfg.expression_weight, cfg.identity_weight, cfg.feedback_t_max,
-                               cfg.feedback_samples)  # fmt: skip
+                               cfg.feedback_samples, cfg.feedback_start)  # fmt: skip
 
 
 def _batch_indices(n: int, cfg: TrainConfig, accelerator: Accelerator):

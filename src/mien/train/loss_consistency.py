@@ -17,6 +17,18 @@ gradients pass through the decoder into v, i.e. into the denoiser:
   al., NeurIPS 2024). MobileFaceNet, not face-api: face-api's descriptor is the identity *condition* and
   ``mien evaluate``'s verification, which then stays an independent check.
 
+Where the one-step prediction starts (``start``):
+- "photo": from the training photo itself noised to t. At t <= ``t_max`` the input already shows most of
+  the photo, so the expression loss asks the model to keep the expression its input holds: it sharpens
+  reconstruction, not a change of expression (the paired run of 2026-12-06, docs/training.md).
+- "other": from another photo of the same person (the one whose identity the sample is conditioned on)
+  noised to the same t with the same noise, conditioned on the training photo's expression. The
+  prediction must then move the person's face from that photo's expression to the requested one in one
+  step, which is the edit FlowEdit makes at inference, where the photo edited is the identity photo; the
+  ideal conditional flow at that input points there too, so the loss agrees with the flow objective.
+  This costs one more model pass over the ``samples`` judged; samples whose person has no other photo
+  get no feedback.
+
 Choices:
 - A sample whose stream was nulled by guidance dropout gets no feedback for that stream: its prediction
   is the model's unconditional one, which must not learn the condition (the caller draws the dropout
@@ -36,6 +48,7 @@ from pathlib import Path
 import torch
 
 LOSS_NAMES = ("expression", "identity")
+STARTS = ("photo", "other")  # where the one-step prediction starts (module docstring)
 
 
 @dataclass
@@ -80,9 +93,12 @@ class ConsistencyFeedback:
     """The weighted consistency losses of one training step (module docstring)."""
 
     def __init__(self, nets: FeedbackNets, expression_weight: float = 0.0, identity_weight: float = 0.0,
-                 t_max: float = 0.4, samples: int = 64):  # fmt: skip
+                 t_max: float = 0.4, samples: int = 64, start: str = "photo"):  # fmt: skip
         if expression_weight < 0 or identity_weight < 0:
             raise ValueError("consistency loss weights must be >= 0")
+        if start not in STARTS:
+            raise ValueError(f"feedback start {start!r}: choose one of {', '.join(STARTS)}")
+        self.start = start
         if (expression_weight > 0 and nets.blendshapes is None) or (identity_weight > 0 and nets.embed is None):
             raise ValueError("a consistency loss with a weight > 0 needs its net (FeedbackNets)")
         self.nets, self.t_max, self.samples = nets, float(t_max), int(samples)
@@ -93,16 +109,20 @@ class ConsistencyFeedback:
         return any(w > 0 for w in self.weights.values())
 
     def losses(self, net, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor, cond: dict, null: dict,
-               identity_target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+               identity_target: torch.Tensor | None = None, weight: torch.Tensor | None = None,
+               ) -> dict[str, torch.Tensor]:  # fmt: skip
         """Unweighted losses {name: scalar} of the losses with weight > 0.
 
         ``net`` has ``denormalize`` (x_t and v are in its normalised latent space); ``cond["expression"]``
         (B, >= 52) holds the conditioning blendshapes first; ``null`` {stream: (B,) bool} the dropout the
-        prediction was made with; ``identity_target`` (B, D) unit embeddings of each sample's identity photo.
+        prediction was made with; ``identity_target`` (B, D) unit embeddings of each sample's identity photo;
+        ``weight`` (B,) an extra per-sample weight (0: no feedback for that sample).
         """
         k = min(self.samples, x_t.shape[0])
         tk, idx = torch.topk(t, k, largest=False)
         use = (tk <= self.t_max).float()
+        if weight is not None:
+            use = use * weight[idx].float()
         x0_hat = x_t[idx].float() - tk.float().view(-1, 1, 1, 1) * v[idx].float()
         out = {}
         with torch.autocast(device_type=x_t.device.type, enabled=False):
@@ -139,5 +159,27 @@ def feedback_step(loss_fn, model, net, feedback: ConsistencyFeedback, batch: dic
     x0 = net.normalize(batch["latents"])
     null = net.dropout_null(null, x0.shape[0])
     flow, t, x_t, v = loss_fn.parts(model, x0, batch["cond"], batch["mask"], null, dropout=False)
-    losses = feedback.losses(net, x_t, t, v, batch["cond"], null, batch.get("identity_target"))
+    if feedback.start == "other":
+        losses = _from_other_photo(model, net, feedback, batch, null, x0, t, x_t)
+    else:
+        losses = feedback.losses(net, x_t, t, v, batch["cond"], null, batch.get("identity_target"))
     return flow + feedback.weighted(losses), {"flow": flow.detach(), **{k: l.detach() for k, l in losses.items()}}
+
+
+def _from_other_photo(model, net, feedback: ConsistencyFeedback, batch: dict, null: dict, x0: torch.Tensor,
+                      t: torch.Tensor, x_t: torch.Tensor) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The losses with the one-step prediction started from another photo of the person (``start`` "other"):
+    for the ``samples`` lowest-t samples, that photo's latent noised with the sample's own noise,
+    ``x_t + (1 - t) (other - x0)`` = ``(1 - t) other + t eps``, and one more model pass on it with the
+    sample's conditions (its expression, its identity and reference)."""
+    if "other_latents" not in batch:
+        raise ValueError('feedback start "other" needs batches with other_latents (FaceLatentDataset(other_photo=True))')
+    k = min(feedback.samples, x0.shape[0])
+    tk, idx = torch.topk(t, k, largest=False)
+    x_other = x_t[idx] + (1 - tk).view(-1, 1, 1, 1) * (net.normalize(batch["other_latents"][idx]) - x0[idx])
+    cond = {name: c[idx] for name, c in batch["cond"].items()}
+    null_k = {name: n[idx] for name, n in null.items() if n is not None}
+    v_other = model(x_other, tk, cond, null=null_k, dropout=False)
+    target = batch.get("identity_target")
+    return feedback.losses(net, x_other, tk, v_other, cond, null_k, None if target is None else target[idx],
+                           weight=batch["other_ok"][idx])  # fmt: skip

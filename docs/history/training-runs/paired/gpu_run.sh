@@ -5,7 +5,9 @@
 # site.tar.xz (diffusers 0.42.1 without its pipelines, importlib_metadata, zipp, tflite, flatbuffers),
 # weights.tar.xz (taef2_encoder.pth, face_landmarker.task, MobileFaceNet.tflite), pack/ (chunks).
 # Usage there: bash .gpu_b18/gpu_run.sh BUDGET_S    (BUDGET_S: each training process's --time-budget)
-# Environment: WARMUP (steps, default 200), NOMODELS=1 (return the logs only), EXTRA (more mien train flags).
+# Environment: WARMUP (steps, default 200), NOMODELS=1 (return the logs only), EXTRA (more mien train flags),
+#   RUNS: the candidates, "NAME:EXPRESSION_WEIGHT:IDENTITY_WEIGHT[:FEEDBACK_START] ..." (default: the first sweep,
+#   "flow:0:0 e05i2:0.5:2 e2i2:2:2"; FEEDBACK_START photo or other, mien train --feedback-start).
 set -u
 G=$(dirname "$0")   # the carried folder
 BUDGET=${1:-470}
@@ -28,18 +30,19 @@ print("encoded", info, f"{time.monotonic() - t:.1f} s")
 EOF
 # the flow-only run (no identity loss) reads the same latents; the embeddings in the file go unused
 for f in $R/latents/*-emb.latents.safetensors; do ln -sf "$(basename "$f")" "${f%-emb.latents.safetensors}.latents.safetensors"; done
-run() {  # name expression_weight identity_weight
+run() {  # name expression_weight identity_weight [feedback_start]
   python3 -m mien train --chunks $CHUNKS --cache $R/latents --init-from src/mien/resources/model --config-from-init \
     --flip-prob 0.5 --lr 1e-4 --warmup-steps ${WARMUP:-200} --steps 100000 --log-every 50 --checkpoint-every 500 \
-    --expression-weight $2 --identity-weight $3 --out $R/$1 --time-budget $BUDGET --parts-to $R/parts/$1 \
+    --expression-weight $2 --identity-weight $3 --feedback-start ${4:-photo} --out $R/$1 --time-budget $BUDGET --parts-to $R/parts/$1 \
     ${EXTRA:-} > $R/parts/$1.log 2>&1
 }
-run flow 0 0 &
-run e05i2 0.5 2 &
-run e2i2 2 2 &
+RUNS=${RUNS:-"flow:0:0 e05i2:0.5:2 e2i2:2:2"}
+for c in $RUNS; do run ${c//:/ } & done
 wait
 nvidia-smi --query-gpu=name --format=csv,noheader
-for v in flow e05i2 e2i2; do
+# a call returns at most 64 MiB: two 26.8 MB models; a third stays in $R/NAME/model until a second call fetches it
+for c in $RUNS; do
+  v=${c%%:*}
   tail -3 $R/parts/$v.log
   [ -n "${NOMODELS:-}" ] && continue  # a timing call: logs only
   for p in $R/parts/$v/model.safetensors.part*; do mv "$p" "$OUT/$v.$(basename $p)"; done
