@@ -131,3 +131,14 @@ def test_each_person_starts_from_the_base_model_without_an_earlier_persons_lora(
     assert any(isinstance(m, LoraLayer) for m in pipe.model.modules())
     assert not any(isinstance(m, LoraLayer) for m in base.modules()) and not hasattr(base.backbone.unet, "peft_config")
     lora.add_lora(base.backbone.unet, lora.lora_config(2, 2.0, ["to_q"]))  # a fresh LoRA goes in cleanly
+
+
+def test_max_runs_stops_and_says_how_many_runs_are_left(tmp_path, monkeypatch, capsys):
+    pipe = tiny_components_pipeline()
+    prepared(tmp_path, monkeypatch, pipe)
+    scorer, settings, out = stub_scorer(pipe), GenerationSettings(steps=1), tmp_path / "run"
+    kw = dict(sheets=False, labels=TWO[:1], progress=False)
+    first = pz.run(tmp_path / "inputs", out, [1, 3], pipe, scorer, config(), settings, max_runs=1, **kw)
+    assert len(first) == 1 and "stopped after 1 runs (--max-runs) with 2 runs left" in capsys.readouterr().err
+    rest = pz.run(tmp_path / "inputs", out, [1, 3], pipe, scorer, config(), settings, **kw)
+    assert len(rest) == 2 and "runs left" not in capsys.readouterr().err

@@ -204,6 +204,10 @@ def run(prepared: Path, out: Path, ks: list[int], pipe, scorer: Scorer, config=N
         new.append(item)
         if progress:
             print(f"{item['person']} K={K}: trained {item['train_s']} s", file=sys.stderr, flush=True)
+    else:
+        if max_runs is not None and len(todo) > len(new):
+            print(f"stopped after {len(new)} runs (--max-runs) with {len(todo) - len(new)} runs left; run again to "
+                  "continue", file=sys.stderr)  # fmt: skip
     return new
 
 
