@@ -13,15 +13,16 @@
 #   usage: scripts/gpu_evaluate_personalize.sh CARRY OUT KS PROCESSES MINUTES [ALONE]
 #   e.g.   scripts/gpu_evaluate_personalize.sh .gpu_a20 $OUT 5,1,3 6 6.5
 #   ALONE=0 skips the run alone (every run then shares the GPU: its time to personalise is not one run's).
+#   BENCH_ARGS (environment): more options of every run, e.g. BENCH_ARGS="--identity-weight 1.0".
 set -u
-CARRY=$1 OUT=$2 KS=$3 PROCESSES=$4 MINUTES=$5 ALONE=${6:-1}
+CARRY=$1 OUT=$2 KS=$3 PROCESSES=$4 MINUTES=$5 ALONE=${6:-1} BENCH_ARGS=${BENCH_ARGS:-}
 python3 -m pip install -q --no-index --no-deps --no-compile --target /root/run/site "$CARRY"/whl/*.whl
 ln -sfn "$PWD/src/mien/resources/model" "$CARRY/src/mien/resources/model"
 export PYTHONPATH="$CARRY/src:/root/run/site" MIEN_WEIGHTS="$CARRY/weights" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 RUN=/root/run/personalize
 mkdir -p "$RUN"
-export CARRY KS RUN
-bench() { python3 -m mien.evaluate.personalize run --inputs "$CARRY/inputs" --out "$RUN" --ks "$KS" --device cuda "$@"; }
+export CARRY KS RUN BENCH_ARGS
+bench() { python3 -m mien.evaluate.personalize run --inputs "$CARRY/inputs" --out "$RUN" --ks "$KS" --device cuda $BENCH_ARGS "$@"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$RUN/device.txt"
 START=$(date +%s)
 [ "$ALONE" = 1 ] && bench --max-runs 1 > "$RUN/log-alone.txt" 2>&1

@@ -1,6 +1,6 @@
 """Personalisation mechanics on tiny random components (CPU, seconds, no ../shared): the loss falls, the LoRA
 at scale 0 or switched off is the base model, save/load round trip, resume equals the uninterrupted run,
-the expression-crafting loss reaches the LoRA, a Stable-Diffusion-shaped UNet personalises, bad input."""
+the expression-crafting and identity losses reach the LoRA, a Stable-Diffusion-shaped UNet personalises, bad input."""
 
 import dataclasses
 import json
@@ -14,7 +14,7 @@ from test_backbone_adapter import sd_model
 from mien.builtin import MienModel, ModelConfig
 from mien.errors import MienError, NoFaceError
 from mien.personalize import LossWeights, PersonalizeConfig, lora, train_person
-from mien.personalize.losses import ExpressionLoss, FlowLoss, PersonTensors, Step
+from mien.personalize.losses import ExpressionLoss, FlowLoss, IdentityLoss, PersonTensors, Step, identity_target
 
 SHA = "ab" * 32
 PHOTOS = [{"name": "a.jpg", "sha256": "1" * 64}, {"name": "b.jpg", "sha256": "2" * 64}]
@@ -138,6 +138,63 @@ def test_the_expression_crafting_loss_reaches_the_lora_weights():
     grads = [p.grad for p in params]
     assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
     assert not any(p.grad is not None for p in pipe.taef2.parameters())  # the critic's nets stay frozen
+
+
+def identity_nets(pipe):
+    """The identity loss's nets on the tiny pipeline: its TAEF2 and MobileFaceNet stand-in, frozen as
+    :func:`mien.personalize.run.identity_nets` freezes the real ones."""
+    from mien.train.loss_consistency import FeedbackNets
+
+    pipe.taef2.requires_grad_(False)
+    pipe.identity.requires_grad_(False)
+    return FeedbackNets(decode=lambda z: pipe.taef2.decode(z, clamp=False).clamp(0, 1),
+                        embed=lambda rgb: pipe.identity.mobilefacenet_unit(rgb * 255))  # fmt: skip
+
+
+def test_the_identity_loss_reaches_the_lora_weights_and_nothing_else():
+    pipe = tiny_components_pipeline()
+    model, nets, p = pipe.model, identity_nets(pipe), person()
+    params = lora.add_lora(model.backbone.unet, lora.lora_config(4, 4.0, ["to_q", "to_k", "to_v", "to_out.0"]))
+    for q in params:  # peft starts B at zero, which leaves A without a gradient on the first step: move both
+        q.data.normal_(0, 0.1)
+    target = identity_target(nets, p)
+    assert target.shape == (192,) and abs(float(target.norm()) - 1) < 1e-5
+    step = Step(model, p, None, torch.Generator().manual_seed(0), 4, 0.5)
+    loss = IdentityLoss(nets, target, t_max=1.0)(step)  # every sample judged
+    assert 0 < float(loss.detach()) < 2
+    loss.backward()
+    assert sum(float(q.grad.abs().sum()) for q in params if q.grad is not None) > 0
+    lora_ids = {id(q) for q in params}
+    base = [q for q in model.backbone.unet.parameters() if id(q) not in lora_ids]
+    assert base and all(q.grad is None for q in base)  # the backbone stays frozen
+    assert all(q.grad is None for q in [*pipe.taef2.parameters(), *pipe.identity.parameters()])  # so do the judges
+    # only samples with little noise left count: none at t_max 0 gives 0 (and no gradient to follow)
+    assert float(IdentityLoss(nets, target, t_max=0.0)(Step(model, p, None, torch.Generator().manual_seed(0), 4, 0.5)).detach()) == 0
+
+
+def test_identity_weight_0_leaves_the_run_unchanged_and_a_weight_changes_only_the_lora(tmp_path):
+    from safetensors.torch import load_file
+
+    pipe, p = tiny_components_pipeline(), person()
+    nets = identity_nets(pipe)
+
+    def trained(name, weight, with_nets=True):
+        model = tiny_model()
+        base = {k: v.clone() for k, v in model.state_dict().items()}
+        c = config(losses=LossWeights(expression=0.0, identity=weight), identity_t_max=0.9)
+        res = train_person(model, p, c, tmp_path / name, base_sha256=SHA, photos=PHOTOS, progress=False,
+                           identity_nets=nets if with_nets else None)  # fmt: skip
+        after = {k: v for k, v in model.state_dict().items() if "lora_" not in k}
+        assert all(torch.equal(base[k.replace(".base_layer", "")], v) for k, v in after.items())  # base unchanged
+        return res, load_file(tmp_path / name / lora.ADAPTER_WEIGHTS)
+
+    (off, a), (none, b), (on, c) = trained("off", 0.0), trained("none", 0.0, False), trained("on", 2.0)
+    assert [r["total"] for r in off.losses] == [r["total"] for r in none.losses]
+    assert all(torch.equal(a[k], b[k]) for k in a) and "identity" not in off.losses[0]
+    assert all("identity" in r for r in on.losses)
+    # the identity term shares the flow batch's draws: the flow loss of step 1 is the same, the weights are not
+    assert on.losses[0]["flow"] == off.losses[0]["flow"]
+    assert any(not torch.equal(a[k], c[k]) for k in a)
 
 
 def test_a_stable_diffusion_shaped_unet_is_personalised(tmp_path):

@@ -235,7 +235,7 @@ def one(pipe, base, scorer: Scorer, prepared: Path, person: dict, k: int, K: int
 
     from mien.expression.targets import POSE_SCALE, ExpressionRequest
     from mien.personalize import lora
-    from mien.personalize.run import expression_measure, person_tensors
+    from mien.personalize.run import expression_measure, identity_nets, person_tensors
     from mien.personalize.trainer import train_person
     from mien.pipeline import AlignedPhotos
 
@@ -255,8 +255,10 @@ def one(pipe, base, scorer: Scorer, prepared: Path, person: dict, k: int, K: int
         t0 = time.monotonic()
         tensors = person_tensors(train, pipe.taef2, pipe.identity, pipe.device)
         measure = expression_measure(model, pipe.taef2, pipe.blendshape_net) if config.losses.expression > 0 else None
+        nets = identity_nets(pipe.taef2, pipe.device) if config.losses.identity > 0 else None
         res = train_person(model, tensors, config, work, base_sha256=pipe.model.sha256, expression=measure,
-                           photos=[{"name": n, "sha256": ""} for n in train.names], progress=False)  # fmt: skip
+                           photos=[{"name": n, "sha256": ""} for n in train.names], progress=False,
+                           identity_nets=nets)  # fmt: skip
         _sync(pipe.device)
         train_s = time.monotonic() - t0
         del model
@@ -345,7 +347,10 @@ def main(argv=None) -> int:
     b.add_argument("--labels", default=",".join(LABELS), help="the labels asked for (default all seven)")
     b.add_argument("--lora-steps", type=int)
     b.add_argument("--lora-rank", type=int)
+    b.add_argument("--identity-weight", type=float, help="weight of the identity loss (default: LossWeights')")
     c.add_argument("--out", required=True)
+    c.add_argument("--split", choices=("report", "tune"), default="report",
+                   help="print the report people's tables (default) or the tuning people's")
     args = p.parse_args(argv)
     try:
         if args.cmd == "prepare":
@@ -359,20 +364,25 @@ def main(argv=None) -> int:
         elif args.cmd == "run":
             i, n = (int(x) for x in args.shard.split("/"))
             pipe = pipeline_without_landmarker(args.device)
-            run(args.inputs, args.out, args.ks, pipe, Scorer.from_pipeline(pipe), lora_config(args.lora_steps, args.lora_rank),
+            run(args.inputs, args.out, args.ks, pipe, Scorer.from_pipeline(pipe), lora_config(args.lora_steps, args.lora_rank, args.identity_weight),
                 shard=(i, n), minutes=args.minutes, max_runs=args.max_runs, labels=tuple(args.labels.split(",")))  # fmt: skip
         else:
-            print(markdown(report(Path(args.out))))
+            s = report(Path(args.out))
+            if args.split == "tune" and "tune" not in s:
+                raise MienError(f"{args.out} holds no finished run of a tuning person")
+            print(markdown(s["tune"] if args.split == "tune" else s))
     except MienError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     return 0
 
 
-def lora_config(steps: int | None, rank: int | None):
+def lora_config(steps: int | None, rank: int | None, identity_weight: float | None = None):
     from mien.personalize.config import PersonalizeConfig
 
     c = PersonalizeConfig()
+    if identity_weight is not None:
+        c = dataclasses.replace(c, losses=dataclasses.replace(c.losses, identity=identity_weight))
     if rank is not None:
         c = dataclasses.replace(c, rank=rank, alpha=float(rank))
     return dataclasses.replace(c, steps=steps) if steps is not None else c

@@ -24,6 +24,7 @@ class LossWeights:
     prior: float = 1.0  # the same loss on faces sampled from the base model (DreamBooth's prior preservation)
     landmarks: float = 1.0  # flow matching restricted to the cells of the eyes, brows and mouth
     expression: float = 0.02  # expression crafting: the decoded prediction's blendshapes vs another expression
+    identity: float = 0.0  # 1 - MobileFaceNet cosine of the decoded small-t prediction to the photos' mean embedding
 
 
 @dataclass
@@ -39,6 +40,7 @@ class PersonalizeConfig:
     prior_steps: int = 16  # Euler steps of each prior sample
     expression_batch: int = 2  # rows of the expression-crafting loss per step
     expression_every: int = 1  # the expression-crafting loss on every k-th step (it decodes: the dearest term)
+    identity_t_max: float = 0.4  # the identity loss judges the flow batch's samples with t at most this
     flip_prob: float = 0.5  # mirrored photo (and mirrored condition) with this chance
     landmark_dilate: int = 1  # latent cells added around the landmark cells
     checkpoint_every: int = 25

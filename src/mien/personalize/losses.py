@@ -17,6 +17,12 @@ All use the backbone's own objective, rectified-flow matching (``x_t = (1 - t) x
   read by MediaPipe's blendshape net in PyTorch (:class:`mien.models.face_mesh.AlignedBlendshapes`,
   differentiable), and pulled toward the requested blendshapes. The photos only show the person's own
   expressions; this term keeps the LoRA from learning to ignore the expression stream.
+- :class:`IdentityLoss`: PuLID's identity loss as the base model's training has it
+  (:class:`mien.train.loss_consistency.ConsistencyFeedback`, reused): on the flow batch's own prediction
+  (no extra model pass), the samples with little noise left (t <= ``t_max``) have their clean estimate
+  ``x_t - t v`` decoded (TAEF2) and embedded by MobileFaceNet; the loss is 1 - cosine to the mean
+  embedding of the person's decoded photos (and their mirror images). face-api, the identity condition and
+  the benchmark's verification, stays an independent check.
 
 Every random draw comes from the step's generator (``Step.g``, seeded by (seed, step)), so a resumed run
 repeats the uninterrupted one.
@@ -84,6 +90,7 @@ class Step:
     batch: int
     flip_prob: float
     _flow: tuple | None = field(default=None, repr=False)
+    _prediction: dict | None = field(default=None, repr=False)
 
     def person_batch(self, n: int) -> dict:
         """``n`` photos drawn with replacement, mirrored with chance ``flip_prob``, each with another photo
@@ -106,15 +113,24 @@ class Step:
                 cond["reference"] = torch.zeros_like(x0)
         return {"x0": self.model.normalize(x0), "mask": mask, "features": feats, "cond": cond, "expression": expr}
 
-    def flow_error(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(squared error per cell, mask, features) of the model on a person batch, computed once."""
-        if self._flow is None:
+    def prediction(self) -> dict:
+        """The model's prediction on a person batch, computed once: {x0, x_t, t, v, eps, cond, mask, features}
+        (normalised latents)."""
+        if self._prediction is None:
             b = self.person_batch(self.batch)
             x0 = b["x0"]
             t, eps = _t_eps(x0, self.g)
             t4 = t.view(-1, 1, 1, 1)
-            v = self.model.velocity((1 - t4) * x0 + t4 * eps, t, b["cond"])
-            self._flow = ((v.float() - (eps - x0).float()).square(), b["mask"], b["features"])
+            x_t = (1 - t4) * x0 + t4 * eps
+            v = self.model.velocity(x_t, t, b["cond"])
+            self._prediction = {**b, "x_t": x_t, "t": t, "v": v, "eps": eps}
+        return self._prediction
+
+    def flow_error(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(squared error per cell, mask, features) of the model on a person batch, computed once."""
+        if self._flow is None:
+            p = self.prediction()
+            self._flow = ((p["v"].float() - (p["eps"] - p["x0"]).float()).square(), p["mask"], p["features"])
         return self._flow
 
 
@@ -170,3 +186,27 @@ class ExpressionLoss:
         cond = {**b["cond"], "expression": torch.cat([goal, b["expression"][:, 52:]], dim=1)}
         x0_hat = x_t - t4 * step.model.velocity(x_t, t, cond)
         return (self.measure(x0_hat) - goal)[:, 1:].pow(2).sum(1).mean()  # MediaPipe's _neutral is no movement
+
+
+class IdentityLoss:
+    """Identity (module docstring). ``nets``: :class:`mien.train.loss_consistency.FeedbackNets` with
+    ``decode`` (raw latents -> RGB in [0, 1]) and ``embed`` (RGB -> unit MobileFaceNet embeddings);
+    ``target`` (D,): the unit mean embedding of the person's photos (:func:`identity_target`)."""
+
+    def __init__(self, nets, target: torch.Tensor, t_max: float = 0.4):
+        from mien.train.loss_consistency import ConsistencyFeedback
+
+        self.feedback = ConsistencyFeedback(nets, identity_weight=1.0, t_max=t_max, samples=1 << 30)
+        self.target = target
+
+    def __call__(self, step: Step) -> torch.Tensor:
+        p = step.prediction()
+        target = self.target.to(p["x_t"].device)[None].expand(p["x_t"].shape[0], -1)
+        return self.feedback.losses(step.model, p["x_t"], p["t"], p["v"], p["cond"], {}, target)["identity"]
+
+
+@torch.no_grad()
+def identity_target(nets, person: PersonTensors) -> torch.Tensor:
+    """(D,) the unit mean MobileFaceNet embedding of the person's decoded photos and their mirror images."""
+    z = torch.cat([person.latents, person.latents_mirrored]).float()
+    return torch.nn.functional.normalize(nets.embed(nets.decode(z)).float().mean(0), dim=0)

@@ -49,6 +49,14 @@ def expression_measure(model, taef2, blendshape_net) -> tuple:
     return latent_blendshapes(model, taef2, blendshape_net), targets
 
 
+def identity_nets(taef2, device):
+    """The identity loss's nets (:class:`mien.train.loss_consistency.FeedbackNets`): TAEF2's decoding
+    (unclamped, then clamped, as the training's feedback decodes) and MobileFaceNet."""
+    from mien.train.loss_consistency import FeedbackNets, mobilefacenet_embedder
+
+    return FeedbackNets(decode=lambda z: taef2.decode(z, clamp=False).clamp(0, 1), embed=mobilefacenet_embedder(device))
+
+
 def personalize(photos: list[str | Path], out: str | Path, config: PersonalizeConfig | None = None,
                 model_dir: str = "default", device: str | None = None, time_budget_s: float | None = None,
                 progress: bool = True, warn=_warn) -> TrainResult:  # fmt: skip
@@ -75,10 +83,12 @@ def personalize(photos: list[str | Path], out: str | Path, config: PersonalizeCo
     expression = None
     if config.losses.expression > 0:
         expression = expression_measure(model, taef2, AlignedBlendshapes.from_weights().to(dev).requires_grad_(False))
+    identity = identity_nets(taef2, dev) if config.losses.identity > 0 else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     inputs.save(out)
     photos_used = [{"name": Path(n).name, "sha256": h} for n, h in zip(inputs.names, inputs.sha256)]
     extra = {"mien_version": __version__, "skipped": inputs.skipped}
     return train_person(model, tensors, config, out, base_sha256=model.sha256, photos=photos_used, expression=expression,
-                        card_extra=extra, time_budget_s=time_budget_s, start=start, progress=progress)  # fmt: skip
+                        card_extra=extra, time_budget_s=time_budget_s, start=start, progress=progress,
+                        identity_nets=identity)  # fmt: skip

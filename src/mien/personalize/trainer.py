@@ -26,7 +26,8 @@ import torch
 from mien.errors import MienError
 from mien.personalize import lora
 from mien.personalize.config import PersonalizeConfig
-from mien.personalize.losses import ExpressionLoss, FlowLoss, LandmarkLoss, PersonTensors, PriorLoss, Step
+from mien.personalize.losses import (ExpressionLoss, FlowLoss, IdentityLoss, LandmarkLoss, PersonTensors, PriorLoss, Step,
+                                     identity_target)  # fmt: skip
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -48,12 +49,14 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 def train_person(model, person: PersonTensors, config: PersonalizeConfig, out_dir: str | Path, *,
                  base_sha256: str, photos: list[dict], expression=None, prior_expressions: torch.Tensor | None = None,
                  card_extra: dict | None = None, time_budget_s: float | None = None, start: float | None = None,
-                 stop_after: int | None = None, progress: bool = True) -> TrainResult:  # fmt: skip
+                 stop_after: int | None = None, progress: bool = True, identity_nets=None) -> TrainResult:  # fmt: skip
     """Personalise ``model`` (an :class:`mien.builtin.model.AdaptedModel`; its UNet gets the LoRA) on
     ``person`` and write the adapter and card into ``out_dir``.
 
     ``photos``: [{"name", "sha256"}] of the photos used (a checkpoint of other photos is refused);
     ``expression``: (measure, targets) of the expression-crafting loss (its weight is ignored without);
+    ``identity_nets``: :class:`mien.train.loss_consistency.FeedbackNets` (decode, embed) of the identity loss
+    (:func:`mien.personalize.run.identity_nets`; its weight is ignored without);
     ``prior_expressions`` (M, 55): the prior faces' expressions (default: the basic labels in turn);
     ``time_budget_s``: stop, save and return before this much time since ``start`` has passed;
     ``stop_after``: stop at this step as if killed after its checkpoint (tests, split GPU calls).
@@ -97,6 +100,10 @@ def train_person(model, person: PersonTensors, config: PersonalizeConfig, out_di
         measure, targets = expression
         terms.append((w.expression, ExpressionLoss(measure, targets, config.expression_batch), config.expression_every,
                       "expression"))  # fmt: skip
+    if w.identity > 0 and identity_nets is not None:
+        target = identity_target(identity_nets, person)
+        terms.append((w.identity, IdentityLoss(identity_nets, target, config.identity_t_max), 1,
+                      "identity"))  # fmt: skip
     terms = [t for t in terms if t[0] > 0]
     end = config.steps if stop_after is None else min(config.steps, stop_after)
     bar = _progress(progress, config.steps, step)
