@@ -19,7 +19,7 @@ CARRY=$1 OUT=$2 KS=$3 PROCESSES=$4 MINUTES=$5 ALONE=${6:-1} BENCH_ARGS=${BENCH_A
 python3 -m pip install -q --no-index --no-deps --no-compile --target /root/run/site "$CARRY"/whl/*.whl
 ln -sfn "$PWD/src/mien/resources/model" "$CARRY/src/mien/resources/model"
 export PYTHONPATH="$CARRY/src:/root/run/site" MIEN_WEIGHTS="$CARRY/weights" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
-RUN=/root/run/personalize
+RUN=${RUN:-/root/run/personalize}  # RUN (environment): another folder, for a second run in the same call
 mkdir -p "$RUN"
 export CARRY KS RUN BENCH_ARGS
 bench() { python3 -m mien.evaluate.personalize run --inputs "$CARRY/inputs" --out "$RUN" --ks "$KS" --device cuda $BENCH_ARGS "$@"; }
