@@ -252,3 +252,20 @@ def test_an_eye_the_edit_closes_is_the_edits_with_the_feature_rule():
     assert abs(on[core].mean() - photo[core].mean()) > 40  # the lid is there, not the iris
     far = cv2.dilate(eyes.astype(np.uint8), np.ones((41, 41), np.uint8)) == 0
     assert np.array_equal(on[far], off[far])
+
+
+def test_photo_detail_adds_nothing_to_a_face_the_photo_shows_no_finer_than_the_crop():
+    """A small face (one crop pixel per photo pixel or less): the upsampled edit holds every detail the photo can
+    show, so photo_detail leaves it as it is; a large face (4 photo pixels per crop pixel) gets the whole band."""
+    from mien.detail import DetailSettings, photo_detail_weight
+
+    assert photo_detail_weight(MATRIX) == 1.0
+    assert photo_detail_weight(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])) == 0.0
+    assert photo_detail_weight(np.array([[1 / 1.25, 0.0, 0.0], [0.0, 1 / 1.25, 0.0]])) == pytest.approx(0.5)
+    small = np.array([[1.25, 0.0, 0.0], [0.0, 1.25, 0.0]])  # a 102 px face region fills the 128 px crop
+    photo = cv2.resize(textured_photo(12), (110, 110), interpolation=cv2.INTER_AREA)
+    original = align.warp_to_crop(photo, small)
+    edited = original.copy()
+    edited[92:104, 54:74] = 40  # new content: the edit is taken there
+    run = lambda pd: transfer_detail(photo, edited, small, keep="none", settings=DetailSettings(photo_detail=pd))  # noqa: E731
+    assert np.array_equal(run(1.0), run(0.0))

@@ -100,7 +100,10 @@ class DetailSettings:
     # structure=False, of the residual) where the edit itself takes over
     drift_sigma: float = 0.0  # colour drift measured per region over still skin with this window (crop px); 0: global
     photo_detail: float = 1.0  # where the edit itself is taken, the warped photo's detail finer than this Gaussian
-    # (crop px) is added to it (the band a 128 px crop cannot hold); 0: the upsampled edit alone
+    # (crop px) is added to it (the band a 128 px crop cannot hold), weighted by photo_detail_weight (none for a
+    # face the photo shows no finer than the crop); 0: the upsampled edit alone
+    photo_detail_ramp: tuple[float, float] = (1.0, 1.5)  # photo px per crop px where photo_detail starts and is
+    # whole: from 1.5 the London faces keep all of it; Essex's (~1.1) nearly none (docs/fullres.md, tuning)
     snap: float = 1.0  # photo displacements shorter than this (photo px) are rounded to whole pixels: the photo's
     # pixels are copied there, not resampled (any sub-pixel resampling softens the finest texture); 0: off
     resample: str = "lanczos4"  # how the photo is moved by the flow: "lanczos4" keeps more fine texture than "cubic"
@@ -367,16 +370,27 @@ def transfer_detail(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, ke
     new = field[..., 3:4]
     if (new > 0).any():
         edit_up = up(image.astype(np.float32) - plan["drift"], cv2.INTER_CUBIC)
-        if settings.photo_detail > 0:
+        reach = photo_detail_weight(matrix, settings.photo_detail_ramp)
+        if settings.photo_detail > 0 and reach > 0:
             # the photo's fine band where the edit agrees with it; none where the feature rule takes the edit
             fine = _fine_band(warped, settings.photo_detail / align.affine_scale(matrix))
-            edit_up += fine * (1.0 - up(plan["feature"])[..., None])
+            edit_up += fine * (reach * (1.0 - up(plan["feature"])[..., None]))
         face = face * (1.0 - new) + edit_up * new
     region = photo[y0:y1, x0:x1]
     a3 = alpha[..., None]
     blended = np.clip(np.rint(region.astype(np.float32) * (1.0 - a3) + face * a3), 0, 255).astype(np.uint8)
     out[y0:y1, x0:x1] = np.where(inside[..., None], blended, region)
     return out
+
+
+def photo_detail_weight(matrix: np.ndarray, ramp: tuple[float, float] = (1.0, 1.5)) -> float:
+    """How much of the photo's fine band ``photo_detail`` lays over the edit, from the photo pixels one crop
+    pixel spans: the photo holds detail finer than the crop only where that is more than one (Nyquist), so 0
+    for a face the crop samples at or above the photo's resolution (a small face: the resampled edit already
+    has all the detail the photo can show, and adding the photo's band doubles it), rising linearly to 1 at
+    ``ramp[1]`` photo pixels per crop pixel."""
+    lo, hi = ramp
+    return float(np.clip((1.0 / align.affine_scale(matrix) - lo) / max(hi - lo, 1e-6), 0.0, 1.0))
 
 
 def _fine_band(img: np.ndarray, sigma: float) -> np.ndarray:
