@@ -175,8 +175,9 @@ def test_the_real_judges_pass_gradients_from_a_face_to_the_denoiser(shared_dir, 
 
 def _other_batch(same: bool, ok: bool = True):
     batch = FaceLatentDataset(tensors(), other_photo=True).batch(torch.arange(8), epoch=0)
-    if same:  # "another photo" that is the training photo itself
+    if same:  # "another photo" that is the training photo itself, judged against the same embedding as today
         batch["other_latents"] = batch["latents"].clone()
+        batch["own_identity_target"] = batch["identity_target"].clone()
     batch["other_ok"] = torch.full((8,), ok)
     return batch
 
@@ -227,6 +228,8 @@ def test_the_dataset_marks_samples_whose_identity_photo_is_their_own():
     batch = FaceLatentDataset(data, other_photo=True).batch(torch.arange(4), 0)
     assert not batch["other_ok"][0] and batch["other_ok"][1:].all()
     assert not torch.equal(batch["other_latents"][1], batch["latents"][1])
+    assert torch.equal(batch["own_identity_target"], data.embedding[:4].float())  # no flip: each sample's own
+    assert not torch.equal(batch["identity_target"][1], batch["own_identity_target"][1])
 
 
 def test_a_training_run_from_another_photo_logs_its_losses_and_an_unknown_start_is_refused(tmp_path):

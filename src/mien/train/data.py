@@ -149,7 +149,8 @@ class FaceLatentDataset(Dataset):
         """Float32 ``latents``, ``mask`` and ``cond`` {identity, expression[, reference]} for ``indices``;
         with ``other_photo`` also ``other_latents`` (the identity photo's latent, mirrored with the sample)
         and ``other_ok`` (True where that is another photo, not the sample's own); with embeddings in the
-        tensors also ``identity_target``: the embedding of the photo whose identity
+        tensors also ``identity_target`` (and with ``other_photo`` ``own_identity_target``, the sample's own
+        photo's embedding): the embedding of the photo whose identity
         vector is the sample's condition (mirrored with the sample)."""
         t = self.tensors
         ref, flip, own = (p[indices.cpu()].to(t.latents.device) for p in self.plan(epoch))
@@ -174,10 +175,15 @@ class FaceLatentDataset(Dataset):
                 other = torch.where(flip.view(-1, 1, 1, 1), t.latents_mirrored[ref].float(), other)
             out["other_latents"], out["other_ok"] = other, ref != idx
         if t.embedding is not None:
-            target = t.embedding[ref].float()
-            if self.flip_prob > 0 and t.embedding_mirrored is not None:
-                target = torch.where(flip.view(-1, 1), t.embedding_mirrored[ref].float(), target)
-            out["identity_target"] = target
+            def embedding(rows):
+                e = t.embedding[rows].float()
+                if self.flip_prob > 0 and t.embedding_mirrored is not None:
+                    e = torch.where(flip.view(-1, 1), t.embedding_mirrored[rows].float(), e)
+                return e
+
+            out["identity_target"] = embedding(ref)
+            if self.other_photo:  # started from the identity photo, the prediction is judged against the sample's own
+                out["own_identity_target"] = embedding(idx)
         return out
 
 

@@ -26,8 +26,9 @@ Where the one-step prediction starts (``start``):
   prediction must then move the person's face from that photo's expression to the requested one in one
   step, which is the edit FlowEdit makes at inference, where the photo edited is the identity photo; the
   ideal conditional flow at that input points there too, so the loss agrees with the flow objective.
-  This costs one more model pass over the ``samples`` judged; samples whose person has no other photo
-  get no feedback.
+  The identity loss then judges against the training photo's own embedding (the start photo's would reward
+  copying the start). This costs one more model pass over the ``samples`` judged; samples whose person has
+  no other photo get no feedback.
 
 Choices:
 - A sample whose stream was nulled by guidance dropout gets no feedback for that stream: its prediction
@@ -171,7 +172,8 @@ def _from_other_photo(model, net, feedback: ConsistencyFeedback, batch: dict, nu
     """The losses with the one-step prediction started from another photo of the person (``start`` "other"):
     for the ``samples`` lowest-t samples, that photo's latent noised with the sample's own noise,
     ``x_t + (1 - t) (other - x0)`` = ``(1 - t) other + t eps``, and one more model pass on it with the
-    sample's conditions (its expression, its identity and reference)."""
+    sample's conditions (its expression, its identity and reference). The identity loss compares with the
+    training photo's own embedding: the person as the requested expression shows them."""
     if "other_latents" not in batch:
         raise ValueError('feedback start "other" needs batches with other_latents (FaceLatentDataset(other_photo=True))')
     k = min(feedback.samples, x0.shape[0])
@@ -180,6 +182,8 @@ def _from_other_photo(model, net, feedback: ConsistencyFeedback, batch: dict, nu
     cond = {name: c[idx] for name, c in batch["cond"].items()}
     null_k = {name: n[idx] for name, n in null.items() if n is not None}
     v_other = model(x_other, tk, cond, null=null_k, dropout=False)
-    target = batch.get("identity_target")
+    # identity against the training photo's own embedding: the start photo's would reward copying the start,
+    # expression and all
+    target = batch.get("own_identity_target")
     return feedback.losses(net, x_other, tk, v_other, cond, null_k, None if target is None else target[idx],
                            weight=batch["other_ok"][idx])  # fmt: skip
