@@ -1,6 +1,8 @@
 """Swap into a scene photo (`mien generate --into`, mien.edit.Editor.swap): mechanics on tiny random
 components; the CLI's bad-input contract with the model loader refused (tests/test_generate_cli.py)."""
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import torch
@@ -22,6 +24,23 @@ def photo():
 
 def scene_of(editor, rgb):
     return editor.subject([rgb], tiny_aligned(rgb))
+
+
+@contextmanager
+def conditions_seen(editor, *keys):
+    """Each model call's conditions ``keys`` (cloned), in a list filled while the block runs."""
+    seen, model = [], editor.pipeline.model
+    original = model.velocity
+
+    def spy(x, t, cond, **kw):
+        seen.append({k: cond[k].clone() for k in keys})
+        return original(x, t, cond, **kw)
+
+    model.velocity = spy
+    try:
+        yield seen
+    finally:
+        del model.velocity
 
 
 def test_swapping_a_person_into_their_own_photo_with_its_own_expression_returns_the_scene(editor, photo):
@@ -50,19 +69,8 @@ def test_a_swap_moves_the_scene_face_toward_the_selfie_and_keeps_the_scene_outsi
     conditioned on the selfie while the source rows keep the scene's."""
     other = np.ascontiguousarray(photo[:, ::-1, ::-1])
     subject, scene = scene_of(editor, other), scene_of(editor, photo)
-    seen = []
-    pipe = editor.pipeline
-    original = pipe.model.velocity
-
-    def spy(x, t, cond, **kw):
-        seen.append({k: v.clone() for k, v in cond.items() if k in ("identity", "reference")})
-        return original(x, t, cond, **kw)
-
-    pipe.model.velocity = spy
-    try:
+    with conditions_seen(editor, "identity", "reference") as seen:
         result = editor.edit(subject, parse_request("happy"), S(steps=3, recogniser_guidance=0), seed=0, into=scene)
-    finally:
-        del pipe.model.velocity
     ident = seen[0]["identity"]
     assert torch.allclose(ident[0], scene.identity.vector) and torch.allclose(ident[1], subject.identity.vector)
     assert torch.equal(seen[0]["reference"][0], scene.identity.latent)
@@ -76,21 +84,10 @@ def test_a_swap_moves_the_scene_face_toward_the_selfie_and_keeps_the_scene_outsi
 def test_swap_reference_sets_the_target_rows_reference_and_leaves_the_source_rows_alone(editor, photo, reference):
     other = np.ascontiguousarray(photo[:, ::-1, ::-1])
     subject, scene = scene_of(editor, other), scene_of(editor, photo)
-    seen = []
-    pipe = editor.pipeline
-    original = pipe.model.velocity
-
-    def spy(x, t, cond, **kw):
-        seen.append(cond["reference"].clone())
-        return original(x, t, cond, **kw)
-
-    pipe.model.velocity = spy
-    try:
+    with conditions_seen(editor, "reference") as seen:
         result = editor.edit(subject, parse_request("happy"), S(steps=2, recogniser_guidance=0, guidance_identity=1.0,
                                                                 swap_reference=reference), into=scene)  # fmt: skip
-    finally:
-        del pipe.model.velocity
-    source, target = seen[0]
+    source, target = seen[0]["reference"]
     assert torch.equal(source, scene.identity.latent)
     wanted = torch.zeros_like(source) if reference == "none" else scene.identity.latent
     assert torch.equal(target, wanted)
@@ -102,21 +99,10 @@ def test_swap_reference_sets_the_target_rows_reference_and_leaves_the_source_row
 def test_contrast_guidance_in_a_swap_contrasts_expressions_at_the_selfie_identity(editor, photo):
     other = np.ascontiguousarray(photo[:, ::-1, ::-1])
     subject, scene = scene_of(editor, other), scene_of(editor, photo)
-    seen = []
-    pipe = editor.pipeline
-    original = pipe.model.velocity
-
-    def spy(x, t, cond, **kw):
-        seen.append(cond["identity"].clone())
-        return original(x, t, cond, **kw)
-
-    pipe.model.velocity = spy
-    try:
+    with conditions_seen(editor, "identity") as seen:
         editor.edit(subject, parse_request("sad"), S(steps=1, recogniser_guidance=0, guidance_contrast=2.0,
                                                      guidance_identity=1.0), into=scene)
-    finally:
-        del pipe.model.velocity
-    rows = seen[0]  # source, target, negative
+    rows = seen[0]["identity"]  # source, target, negative
     assert rows.shape[0] == 3 and torch.allclose(rows[0], scene.identity.vector)
     assert torch.allclose(rows[1], subject.identity.vector) and torch.allclose(rows[2], subject.identity.vector)
 
