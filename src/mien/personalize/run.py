@@ -50,11 +50,11 @@ def expression_measure(model, taef2, blendshape_net) -> tuple:
 
 
 def identity_nets(taef2, device):
-    """The identity loss's nets (:class:`mien.train.loss_consistency.FeedbackNets`): TAEF2's decoding
-    (unclamped, then clamped, as the training's feedback decodes) and MobileFaceNet."""
+    """The identity loss's nets (:class:`mien.train.loss_consistency.FeedbackNets`): TAEF2's decoding (clamped
+    to [0, 1], as the training's feedback decodes) and MobileFaceNet."""
     from mien.train.loss_consistency import FeedbackNets, mobilefacenet_embedder
 
-    return FeedbackNets(decode=lambda z: taef2.decode(z, clamp=False).clamp(0, 1), embed=mobilefacenet_embedder(device))
+    return FeedbackNets(decode=taef2.decode, embed=mobilefacenet_embedder(device))
 
 
 def personalize(photos: list[str | Path], out: str | Path, config: PersonalizeConfig | None = None,

@@ -70,7 +70,7 @@ def load_feedback_nets(device, decoder_path: str | Path | None = None, expressio
     from mien.models.taef2 import TAEF2
 
     taef2 = TAEF2.from_weights(decoder_path=decoder_path).to(device).eval().requires_grad_(False)
-    nets = FeedbackNets(decode=lambda z: taef2.decode(z, clamp=False).clamp(0, 1))
+    nets = FeedbackNets(decode=taef2.decode)  # clamped to [0, 1]
     if expression:
         from mien.models.face_mesh import AlignedBlendshapes
 
