@@ -299,6 +299,7 @@ def main():
     ap.add_argument("--cached-only", action="store_true",
                     help="generate nothing: evaluate only the chosen people's edits already in --cache")
     ap.add_argument("--settings", default="{}", help="DetailSettings fields to change, as JSON (tuning)")
+    ap.add_argument("--summary-only", action="store_true", help="--json without the per-image rows (smaller)")
     args = ap.parse_args()
     args.detail = DetailSettings(**{k: tuple(v) if isinstance(v, list) else v
                                     for k, v in json.loads(args.settings).items()})  # fmt: skip
@@ -316,10 +317,12 @@ def main():
         for p in contact_sheets(args, rows):
             print(p, file=sys.stderr)
     if args.json:
-        # compact: one line for the settings, summary and each row
+        # compact: one line for the settings, summary and each row, figures to 4 decimals (--summary-only: no rows)
         head = {k: v for k, v in result.items() if k != "rows"}
+        kept = [] if args.summary_only else [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
+                                             for r in rows]  # fmt: skip
         args.json.write_text("{" + json.dumps(head)[1:-1] + ', "rows": [\n'
-                             + ",\n".join(json.dumps(r) for r in rows) + "\n]}\n")
+                             + ",\n".join(json.dumps(r) for r in kept) + "\n]}\n")
     print(json.dumps(result["summary"], indent=1))
 
 

@@ -269,3 +269,24 @@ def test_photo_detail_adds_nothing_to_a_face_the_photo_shows_no_finer_than_the_c
     edited[92:104, 54:74] = 40  # new content: the edit is taken there
     run = lambda pd: transfer_detail(photo, edited, small, keep="none", settings=DetailSettings(photo_detail=pd))  # noqa: E731
     assert np.array_equal(run(1.0), run(0.0))
+
+
+def test_a_feature_moved_into_the_kept_regions_soft_edge_arrives_whole_with_keep_full():
+    """The model blends its edit into the kept region over a soft edge (brows raised into it, a dropped chin);
+    with keep_full 0.5 (the default) a motion there is carried as if nothing were kept where the model's weight is at least
+    0.5, rather than attenuated by that weight a second time, while still pixels at the edge keep the weight."""
+    from mien.detail import DetailSettings
+    from mien.paste import editable_region
+
+    photo = textured_photo(7)
+    original = align.warp_to_crop(photo, MATRIX)
+    edited = remap(original, bump_flow(128, 3.0, centre=(64.0, 36.0), sigma=6.0))  # a brow raised into the edge
+    assert 0.5 < editable_region("background")[36, 64] < 0.9
+    free = transfer_detail(photo, edited, MATRIX, keep="none")
+    old = transfer_detail(photo, edited, MATRIX, keep="background", settings=DetailSettings(keep_full=1.0))
+    new = transfer_detail(photo, edited, MATRIX, keep="background")  # the default, keep_full 0.5
+    box = (slice(33 * 4, 40 * 4), slice(56 * 4, 72 * 4))  # the moved region where editable >= 0.5
+    off = lambda out: np.abs(out[box].astype(float) - free[box]).mean()  # noqa: E731
+    assert off(old) > 3 and off(new) < 0.25 * off(old)
+    still = (slice(22 * 4, 40 * 4), slice(24 * 4, 40 * 4))  # the same soft edge away from the motion
+    assert np.array_equal(new[still], old[still])

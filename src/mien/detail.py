@@ -35,7 +35,9 @@ the feature rather than moving it). Here the edit only says *what changed*, and 
    the photo's old iris does not show under lids the flow moved only part of the way.
 5. **Mask.** The face oval from the photo's MediaPipe landmarks (FACEMESH_FACE_OVAL), united with
    the same oval moved by the flow (a dropped jaw), limited to the region the edit may redraw
-   (``keep``) and feathered. Outside it the photo is returned bit for bit.
+   (``keep``: the model's own soft weight, except where the flow moves the face, ``keep_full``: the model
+   already blended its edit there, and a brow raised into that edge is not weakened twice) and feathered.
+   Outside it the photo is returned bit for bit.
 
 Everything at crop resolution is computed once on 128-256 px arrays; at photo resolution there are
 four resamplings of the face's bounding region (the photo's own with Lanczos), one Gaussian blur and one
@@ -116,6 +118,11 @@ class DetailSettings:
     feature_edit: tuple[float, float] = (10.0, 20.0)
     feature_sigma: float = 1.0
     feature_margin: float = 2.0
+    keep_full: float = 0.5  # the mask is limited by the kept region: times editable (mien.paste.editable_region,
+    # the model's own soft weight of what it may redraw), but where the flow moves the face (brows raised into
+    # that soft edge, a dropped chin) by min(1, editable / keep_full): what the model already blended at its edge
+    # is not attenuated a second time there, while still skin at the edge keeps the weight; 1: editable everywhere
+    # (docs/fullres.md: chosen on the tuning people)
     feather: float = 3.0  # mask edge softening (crop px)
     jaw_margin: float = 2.0  # the oval grown by this (crop px) before feathering
 
@@ -259,6 +266,19 @@ def _feature_weight(diff: np.ndarray, polygons: list[np.ndarray], flow: np.ndarr
     return _blur(region * big, settings.feature_sigma).astype(np.float32)
 
 
+def _keep_limit(editable: np.ndarray, flow: np.ndarray, settings: DetailSettings) -> np.ndarray:
+    """How the kept region limits the mask: ``editable`` (the model's soft weight of what it may redraw) where the
+    face is still; where the flow moves it (softened over ``feather`` / 2 crop px), min(1, editable / ``keep_full``):
+    the model has already blended its edit into the kept region by that weight, so a feature it moved into the
+    soft edge (a raised brow, a dropped chin) is not attenuated by it a second time."""
+    if settings.keep_full >= 1.0:
+        return editable
+    moving = _smoothstep(np.linalg.norm(flow, axis=2), settings.still_motion, 2 * settings.still_motion)
+    moving = _blur(moving, settings.feather / 2.0)
+    full = np.minimum(1.0, editable / max(settings.keep_full, 1e-6))
+    return editable + moving * (full - editable)
+
+
 def crop_plan(original: np.ndarray, edited: np.ndarray, oval: np.ndarray, editable: np.ndarray | None,
               settings: DetailSettings = DEFAULT,
               features: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
@@ -296,7 +316,7 @@ def crop_plan(original: np.ndarray, edited: np.ndarray, oval: np.ndarray, editab
     moved = _remap_crop(grown, flow, border=cv2.BORDER_CONSTANT)
     alpha = np.maximum(grown, moved)
     if editable is not None:
-        alpha *= editable
+        alpha *= _keep_limit(editable, flow, settings)
     if settings.feather > 0:
         # blur inside the region only (erode first), so the feathered mask never reaches past it
         r = int(np.ceil(settings.feather))

@@ -1,0 +1,39 @@
+"""Paired per-image comparison of face-api's expression reading in scripts/bench_fullres.py results
+(docs/fullres.md): for each JSON, the full-resolution outputs (detail transfer, the crop paste) against the 128 px
+crop: images lost (the crop reads the requested label, the output not) and gained, the accuracy difference, and
+its 90 % interval from a bootstrap over people (2,000 draws, seed 0; images of one person are drawn together).
+
+    python scripts/fullres_paired.py docs/fullres/report_london_keepfull.json docs/fullres/report_essex_keepfull.json
+"""
+
+import json
+import sys
+
+import numpy as np
+
+
+def paired(rows: list[dict], out: str, ref: str = "crop128", draws: int = 2000) -> dict:
+    both = [r for r in rows if f"{ref}_expression_ok" in r and f"{out}_expression_ok" in r]
+    lost = sum(r[f"{ref}_expression_ok"] and not r[f"{out}_expression_ok"] for r in both)
+    gained = sum(r[f"{out}_expression_ok"] and not r[f"{ref}_expression_ok"] for r in both)
+    diff = {p: [float(r[f"{out}_expression_ok"]) - float(r[f"{ref}_expression_ok"]) for r in both if r["person"] == p]
+            for p in sorted({r["person"] for r in both})}  # fmt: skip
+    people = list(diff)
+    rng = np.random.default_rng(0)
+    boot = [np.mean([d for p in rng.choice(people, len(people)) for d in diff[p]]) for _ in range(draws)]
+    lo, hi = np.percentile(boot, [5, 95])
+    return {"n": len(both), "lost": int(lost), "gained": int(gained), "diff": (gained - lost) / len(both),
+            "interval90": [round(float(lo), 3), round(float(hi), 3)]}  # fmt: skip
+
+
+def main():
+    for path in sys.argv[1:]:
+        rows = json.load(open(path))["rows"]
+        for out in ("detail", "crop"):
+            r = paired(rows, out)
+            print(f"{path} {out} vs crop128: n {r['n']} lost {r['lost']} gained {r['gained']} "
+                  f"diff {r['diff']:+.3f} 90% [{r['interval90'][0]:+.3f}, {r['interval90'][1]:+.3f}]")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
