@@ -5,7 +5,8 @@
 
 Pairs are :func:`mien.evaluate.swap.pairs`' ring (person i into person i+1's first photo) of the benchmark,
 indices START:STOP. Each config is a JSON object of :class:`mien.settings.GenerationSettings` fields (a
-swap resolves the rest); ``paste`` in it picks the paste (``crop``, the swap default, or ``detail``).
+swap resolves the rest); ``paste`` in it picks the paste (``crop``, the swap default, or ``detail``), ``au`` sets
+Action Units on top of each label's target (``"AU1=2,AU5=3"``, as ``mien generate --au``: a stronger request).
 Per swap one JSON line: the swap benchmark's measures of the pasted photo (:func:`mien.evaluate.swap.score_output`:
 face-api distance to A's and B's scoring photos, pose error, face-api's label) plus MobileFaceNet's mean
 cosine to A's and to B's scoring photos (``cos_a``, ``cos_b``: the check that stays independent of
@@ -144,13 +145,14 @@ def main() -> None:
         for name, spec in configs.items():
             spec = dict(spec)
             paste = PASTES[spec.pop("paste", "crop")]
+            au = spec.pop("au", None)  # AUs set on top of the label's target ("AU1=3,AU5=2"): a stronger request
             settings = GenerationSettings(**spec)
             for lab in labels:
                 item = f"{pair.a}>{pair.b}:{lab}"
                 if (name, item) in done:
                     continue
                 cpu = time.process_time()
-                crop = editor.edit(subject, parse_request(lab), settings, n=1, seed=0, paste=False,
+                crop = editor.edit(subject, parse_request(lab, au=au), settings, n=1, seed=0, paste=False,
                                    into=scene).crops[0]  # fmt: skip
                 cpu = time.process_time() - cpu
                 output = paste(scene_rgb, crop, scene.matrix, "background", landmarks=scene.landmarks)

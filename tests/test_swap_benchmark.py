@@ -64,3 +64,56 @@ def test_summary_of_an_interrupted_run_reads_its_finished_items(tmp_path):
     s = summary_of(tmp_path, {"sad": 0.5})
     assert s["crop"]["verified_a"] == 0.0 and s["detail"]["verified_a"] == 1.0 and s["crop"]["impostor_b"] == 1.0
     assert s["detail"]["per_label"]["sad"] == {"n": 1, "faceapi_rate": 1.0, "real_rate": 0.5}
+
+
+def test_the_report_ring_extends_dev_wilds_report_pairs_without_a_tuning_person():
+    from mien.evaluate.swap import REPORT_BENCHMARK, TUNING_PEOPLE
+
+    wild, dev = bm.load(bm.dev_path().with_name("dev-wild.yaml")), bm.load(bm.dev_path())
+    report = bm.load(bm.dev_path().with_name(REPORT_BENCHMARK))
+    ring = pairs(report)
+    assert len(ring) == 30 and not {p.a for p in ring} & set(TUNING_PEOPLE)
+    assert [i.id for i in wild.identities[12:]] == list(TUNING_PEOPLE)  # the tuning people: dev-wild's 13th on
+    key = lambda p: (p.a, p.b, p.selfie, p.scene, p.a_scoring, p.b_scoring)  # noqa: E731
+    assert [key(p) for p in ring[:11]] == [key(p) for p in pairs(wild, 11)]  # the 11 report pairs, unchanged
+    essex = [i for i in dev.identities if i.group == "essex94"]
+    assert [(i.id, i.identity_photos, i.scoring_photos) for i in report.identities[12:]] == \
+        [(i.id, i.identity_photos, i.scoring_photos) for i in essex]  # fmt: skip
+    assert [r.label for r in report.identities[0].requests] == [r.label for r in wild.identities[0].requests]
+
+
+def test_real_impostor_counts_as_real_photos_that_pass_as_b():
+    from mien.evaluate.swap import real_impostor
+
+    b = np.zeros((3, 128))
+    near, far = np.full(128, 0.5 / np.sqrt(128)), np.full(128, 0.7 / np.sqrt(128))  # distance 0.5 and 0.7 from b
+    assert real_impostor(np.stack([near, far, far, far]), b) == 0.25
+    assert real_impostor(np.stack([far]), b) == 0.0 and real_impostor(np.zeros((0, 128)), b) is None
+
+
+def test_summary_gives_the_impostor_rate_apart_from_pairs_whose_real_photos_pass_as_b():
+    from mien.evaluate.swap import by_scene_group, real_as_b
+
+    row = {"label": "happy", "no_face": False, "dist_a": 0.5, "dist_b": 0.5, "verified_a": True, "verified_b": True,
+           "pose_err": 1.0, "outside_max": 0, "seam": 0.0, "label_ok": True}
+    twins = {**row, "real_b": 1.0}  # A's real photos already verify as B: the swap passing as B says nothing
+    apart = [{**row, "real_b": 0.0}, {**row, "real_b": 0.0, "dist_b": 0.8, "verified_b": False},
+             {**row, "real_b": 0.0, "dist_b": 0.8, "verified_b": False}, {**row, "real_b": 0.0, "dist_b": 0.9,
+                                                                         "verified_b": False}]  # fmt: skip
+    s = summarise([twins, twins, *apart], {})
+    assert s["impostor_b"] == 3 / 6 and s["impostor_b_apart"] == 1 / 4 and s["n_apart"] == 4
+    assert s["real_impostor_b"] == 2 / 6
+    items = [{"item": "a>b:happy", "a": "a", "b": "b", "pastes": {"crop": twins}},
+             {"item": "b>c:happy", "a": "b", "b": "c", "pastes": {"crop": apart[1]}}]
+    assert real_as_b(items) == {"a>b": 1.0}
+    groups = by_scene_group(items, {"b": "cfp", "c": "essex94"}, {})
+    assert groups["crop"]["cfp"]["impostor_b"] == 1.0 and groups["crop"]["essex94"]["impostor_b"] == 0.0
+    assert summarise([row], {})["real_impostor_b"] is None  # runs from before the measure: no figure, no error
+
+
+def test_swap_dry_run_finds_the_shipped_report_ring_by_name(capsys):
+    from mien.cli.main import main
+
+    assert main(["evaluate", "--swap", "--benchmark", "swap-report.yaml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "30 pairs" in out and "pair 12: cfp:465 (cfp_465_01) into essex:0's photo" in out

@@ -75,7 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device for the analysis nets (default: cpu)")
     p.add_argument("--swap", action="store_true",
                    help="the swap benchmark instead (docs/swap.md): each person put into the next person's photo "
-                        "(--benchmark default dev-wild.yaml, --limit N: the first N pairs) with the seven labels; "
+                        "(--benchmark default dev-wild.yaml, whose ring holds the tuning pairs; swap-report.yaml: "
+                        "the report ring, 30 pairs; --limit N: the first N pairs) with the seven labels; "
                         "--generator built-in or copy (A's face pasted into B's photo, the baseline)")
     p.add_argument("--personalize", nargs="+", type=int, metavar="K",
                    help="the personalisation benchmark instead (docs/personalize.md): each person with more than K "
@@ -129,14 +130,18 @@ def _swap(args: argparse.Namespace) -> int:
     from mien.evaluate.swap import run_swap
 
     path = args.benchmark or bm.dev_path().with_name("dev-wild.yaml")
+    if not path.exists() and path.name == str(path):  # a bare name: a shipped benchmark (swap-report.yaml)
+        path = bm.dev_path().with_name(path.name)
     bench = bm.load(path)
     out = args.out or default_cache_dir() / "runs" / f"swap-{bench.name}-{args.generator}"
     settings = settings_from_args(args) if args.generator == "built-in" else None
     if args.dry_run:
         from mien.evaluate.swap import pairs
 
-        print(f"swap benchmark {bench.source}: {len(pairs(bench, args.limit))} pairs x 7 labels, "
-              f"generator {args.generator}, out {out}")
+        chosen = pairs(bench, args.limit)
+        print(f"swap benchmark {bench.source}: {len(chosen)} pairs x 7 labels, generator {args.generator}, out {out}")
+        for k, p in enumerate(chosen, 1):
+            print(f"  pair {k}: {p.a} ({p.selfie}) into {p.b}'s photo {p.scene}")
         return 0
     s = run_swap(bench, args.generator, out, args.limit, settings, device=args.device)
     print(json.dumps({k: v for k, v in s.items() if k != "definitions"}, indent=1))

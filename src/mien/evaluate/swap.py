@@ -3,7 +3,11 @@
 Pairs come from a benchmark's people (default: dev-wild.yaml, the CFP dev people and the Taiwanese
 performers): person i's first identity photo is the selfie A, person i+1's (in the benchmark's order,
 wrapping round) first identity photo is the scene B, so every pair is two different people and CFP photos
-serve as scenes. Each pair is asked for the seven basic labels, one seed. Generators:
+serve as scenes. Each pair is asked for the seven basic labels, one seed. dev-wild.yaml's ring holds the
+tuning pairs (its 13th person on, :data:`TUNING_PEOPLE`) and only 11 report pairs; ``swap-report.yaml``
+(:data:`REPORT_BENCHMARK`) is the report ring: dev-wild.yaml's 12 report people in the same order (so its
+pairs 1-11 are those 11, same items and inputs) followed by dev.yaml's 18 Essex people, 30 pairs, no tuning
+person. Generators:
 
   built-in  ``Editor.swap`` with the given settings, pasted into the scene photo by the editor's paste;
   copy      A's aligned face pasted into B's photo by the same paste (no model): the baseline.
@@ -21,6 +25,10 @@ replaced (what a user gets), analysed by
   seam         around the edge of what the paste changed, mean |gradient| of the output minus the scene's
                (pixel levels per pixel; > 0: edges added at the seam; :func:`seam`)
   label_ok     face-api's top expression is the requested label
+  real_b       the pair's real-photo impostor rate: the share of A's scoring photos (real, unedited) whose mean
+               face-api distance to B's scoring photos is below 0.6. Where A's own photos already pass as B,
+               no swap of A can fail the impostor check, so the summary also gives the impostor rate of the
+               pairs whose real photos all stay apart (``impostor_b_apart``) and names the others
 
 Finished items go to ``OUT/items.jsonl`` as they finish (a rerun resumes), outputs to ``OUT/outputs``.
 """
@@ -44,7 +52,16 @@ DEFINITIONS = {
     "outside_identical": "share of outputs with no pixel changed outside the crop's editable face box",
     "seam": "mean over a 2 px band around the changed region of |grad output| - |grad scene| (pixel levels)",
     "faceapi_rate": "per label: share read as the requested label by face-api; real: its rate on real photos",
+    "real_impostor_b": "the impostor rate of A's own real photos: per output, the share of A's scoring photos whose "
+                       f"mean face-api distance to B's photos is below {DLIB_THRESHOLD}, averaged over outputs",
+    "impostor_b_apart": "impostor_b over the outputs of pairs where none of A's real photos verifies as B",
+    "real_as_b": "the pairs (A>B) some of whose A photos verify as B, with that share",
 }
+# dev-wild.yaml's people from its 13th on: the swap defaults were chosen on ring pairs among them (docs/swap.md,
+# "tuning"); no report figure may include them.
+TUNING_PEOPLE = ("cfp:467", "cfp:468", "cfp:469", "cfp:470", "cfp:471", "cfp:474", "cfp:477", "cfp:482", "cfp:484",
+                 "cfp:485", "cfp:486", "cfp:487", "cfp:488", "cfp:493", "cfp:498", "cfp:500")
+REPORT_BENCHMARK = "swap-report.yaml"
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,15 @@ def pairs(bench: Benchmark, limit: int | None = None) -> list[Pair]:
         out.append(Pair(a.id, b.id, a.identity_photos[0], scene, tuple(a.scoring_photos),
                         tuple(p for p in b.scoring_photos if p.ref != scene.ref)))  # fmt: skip
     return out
+
+
+def real_impostor(a_desc: np.ndarray, b_desc: np.ndarray) -> float | None:
+    """Share of A's real photos (face-api descriptors ``a_desc``) whose mean distance to B's (``b_desc``) is
+    below the verification threshold: how often A's own, unedited face already passes as B."""
+    if not len(a_desc) or not len(b_desc):
+        return None
+    dist = np.linalg.norm(a_desc[:, None] - b_desc[None], axis=2).mean(1)
+    return float((dist < DLIB_THRESHOLD).mean())
 
 
 def footprint(photo: np.ndarray, matrix: np.ndarray, keep: str = "background") -> np.ndarray:
@@ -157,6 +183,7 @@ def run_swap(bench: Benchmark, generator: str, out: Path, limit: int | None = No
                     _write(done_path, done, {"item": f"{pair.a}>{pair.b}:{lab}", "error": str(e)})
                 continue
             a_desc, b_desc = describe(pair.a_scoring), describe(pair.b_scoring)
+            real_b = real_impostor(a_desc, b_desc)
             scene_face = analyzer.analyze(scene_rgb)[0]
             keep = "background"
             weight = footprint(scene_rgb, scene.matrix, keep)
@@ -173,7 +200,8 @@ def run_swap(bench: Benchmark, generator: str, out: Path, limit: int | None = No
                 for how, paste in PASTES.items():
                     output = paste(scene_rgb, crop, scene.matrix, keep, landmarks=scene.landmarks)
                     Image.fromarray(output).save(out / "outputs" / f"{base}_{how}.png")
-                    rows[how] = score_output(analyzer, output, scene_rgb, weight, scene_face, lab, a_desc, b_desc)
+                    rows[how] = {**score_output(analyzer, output, scene_rgb, weight, scene_face, lab, a_desc, b_desc),
+                                 "real_b": real_b}  # fmt: skip
                 _write(done_path, done, {"item": item, "a": pair.a, "b": pair.b, "label": lab, "pastes": rows})
                 if progress:
                     print(f"{item}: {json.dumps(rows)}", flush=True)
@@ -183,6 +211,8 @@ def run_swap(bench: Benchmark, generator: str, out: Path, limit: int | None = No
     real = real_rates(bench, analyzer_factory=lambda: FaceAnalyzer(device))
     items = list(done.values())
     summary = {how: summarise([i["pastes"][how] if "pastes" in i else i for i in items], real) for how in PASTES}
+    summary["real_as_b"] = real_as_b(items)
+    summary["by_scene_group"] = by_scene_group(items, {i.id: i.group for i in bench.identities}, real)
     summary.update({"generator": generator, "benchmark": bench.name, "pairs": len(pairs(bench, limit)),
                     "settings": None if settings is None else settings.to_dict(),
                     "wall_time_s": round(time.time() - start, 1), "definitions": DEFINITIONS})  # fmt: skip
@@ -196,6 +226,25 @@ def summary_of(out: Path, real: dict) -> dict:
     items = [json.loads(line) for line in (Path(out) / "items.jsonl").read_text().splitlines()]
     pastes = sorted({how for i in items for how in i.get("pastes", {})})
     return {how: summarise([i["pastes"][how] if "pastes" in i else i for i in items], real) for how in pastes}
+
+
+def by_scene_group(items: list[dict], group: dict[str, str], real: dict) -> dict:
+    """{paste: {scene person's group (cfp, essex94, taiwanese): summary of the outputs into that group's photos}}."""
+    out = {}
+    for i in items:
+        for how, row in i.get("pastes", {}).items():
+            out.setdefault(how, {}).setdefault(group.get(i["b"], "?"), []).append(row)
+    return {how: {g: summarise(rows, real) for g, rows in sorted(gs.items())} for how, gs in out.items()}
+
+
+def real_as_b(items: list[dict]) -> dict[str, float]:
+    """{"A>B": real-photo impostor rate} of the pairs some of whose A photos verify as B (module docstring)."""
+    out = {}
+    for i in items:
+        rate = next(iter(i.get("pastes", {}).values()), {}).get("real_b")
+        if rate:
+            out[f"{i['a']}>{i['b']}"] = rate
+    return out
 
 
 def _write(path: Path, done: dict, item: dict) -> None:
@@ -226,6 +275,9 @@ def summarise(items: list[dict], real: dict) -> dict:
             "errors": sum(bool(i.get("error")) for i in items),
             "verified_a": mean([i["verified_a"] for i in ok if i["dist_a"] is not None]),
             "impostor_b": mean([i["verified_b"] for i in ok if i["dist_b"] is not None]),
+            "real_impostor_b": mean([i["real_b"] for i in ok if i.get("real_b") is not None]),
+            "impostor_b_apart": mean([i["verified_b"] for i in ok if i["dist_b"] is not None and i.get("real_b") == 0]),
+            "n_apart": sum(i.get("real_b") == 0 for i in ok),
             "pose_mae": mean([i["pose_err"] for i in ok]),
             "outside_identical": mean([i["outside_max"] == 0 for i in items if "outside_max" in i]),
             "seam": mean([i["seam"] for i in items if "seam" in i]), "per_label": per_label}  # fmt: skip
