@@ -6,7 +6,8 @@
 Pairs are :func:`mien.evaluate.swap.pairs`' ring (person i into person i+1's first photo) of the benchmark,
 indices START:STOP. Each config is a JSON object of :class:`mien.settings.GenerationSettings` fields (a
 swap resolves the rest); ``paste`` in it picks the paste (``crop``, the swap default, or ``detail``), ``au`` sets
-Action Units on top of each label's target (``"AU1=2,AU5=3"``, as ``mien generate --au``: a stronger request).
+Action Units on top of each label's target (``"AU1=2,AU5=3"``, as ``mien generate --au``: a stronger request),
+``intensity`` the label's intensity (``--intensity``, default 1).
 Per swap one JSON line: the swap benchmark's measures of the pasted photo (:func:`mien.evaluate.swap.score_output`:
 face-api distance to A's and B's scoring photos, pose error, face-api's label) plus MobileFaceNet's mean
 cosine to A's and to B's scoring photos (``cos_a``, ``cos_b``: the check that stays independent of
@@ -90,6 +91,19 @@ def sheet(files: list[Path], rank: str, out: Path, bench, n: int = 4) -> None:
     print(f"{out}: rows {picked}; columns selfie, scene, {', '.join(by)}")
 
 
+def config(spec: dict, label: str):
+    """(paste name, request, settings) of one config (module docstring) for ``label``: ``paste``, ``au`` and
+    ``intensity`` shape the paste and the request, every other key is a GenerationSettings field."""
+    from mien.expression.targets import parse_request
+    from mien.settings import GenerationSettings
+
+    spec = dict(spec)
+    how = spec.pop("paste", "crop")
+    au = spec.pop("au", None)  # AUs set on top of the label's target ("AU1=3,AU5=2"): a stronger request
+    intensity = spec.pop("intensity", 1.0)  # the label's intensity (mien generate --intensity)
+    return how, parse_request(label, intensity, au=au), GenerationSettings(**spec)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--benchmark", default="dev-wild.yaml")
@@ -110,9 +124,7 @@ def main() -> None:
     from mien.analysis import FaceAnalyzer
     from mien.edit import Editor
     from mien.evaluate.swap import footprint, pairs, score_output
-    from mien.expression.targets import parse_request
     from mien.paste import PASTES
-    from mien.settings import GenerationSettings
 
     configs = {}
     for c in args.config:
@@ -143,17 +155,14 @@ def main() -> None:
         scene_face = analyzer.analyze(scene_rgb)[0]
         weight = footprint(scene_rgb, scene.matrix)
         for name, spec in configs.items():
-            spec = dict(spec)
-            paste = PASTES[spec.pop("paste", "crop")]
-            au = spec.pop("au", None)  # AUs set on top of the label's target ("AU1=3,AU5=2"): a stronger request
-            settings = GenerationSettings(**spec)
             for lab in labels:
                 item = f"{pair.a}>{pair.b}:{lab}"
                 if (name, item) in done:
                     continue
+                how, request, settings = config(spec, lab)
+                paste = PASTES[how]
                 cpu = time.process_time()
-                crop = editor.edit(subject, parse_request(lab, au=au), settings, n=1, seed=0, paste=False,
-                                   into=scene).crops[0]  # fmt: skip
+                crop = editor.edit(subject, request, settings, n=1, seed=0, paste=False, into=scene).crops[0]
                 cpu = time.process_time() - cpu
                 output = paste(scene_rgb, crop, scene.matrix, "background", landmarks=scene.landmarks)
                 row = score_output(analyzer, output, scene_rgb, weight, scene_face, lab, a_desc, b_desc)

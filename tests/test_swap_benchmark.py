@@ -117,3 +117,18 @@ def test_swap_dry_run_finds_the_shipped_report_ring_by_name(capsys):
     assert main(["evaluate", "--swap", "--benchmark", "swap-report.yaml", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "30 pairs" in out and "pair 12: cfp:465 (cfp_465_01) into essex:0's photo" in out
+
+
+def test_tune_swap_configs_shape_the_request_and_the_settings():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "tune_swap.py"
+    spec = importlib.util.spec_from_file_location("tune_swap", path)
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    how, request, settings = tune.config({"au": "AU1=3,AU5=2", "intensity": 0.7, "guidance_identity": 2}, "fearful")
+    assert how == "crop" and request.mix == {"fearful": 1.0} and request.intensity == 0.7
+    assert request.aus == {"AU1": 3.0, "AU5": 2.0} and settings.guidance_identity == 2
+    how, request, settings = tune.config({"paste": "detail"}, "happy")
+    assert how == "detail" and request.aus == {} and request.intensity == 1.0 and settings.guidance_identity is None
