@@ -1,6 +1,7 @@
 """Where the CPU time of one generated image goes, per component, at `mien generate`'s defaults.
 
-    python scripts/profile_edit.py [--labels happy fearful ...] [--repeats 3] [--threads N] [--steps 25]
+    python scripts/profile_edit.py [--labels happy fearful ...] [--repeats 3] [--threads N] [--steps 25] [--critic-every K]
+        [--critic-precision float32|bfloat16]
 
 The same work as scripts/bench_generate_cpu.py (read the photo, prepare the subject, edit, paste back,
 write the PNGs and sheet), with each component wrapped in a timer that reads this process's CPU time
@@ -74,6 +75,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--labels", "--expression", nargs="+", default=list(LABELS), help="labels (default: all 7)")
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: mien's default)")
+    ap.add_argument("--critic-every", type=int, default=None, help="critic guidance on every K-th step (default: mien's)")
+    ap.add_argument("--critic-precision", default=None, help="float32 or bfloat16 (default: mien's, by the CPU)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="default: mien's (mien.threads)")
     args = ap.parse_args()
@@ -120,7 +123,8 @@ def main() -> None:
     read = T.timed("load_rgb", load_rgb)
     edit = T.timed("edit", editor.edit)
 
-    settings = GenerationSettings() if args.steps is None else GenerationSettings(steps=args.steps)
+    given = {"steps": args.steps, "critic_every": args.critic_every, "critic_precision": args.critic_precision}
+    settings = GenerationSettings(**{k: v for k, v in given.items() if v is not None})
     with tempfile.TemporaryDirectory() as tmp:
         for label in args.labels:
             totals = [0.0, 0.0]

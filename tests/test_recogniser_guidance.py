@@ -76,3 +76,51 @@ def test_guidance_works_under_inference_mode(parts):
         guide = RecogniserGuide(embed, target, region, 1.0, 0.3)
         out = guide(latent, 0.2, 0.1)
     assert not torch.equal(out, latent)
+
+
+def _linear_guide(every: int, until: float = 0.3):
+    """A GradientGuide whose score is linear in z: its normalised gradient is one fixed direction, so each move
+    is scale * steps * dt along it and the moves simply add up."""
+    from mien.guidance.gradient import GradientGuide
+
+    w = torch.randn(1, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    return GradientGuide(lambda z: (z * w).sum((1, 2, 3)), torch.ones(1, 1, 4, 4), 1.0, until, every=every)
+
+
+@pytest.mark.parametrize("every", [2, 3, 7])
+def test_critic_every_k_steps_fewer_times_with_the_same_total_move(every):
+    ts = torch.linspace(1, 0, 26, dtype=torch.float64)  # 25 steps: 7 of them at t <= 0.3
+    z0 = torch.zeros(1, 2, 4, 4)
+    outs, moved = {}, {}
+    for k in (1, every):
+        guide, z, moved[k] = _linear_guide(k), z0, []
+        for t, t_next in zip(ts[:-1].tolist(), ts[1:].tolist()):
+            new = guide(z, t, t_next)
+            if new is not z:
+                moved[k].append(round(t, 4))
+            z = new
+        outs[k] = z
+    assert moved[1] == [0.28, 0.24, 0.2, 0.16, 0.12, 0.08, 0.04]
+    assert moved[every] == moved[1][::-1][::every][::-1]  # every k-th, counted back from the last step
+    assert torch.allclose(outs[every], outs[1], atol=1e-6)  # the same total move
+    # a window with no step in it moves nothing, whatever k
+    empty = _linear_guide(every, until=0.01)
+    assert all(empty(z0, t, t_next) is z0 for t, t_next in zip(ts[:-1].tolist(), ts[1:].tolist()))
+
+
+def test_bfloat16_critic_steps_the_same_way(parts):
+    """The bfloat16 critic's normalised step points where float32's does (its rounding, not its direction,
+    differs)."""
+    from mien import regions
+    from mien.guidance.gradient import GradientGuide
+
+    embed, enc, x, latent = parts
+    target = enc.mobilefacenet_unit(x * 255)
+    region = 1 - regions.keep_mask("background")
+    z = latent + 1.5 * torch.randn(latent.shape, generator=torch.Generator().manual_seed(0)) * region
+    steps = {p: RecogniserGuide(embed, target, region, 1.0, 0.3, precision=p)(z, 0.2, 0.1) - z
+             for p in ("float32", "bfloat16")}
+    cos = torch.nn.functional.cosine_similarity(steps["float32"].flatten(), steps["bfloat16"].flatten(), dim=0)
+    assert 0.9 < cos < 1.0, cos  # the same direction, and bfloat16 did run
+    with pytest.raises(ValueError, match="precision"):
+        GradientGuide(embed, region, 1.0, 0.3, precision="float16")

@@ -45,6 +45,17 @@ def test_resolve_applies_the_label_policy_and_leaves_nothing_open():
     assert resolved({"happy": 1.0}).resolve(ExpressionRequest(mix={"angry": 1.0})) == resolved({"happy": 1.0})
 
 
+def test_critic_precision_follows_the_device_unless_given():
+    from mien.guidance.gradient import PRECISIONS
+    from mien.settings import CRITIC_PRECISIONS
+
+    assert PRECISIONS == CRITIC_PRECISIONS
+    sad = ExpressionRequest(mix={"sad": 1.0})
+    assert GenerationSettings().resolve(sad, native_bfloat16=True).critic_precision == "bfloat16"
+    assert GenerationSettings().resolve(sad).critic_precision == "float32"
+    assert GenerationSettings(critic_precision="float32").resolve(sad, native_bfloat16=True).critic_precision == "float32"
+
+
 @pytest.mark.parametrize("kw, words", [
     (dict(strength=0.0), "--strength 0.0 is out of range"),
     (dict(strength=float("nan")), "--strength nan is out of range"),
@@ -58,6 +69,12 @@ def test_resolve_applies_the_label_policy_and_leaves_nothing_open():
     (dict(guidance_contrast=0.5), "--guidance-contrast 0.5 is out of range"),
     (dict(recogniser_guidance=-1.0), "--recogniser-guidance -1.0 is out of range"),
     (dict(blendshape_guidance_until=0.0), "--blendshape-guidance-until 0.0 is out of range"),
+    (dict(critic_every=0), "--critic-every 0 must be a whole number of at least 1"),
+    (dict(shift=0.0), "--shift 0.0 is out of range"),
+    (dict(method="sdedit", shift=0.5), "--shift works with --method flowedit"),
+    (dict(shift=0.5, critic_every=2), "--critic-every counts steps of a uniform schedule"),
+    (dict(critic_every=1.5), "--critic-every 1.5 must be a whole number"),
+    (dict(critic_precision="float16"), "--critic-precision float16: unknown number format"),
     (dict(method="sdedit", recogniser_guidance=0.3), "--recogniser-guidance works with --method flowedit"),
     (dict(method="sdedit", guidance_contrast=2.0), "--guidance-contrast works with --method flowedit"),
     (dict(method="sdedit", blendshape_guidance=1.0), "--blendshape-guidance works with --method flowedit"),

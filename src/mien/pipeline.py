@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from mien.editing import ProgressCallback
+from mien.guidance.gradient import native_bfloat16
 from mien.errors import FaceTooSmallError, MienError, NoFaceError
 from mien.settings import GenerationSettings
 
@@ -146,6 +147,7 @@ class MienPipeline:
                 blendshapes = AlignedBlendshapes.from_weights().to(device)
         self.blendshape_net = blendshapes
         self.nets = {"taef2": taef2, "identity": identity, "blendshapes": blendshapes}
+        self.native_bfloat16 = native_bfloat16(device)  # critic guidance's default number format
         self.model_hash = model.sha256[:12]
         from mien.expression.aus import AUCalibration
         from mien.expression.basic import Prototypes
@@ -270,7 +272,7 @@ class MienPipeline:
                 raise MienError(f"the {name}'s latent is {tuple(person.latent.shape)} but this model denoises "
                                 f"{backbone.latent_shape} latents; prepare the {name} with this pipeline")
         size, box = backbone.latent_shape[1], backbone.face_box
-        s = (settings or GenerationSettings()).resolve(request, swap=swap)
+        s = (settings or GenerationSettings()).resolve(request, swap=swap, native_bfloat16=self.native_bfloat16)
         if swap:
             check_swap_settings(s)
         elif s.swap_reference != "identity":
@@ -313,7 +315,7 @@ class MienPipeline:
             for kind in kinds:
                 pair = kind.pair(ctx, velocity, pair)
             correct = chain(*(kind.correction(ctx) for kind in kinds))
-            z = editing.flowedit(pair, photo, seeds, s.steps, s.strength, keep, correct, callback)
+            z = editing.flowedit(pair, photo, seeds, s.steps, s.strength, keep, correct, callback, s.shift)
         else:
             from mien.sampling import flow_to_denoiser
 

@@ -7,9 +7,10 @@ kept and the plain conditional prediction (both classifier-free scales 1: one UN
 source and target together). FlowEdit moves the identity photo by the difference between the model's
 predictions for the requested expression and for the photo's own, so what they agree on stays the
 photo's. Late in the edit it steps the face toward the identity photos' MobileFaceNet embedding
-(recogniser guidance, :mod:`mien.guidance.recogniser`). ``--method sdedit --strength 0.8
---guidance-identity 6 --guidance-expression 3`` re-noises and redraws the face instead. The model card
-(src/mien/resources/model/README.md) has the measurements behind each default.
+(recogniser guidance, :mod:`mien.guidance.recogniser`), in bfloat16 where the device computes in it natively
+(``critic_precision``: less time, the same quality on the tuning people, docs/performance.md). ``--method
+sdedit --strength 0.8 --guidance-identity 6 --guidance-expression 3`` re-noises and redraws the face instead.
+The model card (src/mien/resources/model/README.md) has the measurements behind each default.
 
 A setting left at ``None`` takes its per-request default: :meth:`GenerationSettings.resolve` applies
 :data:`LABEL_POLICY` (the labels the model under-draws take contrast guidance, fearful also blendshape
@@ -61,6 +62,8 @@ SWAP_DEFAULTS: dict[str, float | str] = {"guidance_identity": 3.0, "descriptor_g
 # Classifier-free guidance's stream nestings (mien.guidance.classifier_free): the first is guided against the
 # unconditional prediction, the second against the first.
 GUIDANCE_ORDERS = ("identity,expression", "expression,identity")
+# The number formats of critic guidance's decode and backward pass (mien.guidance.gradient.PRECISIONS).
+CRITIC_PRECISIONS = ("float32", "bfloat16")
 # What a swap's target rows take as the spatial reference (mien.pipeline, docs/swap.md).
 SWAP_REFERENCES = ("identity", "none", "scene")
 # What each label-dependent setting is when no label asks for it (and always with sdedit).
@@ -90,6 +93,10 @@ class GenerationSettings:
                           "between the requested expression and its own, 'sdedit' re-noises it and redraws",
                           "|".join(EDIT_METHODS))
     steps: int = setting(25, "sampler steps")
+    shift: float = setting(1.0, "flowedit: how the steps are spaced in flow time: 1 uniformly, below 1 more of them "
+                           "late (low noise), where recogniser and blendshape guidance act, above 1 early (SD3's time "
+                           "shift); 16 steps at 0.5 keep the 7 guided steps of 25 but lose expression "
+                           "(docs/performance.md)", "S")
     sampler: str | None = setting(None, "the ODE sampler of --method sdedit: " + ", ".join(SAMPLER_NAMES)
                                   + " (default euler); flowedit steps with Euler and refuses another", "NAME")
     strength: float = setting(1.0, "how early in the noise schedule the edit starts: 1 is the whole schedule (with "
@@ -140,6 +147,17 @@ class GenerationSettings:
                                                 "a grimace otherwise; 0 (off) for the rest", "G")
     blendshape_guidance_until: float = setting(0.3, "blendshape guidance acts while the flow time is at most T "
                                                "(1 acts at every step)", "T")
+    critic_every: int = setting(1, "recogniser, blendshape and descriptor guidance step on every K-th step of their "
+                                "windows only, each move as long as the K steps it stands for (the last step always "
+                                "moves, so the total move is the same): K times fewer decoder and backward passes; "
+                                "2 cost identity and fearful's expression on the tuning people (docs/performance.md)",
+                                "K")
+    critic_precision: str | None = setting(
+        None, "the number format of recogniser, blendshape and descriptor guidance's decode and backward pass: "
+        "'bfloat16' takes half the time where the device computes in it natively (GPUs, CPUs with AVX512-BF16 or "
+        "AMX) and reads as float32 does on the tuning people; elsewhere it is emulated and slower (default: bfloat16 "
+        "where native, else float32)",
+        "|".join(CRITIC_PRECISIONS))
     variety: float = setting(0.0, "how much each seed's expression varies around the request, 0 to 1: each image's "
                              "blendshape target is the request's change from neutral scaled by a seeded factor "
                              "around 1, plus seeded jitter on the blendshapes it moves (0: every seed asks for "
@@ -192,6 +210,19 @@ class GenerationSettings:
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise bad(name, getattr(self, name), "is out of range; use a flow time above 0 and at most 1 (1 "
                           "guides at every step)")
+        if not 0.0 < self.shift <= 10.0:
+            raise bad("shift", self.shift, "is out of range; use a number above 0 and at most 10 (1 spaces the steps "
+                      "uniformly)")
+        if self.method != "flowedit" and self.shift != 1.0:
+            raise MienError("--shift works with --method flowedit; drop it with --method " + self.method)
+        if self.critic_every != 1 and self.shift != 1.0:
+            raise MienError("--critic-every counts steps of a uniform schedule; use it with --shift 1")
+        if not isinstance(self.critic_every, numbers.Integral) or self.critic_every < 1:
+            raise bad("critic_every", self.critic_every, "must be a whole number of at least 1 (1 guides at every "
+                      "step of the windows)")
+        if self.critic_precision is not None and self.critic_precision not in CRITIC_PRECISIONS:
+            raise MienError(f"--critic-precision {self.critic_precision}: unknown number format; choose one of "
+                            f"{', '.join(CRITIC_PRECISIONS)}")
         if not 0.0 <= self.variety <= 1.0:
             raise bad("variety", self.variety, "is out of range; use 0 (every seed the same request) to 1")
         if self.method != "flowedit":  # FlowEdit hooks: asked for explicitly with another method, an error
@@ -201,9 +232,11 @@ class GenerationSettings:
                     raise MienError(f"--{name.replace('_', '-')} works with --method flowedit; drop it with "
                                     f"--method {self.method}")
 
-    def resolve(self, request, swap: bool = False) -> "GenerationSettings":
+    def resolve(self, request, swap: bool = False, native_bfloat16: bool = False) -> "GenerationSettings":
         """These settings for ``request`` (anything with a ``mix`` {label: intensity}), every ``None`` replaced:
-        the labels' :data:`LABEL_POLICY`, the method's defaults and, for a swap (``swap``), :data:`SWAP_DEFAULTS`."""
+        the labels' :data:`LABEL_POLICY`, the method's defaults, for a swap (``swap``) :data:`SWAP_DEFAULTS`, and
+        ``critic_precision`` by whether the device computes in bfloat16 natively (``native_bfloat16``,
+        :func:`mien.guidance.gradient.native_bfloat16`)."""
         flowedit = self.method == "flowedit"
         mix = getattr(request, "mix", {}) or {}
 
@@ -231,7 +264,9 @@ class GenerationSettings:
                                    guidance_identity=swap_default("guidance_identity", 1.0),
                                    descriptor_guidance=swap_default("descriptor_guidance", 0.0),
                                    guidance_order=swap_default("guidance_order", GUIDANCE_ORDERS[0]),
-                                   swap_reference=swap_default("swap_reference", SWAP_REFERENCES[0]))  # fmt: skip
+                                   swap_reference=swap_default("swap_reference", SWAP_REFERENCES[0]),
+                                   critic_precision=self.critic_precision
+                                   or CRITIC_PRECISIONS[1 if native_bfloat16 else 0])  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

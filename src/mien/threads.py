@@ -42,6 +42,21 @@ def physical_cores() -> int:
     return max(1, logical)
 
 
+def cpu_native_bfloat16() -> bool:
+    """Whether this CPU computes in bfloat16 natively: AVX512-BF16 or AMX among Linux's /proc/cpuinfo flags
+    (elsewhere False; oneDNN then emulates bfloat16, slower than float32). Critic guidance's default number
+    format follows it (mien.settings.GenerationSettings.critic_precision)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line.split()
+                    return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        pass
+    return False
+
+
 def default_threads() -> int:
     """Threads when neither --threads nor OMP_NUM_THREADS says: a physical core left free, at least 1."""
     return max(1, physical_cores() - 1)

@@ -16,7 +16,10 @@ may keep its own recording, which the test compares bit for bit; on a kind witho
 with the reference recording within the tolerances of tests/test_golden.py.
 
 Each case is (name, request spec, settings, n); settings are keyword arguments of
-:class:`mien.settings.GenerationSettings` (None = the per-label default).
+:class:`mien.settings.GenerationSettings` (None = the per-label default). Every case runs critic guidance in
+float32 (``critic_precision``): its default follows the CPU (bfloat16 where the CPU has bfloat16 instructions,
+docs/performance.md), and the recordings must not depend on that; tests/test_recogniser_guidance.py checks the
+bfloat16 step.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ def generate_case(pipe, identity, spec: dict, settings: dict, n: int) -> np.ndar
     """(n, 128, 128, 3) uint8 outputs of one case with today's pipeline API."""
     from mien.settings import GenerationSettings
 
+    settings = {"critic_precision": "float32", **settings}  # as recorded, whatever this CPU's default (docstring)
     out = pipe(identity, build_request(pipe, spec), GenerationSettings(**settings), n=n, seed=SEED)
     return np.stack(out.images)
 

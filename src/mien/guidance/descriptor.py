@@ -51,4 +51,5 @@ class DescriptorGuidance(Guidance):
         embed = latent_descriptor(ctx.model, ctx.nets["taef2"], ctx.nets["identity"])
         target = ctx.identity.vector[None].to(ctx.device)
         # the cosine score of RecogniserGuide, on face-api's descriptor
-        return RecogniserGuide(embed, target, ctx.region, s.descriptor_guidance, s.descriptor_guidance_until)
+        return RecogniserGuide(embed, target, ctx.region, s.descriptor_guidance, s.descriptor_guidance_until,
+                               s.critic_every, s.critic_precision)
