@@ -142,3 +142,12 @@ def test_max_runs_stops_and_says_how_many_runs_are_left(tmp_path, monkeypatch, c
     assert len(first) == 1 and "stopped after 1 runs (--max-runs) with 2 runs left" in capsys.readouterr().err
     rest = pz.run(tmp_path / "inputs", out, [1, 3], pipe, scorer, config(), settings, **kw)
     assert len(rest) == 2 and "runs left" not in capsys.readouterr().err
+
+
+def test_benchmark_loss_weight_options_set_only_their_own_term():
+    default = pz.lora_config(None, None)
+    assert default == PersonalizeConfig()
+    c = pz.lora_config(50, 4, expression_weight=0.0)
+    assert (c.steps, c.rank, c.alpha) == (50, 4, 4.0)
+    assert c.losses == LossWeights(expression=0.0)
+    assert pz.lora_config(None, None, 3.0, 0.5).losses == LossWeights(identity=3.0, expression=0.5)

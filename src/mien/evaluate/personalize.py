@@ -348,6 +348,9 @@ def main(argv=None) -> int:
     b.add_argument("--lora-steps", type=int)
     b.add_argument("--lora-rank", type=int)
     b.add_argument("--identity-weight", type=float, help="weight of the identity loss (default: LossWeights')")
+    b.add_argument("--expression-weight", type=float,
+                   help="weight of the expression-crafting loss (default: LossWeights'; docs/personalize.md, \"Why the "
+                        "personalised model is no nearer\")")
     c.add_argument("--out", required=True)
     c.add_argument("--split", choices=("report", "tune"), default="report",
                    help="print the report people's tables (default) or the tuning people's")
@@ -364,7 +367,8 @@ def main(argv=None) -> int:
         elif args.cmd == "run":
             i, n = (int(x) for x in args.shard.split("/"))
             pipe = pipeline_without_landmarker(args.device)
-            run(args.inputs, args.out, args.ks, pipe, Scorer.from_pipeline(pipe), lora_config(args.lora_steps, args.lora_rank, args.identity_weight),
+            config = lora_config(args.lora_steps, args.lora_rank, args.identity_weight, args.expression_weight)
+            run(args.inputs, args.out, args.ks, pipe, Scorer.from_pipeline(pipe), config,
                 shard=(i, n), minutes=args.minutes, max_runs=args.max_runs, labels=tuple(args.labels.split(",")))  # fmt: skip
         else:
             s = report(Path(args.out))
@@ -377,12 +381,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def lora_config(steps: int | None, rank: int | None, identity_weight: float | None = None):
+def lora_config(steps: int | None, rank: int | None, identity_weight: float | None = None,
+                expression_weight: float | None = None):
+    """The benchmark's :class:`mien.personalize.PersonalizeConfig`: the defaults with each option given."""
     from mien.personalize.config import PersonalizeConfig
 
     c = PersonalizeConfig()
-    if identity_weight is not None:
-        c = dataclasses.replace(c, losses=dataclasses.replace(c.losses, identity=identity_weight))
+    weights = {"identity": identity_weight, "expression": expression_weight}
+    c = dataclasses.replace(c, losses=dataclasses.replace(c.losses, **{k: v for k, v in weights.items() if v is not None}))
     if rank is not None:
         c = dataclasses.replace(c, rank=rank, alpha=float(rank))
     return dataclasses.replace(c, steps=steps) if steps is not None else c

@@ -1,0 +1,240 @@
+"""Why is the personalised model no nearer the person? (docs/personalize.md, the section of that name)
+
+On prepared inputs (``python -m mien.evaluate.personalize prepare``), each person is personalised on K
+photos with the code the benchmark runs (:func:`mien.personalize.trainer.train_person`), stopping at
+each of ``--at`` steps (one run resumed, so the 150-step state is the default run's), and at each:
+
+- generation: the seven labels, seed 0, default settings (FlowEdit), tuning-free (LoRA off) and
+  personalised: face-api median distance to the held-out photos, labels read, and how far the LoRA moves
+  the output (latent RMS and pixel RMS between the TF and P output of the same label and seed);
+  ``--sdedit S`` adds the same with ``--method sdedit --strength S`` at the last step count;
+- the LoRA's effect on one prediction: the velocity's relative change (scale 1 vs 0) on the training
+  photo noised to t = 0.5, and the relative change of the FlowEdit direction v(requested) - v(own
+  expression) at the same point, mean over the six non-neutral labels (FlowEdit moves the photo by that
+  difference, so a change the LoRA makes to both rows cancels), and that direction's size P / TF;
+- the flow-matching loss at fixed draws (t in 0.1 .. 0.9, two noises) of the base model (scale 0) and the
+  LoRA (scale 1) on the training photos as trained (spatial reference: another photo, none at K = 1), on
+  the held-out photos (each with its own expression, the training identity vector, the first training
+  photo as the reference, as generation gives), and on the prior faces.
+
+Plus the "photo floor" (:func:`photo_floor`): the training photos' own face-api distance to the held-out
+photos. One JSON line per (person, steps) on stdout and appended to ``--out``. ``--floor 1,3,5`` gives
+only the photo floor of every prepared person (held-out photos as the benchmark takes them), no training.
+
+    PYTHONPATH=src OMP_NUM_THREADS=1 python scripts/why_personalize.py --inputs DIR --out rows.jsonl \
+        --people cfp:451,essex:0 --at 50,150,300 [--prior-weight 0] [--expression-weight 0] [--sdedit 0.8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from mien.evaluate.benchmark import LABELS
+from mien.evaluate.personalize import Scorer, base_model, held_out_start, load_person, pipeline_without_landmarker, subset
+from mien.personalize import lora
+from mien.personalize.config import PersonalizeConfig
+from mien.personalize.prior import label_blendshapes
+from mien.personalize.run import expression_measure, person_tensors
+from mien.personalize.trainer import CHECKPOINT, train_person
+
+T_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def flow_loss(model, x0, cond, null=None) -> float:
+    """Mean squared flow error at the fixed draws (t in T_GRID, noises of seeds 0 and 1)."""
+    out = []
+    for seed in (0, 1):
+        eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+        for t in T_GRID:
+            tt = torch.full((x0.shape[0],), t)
+            v = model.velocity((1 - t) * x0 + t * eps, tt, cond, null=null)
+            out.append(float((v - (eps - x0)).square().mean()))
+    return float(np.mean(out))
+
+
+def cond_of(model, identity, expression, reference):
+    c = {"identity": identity[None].expand(len(expression), -1), "expression": expression}
+    if getattr(model.backbone.config, "reference", False):
+        c["reference"] = reference
+    return c
+
+
+@torch.no_grad()
+def probes(net, tensors, held, prior, scale: float) -> dict:
+    """The flow losses and the t = 0.5 predictions with the LoRA at ``scale``."""
+    lora.set_scale(net.backbone.unet, scale)
+    x0 = net.normalize(tensors.latents)
+    ref_train = torch.zeros_like(tensors.latents) if len(tensors) == 1 else tensors.latents.roll(1, 0)
+    out = {"train": flow_loss(net, x0, cond_of(net, tensors.identity, tensors.expression, ref_train))}
+    hx = net.normalize(held.latents)
+    out["held"] = flow_loss(net, hx, cond_of(net, tensors.identity, held.expression,
+                                             tensors.latents[:1].expand(len(hx), -1, -1, -1)))  # fmt: skip
+    if prior is not None:
+        null = {"identity": torch.ones(len(prior.latents), dtype=torch.bool)}
+        out["prior"] = flow_loss(net, prior.latents, {"expression": prior.expression}, null)
+    # one FlowEdit-like point: the first training photo at t = 0.5, own expression vs each label
+    eps = torch.randn(x0[:1].shape, generator=torch.Generator().manual_seed(0))
+    x_t = 0.5 * x0[:1] + 0.5 * eps
+    own = tensors.expression[:1]
+    targets = [torch.cat([torch.from_numpy(b).float()[None], own[:, 52:]], 1)
+               for k, b in label_blendshapes().items() if k != "neutral"]  # fmt: skip
+    expr = torch.cat([own, *targets])
+    v = net.velocity(x_t.expand(len(expr), -1, -1, -1), torch.full((len(expr),), 0.5),
+                     cond_of(net, tensors.identity, expr, tensors.latents[:1].expand(len(expr), -1, -1, -1)))  # fmt: skip
+    out["v"] = v
+    lora.set_scale(net.backbone.unet, 1.0)
+    return out
+
+
+def lora_effect(p0: dict, p1: dict) -> dict:
+    v0, v1 = p0.pop("v"), p1.pop("v")
+    d0, d1 = v0[1:] - v0[:1], v1[1:] - v1[:1]
+    rel = lambda a, b: float((a - b).flatten(1).norm(dim=1).mean() / b.flatten(1).norm(dim=1).mean())  # noqa: E731
+    size = float(d1.flatten(1).norm(dim=1).mean() / d0.flatten(1).norm(dim=1).mean())
+    return {"v_change": rel(v1[:1], v0[:1]), "edit_direction_change": rel(d1, d0), "edit_size_ratio": size}
+
+
+def photo_floor(train_desc, held_desc) -> float:
+    """The training photos' own distance to the held-out photos: the median over training photos of each
+    one's median face-api distance to the held-out photos (as an output's distance is taken)."""
+    return float(np.median(np.median(np.linalg.norm(train_desc[:, None] - held_desc[None], axis=-1), axis=1)))
+
+
+def generate(pipe, ident, settings, labels=LABELS):
+    from mien.expression.targets import ExpressionRequest
+
+    gens = [pipe(ident, ExpressionRequest(mix={label: 1.0}), settings, n=1, seed=0) for label in labels]
+    return np.stack([g.images[0] for g in gens]), torch.cat([g.latents for g in gens])
+
+
+def scores(scorer, imgs, held_desc, train_desc) -> dict:
+    desc, pred, _ = scorer(imgs)
+    d_held = np.linalg.norm(desc[:, None] - held_desc[None], axis=-1)
+    return {"dist": float(np.median(np.median(d_held, axis=1))), "dists": np.median(d_held, axis=1).round(4).tolist(),
+            "verified": int((np.median(d_held, axis=1) < 0.6).sum()), "read": int(sum(p == l for p, l in zip(pred, LABELS))),
+            "nearest_train": float(np.median(np.linalg.norm(desc[:, None] - train_desc[None], axis=-1).min(1)))}  # fmt: skip
+
+
+def compare(pipe, ident, settings, scorer, held_desc, train_desc, tf=None) -> dict:
+    lora.enable(pipe.model.backbone.unet, False)
+    tf = tf or generate(pipe, ident, settings)
+    lora.enable(pipe.model.backbone.unet, True)
+    p = generate(pipe, ident, settings)
+    lat = float((p[1] - tf[1]).flatten(1).square().mean(1).sqrt().mean())
+    pix = float(np.sqrt(((p[0].astype(float) - tf[0].astype(float)) ** 2).reshape(len(p[0]), -1).mean(1)).mean())
+    return {"tf": scores(scorer, tf[0], held_desc, train_desc), "p": scores(scorer, p[0], held_desc, train_desc),
+            "latent_rms_p_vs_tf": lat, "pixel_rms_p_vs_tf": pix}, tf  # fmt: skip
+
+
+def person_run(pipe, base, scorer, args, k: int, person: dict, K: int, config, log) -> None:
+    from mien.expression.targets import POSE_SCALE
+    from mien.personalize.losses import PriorSet
+    from mien.pipeline import AlignedPhotos
+    from mien.settings import GenerationSettings
+
+    inputs = load_person(Path(args.inputs), k, person)
+    held_from = held_out_start(len(inputs), args.held_ks or [K])  # the benchmark's held-out photos for these Ks
+    train, held = subset(inputs, range(K)), subset(inputs, range(held_from, len(inputs)))
+    faces = [SimpleNamespace(pose=tuple(float(v) for v in e[52:] * POSE_SCALE), blendshapes=e[:52].copy())
+             for e in train.expression]  # fmt: skip
+    ident = pipe.identity_input(AlignedPhotos(list(train.crops), faces, [], [np.eye(2, 3)] * K, list(range(K))))
+    held_desc, train_desc = scorer(held.crops)[0], scorer(train.crops)[0]
+    floor = photo_floor(train_desc, held_desc)
+    tensors = person_tensors(train, pipe.taef2, pipe.identity, pipe.device)
+    held_t = person_tensors(held, pipe.taef2, pipe.identity, pipe.device)
+    work = Path(tempfile.mkdtemp())
+    tf, tf_sd = None, None
+    try:
+        for n in args.at:
+            model = copy.deepcopy(base)
+            measure = expression_measure(model, pipe.taef2, pipe.blendshape_net) if config.losses.expression > 0 else None
+            t0 = time.monotonic()
+            res = train_person(model, tensors, config, work, base_sha256=pipe.model.sha256, expression=measure,
+                               photos=[{"name": x, "sha256": ""} for x in train.names], progress=False,
+                               stop_after=n)  # fmt: skip
+            train_s = time.monotonic() - t0
+            ck = work / CHECKPOINT
+            prior = None
+            if ck.is_file():
+                p = torch.load(ck, weights_only=True)["prior"]
+                prior = None if p is None else PriorSet(p["latents"], p["expression"])
+            if prior is None and args.prior_cache.get(person["id"]) is not None:
+                prior = args.prior_cache[person["id"]]
+            args.prior_cache[person["id"]] = prior
+            p0, p1 = probes(model, tensors, held_t, prior, 0.0), probes(model, tensors, held_t, prior, 1.0)
+            eff = lora_effect(p0, p1)
+            pipe.load_person(work)
+            row, tf = compare(pipe, ident, GenerationSettings(), scorer, held_desc, train_desc, tf)
+            row = {"person": person["id"], "K": K, "steps": res.steps_done, "prior_weight": config.losses.prior,
+                   "expression_weight": config.losses.expression,
+                   "photo_floor": floor, "train_s": round(train_s, 1), **row, **eff,
+                   "loss_base": p0, "loss_lora": p1,
+                   "train_loss_last10": {key: float(np.mean([r[key] for r in res.losses[-10:] if key in r]))
+                                         for key in ("total", "flow", "landmarks", "prior", "expression")
+                                         if any(key in r for r in res.losses[-10:])}}  # fmt: skip
+            if args.sdedit and n == args.at[-1]:
+                s = GenerationSettings(method="sdedit", strength=args.sdedit)
+                row["sdedit"], tf_sd = compare(pipe, ident, s, scorer, held_desc, train_desc, tf_sd)
+            log(row)
+            del model
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--inputs", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--people", default="cfp:451,essex:0")
+    ap.add_argument("--k", type=int, default=1)
+    ap.add_argument("--at", type=lambda v: [int(x) for x in v.split(",")], default=[50, 150, 300])
+    ap.add_argument("--prior-weight", type=float)
+    ap.add_argument("--expression-weight", type=float)
+    ap.add_argument("--held-ks", type=lambda v: [int(x) for x in v.split(",")],
+                    help="held-out photos as the benchmark takes them for these Ks (default: all after the K trained on)")
+    ap.add_argument("--sdedit", type=float, help="also compare with --method sdedit at this strength (last step count)")
+    ap.add_argument("--floor", type=lambda v: [int(x) for x in v.split(",")],
+                    help="only the photo floor of every prepared person at these K (no training)")
+    args = ap.parse_args()
+    args.prior_cache = {}
+    torch.set_grad_enabled(True)
+    config = PersonalizeConfig(steps=args.at[-1])
+    if args.prior_weight is not None:
+        config = dataclasses.replace(config, losses=dataclasses.replace(config.losses, prior=args.prior_weight))
+    if args.expression_weight is not None:
+        config = dataclasses.replace(config, losses=dataclasses.replace(config.losses, expression=args.expression_weight))
+    pipe = pipeline_without_landmarker("cpu")
+    scorer, base = Scorer.from_pipeline(pipe), base_model(pipe.model)
+    people = json.loads((Path(args.inputs) / "people.json").read_text())
+    if args.floor:
+        for k, person in enumerate(people):
+            desc = scorer(load_person(Path(args.inputs), k, person).crops)[0]
+            start = held_out_start(len(desc), args.floor)
+            print(json.dumps({"person": person["id"], "group": person["group"], "held_out": len(desc) - start,
+                              **{f"floor_k{K}": photo_floor(desc[:K], desc[start:]) for K in args.floor if K < len(desc)}}))
+        return
+
+    def log(row):
+        line = json.dumps(row, separators=(",", ":"))
+        print(line, flush=True)
+        with open(args.out, "a") as f:
+            f.write(line + "\n")
+
+    for k, person in enumerate(people):
+        if person["id"] in args.people.split(","):
+            person_run(pipe, base, scorer, args, k, person, args.k, config, log)
+
+
+if __name__ == "__main__":
+    main()
