@@ -123,7 +123,7 @@ def main() -> None:
 
     from mien.analysis import FaceAnalyzer
     from mien.edit import Editor
-    from mien.evaluate.swap import footprint, pairs, score_output
+    from mien.evaluate.swap import faces_of, footprint, pairs, score_output
     from mien.paste import PASTES
 
     configs = {}
@@ -166,7 +166,7 @@ def main() -> None:
                 cpu = time.process_time() - cpu
                 output = paste(scene_rgb, crop, scene.matrix, "background", landmarks=scene.landmarks)
                 row = score_output(analyzer, output, scene_rgb, weight, scene_face, lab, a_desc, b_desc)
-                faces = analyzer.analyze(output)
+                faces = faces_of(analyzer, output)
                 if faces:
                     row["cos_a"] = float((a_mfn @ faces[0].mobilefacenet).mean())
                     row["cos_b"] = float((b_mfn @ faces[0].mobilefacenet).mean())

@@ -132,3 +132,19 @@ def test_tune_swap_configs_shape_the_request_and_the_settings():
     assert request.aus == {"AU1": 3.0, "AU5": 2.0} and settings.guidance_identity == 2
     how, request, settings = tune.config({"paste": "detail"}, "happy")
     assert how == "detail" and request.aus == {} and request.intensity == 1.0 and settings.guidance_identity is None
+
+
+def test_an_output_without_a_face_is_counted_not_fatal():
+    from mien.errors import NoFaceError
+    from mien.evaluate.swap import score_output
+
+    class Blind:  # FaceAnalyzer.analyze raises where it finds no face (a swap decoded to black, say)
+        def analyze(self, rgb):
+            raise NoFaceError("no face found")
+
+    black = np.zeros((128, 128, 3), np.uint8)
+    row = score_output(Blind(), black, black, np.ones((128, 128)), None, "fearful", np.zeros((0, 128)), None)
+    assert row["no_face"] is True and row["outside_max"] == 0
+    s = summarise([row, {"label": "fearful", "no_face": False, "dist_a": 0.5, "dist_b": 0.7, "verified_a": True,
+                         "verified_b": False, "pose_err": 1.0, "outside_max": 0, "seam": 0.0, "label_ok": False}], {})
+    assert (s["items"], s["ok"], s["no_face"]) == (2, 1, 1)

@@ -124,8 +124,9 @@ def seam(output: np.ndarray, scene: np.ndarray, width: int = 2) -> float:
 
 
 def score_output(analyzer, output, scene_rgb, weight, scene_face, label, a_desc, b_desc) -> dict:
-    """One output's measures (module docstring); ``no_face`` when the analyzer finds none."""
-    faces = analyzer.analyze(output)
+    """One output's measures (module docstring); ``no_face`` when the analyzer finds none (a face lost by the
+    swap, say a NaN latent decoded to black, is counted, not fatal to the run)."""
+    faces = faces_of(analyzer, output)
     outside = weight <= 0
     row = {"label": label, "outside_max": int(np.abs(output.astype(int) - scene_rgb.astype(int))[outside].max(initial=0)),
            "seam": seam(output, scene_rgb)}  # fmt: skip
@@ -139,6 +140,16 @@ def score_output(analyzer, output, scene_rgb, weight, scene_face, label, a_desc,
     return {**row, "no_face": False, "dist_a": da, "dist_b": db, "verified_a": da is not None and da < DLIB_THRESHOLD,
             "verified_b": db is not None and db < DLIB_THRESHOLD, "pose_err": float(np.mean(pose)),
             "faceapi": top, "label_ok": top == label}  # fmt: skip
+
+
+def faces_of(analyzer, rgb: np.ndarray) -> list:
+    """The analyzer's faces of ``rgb``, [] where it finds none (it raises NoFaceError)."""
+    from mien.errors import NoFaceError
+
+    try:
+        return analyzer.analyze(rgb)
+    except NoFaceError:
+        return []
 
 
 def run_swap(bench: Benchmark, generator: str, out: Path, limit: int | None = None, settings=None,
@@ -167,7 +178,7 @@ def run_swap(bench: Benchmark, generator: str, out: Path, limit: int | None = No
     analyzer = FaceAnalyzer(device)
 
     def describe(photos) -> np.ndarray:  # face-api descriptors of the photos with a face
-        found = [analyzer.analyze(bench.image(p)) for p in photos]
+        found = [faces_of(analyzer, bench.image(p)) for p in photos]
         return np.stack([f[0].faceapi for f in found if f]) if any(found) else np.zeros((0, 128))
     try:
         for pair in pairs(bench, limit):
