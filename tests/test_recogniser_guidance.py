@@ -124,3 +124,25 @@ def test_bfloat16_critic_steps_the_same_way(parts):
     assert 0.9 < cos < 1.0, cos  # the same direction, and bfloat16 did run
     with pytest.raises(ValueError, match="precision"):
         GradientGuide(embed, region, 1.0, 0.3, precision="float16")
+
+
+def test_a_critic_step_that_is_not_finite_in_bfloat16_is_taken_in_float32_and_never_poisons_the_state():
+    """An image whose bfloat16 gradient is not finite takes float32's step; a gradient that is never finite
+    moves nothing (a NaN state would decode to a black face)."""
+    from mien.guidance.gradient import GradientGuide
+
+    w = torch.randn(16, 1, generator=torch.Generator().manual_seed(1))
+
+    def fragile(z):  # finite in float32, NaN wherever the product comes out in bfloat16
+        out = torch.mm(z.flatten(1), w).squeeze(1)
+        return out * float("nan") if out.dtype == torch.bfloat16 else out
+
+    region = torch.ones(1, 1, 4, 4)
+    z = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    steps = {p: GradientGuide(fragile, region, 1.0, 0.3, precision=p)(z, 0.2, 0.1) - z
+             for p in ("float32", "bfloat16")}
+    assert torch.isfinite(steps["bfloat16"]).all()
+    assert steps["float32"].abs().sum() > 0
+    torch.testing.assert_close(steps["bfloat16"], steps["float32"])
+    broken = GradientGuide(lambda z: z.sum((1, 2, 3)) * float("nan"), region, 1.0, 0.3)
+    assert torch.equal(broken(z, 0.2, 0.1), z)

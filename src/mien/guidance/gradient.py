@@ -38,7 +38,8 @@ class GradientGuide:
     ``every`` (k): on a uniform time grid, step only where the number of window steps after this one is a
     multiple of k, each move covering this step and the k - 1 window steps before it (fewer at the top of
     the window), so the last step always moves and the total move equals k = 1's. ``precision``: the
-    number format of the score and its gradient (:data:`PRECISIONS`; "bfloat16" autocasts).
+    number format of the score and its gradient (:data:`PRECISIONS`; "bfloat16" autocasts, and an image whose
+    bfloat16 gradient is not finite takes that step in float32; a gradient still not finite moves nothing).
     """
 
     def __init__(self, score: Callable[[torch.Tensor], torch.Tensor], region: torch.Tensor, scale: float,
@@ -66,14 +67,27 @@ class GradientGuide:
         steps = self.covered(t, t_next)
         if not steps:
             return z
-        # callers may run under inference_mode (its tensors cannot enter autograd): step out and clone
-        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(
-                z.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):  # fmt: skip
-            zz = z.detach().clone().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.score(zz).float().sum(), zz)
+        grad = self.gradient(z, self.precision)
+        bad = ~torch.isfinite(grad).flatten(1).all(1)
+        if bad.any() and self.precision != "float32":
+            # bfloat16's narrow range can overflow in the critic's backward pass (a swap on the CPU came out
+            # black, docs/swap.md): those images take this step's gradient in float32 instead (the whole batch
+            # is scored again: a score may hold per-image targets)
+            grad[bad] = self.gradient(z, "float32")[bad]
+            bad = ~torch.isfinite(grad).flatten(1).all(1)
+        grad[bad] = 0  # still not finite: no move for that image rather than a NaN state
         grad = grad * self.region
         rms = grad.pow(2).mean((1, 2, 3), keepdim=True).sqrt()  # over the whole latent, zeros outside included
         return z + self.scale * steps * (t - t_next) * grad / (rms + 1e-12)
+
+    def gradient(self, z: torch.Tensor, precision: str) -> torch.Tensor:
+        """The score's gradient at ``z`` (float32), its forward and backward in ``precision``."""
+        # callers may run under inference_mode (its tensors cannot enter autograd): step out and clone
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(
+                z.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):  # fmt: skip
+            zz = z.detach().clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.score(zz).float().sum(), zz)
+        return grad.float()
 
 
 def native_bfloat16(device: torch.device) -> bool:
