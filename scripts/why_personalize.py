@@ -192,6 +192,39 @@ def person_run(pipe, base, scorer, args, k: int, person: dict, K: int, config, l
         shutil.rmtree(work, ignore_errors=True)
 
 
+def lora_on_target_rows_only() -> None:
+    """Make every personalised FlowEdit in this process take the LoRA on its target rows only (an experiment of
+    this script, not an option of mien): FlowEdit moves the photo by v(requested) - v(own expression), so the LoRA's
+    change to how the person looks, present in both rows, cancels; with the source rows on the base model it does
+    not. Each step runs the pair velocity twice, LoRA off and on, and keeps the source half of the first and the
+    target half of the second. The tuning-free rows (LoRA off, :func:`compare`) are unchanged."""
+    import mien.editing as editing
+
+    state = {"on": False, "unet": None}
+    enable, flowedit = lora.enable, editing.flowedit
+
+    def tracked_enable(unet, on: bool) -> None:
+        state["on"], state["unet"] = on, unet
+        enable(unet, on)
+
+    def split_flowedit(pair, *args, **kwargs):
+        if not state["on"]:
+            return flowedit(pair, *args, **kwargs)
+        unet = state["unet"]
+
+        def rows(x, t, *a, **kw):
+            enable(unet, False)
+            v_base = pair(x, t, *a, **kw)
+            enable(unet, True)
+            v_person = pair(x, t, *a, **kw)
+            half = x.shape[0] // 2  # FlowEdit's batch: source rows, then target rows
+            return torch.cat([v_base[:half], v_person[half:]])
+
+        return flowedit(rows, *args, **kwargs)
+
+    lora.enable, editing.flowedit = tracked_enable, split_flowedit
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--inputs", required=True)
@@ -206,7 +239,12 @@ def main() -> None:
     ap.add_argument("--sdedit", type=float, help="also compare with --method sdedit at this strength (last step count)")
     ap.add_argument("--floor", type=lambda v: [int(x) for x in v.split(",")],
                     help="only the photo floor of every prepared person at these K (no training)")
+    ap.add_argument("--lora-rows", choices=("both", "target"), default="both",
+                    help="the rows of FlowEdit's pair the personalised model's LoRA acts on: both (as mien generates) "
+                    "or the target rows only (the source rows take the base model)")
     args = ap.parse_args()
+    if args.lora_rows == "target":
+        lora_on_target_rows_only()
     args.prior_cache = {}
     torch.set_grad_enabled(True)
     config = PersonalizeConfig(steps=args.at[-1])
