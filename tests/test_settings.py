@@ -54,6 +54,9 @@ def test_critic_precision_follows_the_device_unless_given():
     assert GenerationSettings().resolve(sad, native_bfloat16=True).critic_precision == "bfloat16"
     assert GenerationSettings().resolve(sad).critic_precision == "float32"
     assert GenerationSettings(critic_precision="float32").resolve(sad, native_bfloat16=True).critic_precision == "float32"
+    from mien.threads import cpu_native_bfloat16, native_bfloat16
+
+    assert native_bfloat16("cpu") == cpu_native_bfloat16() and not native_bfloat16("meta")
 
 
 @pytest.mark.parametrize("kw, words", [

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from mien.editing import ProgressCallback
-from mien.guidance.gradient import native_bfloat16
 from mien.errors import FaceTooSmallError, MienError, NoFaceError
 from mien.settings import GenerationSettings
+from mien.threads import native_bfloat16
 
 DEFAULT_MODEL = "default"
 

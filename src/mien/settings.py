@@ -236,7 +236,7 @@ class GenerationSettings:
         """These settings for ``request`` (anything with a ``mix`` {label: intensity}), every ``None`` replaced:
         the labels' :data:`LABEL_POLICY`, the method's defaults, for a swap (``swap``) :data:`SWAP_DEFAULTS`, and
         ``critic_precision`` by whether the device computes in bfloat16 natively (``native_bfloat16``,
-        :func:`mien.guidance.gradient.native_bfloat16`)."""
+        :func:`mien.threads.native_bfloat16`)."""
         flowedit = self.method == "flowedit"
         mix = getattr(request, "mix", {}) or {}
 

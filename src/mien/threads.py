@@ -57,6 +57,18 @@ def cpu_native_bfloat16() -> bool:
     return False
 
 
+def native_bfloat16(device) -> bool:
+    """Whether ``device`` (a torch device or its name) computes in bfloat16 natively: a CUDA GPU that supports it,
+    or a CPU with AVX512-BF16 or AMX (:func:`cpu_native_bfloat16`). Elsewhere bfloat16 is emulated, slower than
+    float32. torch is imported only for a GPU, so a CPU dry run stays light."""
+    kind = str(device).split(":")[0]
+    if kind == "cuda":
+        import torch
+
+        return torch.cuda.is_bf16_supported()
+    return kind == "cpu" and cpu_native_bfloat16()
+
+
 def default_threads() -> int:
     """Threads when neither --threads nor OMP_NUM_THREADS says: a physical core left free, at least 1."""
     return max(1, physical_cores() - 1)

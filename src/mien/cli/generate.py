@@ -196,15 +196,10 @@ def run(args: argparse.Namespace) -> int:
         elif args.into and described == "neutral" and not (args.expression or args.au):
             described = "the scene face's own expression"
         into = {"into": args.into, "face": args.face or 0} if args.into else {}
-        if args.device == "cpu":  # critic guidance's default number format (no torch import for a CPU dry run)
-            from mien.threads import cpu_native_bfloat16 as native
+        from mien.threads import native_bfloat16  # critic guidance's default number format
 
-            native_bf16 = native()
-        else:
-            from mien.guidance.gradient import native_bfloat16
-
-            native_bf16 = native_bfloat16(args.device)
-        resolved = settings.resolve(request, swap=bool(args.into), native_bfloat16=native_bf16).to_dict()
+        native = native_bfloat16(args.device)
+        resolved = settings.resolve(request, swap=bool(args.into), native_bfloat16=native).to_dict()
         print(json.dumps({"identity": args.identity, **into, "request": described, "like": args.like, "n": args.n,
                           "seed": args.seed, **resolved, "model": args.model,
                           **({"person": str(args.person)} if args.person else {}),

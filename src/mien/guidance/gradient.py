@@ -12,7 +12,7 @@ Two settings make the step cheaper (docs/performance.md measures both on the tun
 "bfloat16" runs the decode, the critic and their backward pass under bfloat16 autocast: the gradient is
 normalised, so only its direction counts, and a guided step takes 0.6 of float32's time on a CPU with bfloat16
 instructions, with the same identity and expression figures (the default where the device has them,
-:func:`native_bfloat16`). ``every`` k > 1 steps on every k-th step of the window only, each move as long
+:func:`mien.threads.native_bfloat16`). ``every`` k > 1 steps on every k-th step of the window only, each move as long
 as the k steps it stands for (the last step of the edit always steps, so the total move is unchanged):
 at k = 2 the fewer, longer steps kept less of the person and of fearful's expression, so it is off.
 """
@@ -70,9 +70,9 @@ class GradientGuide:
         grad = self.gradient(z, self.precision)
         bad = ~torch.isfinite(grad).flatten(1).all(1)
         if bad.any() and self.precision != "float32":
-            # bfloat16's narrow range can overflow in the critic's backward pass (a swap on the CPU came out
-            # black, docs/swap.md): those images take this step's gradient in float32 instead (the whole batch
-            # is scored again: a score may hold per-image targets)
+            # bfloat16's rounding can leave the critic's gradient not finite (a swap on the CPU came out black,
+            # docs/swap.md): those images take this step's gradient in float32 instead (the whole batch is
+            # scored again: a score may hold per-image targets)
             grad[bad] = self.gradient(z, "float32")[bad]
             bad = ~torch.isfinite(grad).flatten(1).all(1)
         grad[bad] = 0  # still not finite: no move for that image rather than a NaN state
@@ -88,17 +88,6 @@ class GradientGuide:
             zz = z.detach().clone().requires_grad_(True)
             (grad,) = torch.autograd.grad(self.score(zz).float().sum(), zz)
         return grad.float()
-
-
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` computes in bfloat16 natively: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or
-    AMX (:func:`mien.threads.cpu_native_bfloat16`). Elsewhere bfloat16 is emulated, slower than float32."""
-    from mien.threads import cpu_native_bfloat16
-
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and cpu_native_bfloat16()
 
 
 def decoded(model, taef2, read: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
