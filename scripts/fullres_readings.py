@@ -66,15 +66,14 @@ def readings(analyzer, name: str, img: np.ndarray, m: np.ndarray, lm: np.ndarray
 
 
 def stages(analyzer, photo, crop, m, lm, keep, settings) -> dict:
-    """The 128 px readings of detail transfer's steps computed at crop resolution (crop_plan), each inside the
+    """The 128 px readings of detail transfer's steps computed at crop resolution (plan_for), each inside the
     output's mask with the original crop outside: the edit (``edit_masked``); less its colour drift
     (``edit_nodrift``; ``edit_nodrift_whole``: without the mask); the original crop moved by the flow; plus the
     residual; plus the edit itself where ``new`` (the output at crop resolution, without the photo's fine band)."""
-    from mien.detail import _remap_crop, crop_plan, face_oval
-    from mien.paste import editable_region
+    from mien.detail import _remap_crop, plan_for
 
-    orig = align.warp_to_crop(photo, m)
-    p = crop_plan(orig, crop, face_oval(lm, m), editable_region(keep), settings)
+    p = plan_for(photo, crop, m, keep, lm, settings)
+    orig = p["original"]
     a, new = p["alpha"][..., None], p["new"][..., None]
     edit = crop.astype(np.float32) - p["drift"]
     warped = _remap_crop(orig.astype(np.float32), p["flow"])

@@ -11,8 +11,8 @@ the feature rather than moving it). Here the edit only says *what changed*, and 
    smoothed, with sub-threshold motion set to zero so that still skin is not resampled. Upsampled
    to the photo through the alignment matrix, it moves the photo's own pixels: a raised brow is the
    person's brow moved, texture and all, not a new brow painted beside a ghost of the old one. Motions
-   under one photo pixel are rounded to whole pixels (``snap``): the pixels are copied, since any
-   sub-pixel resampling softens the finest texture.
+   under half a photo pixel are not applied (``snap``): the pixels are copied, since any sub-pixel
+   resampling softens the finest texture (rounding larger ones to whole pixels tore the photo's lines).
 2. **What a warp cannot explain: the low band.** The edit minus the warped original crop, low-passed
    (Gaussian), its colour drift (the decoder's, measured over still face pixels: globally, or per region)
    removed and small values set to zero (the non-negative garrote, which leaves large ones nearly whole),
@@ -33,7 +33,12 @@ the feature rather than moving it). Here the edit only says *what changed*, and 
    the upsampled edit itself is taken, without the photo's fine band, wherever the edit differs from the
    warped original crop by more than ``feature_edit``: an eye the edit closes or narrows is the edit's, and
    the photo's old iris does not show under lids the flow moved only part of the way.
-5. **Mask.** The face oval from the photo's MediaPipe landmarks (FACEMESH_FACE_OVAL), united with
+5. **Small faces.** Where one crop pixel spans about one photo pixel or less (``photo_detail_weight`` below 1),
+   the crop holds all the detail the photo has, and the photo's own feature edges moved by the flow keep the old
+   expression at full resolution: there, by 1 - that weight, the edit itself is taken inside the eyes, brows and
+   lips (``small_face_features``), and the photo's mid band gives way where the edit attenuated it
+   (``small_face_mid``). Faces of 1.5 photo px per crop px or more are not touched.
+6. **Mask.** The face oval from the photo's MediaPipe landmarks (FACEMESH_FACE_OVAL), united with
    the same oval moved by the flow (a dropped jaw), limited to the region the edit may redraw
    (``keep``: the model's own soft weight, except where the flow moves the face, ``keep_full``: the model
    already blended its edit there, and a brow raised into that edge is not weakened twice) and feathered.
@@ -74,6 +79,12 @@ TEMPLATE_OVAL_128 = np.array(
 EYES = ((263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466),
         (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246))  # fmt: skip
 INNER_LIPS = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
+# MediaPipe face mesh brows (FACEMESH_LEFT_EYEBROW / RIGHT_EYEBROW: upper edge outer to inner, then lower edge inner to
+# outer) and the outer lip line (FACEMESH_LIPS, outer), each as one closed polygon in order.
+BROWS = ((300, 293, 334, 296, 336, 285, 295, 282, 283, 276), (70, 63, 105, 66, 107, 55, 65, 52, 53, 46))
+OUTER_LIPS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
+# the polygons feature_polygons() gives for each name of a "+"-joined regions string
+FEATURES = {"eyes": EYES, "brows": BROWS, "lips": (OUTER_LIPS,), "mouth": (INNER_LIPS,)}
 
 
 @dataclass(frozen=True)
@@ -106,8 +117,11 @@ class DetailSettings:
     # face the photo shows no finer than the crop); 0: the upsampled edit alone
     photo_detail_ramp: tuple[float, float] = (1.0, 1.5)  # photo px per crop px where photo_detail starts and is
     # whole: from 1.5 the London faces keep all of it; Essex's (~1.1) nearly none (docs/fullres.md, tuning)
-    snap: float = 1.0  # photo displacements shorter than this (photo px) are rounded to whole pixels: the photo's
-    # pixels are copied there, not resampled (any sub-pixel resampling softens the finest texture); 0: off
+    snap: float = 0.5  # photo displacements shorter than this (photo px) are rounded to whole pixels: the photo's
+    # pixels are copied there, not resampled (any sub-pixel resampling softens the finest texture); 0: off. At 0.5
+    # that is "under half a pixel: not moved"; at 1 a motion of 0.5-1 px became a whole pixel, and where a smooth
+    # flow crosses 0.5 the photo tore by a pixel: on small faces, whose motions are mostly under a pixel, those
+    # tears made the output sharper than the photo (Essex tuning 1.10 -> 0.99; docs/fullres.md)
     resample: str = "lanczos4"  # how the photo is moved by the flow: "lanczos4" keeps more fine texture than "cubic"
     # the feature rule: inside the eye openings (and with "eyes+mouth" the inner lips) from the landmarks, grown by
     # ``feature_margin`` crop px and united with the same polygons moved by the flow, the upsampled edit itself is
@@ -118,6 +132,15 @@ class DetailSettings:
     feature_edit: tuple[float, float] = (10.0, 20.0)
     feature_sigma: float = 1.0
     feature_margin: float = 2.0
+    # the small-face rule: on a face the crop samples at about the photo's resolution the photo holds nothing finer
+    # than the edit, and its moved features (their full-resolution edges) keep the old expression; there the edit
+    # itself is taken inside these feature regions (grown and moved as for the feature rule, photo_detail as elsewhere),
+    # by 1 - photo_detail_weight: whole at 1 photo px per crop px or less, none from photo_detail_ramp[1] (London's
+    # faces unchanged). "": off. (docs/fullres.md: chosen on the tuning people)
+    small_face_features: str = "eyes+brows+lips"
+    small_face_mid: float = 1.0  # on such a face the photo's mid band (at crop scale: its feature edges themselves, not
+    # texture finer than the crop) gives way to the edit's by this times 1 - photo_detail_weight, where the edit
+    # attenuated it (the mid-band rule keeps the photo's there, taking the attenuation for the decoder's blur); 0: off
     keep_full: float = 0.5  # the mask is limited by the kept region: times editable (mien.paste.editable_region,
     # the model's own soft weight of what it may redraw), but where the flow moves the face (brows raised into
     # that soft edge, a dropped chin) by min(1, editable / keep_full): what the model already blended at its edge
@@ -212,7 +235,7 @@ def _shrink(x: np.ndarray, floor: float, kind: str = "soft") -> np.ndarray:
     return x * (np.maximum(mag - floor, 0.0) / mag)
 
 
-def _mid_band(edited: np.ndarray, warped: np.ndarray, low: np.ndarray, settings: DetailSettings):
+def _mid_band(edited: np.ndarray, warped: np.ndarray, low: np.ndarray, settings: DetailSettings, small: float = 0.0):
     """What the edit changes in the mid band (between the residual's low-pass and the crop's pixel), as an
     addition to the warped photo. The decoder returns the original's edges attenuated (blur): locally,
     edit_mid ~ beta * warped_mid with 0 <= beta <= 1, fitted by least squares over a ``structure_sigma``
@@ -221,14 +244,15 @@ def _mid_band(edited: np.ndarray, warped: np.ndarray, low: np.ndarray, settings:
     grey levels), or the low band ``low`` changes much (``replace_low``: a feature erased), the photo's
     unexplained mid band gives way, so that a feature the edit repainted elsewhere (a lip line lowered
     without motion) leaves no copy of itself at the old place. Returns the addition and the size of the
-    new structure (grey levels)."""
+    new structure (grey levels). ``small`` (the small-face rule's weight times ``small_face_mid``): the photo's
+    unexplained mid band gives way at least this much everywhere."""
     s, w = settings.residual_sigma, settings.structure_sigma
     he = edited - _blur(edited, s)
     hw = warped - _blur(warped, s)
     beta = np.clip(_blur(he * hw, w) / np.maximum(_blur(hw * hw, w), 1.0), 0.0, 1.0)
     new = _shrink(he - beta * hw, settings.structure_floor, settings.shrink)
     size = np.sqrt(_blur(np.sum(new * new, axis=2), w))
-    gone = np.maximum(_smoothstep(size, *settings.replace),
+    gone = np.maximum(np.maximum(_smoothstep(size, *settings.replace), small),
                       _smoothstep(np.linalg.norm(low, axis=2), *settings.replace_low))[..., None]  # fmt: skip
     return new - gone * (1.0 - beta) * hw, size
 
@@ -240,30 +264,38 @@ def _stretch(flow: np.ndarray) -> np.ndarray:
 
 
 def feature_polygons(landmarks: np.ndarray | None, matrix: np.ndarray, regions: str) -> list[np.ndarray]:
-    """The eye openings (``regions`` "eyes") and the inner lips too ("eyes+mouth") in crop coordinates, from the
-    photo's landmarks; none without landmarks or with ``regions`` "" ."""
+    """The feature polygons named in ``regions`` ("+"-joined names of :data:`FEATURES`: "eyes" the eye openings,
+    "brows", "lips" the outer lip line, "mouth" the inner lips) in crop coordinates, from the photo's landmarks;
+    none without landmarks or with ``regions`` "" ."""
     if landmarks is None or not regions:
         return []
-    groups = list(EYES) + ([INNER_LIPS] if "mouth" in regions else [])
+    unknown = set(regions.split("+")) - set(FEATURES)
+    if unknown:
+        raise ValueError(f"unknown feature region(s) {sorted(unknown)} in {regions!r}: use {'+'.join(FEATURES)}")
+    groups = [g for name in regions.split("+") for g in FEATURES[name]]
     lm = np.asarray(landmarks, np.float64)
     return [align.apply_affine(matrix, lm[list(g), :2]) for g in groups]
 
 
-def _feature_weight(diff: np.ndarray, polygons: list[np.ndarray], flow: np.ndarray,
-                    settings: DetailSettings) -> np.ndarray:  # fmt: skip
-    """(128, 128) float32 weight of the edit itself inside the feature polygons: the polygons grown by
-    ``feature_margin`` and united with themselves moved by the flow, times a smoothstep of the size of the
-    edit's difference from the warped original ``diff`` (low-passed by ``feature_sigma``)."""
-    size = diff.shape[0]
+def _feature_region(polygons: list[np.ndarray], flow: np.ndarray, settings: DetailSettings) -> np.ndarray:
+    """(128, 128) float32: the polygons grown by ``feature_margin`` and united with themselves moved by the flow."""
+    size = flow.shape[0]
     region = np.zeros((size, size), np.float32)
     for poly in polygons:
         region = np.maximum(region, _polygon_mask(poly, size))
     if settings.feature_margin > 0:
         r = int(np.ceil(settings.feature_margin))
         region = cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-    region = np.maximum(region, _remap_crop(region, flow, border=cv2.BORDER_CONSTANT))
+    return np.maximum(region, _remap_crop(region, flow, border=cv2.BORDER_CONSTANT))
+
+
+def _feature_weight(diff: np.ndarray, polygons: list[np.ndarray], flow: np.ndarray,
+                    settings: DetailSettings) -> np.ndarray:  # fmt: skip
+    """(128, 128) float32 weight of the edit itself inside the feature polygons (:func:`_feature_region`) times a
+    smoothstep of the size of the edit's difference from the warped original ``diff`` (low-passed by
+    ``feature_sigma``)."""
     big = _smoothstep(np.linalg.norm(_blur(diff, settings.feature_sigma), axis=2), *settings.feature_edit)
-    return _blur(region * big, settings.feature_sigma).astype(np.float32)
+    return _blur(_feature_region(polygons, flow, settings) * big, settings.feature_sigma).astype(np.float32)
 
 
 def _keep_limit(editable: np.ndarray, flow: np.ndarray, settings: DetailSettings) -> np.ndarray:
@@ -280,14 +312,16 @@ def _keep_limit(editable: np.ndarray, flow: np.ndarray, settings: DetailSettings
 
 
 def crop_plan(original: np.ndarray, edited: np.ndarray, oval: np.ndarray, editable: np.ndarray | None,
-              settings: DetailSettings = DEFAULT,
-              features: list[np.ndarray] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+              settings: DetailSettings = DEFAULT, features: list[np.ndarray] | None = None,
+              small_face: tuple[list[np.ndarray], float] = ([], 0.0)) -> dict[str, np.ndarray]:  # fmt: skip
     """Everything detail transfer decides at crop resolution: ``flow`` (backward, crop px), ``residual``
     (what is added to the warped photo: the low band of edit - warped original, colour drift removed, plus
     the new mid-band structure; float32 grey levels), ``new`` (weight of the edit itself), ``alpha`` (the
     feathered face mask), ``drift`` (the per-pixel colour drift removed from the edit), ``feature`` (weight of the
     feature rule: the edit without the photo's fine band, inside ``features``, the feature polygons in crop
-    coordinates), all (128, 128[, C])."""
+    coordinates), all (128, 128[, C]). ``small_face``: (polygons, weight) of the small-face rule: the edit itself
+    is taken inside the polygons by that weight (``new``), and the photo's mid band gives way by it times
+    ``small_face_mid``."""
     size = original.shape[0]
     flow = crop_flow(original, edited, settings)
     warped = _remap_crop(original.astype(np.float32), flow)
@@ -300,7 +334,7 @@ def crop_plan(original: np.ndarray, edited: np.ndarray, oval: np.ndarray, editab
     drift = _colour_drift(low, still, settings.drift_sigma)
     low -= drift
     if settings.structure:
-        mid, size_of_new = _mid_band(edit, warped, low, settings)
+        mid, size_of_new = _mid_band(edit, warped, low, settings, small_face[1] * settings.small_face_mid)
         new = _smoothstep(size_of_new, *settings.new_content)
         new = _blur(np.maximum(new, _smoothstep(_stretch(flow), *settings.stretch)), settings.residual_sigma)
         residual = _shrink(low, settings.residual_floor, settings.shrink) + mid
@@ -310,6 +344,10 @@ def crop_plan(original: np.ndarray, edited: np.ndarray, oval: np.ndarray, editab
     feature = (_feature_weight(edit - warped - drift, features, flow, settings) if features
                else np.zeros(new.shape, np.float32))  # fmt: skip
     new = np.maximum(new, feature)
+    polygons, weight = small_face
+    if polygons and weight > 0:
+        region = _blur(_feature_region(polygons, flow, settings), settings.feature_sigma)
+        new = np.maximum(new, weight * region)
     # the mask: the oval, grown a little, united with where the flow moves it (a dropped jaw, raised brows)
     grown = cv2.dilate(oval_mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)),
                        iterations=max(1, round(settings.jaw_margin / 2)))  # fmt: skip
@@ -350,15 +388,9 @@ def transfer_detail(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, ke
     docstring). ``matrix``: the photo -> crop alignment matrix; ``keep``: the settings' kept region (only
     what the edit may redraw changes); ``landmarks``: the photo's MediaPipe landmarks of this face (478, 2+)
     for a face-shaped mask (else a template oval). Pixels outside the mask are returned unchanged."""
-    from mien.paste import editable_region
-
     photo = np.ascontiguousarray(photo)
     matrix = np.asarray(matrix, np.float64)
-    size = image.shape[0]
-    original = align.warp_to_crop(photo, matrix, size)
-    features = [p * (size / 128.0) for p in feature_polygons(landmarks, matrix, settings.feature_regions)]
-    plan = crop_plan(original, image, face_oval(landmarks, matrix) * (size / 128.0), editable_region(keep, size),
-                     settings, features)  # fmt: skip
+    plan = plan_for(photo, image, matrix, keep, landmarks, settings)
     box = _region(plan["alpha"], matrix, photo.shape[:2])
     out = photo.copy()
     if box is None:
@@ -401,6 +433,23 @@ def transfer_detail(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, ke
     blended = np.clip(np.rint(region.astype(np.float32) * (1.0 - a3) + face * a3), 0, 255).astype(np.uint8)
     out[y0:y1, x0:x1] = np.where(inside[..., None], blended, region)
     return out
+
+
+def plan_for(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, keep: str = "background",
+             landmarks: np.ndarray | None = None, settings: DetailSettings = DEFAULT) -> dict:  # fmt: skip
+    """:func:`crop_plan` for :func:`transfer_detail`'s arguments (the photo's crop, its oval and feature polygons,
+    the kept region, the small-face rule's weight from the photo pixels per crop pixel), plus ``original``: the
+    photo's crop."""
+    from mien.paste import editable_region
+
+    size = image.shape[0]
+    original = align.warp_to_crop(photo, matrix, size)
+    polygons = lambda regions: [p * (size / 128.0) for p in feature_polygons(landmarks, matrix, regions)]  # noqa: E731
+    small = 1.0 - photo_detail_weight(matrix, settings.photo_detail_ramp)
+    small_face = (polygons(settings.small_face_features) if small > 0 else [], small)
+    plan = crop_plan(original, image, face_oval(landmarks, matrix) * (size / 128.0), editable_region(keep, size),
+                     settings, polygons(settings.feature_regions), small_face)  # fmt: skip
+    return {**plan, "original": original}
 
 
 def photo_detail_weight(matrix: np.ndarray, ramp: tuple[float, float] = (1.0, 1.5)) -> float:
