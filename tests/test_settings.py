@@ -46,10 +46,6 @@ def test_resolve_applies_the_label_policy_and_leaves_nothing_open():
 
 
 def test_critic_precision_follows_the_device_unless_given():
-    from mien.guidance.gradient import PRECISIONS
-    from mien.settings import CRITIC_PRECISIONS
-
-    assert PRECISIONS == CRITIC_PRECISIONS
     sad = ExpressionRequest(mix={"sad": 1.0})
     assert GenerationSettings().resolve(sad, native_bfloat16=True).critic_precision == "bfloat16"
     assert GenerationSettings().resolve(sad).critic_precision == "float32"

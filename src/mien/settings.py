@@ -62,7 +62,7 @@ SWAP_DEFAULTS: dict[str, float | str] = {"guidance_identity": 3.0, "descriptor_g
 # Classifier-free guidance's stream nestings (mien.guidance.classifier_free): the first is guided against the
 # unconditional prediction, the second against the first.
 GUIDANCE_ORDERS = ("identity,expression", "expression,identity")
-# The number formats of critic guidance's decode and backward pass (mien.guidance.gradient.PRECISIONS).
+# The number formats of critic guidance's decode and backward pass (mien.guidance.gradient.GradientGuide).
 CRITIC_PRECISIONS = ("float32", "bfloat16")
 # What a swap's target rows take as the spatial reference (mien.pipeline, docs/swap.md).
 SWAP_REFERENCES = ("identity", "none", "scene")

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-PRECISIONS = ("float32", "bfloat16")  # mien.settings.CRITIC_PRECISIONS (which imports no torch) lists the same
+from mien.settings import CRITIC_PRECISIONS
 
 
 class GradientGuide:
@@ -38,14 +38,15 @@ class GradientGuide:
     ``every`` (k): on a uniform time grid, step only where the number of window steps after this one is a
     multiple of k, each move covering this step and the k - 1 window steps before it (fewer at the top of
     the window), so the last step always moves and the total move equals k = 1's. ``precision``: the
-    number format of the score and its gradient (:data:`PRECISIONS`; "bfloat16" autocasts, and an image whose
-    bfloat16 gradient is not finite takes that step in float32; a gradient still not finite moves nothing).
+    number format of the score and its gradient (:data:`mien.settings.CRITIC_PRECISIONS`; "bfloat16"
+    autocasts, and an image whose bfloat16 gradient is not finite takes that step in float32; a gradient
+    still not finite moves nothing).
     """
 
     def __init__(self, score: Callable[[torch.Tensor], torch.Tensor], region: torch.Tensor, scale: float,
                  until: float, every: int = 1, precision: str = "float32"):  # fmt: skip
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if precision not in CRITIC_PRECISIONS:
+            raise ValueError(f"precision {precision!r}: choose one of {', '.join(CRITIC_PRECISIONS)}")
         if int(every) < 1:
             raise ValueError(f"every must be at least 1, got {every}")
         self.score, self.region = score, region
