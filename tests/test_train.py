@@ -92,7 +92,7 @@ def _configs(steps, stats=None, **kw):
     mean, std = (None, None) if stats is None else ([stats[0]] * 32, [stats[1]] * 32)
     model_cfg = ModelConfig.from_preset("tiny", latent_mean=mean, latent_std=std)
     return model_cfg, TrainConfig(steps=steps, batch_size=8, lr=2e-3, warmup_steps=0, ema_decay=0.9, bf16=False,
-                                  log_every=1, checkpoint_every=1000, **kw)  # fmt: skip
+                                  log_every=1, checkpoint_every=1000, **{"flip_prob": 0.0, **kw})  # fmt: skip
 
 
 def _losses(run: Path) -> list[float]:
@@ -171,7 +171,7 @@ def test_self_reference_is_the_samples_own_mirrored_latent_and_leaves_the_rest_o
 
 
 def test_self_reference_needs_a_pooled_reference_model(tmp_path):
-    cfg = TrainConfig(steps=1, batch_size=8, bf16=False, self_reference=0.5)
+    cfg = TrainConfig(steps=1, batch_size=8, bf16=False, self_reference=0.5, flip_prob=0.0)  # toy tensors: not mirrored
     with pytest.raises(MienError, match="reference_pool"):
         train(ModelConfig.from_preset("tiny", reference=True), cfg, toy_tensors(), tmp_path)
     out = train(ModelConfig.from_preset("tiny", reference=True, reference_pool=4), cfg, toy_tensors(), tmp_path / "ok")
@@ -183,7 +183,8 @@ def test_self_reference_needs_a_pooled_reference_model(tmp_path):
 def test_a_reference_model_trains_and_its_loss_falls(tmp_path):
     tensors = toy_tensors(n=32)
     model_cfg = ModelConfig.from_preset("tiny", reference=True)
-    cfg = TrainConfig(steps=40, batch_size=8, lr=3e-3, warmup_steps=1, log_every=10, checkpoint_every=100)
+    cfg = TrainConfig(steps=40, batch_size=8, lr=3e-3, warmup_steps=1, log_every=10, checkpoint_every=100,
+                      flip_prob=0.0)
     out = train(model_cfg, cfg, tensors, tmp_path / "run")
     rows = list(csv.DictReader(open(tmp_path / "run" / "loss.csv")))
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])

@@ -114,7 +114,7 @@ def test_the_expression_loss_is_zero_when_the_prediction_shows_the_conditioning_
 def _configs(**kw):
     model_cfg = ModelConfig.from_preset("tiny", latent_mean=[0.0] * 32, latent_std=[1.0] * 32)
     return model_cfg, TrainConfig(steps=4, batch_size=8, lr=2e-3, warmup_steps=0, ema_decay=0.9, bf16=False,
-                                  log_every=1, checkpoint_every=1000, **kw)  # fmt: skip
+                                  log_every=1, checkpoint_every=1000, **{"flip_prob": 0.0, **kw})  # fmt: skip
 
 
 def test_with_zero_weights_the_training_run_is_todays_bit_for_bit(tmp_path):

@@ -179,7 +179,8 @@ class TrainConfig:
         0.05, "chance of nulling all streams of a sample at once, on top of each stream's own dropout "
         "(InstructPix2Pix drops each condition 5 % and both 5 %, Brooks et al. 2023, sec. 3.4)")  # fmt: skip
     t_sampling: str = _field("logit_normal", "'logit_normal' (SD3) or 'uniform' timesteps, see builtin/loss.py")
-    flip_prob: float = _field(0.0, "mirror chance; needs latents of mirrored photos (train/data.py)")
+    flip_prob: float = _field(0.5, "mirror chance, as every documented run (docs/training.md); needs latents of mirrored "
+                              "photos, which packs and --synthetic carry (train/data.py); 0 for tensors without them")
     seed: int = _field(0, "seed of weights, batches, noise and dropout")
     log_every: int = _field(50, "steps between loss.csv rows")
     checkpoint_every: int = _field(1000, "steps between checkpoints (also written when a run stops)")

@@ -110,7 +110,8 @@ class FaceLatentDataset(Dataset):
                  self_reference: float = 0.0, other_photo: bool = False):
         if flip_prob > 0 and tensors.latents_mirrored is None:
             raise MienError("flip_prob > 0 needs latents_mirrored (latents of the mirrored photos): "
-                            "TAEF2 latents cannot be mirrored by flipping them (see mien.train.data)")  # fmt: skip
+                            "TAEF2 latents cannot be mirrored by flipping them (see mien.train.data); "
+                            "train with flip_prob 0 (--flip-prob 0) on tensors without them")  # fmt: skip
         self.tensors, self.seed, self.flip_prob, self.epoch = tensors, seed, flip_prob, 0
         self.reference, self.other_photo = reference, other_photo
         if not 0.0 <= self_reference <= 1.0:
