@@ -1,7 +1,7 @@
 """End-to-end CPU time of one generated image per label, with the models loaded, through the library
 workflow (mien.edit.Editor), from the photo file to the PNGs on disk.
 
-    python scripts/bench_generate_cpu.py [--labels happy sad ...] [--repeats 3] [--threads N] [--steps 25] [--critic-every K]
+    python scripts/bench_generate_cpu.py [--labels happy sad ...] [--repeats 3] [--threads N] [--steps 25]
         [--critic-precision float32|bfloat16]
 
 Per image: read the photo, prepare the subject (align, identity vector, reference latent; the Editor
@@ -32,7 +32,6 @@ def main() -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--labels", "--expression", nargs="+", default=list(LABELS), help="labels to time (default: all 7)")
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: mien's default)")
-    ap.add_argument("--critic-every", type=int, default=None, help="critic guidance on every K-th step (default: mien's)")
     ap.add_argument("--critic-precision", default=None, help="float32 or bfloat16 (default: mien's, by the CPU)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="default: mien's (mien.threads)")
@@ -53,7 +52,7 @@ def main() -> None:
     t = time.perf_counter()
     editor = Editor.from_pretrained(args.model)
     load_s = time.perf_counter() - t
-    given = {"steps": args.steps, "critic_every": args.critic_every, "critic_precision": args.critic_precision}
+    given = {"steps": args.steps, "critic_precision": args.critic_precision}
     settings = GenerationSettings(**{k: v for k, v in given.items() if v is not None})
     with tempfile.TemporaryDirectory() as tmp:
         for label in args.labels:

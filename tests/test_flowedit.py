@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mien.sampling import flow_sigmas, flow_times, sample_flowedit
+from mien.sampling import flow_times, sample_flowedit
 
 
 def point_mass_velocity(mu_src: torch.Tensor, mu_tar: torch.Tensor):
@@ -99,19 +99,3 @@ def test_bad_schedules_are_refused():
         flow_times(10, 0.0)
     with pytest.raises(ValueError, match="step"):
         flow_times(0, 0.5)
-    with pytest.raises(ValueError, match="shift"):
-        flow_times(10, 1.0, 0.0)
-
-
-@pytest.mark.parametrize("start", [1.0, 0.8])
-def test_shifted_schedule_keeps_its_ends_and_moves_steps_late(start):
-    assert torch.equal(flow_times(16, start, 1.0), torch.linspace(start, 0, 17, dtype=torch.float64))
-    for shift in (0.5, 2.0):
-        ts = flow_times(16, start, shift)
-        assert ts[0] == start and ts[-1] == 0 and bool((ts[1:] < ts[:-1]).all())
-    late = {shift: int((flow_times(16, start, shift)[1:] <= 0.3).sum()) for shift in (0.5, 1.0, 2.0)}
-    assert late[0.5] > late[1.0] > late[2.0]
-    # SD3's shift: t = s u / (1 + (s - 1) u) on a uniform u grid, the same map flow_sigmas applies to sigma
-    ts = flow_times(16, 1.0, 3.0)
-    sig = flow_sigmas(16, shift=3.0)
-    torch.testing.assert_close((ts[1:-1] / (1 - ts[1:-1])).float(), sig[1:-1])

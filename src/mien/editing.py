@@ -68,10 +68,10 @@ def sdedit(denoise: Callable, photo: torch.Tensor, seeds: list[int], steps: int,
 
 def flowedit(pair: PairVelocity, photo: torch.Tensor, seeds: list[int], steps: int, strength: float,
              keep: torch.Tensor | None = None, correct: Correction | None = None,
-             callback: ProgressCallback | None = None, shift: float = 1.0) -> torch.Tensor:  # fmt: skip
+             callback: ProgressCallback | None = None) -> torch.Tensor:  # fmt: skip
     """FlowEdit of ``photo`` (B, C, H, W normalised latents) with the pair velocity ``pair`` (source rows,
     then target rows) from flow time ``strength`` (:mod:`mien.sampling.flowedit`), along
-    :func:`mien.sampling.flow_times` with time shift ``shift``."""
+    :func:`mien.sampling.flow_times`."""
     from mien.sampling import flow_times, sample_flowedit
 
     gens = [torch.Generator().manual_seed(s) for s in seeds]
@@ -84,5 +84,5 @@ def flowedit(pair: PairVelocity, photo: torch.Tensor, seeds: list[int], steps: i
         drawn += 1
         return torch.stack([torch.randn(photo.shape[1:], generator=g) for g in gens]).to(photo.device)
 
-    return sample_flowedit(pair, photo, flow_times(steps, strength, shift), noise, keep=keep, correct=correct,
+    return sample_flowedit(pair, photo, flow_times(steps, strength), noise, keep=keep, correct=correct,
                            callback=_progress(callback, steps))  # fmt: skip

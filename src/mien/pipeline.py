@@ -315,7 +315,7 @@ class MienPipeline:
             for kind in kinds:
                 pair = kind.pair(ctx, velocity, pair)
             correct = chain(*(kind.correction(ctx) for kind in kinds))
-            z = editing.flowedit(pair, photo, seeds, s.steps, s.strength, keep, correct, callback, s.shift)
+            z = editing.flowedit(pair, photo, seeds, s.steps, s.strength, keep, correct, callback)
         else:
             from mien.sampling import flow_to_denoiser
 

@@ -93,10 +93,6 @@ class GenerationSettings:
                           "between the requested expression and its own, 'sdedit' re-noises it and redraws",
                           "|".join(EDIT_METHODS))
     steps: int = setting(25, "sampler steps")
-    shift: float = setting(1.0, "flowedit: how the steps are spaced in flow time: 1 uniformly, below 1 more of them "
-                           "late (low noise), where recogniser and blendshape guidance act, above 1 early (SD3's time "
-                           "shift); 16 steps at 0.5 keep the 7 guided steps of 25 but lose expression "
-                           "(docs/performance.md)", "S")
     sampler: str | None = setting(None, "the ODE sampler of --method sdedit: " + ", ".join(SAMPLER_NAMES)
                                   + " (default euler); flowedit steps with Euler and refuses another", "NAME")
     strength: float = setting(1.0, "how early in the noise schedule the edit starts: 1 is the whole schedule (with "
@@ -147,11 +143,6 @@ class GenerationSettings:
                                                 "a grimace otherwise; 0 (off) for the rest", "G")
     blendshape_guidance_until: float = setting(0.3, "blendshape guidance acts while the flow time is at most T "
                                                "(1 acts at every step)", "T")
-    critic_every: int = setting(1, "recogniser, blendshape and descriptor guidance step on every K-th step of their "
-                                "windows only, each move as long as the K steps it stands for (the last step always "
-                                "moves, so the total move is the same): K times fewer decoder and backward passes; "
-                                "2 cost identity and fearful's expression on the tuning people (docs/performance.md)",
-                                "K")
     critic_precision: str | None = setting(
         None, "the number format of recogniser, blendshape and descriptor guidance's decode and backward pass: "
         "'bfloat16' takes half the time where the device computes in it natively (GPUs, CPUs with AVX512-BF16 or "
@@ -210,16 +201,6 @@ class GenerationSettings:
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise bad(name, getattr(self, name), "is out of range; use a flow time above 0 and at most 1 (1 "
                           "guides at every step)")
-        if not 0.0 < self.shift <= 10.0:
-            raise bad("shift", self.shift, "is out of range; use a number above 0 and at most 10 (1 spaces the steps "
-                      "uniformly)")
-        if self.method != "flowedit" and self.shift != 1.0:
-            raise MienError("--shift works with --method flowedit; drop it with --method " + self.method)
-        if self.critic_every != 1 and self.shift != 1.0:
-            raise MienError("--critic-every counts steps of a uniform schedule; use it with --shift 1")
-        if not isinstance(self.critic_every, numbers.Integral) or self.critic_every < 1:
-            raise bad("critic_every", self.critic_every, "must be a whole number of at least 1 (1 guides at every "
-                      "step of the windows)")
         if self.critic_precision is not None and self.critic_precision not in CRITIC_PRECISIONS:
             raise MienError(f"--critic-precision {self.critic_precision}: unknown number format; choose one of "
                             f"{', '.join(CRITIC_PRECISIONS)}")

@@ -32,8 +32,8 @@ class BlendshapeGuide(GradientGuide):
     blendshapes (``measure``: latents -> (B, 52), differentiable) and ``target`` (1 or B, 52)."""
 
     def __init__(self, measure: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor, region: torch.Tensor,
-                 scale: float, until: float, every: int = 1, precision: str = "float32"):  # fmt: skip
-        super().__init__(self.closeness, region, scale, until, every, precision)
+                 scale: float, until: float, precision: str = "float32"):  # fmt: skip
+        super().__init__(self.closeness, region, scale, until, precision)
         self.measure, self.target = measure, target
 
     def closeness(self, z: torch.Tensor) -> torch.Tensor:
@@ -62,4 +62,4 @@ class BlendshapeGuidance(Guidance):
         measure = latent_blendshapes(ctx.model, ctx.nets["taef2"], ctx.nets["blendshapes"])
         goal = torch.from_numpy(np.asarray(ctx.target_blendshapes, np.float32))[None].to(ctx.device)
         return BlendshapeGuide(measure, goal, ctx.region, s.blendshape_guidance, s.blendshape_guidance_until,
-                               s.critic_every, s.critic_precision)
+                               s.critic_precision)

@@ -52,4 +52,4 @@ class DescriptorGuidance(Guidance):
         target = ctx.identity.vector[None].to(ctx.device)
         # the cosine score of RecogniserGuide, on face-api's descriptor
         return RecogniserGuide(embed, target, ctx.region, s.descriptor_guidance, s.descriptor_guidance_until,
-                               s.critic_every, s.critic_precision)
+                               s.critic_precision)

@@ -8,13 +8,12 @@ estimate. The step is the gradient, zeroed outside the face box (the kept backgr
 and normalised to RMS 1 per image over the whole latent, times ``scale * (t - t_next)``, so the total
 move does not depend on the number of steps.
 
-Two settings make the step cheaper (docs/performance.md measures both on the tuning people): ``precision``
-"bfloat16" runs the decode, the critic and their backward pass under bfloat16 autocast: the gradient is
-normalised, so only its direction counts, and a guided step takes 0.6 of float32's time on a CPU with bfloat16
-instructions, with the same identity and expression figures (the default where the device has them,
-:func:`mien.threads.native_bfloat16`). ``every`` k > 1 steps on every k-th step of the window only, each move as long
-as the k steps it stands for (the last step of the edit always steps, so the total move is unchanged):
-at k = 2 the fewer, longer steps kept less of the person and of fearful's expression, so it is off.
+``precision`` "bfloat16" makes the step cheaper: it runs the decode, the critic and their backward pass under
+bfloat16 autocast; the gradient is normalised, so only its direction counts, and a guided step takes 0.6 of
+float32's time on a CPU with bfloat16 instructions, with the same identity and expression figures on the tuning
+people (docs/performance.md; the default where the device has them, :func:`mien.threads.native_bfloat16`).
+Guiding on every other step of the window only (each move twice as long) was measured too and kept less of
+the person and of fearful's expression (docs/performance.md), so the critic steps at every step of the window.
 """
 
 from __future__ import annotations
@@ -35,38 +34,21 @@ class GradientGuide:
     t <= ``until`` the state moves by ``scale * (t - t_next)`` along the score's gradient, normalised to
     RMS 1 per image over the whole latent (so the total move does not depend on the number of steps).
 
-    ``every`` (k): on a uniform time grid, step only where the number of window steps after this one is a
-    multiple of k, each move covering this step and the k - 1 window steps before it (fewer at the top of
-    the window), so the last step always moves and the total move equals k = 1's. ``precision``: the
-    number format of the score and its gradient (:data:`mien.settings.CRITIC_PRECISIONS`; "bfloat16"
-    autocasts, and an image whose bfloat16 gradient is not finite takes that step in float32; a gradient
-    still not finite moves nothing).
+    ``precision``: the number format of the score and its gradient (:data:`mien.settings.CRITIC_PRECISIONS`;
+    "bfloat16" autocasts, and an image whose bfloat16 gradient is not finite takes that step in float32; a
+    gradient still not finite moves nothing).
     """
 
     def __init__(self, score: Callable[[torch.Tensor], torch.Tensor], region: torch.Tensor, scale: float,
-                 until: float, every: int = 1, precision: str = "float32"):  # fmt: skip
+                 until: float, precision: str = "float32"):  # fmt: skip
         if precision not in CRITIC_PRECISIONS:
             raise ValueError(f"precision {precision!r}: choose one of {', '.join(CRITIC_PRECISIONS)}")
-        if int(every) < 1:
-            raise ValueError(f"every must be at least 1, got {every}")
         self.score, self.region = score, region
         self.scale, self.until = float(scale), float(until)
-        self.every, self.precision = int(every), precision
-
-    def covered(self, t: float, t_next: float) -> int:
-        """How many steps of the window the move at this step stands for: 0 (no move) or 1 to ``every``."""
-        if self.scale <= 0 or t > self.until + 1e-9:
-            return 0
-        dt = t - t_next
-        after = round(t_next / dt)  # window steps after this one (the grid ends at 0)
-        if after % self.every:
-            return 0
-        above = int((self.until - t) / dt + 1e-6)  # window steps before this one
-        return min(self.every, 1 + above)
+        self.precision = precision
 
     def __call__(self, z: torch.Tensor, t: float, t_next: float) -> torch.Tensor:
-        steps = self.covered(t, t_next)
-        if not steps:
+        if self.scale <= 0 or t > self.until + 1e-9:  # off, or outside the window (1e-9: grid rounding)
             return z
         grad = self.gradient(z, self.precision)
         bad = ~torch.isfinite(grad).flatten(1).all(1)
@@ -79,7 +61,7 @@ class GradientGuide:
         grad[bad] = 0  # still not finite: no move for that image rather than a NaN state
         grad = grad * self.region
         rms = grad.pow(2).mean((1, 2, 3), keepdim=True).sqrt()  # over the whole latent, zeros outside included
-        return z + self.scale * steps * (t - t_next) * grad / (rms + 1e-12)
+        return z + self.scale * (t - t_next) * grad / (rms + 1e-12)
 
     def gradient(self, z: torch.Tensor, precision: str) -> torch.Tensor:
         """The score's gradient at ``z`` (float32), its forward and backward in ``precision``."""

@@ -44,8 +44,8 @@ class RecogniserGuide(GradientGuide):
     """
 
     def __init__(self, embed: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor, region: torch.Tensor,
-                 scale: float, until: float, every: int = 1, precision: str = "float32"):  # fmt: skip
-        super().__init__(self.similarity, region, scale, until, every, precision)
+                 scale: float, until: float, precision: str = "float32"):  # fmt: skip
+        super().__init__(self.similarity, region, scale, until, precision)
         self.embed, self.target = embed, target
 
     def similarity(self, z: torch.Tensor) -> torch.Tensor:
@@ -78,4 +78,4 @@ class RecogniserGuidance(Guidance):
         embed = latent_embedder(ctx.model, ctx.nets["taef2"], ctx.nets["identity"])
         target = ctx.identity.embedding[None].to(ctx.device)
         return RecogniserGuide(embed, target, ctx.region, s.recogniser_guidance, s.recogniser_guidance_until,
-                               s.critic_every, s.critic_precision)
+                               s.critic_precision)

@@ -44,27 +44,19 @@ def edm_sigmas(n: int) -> torch.Tensor:
     return karras_sigmas(n, EDM_SIGMA_MIN, EDM_SIGMA_MAX, EDM_RHO)
 
 
-def flow_times(n: int, start: float = 1.0, shift: float = 1.0) -> torch.Tensor:
-    """``n`` steps of flow time from ``start`` (0 < start <= 1) down to 0: n + 1 values, float64.
+def flow_times(n: int, start: float = 1.0) -> torch.Tensor:
+    """``n`` uniform steps of flow time from ``start`` (0 < start <= 1) down to 0: n + 1 values, float64.
 
     The one time grid of mien's flow schedules: :func:`flow_sigmas` maps it to sigma, and FlowEdit
-    (:mod:`mien.sampling.flowedit`) steps along it directly. ``shift`` 1 spaces the steps uniformly; otherwise
-    they are uniform in u with t = shift u / (1 + (shift - 1) u), SD3's time shift (Esser et al. 2024, Sec.
-    5.3.2; :func:`flow_sigmas`), taken from the u of ``start`` so the grid still starts at ``start``:
-    ``shift`` < 1 spends more of the steps at low noise (late in the edit), > 1 at high noise.
+    (:mod:`mien.sampling.flowedit`) steps along it directly. Uniform, because SD3's time shift of FlowEdit's
+    grid (fewer steps spaced late) lost expression on the tuning people (docs/performance.md); the shift
+    lives in :func:`flow_sigmas` alone.
     """
     if n < 1:
         raise ValueError(f"need at least one step, got n={n}")
     if not 0.0 < start <= 1.0:
         raise ValueError(f"flow schedule: start must be in (0, 1], got {start}")
-    if not shift > 0:
-        raise ValueError(f"flow schedule: shift must be above 0, got {shift}")
-    if shift == 1.0:
-        return torch.linspace(start, 0, n + 1, dtype=torch.float64)
-    u = torch.linspace(start / (shift - (shift - 1) * start), 0, n + 1, dtype=torch.float64)  # the inverse map
-    t = shift * u / (1 + (shift - 1) * u)
-    t[0] = start  # exactly, whatever the rounding
-    return t
+    return torch.linspace(start, 0, n + 1, dtype=torch.float64)
 
 
 def flow_sigmas(n: int, shift: float = 1.0, sigma_max: float = FLOW_SIGMA_MAX, start: float = 1.0) -> torch.Tensor:
