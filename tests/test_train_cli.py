@@ -1,5 +1,5 @@
 """`mien train` and its subcommands: help, --dry-run, resume and --time-budget on a tiny random model,
-bad input as one-line errors; the GPU generation module's variants; nothing unpickled."""
+bad input as one-line errors; nothing unpickled."""
 
 import json
 import re
@@ -10,7 +10,6 @@ import torch
 
 import mien.train.loop  # noqa: F401 - imported here, so that the time-budget test times training, not imports
 from mien.cli.main import main
-from mien.errors import MienError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["train", "--preset", "tiny", "--no-reference", "--batch-size", "8", "--log-every", "1", "--no-bf16"]
@@ -92,18 +91,6 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys, argv, message):
     code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
     err = capsys.readouterr().err
     assert code != 0 and message in err and len(err.strip().splitlines()) == 1, err
-
-
-def test_gpu_generate_variants_are_typed_settings_and_bad_ones_are_errors():
-    from mien.evaluate.gpu_generate import parse_variant
-
-    assert parse_variant("default:") == ("default", {})
-    assert parse_variant("b:blendshape_guidance=0.3,steps=10,method=flowedit") == (
-        "b", {"blendshape_guidance": 0.3, "steps": 10, "method": "flowedit"})
-    for spec, message in (("b:colour=1", "unknown setting"), ("b:steps=x", "not a int"), ("nocolon", "NAME:"),
-                          ("b:strength=2", "--strength")):  # fmt: skip
-        with pytest.raises(MienError, match=message):
-            parse_variant(spec)
 
 
 def test_nothing_is_unpickled():
