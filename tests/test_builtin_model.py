@@ -99,7 +99,7 @@ def test_guidance_combines_the_three_branches():
 
 @torch.no_grad()
 def test_expression_first_nesting_guides_identity_at_the_conditioned_expression():
-    """--guidance-order expression,identity: u + ge (c_expr - u) + gi (c_full - c_expr); at ge = 1 the unconditional
+    """Order (expression, identity): u + ge (c_expr - u) + gi (c_full - c_expr); at ge = 1 the unconditional
     branch has weight 0 and is not run (two branches), and the identity term never sees a nulled expression."""
     model = tiny(zero_init_streams=False)
     x, t, cond = inputs()

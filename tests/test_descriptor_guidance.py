@@ -59,13 +59,12 @@ def test_the_gradient_reaches_the_sample_and_moves_it_toward_the_selfie(editor, 
 
 
 @pytest.mark.parametrize("name, edit_default", [("descriptor_guidance", 0.0), ("guidance_identity", 1.0),
-                                               ("guidance_contrast", 1.0), ("guidance_order", "identity,expression"),
-                                               ("swap_reference", "identity")])
+                                               ("guidance_contrast", 1.0), ("swap_reference", "identity")])
 def test_the_swap_defaults_apply_to_swaps_only(name, edit_default):
     happy = parse_request("surprised" if name == "guidance_contrast" else "happy")  # no swap contrast on happy
     assert getattr(S().resolve(happy), name) == edit_default
     assert getattr(S().resolve(happy, swap=True), name) == SWAP_DEFAULTS[name]
-    given = {"guidance_order": "expression,identity", "swap_reference": "none", "guidance_contrast": 1.2}.get(name, 0.5)
+    given = {"swap_reference": "none", "guidance_contrast": 1.2}.get(name, 0.5)
     assert getattr(S(**{name: given}).resolve(happy, swap=True), name) == given  # given: kept
     assert getattr(S(method="sdedit").resolve(happy, swap=True), name) == edit_default
 

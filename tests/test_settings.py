@@ -64,7 +64,6 @@ def test_critic_precision_follows_the_device_unless_given():
     (dict(sampler="ddim"), "unknown sampler 'ddim'"),
     (dict(sampler="heun"), "--sampler heun works with --method sdedit"),
     (dict(guidance_until=1.0), "--guidance-until 1.0 is out of range"),
-    (dict(guidance_order="identity"), "--guidance-order identity: unknown nesting"),
     (dict(guidance_contrast=0.5), "--guidance-contrast 0.5 is out of range"),
     (dict(recogniser_guidance=-1.0), "--recogniser-guidance -1.0 is out of range"),
     (dict(blendshape_guidance_until=0.0), "--blendshape-guidance-until 0.0 is out of range"),

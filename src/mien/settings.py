@@ -57,11 +57,7 @@ RECOGNISER_GUIDANCE_WITH_CONTRAST = 0.3
 # policy's larger values still apply): in a swap it is the gain of the expression part of the move alone
 # (mien.guidance.contrast). Not on happy, for the reason LABEL_POLICY gives: on the tuning pairs it drew sunglasses.
 SWAP_DEFAULTS: dict[str, float | str] = {"guidance_identity": 3.0, "descriptor_guidance": 0.0,
-                                         "guidance_contrast": 1.5, "guidance_order": "identity,expression",
-                                         "swap_reference": "identity"}
-# Classifier-free guidance's stream nestings (mien.guidance.classifier_free): the first is guided against the
-# unconditional prediction, the second against the first.
-GUIDANCE_ORDERS = ("identity,expression", "expression,identity")
+                                         "guidance_contrast": 1.5, "swap_reference": "identity"}
 # The number formats of critic guidance's decode and backward pass (mien.guidance.gradient.GradientGuide).
 CRITIC_PRECISIONS = ("float32", "bfloat16")
 # What a swap's target rows take as the spatial reference (mien.pipeline, docs/swap.md).
@@ -105,12 +101,6 @@ class GenerationSettings:
         "--into)", "G")
     guidance_expression: float = setting(1.0, "expression classifier-free guidance scale (higher pushes the "
                                          "requested expression harder)", "G")
-    guidance_order: str | None = setting(
-        None, "the nesting of classifier-free guidance's two streams: 'identity,expression' guides identity against "
-        "the unconditional prediction (u + gi (c_id - u) + ge (c_full - c_id)); 'expression,identity' guides it at "
-        "the requested expression (u + ge (c_expr - u) + gi (c_full - c_expr)), so the identity scale cannot pull "
-        "in the identity photo's own expression (default identity,expression; "
-        f"{SWAP_DEFAULTS['guidance_order']} for swaps, --into)", "|".join(GUIDANCE_ORDERS))
     swap_reference: str | None = setting(
         None, "a swap's (--into) spatial reference in the target rows: 'identity' the --identity photo's latent, "
         "'none' zeros (the model's 'no other photo'), 'scene' the scene face's latent (default "
@@ -177,9 +167,6 @@ class GenerationSettings:
         for name in ("guidance_identity", "guidance_expression"):
             if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise bad(name, getattr(self, name), "is not a number; use a guidance scale such as 1 (plain) or 3")
-        if self.guidance_order is not None and self.guidance_order not in GUIDANCE_ORDERS:
-            raise MienError(f"--guidance-order {self.guidance_order}: unknown nesting; choose one of "
-                            f"{', '.join(GUIDANCE_ORDERS)}")
         if self.swap_reference is not None and self.swap_reference not in SWAP_REFERENCES:
             raise MienError(f"--swap-reference {self.swap_reference}: unknown reference; choose one of "
                             f"{', '.join(SWAP_REFERENCES)}")
@@ -244,7 +231,6 @@ class GenerationSettings:
                                    recogniser_guidance=recogniser, blendshape_guidance=per_label("blendshape_guidance"),
                                    guidance_identity=swap_default("guidance_identity", 1.0),
                                    descriptor_guidance=swap_default("descriptor_guidance", 0.0),
-                                   guidance_order=swap_default("guidance_order", GUIDANCE_ORDERS[0]),
                                    swap_reference=swap_default("swap_reference", SWAP_REFERENCES[0]),
                                    critic_precision=self.critic_precision
                                    or CRITIC_PRECISIONS[1 if native_bfloat16 else 0])  # fmt: skip

@@ -106,7 +106,9 @@ class ClassifierFreeGuidance(Guidance):
         s = ctx.settings
         interval = (s.guidance_until, 1.0) if s.guidance_until > 0 else None  # guidance only while t > guidance_until
         scale = {"identity": s.guidance_identity, "expression": s.guidance_expression}
-        order = tuple(s.guidance_order.split(","))  # resolved: one of mien.settings.GUIDANCE_ORDERS
+        # identity first, as the module docstring; expression first (identity guided at the requested expression)
+        # was tried for swaps and read the label no more often at less identity (docs/swap.md)
+        order = ("identity", "expression")
         return guided(velocity, order, [scale[name] for name in order], interval=interval)
 
 
