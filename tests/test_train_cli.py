@@ -83,6 +83,8 @@ def test_time_budget_stops_early_with_a_checkpoint_and_a_model(tmp_path, capsys)
     (["train", "--chunks", "{tmp}/missing.npz"], "chunk files not found"),
     (["train", "--synthetic", "1"], "at least 2 samples"),
     (["train", "--synthetic", "8", "--time-budget", "0"], "--time-budget must be > 0"),
+    (["train", "--preset", "tiny", "--synthetic", "8", "--identity-weight", "1", "--out", "{tmp}/r"],
+     "no identity embeddings"),
     (["train", "--preset", "tiny", "--synthetic", "8", "--train-config", "{tmp}/none.json"], "none.json"),
     (["train", "decoder", "--out", "{tmp}/d"], "no training data"),
     (["train", "expression-space", "{tmp}/a.parquet"], "run `mien annotate` first"),

@@ -194,6 +194,10 @@ def run_builtin(args: argparse.Namespace) -> int:
     if args.synthetic is None and not chunks:
         raise MienError("no training data: give --pack DIR (made by mien data pack), --chunks FILE ... "
                         "or --synthetic N to try the command")  # fmt: skip
+    if args.synthetic and train_cfg.identity_weight > 0:
+        # random latents have no photos to embed, so the identity loss has no target
+        raise MienError("--synthetic data has no identity embeddings for the identity loss: "
+                        "add --identity-weight 0, or train on --pack/--chunks")  # fmt: skip
     tensors = synthetic_tensors(args.synthetic, train_cfg.seed) if args.synthetic else None
     s = train_builtin(model_cfg, train_cfg, tensors, args.out, args.time_budget, args.stop_after, chunks=chunks,
                       cache=args.cache, parts_to=args.parts_to, start=start, bench=args.bench)  # fmt: skip
