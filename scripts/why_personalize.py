@@ -17,12 +17,17 @@ each of ``--at`` steps (one run resumed, so the 150-step state is the default ru
   the held-out photos (each with its own expression, the training identity vector, the first training
   photo as the reference, as generation gives), and on the prior faces.
 
+``--variants`` generates with one trained adapter in several ways (generation settings such as
+``person_rows`` and ``person_scale``, :class:`mien.settings.GenerationSettings`): one row per variant, the
+training, probes and tuning-free outputs shared, so the variants differ by generation alone.
+
 Plus the "photo floor" (:func:`photo_floor`): the training photos' own face-api distance to the held-out
 photos. One JSON line per (person, steps) on stdout and appended to ``--out``. ``--floor 1,3,5`` gives
 only the photo floor of every prepared person (held-out photos as the benchmark takes them), no training.
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python scripts/why_personalize.py --inputs DIR --out rows.jsonl \
-        --people cfp:451,essex:0 --at 50,150,300 [--prior-weight 0] [--expression-weight 0] [--sdedit 0.8]
+        --people cfp:451,essex:0 --at 50,150,300 [--prior-weight 0] [--expression-weight 0] [--sdedit 0.8] \
+        [--variants 'person_rows=both;person_rows=target'] [any generation setting flag, e.g. --person-rows target]
 """
 
 from __future__ import annotations
@@ -40,13 +45,15 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from mien.cli.settings_flags import add_setting_flags, settings_from_args
 from mien.evaluate.benchmark import LABELS
 from mien.evaluate.personalize import Scorer, base_model, held_out_start, load_person, pipeline_without_landmarker, subset
 from mien.personalize import lora
 from mien.personalize.config import PersonalizeConfig
 from mien.personalize.prior import label_blendshapes
-from mien.personalize.run import expression_measure, person_tensors
+from mien.personalize.run import expression_measure, identity_nets, person_tensors
 from mien.personalize.trainer import CHECKPOINT, train_person
+from mien.settings import GenerationSettings
 
 T_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
 
@@ -141,7 +148,6 @@ def person_run(pipe, base, scorer, args, k: int, person: dict, K: int, config, l
     from mien.expression.targets import POSE_SCALE
     from mien.personalize.losses import PriorSet
     from mien.pipeline import AlignedPhotos
-    from mien.settings import GenerationSettings
 
     inputs = load_person(Path(args.inputs), k, person)
     held_from = held_out_start(len(inputs), args.held_ks or [K])  # the benchmark's held-out photos for these Ks
@@ -159,10 +165,11 @@ def person_run(pipe, base, scorer, args, k: int, person: dict, K: int, config, l
         for n in args.at:
             model = copy.deepcopy(base)
             measure = expression_measure(model, pipe.taef2, pipe.blendshape_net) if config.losses.expression > 0 else None
+            nets = identity_nets(pipe.taef2, pipe.device) if config.losses.judge_identity else None
             t0 = time.monotonic()
             res = train_person(model, tensors, config, work, base_sha256=pipe.model.sha256, expression=measure,
                                photos=[{"name": x, "sha256": ""} for x in train.names], progress=False,
-                               stop_after=n)  # fmt: skip
+                               stop_after=n, identity_nets=nets)  # fmt: skip
             train_s = time.monotonic() - t0
             ck = work / CHECKPOINT
             prior = None
@@ -175,54 +182,35 @@ def person_run(pipe, base, scorer, args, k: int, person: dict, K: int, config, l
             p0, p1 = probes(model, tensors, held_t, prior, 0.0), probes(model, tensors, held_t, prior, 1.0)
             eff = lora_effect(p0, p1)
             pipe.load_person(work)
-            row, tf = compare(pipe, ident, GenerationSettings(), scorer, held_desc, train_desc, tf)
-            row = {"person": person["id"], "K": K, "steps": res.steps_done, "prior_weight": config.losses.prior,
-                   "expression_weight": config.losses.expression,
-                   "photo_floor": floor, "train_s": round(train_s, 1), **row, **eff,
-                   "loss_base": p0, "loss_lora": p1,
-                   "train_loss_last10": {key: float(np.mean([r[key] for r in res.losses[-10:] if key in r]))
-                                         for key in ("total", "flow", "landmarks", "prior", "expression")
-                                         if any(key in r for r in res.losses[-10:])}}  # fmt: skip
-            if args.sdedit and n == args.at[-1]:
-                s = GenerationSettings(method="sdedit", strength=args.sdedit)
-                row["sdedit"], tf_sd = compare(pipe, ident, s, scorer, held_desc, train_desc, tf_sd)
-            log(row)
+            for variant in args.variants:  # one trained adapter, several ways to generate with it
+                settings = dataclasses.replace(args.settings, **variant)
+                row, tf = compare(pipe, ident, settings, scorer, held_desc, train_desc, tf)
+                row = {"person": person["id"], "K": K, "steps": res.steps_done, "prior_weight": config.losses.prior,
+                       "expression_weight": config.losses.expression, "identity_weight": config.losses.identity,
+                       "edit_identity_weight": config.losses.edit_identity, "person_rows": settings.person_rows,
+                       "person_scale": settings.person_scale, "photo_floor": floor, "train_s": round(train_s, 1),
+                       **row, **eff, "loss_base": p0, "loss_lora": p1,
+                       "train_loss_last10": {key: float(np.mean([r[key] for r in res.losses[-10:] if key in r]))
+                                             for key in ("total", "flow", "landmarks", "prior", "expression",
+                                                         "identity", "edit_identity")
+                                             if any(key in r for r in res.losses[-10:])}}  # fmt: skip
+                if args.sdedit and n == args.at[-1]:
+                    s = GenerationSettings(method="sdedit", strength=args.sdedit)
+                    row["sdedit"], tf_sd = compare(pipe, ident, s, scorer, held_desc, train_desc, tf_sd)
+                log(row)
             del model
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def lora_on_target_rows_only() -> None:
-    """Make every personalised FlowEdit in this process take the LoRA on its target rows only (an experiment of
-    this script, not an option of mien): FlowEdit moves the photo by v(requested) - v(own expression), so the LoRA's
-    change to how the person looks, present in both rows, cancels; with the source rows on the base model it does
-    not. Each step runs the pair velocity twice, LoRA off and on, and keeps the source half of the first and the
-    target half of the second. The tuning-free rows (LoRA off, :func:`compare`) are unchanged."""
-    import mien.editing as editing
-
-    state = {"on": False, "unet": None}
-    enable, flowedit = lora.enable, editing.flowedit
-
-    def tracked_enable(unet, on: bool) -> None:
-        state["on"], state["unet"] = on, unet
-        enable(unet, on)
-
-    def split_flowedit(pair, *args, **kwargs):
-        if not state["on"]:
-            return flowedit(pair, *args, **kwargs)
-        unet = state["unet"]
-
-        def rows(x, t, *a, **kw):
-            enable(unet, False)
-            v_base = pair(x, t, *a, **kw)
-            enable(unet, True)
-            v_person = pair(x, t, *a, **kw)
-            half = x.shape[0] // 2  # FlowEdit's batch: source rows, then target rows
-            return torch.cat([v_base[:half], v_person[half:]])
-
-        return flowedit(rows, *args, **kwargs)
-
-    lora.enable, editing.flowedit = tracked_enable, split_flowedit
+def variants(text: str) -> list[dict]:
+    """'person_rows=target,person_scale=1.5;person_rows=both' -> [{'person_rows': 'target', 'person_scale': 1.5}, ...]."""
+    types = {f.name: type(f.default) if f.default is not None else str for f in GenerationSettings.fields()}
+    out = []
+    for part in text.split(";"):
+        pairs = [kv.split("=", 1) for kv in part.split(",") if kv.strip()]
+        out.append({k.strip(): types[k.strip()](v) for k, v in pairs})
+    return out
 
 
 def main() -> None:
@@ -234,24 +222,29 @@ def main() -> None:
     ap.add_argument("--at", type=lambda v: [int(x) for x in v.split(",")], default=[50, 150, 300])
     ap.add_argument("--prior-weight", type=float)
     ap.add_argument("--expression-weight", type=float)
+    ap.add_argument("--identity-weight", type=float)
+    ap.add_argument("--edit-identity-weight", type=float, help="weight of the identity loss at a requested expression")
     ap.add_argument("--held-ks", type=lambda v: [int(x) for x in v.split(",")],
                     help="held-out photos as the benchmark takes them for these Ks (default: all after the K trained on)")
     ap.add_argument("--sdedit", type=float, help="also compare with --method sdedit at this strength (last step count)")
     ap.add_argument("--floor", type=lambda v: [int(x) for x in v.split(",")],
                     help="only the photo floor of every prepared person at these K (no training)")
-    ap.add_argument("--lora-rows", choices=("both", "target"), default="both",
-                    help="the rows of FlowEdit's pair the personalised model's LoRA acts on: both (as mien generates) "
-                    "or the target rows only (the source rows take the base model)")
+    ap.add_argument("--variants", type=variants, default=[{}],
+                    help="personalised generations of one trained adapter, ';' between variants, each 'name=value,...' "
+                    "of generation settings over the others given, e.g. 'person_rows=both;person_rows=target,"
+                    "person_scale=1.5' (default: one, the settings given)")
+    add_setting_flags(ap, "generation: ")
     args = ap.parse_args()
-    if args.lora_rows == "target":
-        lora_on_target_rows_only()
+    args.settings = settings_from_args(args)
     args.prior_cache = {}
     torch.set_grad_enabled(True)
     config = PersonalizeConfig(steps=args.at[-1])
     if args.prior_weight is not None:
         config = dataclasses.replace(config, losses=dataclasses.replace(config.losses, prior=args.prior_weight))
-    if args.expression_weight is not None:
-        config = dataclasses.replace(config, losses=dataclasses.replace(config.losses, expression=args.expression_weight))
+    weights = {"expression": args.expression_weight, "identity": args.identity_weight,
+               "edit_identity": args.edit_identity_weight}
+    config = dataclasses.replace(config, losses=dataclasses.replace(
+        config.losses, **{k: v for k, v in weights.items() if v is not None}))
     pipe = pipeline_without_landmarker("cpu")
     scorer, base = Scorer.from_pipeline(pipe), base_model(pipe.model)
     people = json.loads((Path(args.inputs) / "people.json").read_text())

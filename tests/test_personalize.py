@@ -197,6 +197,30 @@ def test_identity_weight_0_leaves_the_run_unchanged_and_a_weight_changes_only_th
     assert any(not torch.equal(a[k], c[k]) for k in a)
 
 
+def test_the_edit_identity_loss_reaches_only_the_lora_and_leaves_the_other_terms_draws(tmp_path):
+    from mien.personalize.losses import EditIdentityLoss
+    from mien.personalize.prior import label_blendshapes
+
+    pipe, p = tiny_components_pipeline(), person()
+    nets, model = identity_nets(pipe), pipe.model
+    params = lora.add_lora(model.backbone.unet, lora.lora_config(4, 4.0, ["to_q", "to_k", "to_v", "to_out.0"]))
+    for q in params:  # B starts at zero (no gradient for A on the first step): move both
+        q.data.normal_(0, 0.1)
+    targets = torch.from_numpy(np.stack(list(label_blendshapes().values())))
+    loss = EditIdentityLoss(nets, identity_target(nets, p), targets, 2)(Step(model, p, None, torch.Generator().manual_seed(0), 4, 0.5))
+    assert 0 < float(loss.detach()) < 2
+    loss.backward()
+    assert sum(float(q.grad.abs().sum()) for q in params if q.grad is not None) > 0
+    lora_ids = {id(q) for q in params}
+    assert all(q.grad is None for q in model.backbone.unet.parameters() if id(q) not in lora_ids)
+    assert all(q.grad is None for q in [*pipe.taef2.parameters(), *pipe.identity.parameters()])
+    runs = {w: train_person(tiny_model(), p, config(steps=2, losses=LossWeights(expression=0.0, edit_identity=w)),
+                            tmp_path / str(w), base_sha256=SHA, photos=PHOTOS, progress=False, identity_nets=nets)
+            for w in (0.0, 1.0)}  # fmt: skip
+    assert "edit_identity" in runs[1.0].losses[0] and "edit_identity" not in runs[0.0].losses[0]
+    assert all(runs[1.0].losses[0][k] == runs[0.0].losses[0][k] for k in ("flow", "prior"))  # drawn last
+
+
 def test_a_stable_diffusion_shaped_unet_is_personalised(tmp_path):
     model, p = sd_model(seed=3), person(shape=(4, 8, 8))
     model.sha256 = SHA
@@ -307,3 +331,100 @@ def test_config_lora_targets_match_the_backbone():
     from mien.personalize.config import LORA_TARGETS
 
     assert LORA_TARGETS == backbone_targets
+
+
+# --- the person's LoRA on FlowEdit's target rows only (--person-rows target, --person-scale) ----------------
+
+@pytest.fixture(scope="module")
+def pipe_with_person(tmp_path_factory):
+    """The tiny pipeline (its expression stream awake) with a trained person loaded and an identity input."""
+    from conftest import tiny_aligned
+
+    pipe, folder = tiny_components_pipeline(), tmp_path_factory.mktemp("me")
+    torch.manual_seed(0)
+    for p in pipe.model.adapter.stream_kv.parameters():  # zero-initialised stream values: wake them (the expression counts)
+        p.data.normal_(0, 0.5)
+    train_person(tiny_model(), person(), config(steps=4, lr=5e-2), folder, base_sha256=pipe.model.sha256,
+                 photos=PHOTOS, progress=False)  # fmt: skip
+    pipe.load_person(folder)
+    rgb = np.random.default_rng(0).integers(0, 256, (160, 140, 3), dtype=np.uint8)
+    return pipe, pipe.identity_input(tiny_aligned(rgb))
+
+
+def pair_velocity(monkeypatch, pipe, ident, label: str, lora_on: bool = True, **settings) -> torch.Tensor:
+    """FlowEdit's pair velocity (source rows, then target rows) of one request, taken at a fixed point."""
+    from mien import editing
+    from mien.expression.targets import ExpressionRequest
+    from mien.settings import GenerationSettings
+
+    seen = {}
+
+    def capture(pair, photo, *args, **kwargs):
+        x = torch.randn((2 * len(photo), *photo.shape[1:]), generator=torch.Generator().manual_seed(3))
+        seen["v"] = pair(x, torch.full((len(x),), 0.6))
+        return photo
+
+    monkeypatch.setattr(editing, "flowedit", capture)
+    lora.enable(pipe.model.backbone.unet, lora_on)
+    try:
+        pipe(ident, ExpressionRequest(mix={label: 1.0}), GenerationSettings(steps=2, **settings))
+    finally:
+        lora.enable(pipe.model.backbone.unet, True)
+    return seen["v"]
+
+
+@pytest.mark.parametrize("label", ["happy", "sad"])  # sad: contrast guidance's pair (source, target, negative rows)
+def test_with_the_lora_on_target_rows_only_the_source_rows_are_the_base_models(monkeypatch, pipe_with_person, label):
+    pipe, ident = pipe_with_person
+    tf = pair_velocity(monkeypatch, pipe, ident, label, lora_on=False).chunk(2)
+    both = pair_velocity(monkeypatch, pipe, ident, label).chunk(2)
+    target = pair_velocity(monkeypatch, pipe, ident, label, person_rows="target").chunk(2)
+    torch.testing.assert_close(target[0], tf[0], rtol=0, atol=1e-6)  # source rows: the base model
+    torch.testing.assert_close(target[1], both[1], rtol=0, atol=1e-6)  # target rows: the person, as with both
+    assert (both[0] - tf[0]).abs().max() > 1e-3  # with both rows the source rows take the LoRA
+    scaled = pair_velocity(monkeypatch, pipe, ident, label, person_rows="target", person_scale=2.0).chunk(2)
+    torch.testing.assert_close(scaled[0], tf[0], rtol=0, atol=1e-6)
+    assert (scaled[1] - both[1]).abs().max() > 1e-3
+    off = pair_velocity(monkeypatch, pipe, ident, label, person_scale=0.0)
+    torch.testing.assert_close(off, torch.cat(tf), rtol=0, atol=1e-6)  # scale 0: tuning-free
+
+
+def test_with_a_zero_lora_every_row_choice_is_tuning_free_and_a_trained_one_tells_them_apart(pipe_with_person):
+    from mien.expression.targets import ExpressionRequest
+    from mien.settings import GenerationSettings
+
+    pipe, ident = pipe_with_person
+    unet = pipe.model.backbone.unet
+
+    def latents(lora_on: bool = True, **kw) -> torch.Tensor:
+        lora.enable(unet, lora_on)
+        try:
+            return pipe(ident, ExpressionRequest(mix={"happy": 1.0}), GenerationSettings(steps=2, **kw)).latents
+        finally:
+            lora.enable(unet, True)
+
+    trained = lora.lora_state(unet)
+    tf, both, target = latents(False), latents(), latents(person_rows="target")
+    assert (both - tf).abs().max() > 1e-3 and (target - tf).abs().max() > 1e-3 and (target - both).abs().max() > 1e-3
+    lora.set_lora_state(unet, {k: torch.zeros_like(v) for k, v in trained.items()})
+    try:
+        for kw in ({}, {"person_rows": "target"}, {"person_rows": "target", "person_scale": 3.0}):
+            torch.testing.assert_close(latents(**kw), tf, rtol=0, atol=1e-6)
+    finally:
+        lora.set_lora_state(unet, trained)
+
+
+def test_a_row_scale_that_does_not_fit_the_batch_is_an_error(pipe_with_person):
+    pipe, _ = pipe_with_person
+    x = torch.randn(2, *pipe.model.backbone.latent_shape)
+    cond = {"identity": torch.zeros(2, 128), "expression": torch.zeros(2, 55), "reference": torch.zeros_like(x)}
+    with lora.row_scale(torch.ones(3)), pytest.raises(ValueError, match="one scale per row"):
+        pipe.model.velocity(x, torch.full((2,), 0.5), cond)
+
+
+def test_person_rows_without_a_person_is_a_one_line_error(tmp_path, capsys):
+    from mien.cli.main import main
+
+    assert main(["generate", "--example", "--expression", "happy", "--person-rows", "target"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "add --person PERSON_DIR" in err

@@ -71,6 +71,9 @@ def test_critic_precision_follows_the_device_unless_given():
     (dict(method="sdedit", recogniser_guidance=0.3), "--recogniser-guidance works with --method flowedit"),
     (dict(method="sdedit", guidance_contrast=2.0), "--guidance-contrast works with --method flowedit"),
     (dict(method="sdedit", blendshape_guidance=1.0), "--blendshape-guidance works with --method flowedit"),
+    (dict(person_rows="source"), "--person-rows source: unknown rows"),
+    (dict(method="sdedit", person_rows="target"), "--person-rows target chooses among FlowEdit's rows"),
+    (dict(person_scale=-0.5), "--person-scale -0.5 is out of range"),
 ])
 def test_bad_settings_are_one_line_errors_naming_the_flag(kw, words):
     with pytest.raises(MienError, match=None) as e:

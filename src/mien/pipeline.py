@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from mien.editing import ProgressCallback
 from mien.errors import FaceTooSmallError, MienError, NoFaceError
+from mien.personalize.lora import ROW_SCALE_STREAM
 from mien.settings import GenerationSettings
 from mien.threads import native_bfloat16
 
@@ -237,6 +238,18 @@ class MienPipeline:
             out["reference"] = person.latent[None].expand(n, -1, -1, -1).to(self.device)
         return out
 
+    def _person_lora_rows(self, s: GenerationSettings, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The loaded person's LoRA scale on FlowEdit's n source rows and n target rows (every row of sdedit
+        takes the target's); None when no person is loaded or every row takes the LoRA as loaded.
+
+        Why 'target' (``--person-rows``): FlowEdit moves the photo by v(request) - v(photo's own expression);
+        with the LoRA in both terms, what it learned of how the person looks changes both alike and cancels
+        (docs/personalize.md, "Why the personalised model is no nearer")."""
+        if self.person is None or (s.person_rows == "both" and s.person_scale == 1.0):
+            return None
+        target = torch.full((n,), float(s.person_scale), device=self.device)
+        return (torch.zeros_like(target) if s.person_rows == "target" else target), target
+
     @torch.inference_mode()  # no autograd bookkeeping; critic guidance steps out of it (mien.guidance.gradient)
     def __call__(self, identity: IdentityInput, request, settings: GenerationSettings | None = None, n: int = 1,
                  seed: int = 0, callback: ProgressCallback | None = None,
@@ -300,6 +313,12 @@ class MienPipeline:
         if swap:  # the source rows are the scene's person: its identity vector and spatial reference
             streams["source_streams"] = self._identity_streams(scene, n)
             streams["target_streams"] = {name: cond[name] for name in streams["source_streams"]}
+        lora_rows = self._person_lora_rows(s, n)
+        if lora_rows is not None:  # the person's LoRA scale per row (--person-rows, --person-scale)
+            cond[ROW_SCALE_STREAM] = lora_rows[1]
+            if s.method == "flowedit" and s.person_rows == "target":
+                for part, scale in zip(("source_streams", "target_streams"), lora_rows):
+                    streams[part] = {**streams.get(part, {}), ROW_SCALE_STREAM: scale}
         region = edit_region(s.keep, self.device, size, box)
         ctx = GuidanceContext(s, self.model, self.nets, identity, bs, target, source, region, self.device, **streams)
         kinds = list(GUIDANCE.values())

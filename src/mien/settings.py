@@ -62,6 +62,8 @@ SWAP_DEFAULTS: dict[str, float | str] = {"guidance_identity": 3.0, "descriptor_g
 CRITIC_PRECISIONS = ("float32", "bfloat16")
 # What a swap's target rows take as the spatial reference (mien.pipeline, docs/swap.md).
 SWAP_REFERENCES = ("identity", "none", "scene")
+# Which rows of FlowEdit's pair take a loaded person's LoRA (mien.pipeline, docs/personalize.md).
+PERSON_ROWS = ("both", "target")
 # What each label-dependent setting is when no label asks for it (and always with sdedit).
 _OFF = {"guidance_contrast": 1.0, "blendshape_guidance": 0.0}
 
@@ -143,6 +145,12 @@ class GenerationSettings:
                              "blendshape target is the request's change from neutral scaled by a seeded factor "
                              "around 1, plus seeded jitter on the blendshapes it moves (0: every seed asks for "
                              "exactly the request, and images differ in fine detail only)", "V")
+    person_rows: str = setting("both", "with a person's LoRA (--person), flowedit: the rows of FlowEdit's pair that take "
+                               "it: 'both', or 'target', the requested expression's rows only, so the photo's own "
+                               "rows take the base model and what the LoRA learned of how the person looks is not "
+                               "subtracted by the edit (docs/personalize.md)", "|".join(PERSON_ROWS))
+    person_scale: float = setting(1.0, "with a person's LoRA (--person): its scale on the rows that take it (0 is "
+                                  "tuning-free, above 1 extrapolates the person's change to the base model)", "S")
 
     def __post_init__(self):
         from mien.errors import MienError
@@ -191,6 +199,14 @@ class GenerationSettings:
         if self.critic_precision is not None and self.critic_precision not in CRITIC_PRECISIONS:
             raise MienError(f"--critic-precision {self.critic_precision}: unknown number format; choose one of "
                             f"{', '.join(CRITIC_PRECISIONS)}")
+        if self.person_rows not in PERSON_ROWS:
+            raise MienError(f"--person-rows {self.person_rows}: unknown rows; choose one of {', '.join(PERSON_ROWS)}")
+        if self.method != "flowedit" and self.person_rows != "both":
+            raise MienError(f"--person-rows {self.person_rows} chooses among FlowEdit's rows; drop it with --method "
+                            f"{self.method}")
+        if not 0.0 <= self.person_scale <= 4.0:
+            raise bad("person_scale", self.person_scale, "is out of range; use 0 (tuning-free) to 4 (1 is the LoRA as "
+                      "trained)")
         if not 0.0 <= self.variety <= 1.0:
             raise bad("variety", self.variety, "is out of range; use 0 (every seed the same request) to 1")
         if self.method != "flowedit":  # FlowEdit hooks: asked for explicitly with another method, an error

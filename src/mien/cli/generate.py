@@ -178,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
                         "or --person PERSON_DIR)")
     request = build_request(args)  # terms, AUs, intensities
     settings = settings_from_args(args)  # every setting checked before any photo is read or model loaded
+    if args.person is None and (settings.person_rows, settings.person_scale) != ("both", 1.0):
+        raise MienError("--person-rows and --person-scale set a person's LoRA; add --person PERSON_DIR")
     if args.n < 1:
         raise MienError(f"--n {args.n} must be at least 1 (the number of images)")
     check_into(args, settings)

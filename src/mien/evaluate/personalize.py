@@ -238,6 +238,7 @@ def one(pipe, base, scorer: Scorer, prepared: Path, person: dict, k: int, K: int
     from mien.personalize.run import expression_measure, identity_nets, person_tensors
     from mien.personalize.trainer import train_person
     from mien.pipeline import AlignedPhotos
+    from mien.settings import GenerationSettings
 
     inputs = load_person(prepared, k, person)
     train, held = subset(inputs, range(K)), subset(inputs, range(held_out_start(len(inputs), ks), len(inputs)))
@@ -255,7 +256,7 @@ def one(pipe, base, scorer: Scorer, prepared: Path, person: dict, k: int, K: int
         t0 = time.monotonic()
         tensors = person_tensors(train, pipe.taef2, pipe.identity, pipe.device)
         measure = expression_measure(model, pipe.taef2, pipe.blendshape_net) if config.losses.expression > 0 else None
-        nets = identity_nets(pipe.taef2, pipe.device) if config.losses.identity > 0 else None
+        nets = identity_nets(pipe.taef2, pipe.device) if config.losses.judge_identity else None
         res = train_person(model, tensors, config, work, base_sha256=pipe.model.sha256, expression=measure,
                            photos=[{"name": n, "sha256": ""} for n in train.names], progress=False,
                            identity_nets=nets)  # fmt: skip
@@ -280,6 +281,7 @@ def one(pipe, base, scorer: Scorer, prepared: Path, person: dict, k: int, K: int
             "K": K, "train_photos": person["photos"][:K], "held_out": len(held), "train_neutral": all(person["neutral"][:K]),
             "steps": res.steps_done, "rank": config.rank, "train_s": round(train_s, 2), "adapter_bytes": res.adapter_bytes,
             "processes": processes, "device": _device_name(pipe.device), "loss_first": res.losses[0]["total"],
+            "person_settings": {k: v for k, v in (settings or GenerationSettings()).to_dict().items() if k.startswith("person_")},
             "loss_last": res.losses[-1]["total"], "rows": rows}  # fmt: skip
 
 
@@ -326,6 +328,8 @@ def _sheet(folder: Path, person: dict, K: int, train: np.ndarray, images: dict, 
 def main(argv=None) -> int:
     import argparse
 
+    from mien.cli.settings_flags import add_setting_flags, settings_from_args
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("prepare", help="align and measure the people's photos (needs MediaPipe)")
@@ -351,6 +355,9 @@ def main(argv=None) -> int:
     b.add_argument("--expression-weight", type=float,
                    help="weight of the expression-crafting loss (default: LossWeights'; docs/personalize.md, \"Why the "
                         "personalised model is no nearer\")")
+    b.add_argument("--edit-identity-weight", type=float,
+                   help="weight of the identity loss at a requested expression (default: LossWeights')")
+    add_setting_flags(b, "generation: ")
     c.add_argument("--out", required=True)
     c.add_argument("--split", choices=("report", "tune"), default="report",
                    help="print the report people's tables (default) or the tuning people's")
@@ -367,8 +374,9 @@ def main(argv=None) -> int:
         elif args.cmd == "run":
             i, n = (int(x) for x in args.shard.split("/"))
             pipe = pipeline_without_landmarker(args.device)
-            config = lora_config(args.lora_steps, args.lora_rank, args.identity_weight, args.expression_weight)
-            run(args.inputs, args.out, args.ks, pipe, Scorer.from_pipeline(pipe), config,
+            config = lora_config(args.lora_steps, args.lora_rank, args.identity_weight, args.expression_weight,
+                                 args.edit_identity_weight)
+            run(args.inputs, args.out, args.ks, pipe, Scorer.from_pipeline(pipe), config, settings_from_args(args),
                 shard=(i, n), minutes=args.minutes, max_runs=args.max_runs, labels=tuple(args.labels.split(",")))  # fmt: skip
         else:
             s = report(Path(args.out))
@@ -382,12 +390,12 @@ def main(argv=None) -> int:
 
 
 def lora_config(steps: int | None, rank: int | None, identity_weight: float | None = None,
-                expression_weight: float | None = None):
+                expression_weight: float | None = None, edit_identity_weight: float | None = None):
     """The benchmark's :class:`mien.personalize.PersonalizeConfig`: the defaults with each option given."""
     from mien.personalize.config import PersonalizeConfig
 
     c = PersonalizeConfig()
-    weights = {"identity": identity_weight, "expression": expression_weight}
+    weights = {"identity": identity_weight, "expression": expression_weight, "edit_identity": edit_identity_weight}
     c = dataclasses.replace(c, losses=dataclasses.replace(c.losses, **{k: v for k, v in weights.items() if v is not None}))
     if rank is not None:
         c = dataclasses.replace(c, rank=rank, alpha=float(rank))

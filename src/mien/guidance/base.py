@@ -52,15 +52,17 @@ class GuidanceContext:
     source_expression: torch.Tensor | None  # (n, 55) the photo's own expression (FlowEdit's source); None for sdedit
     region: torch.Tensor  # (1, 1, h, w) latent cells the edit may redraw (mien.regions.edit_region)
     device: torch.device
-    # A swap: the identity streams ({"identity": (n, 128), "reference": (n, C, H, W)}) of the source rows (the
-    # scene's face) and of the target rows (the person put in); None when source and target are one person.
+    # The condition streams that differ between FlowEdit's source and target rows: in a swap the identity streams
+    # ({"identity": (n, 128), "reference": (n, C, H, W)}) of the scene's face and of the person put in; with a
+    # person's LoRA on the target rows only (--person-rows target) its per-row scale (mien.personalize.lora.
+    # ROW_SCALE_STREAM, (n,)). None when every stream is the same in both.
     source_streams: Mapping[str, torch.Tensor] | None = None
     target_streams: Mapping[str, torch.Tensor] | None = None
 
     def rows(self, *blocks: str) -> dict[str, torch.Tensor] | None:
-        """The per-row identity streams of a batch made of blocks of n rows, each ``"source"`` or ``"target"``
-        (FlowEdit's pair: ``rows("source", "target")``); None when source and target are the same person,
-        so every row takes the request's own."""
+        """The per-row streams of a batch made of blocks of n rows, each ``"source"`` or ``"target"`` (FlowEdit's
+        pair: ``rows("source", "target")``); None when source and target rows take the same streams, so every
+        row takes the request's own."""
         if self.source_streams is None:
             return None
         parts = {"source": self.source_streams, "target": self.target_streams}

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from mien.guidance.base import ExpressionVelocity, Guidance, GuidanceContext
+from mien.personalize.lora import ROW_SCALE_STREAM, row_scale
 
 
 def branch_weights(scales: Sequence[float]) -> list[float]:
@@ -72,7 +73,9 @@ def conditioned(model, cond: dict, stream_scales: dict | None = None) -> Express
     """``model.velocity`` as an expression-conditioned velocity: every row of ``x`` gets ``cond``'s other
     streams (its B rows repeated to x's rows) and its own ``expression`` row (``cond``'s when None);
     ``streams`` {name: rows} replaces other streams per row the same way (a swap's two identities).
-    ``stream_scales`` is passed through (attention scale per stream; 0 removes one)."""
+    ``stream_scales`` is passed through (attention scale per stream; 0 removes one). The stream
+    :data:`mien.personalize.lora.ROW_SCALE_STREAM` (R,) is no model condition: each row's person-LoRA scale,
+    applied through :func:`mien.personalize.lora.row_scale`."""
     others = {name: c for name, c in cond.items() if name != "expression"}
 
     def velocity(x: torch.Tensor, t, expression: torch.Tensor | None = None, null: dict | None = None,
@@ -83,7 +86,11 @@ def conditioned(model, cond: dict, stream_scales: dict | None = None) -> Express
         expr = cond.get("expression") if expression is None else expression
         if expr is not None:
             big["expression"] = _repeat(expr, rows // expr.shape[0])
-        return model.velocity(x, t, big, scales=stream_scales, null=null)
+        lora_scale = big.pop(ROW_SCALE_STREAM, None)  # a person LoRA's scale per row: not a model condition
+        if lora_scale is None:
+            return model.velocity(x, t, big, scales=stream_scales, null=null)
+        with row_scale(lora_scale):
+            return model.velocity(x, t, big, scales=stream_scales, null=null)
 
     return velocity
 

@@ -25,6 +25,12 @@ class LossWeights:
     landmarks: float = 1.0  # flow matching restricted to the cells of the eyes, brows and mouth
     expression: float = 0.02  # expression crafting: the decoded prediction's blendshapes vs another expression
     identity: float = 0.0  # 1 - MobileFaceNet cosine of the decoded small-t prediction to the photos' mean embedding
+    edit_identity: float = 0.0  # the same at a requested expression unlike the photo's (EditIdentityLoss)
+
+    @property
+    def judge_identity(self) -> bool:
+        """Whether a term needs the identity nets (TAEF2's decoding, MobileFaceNet)."""
+        return self.identity > 0 or self.edit_identity > 0
 
 
 @dataclass
@@ -41,6 +47,7 @@ class PersonalizeConfig:
     expression_batch: int = 2  # rows of the expression-crafting loss per step
     expression_every: int = 1  # the expression-crafting loss on every k-th step (it decodes: the dearest term)
     identity_t_max: float = 0.4  # the identity loss judges the flow batch's samples with t at most this
+    edit_identity_batch: int = 2  # rows of the edit-identity loss per step
     flip_prob: float = 0.5  # mirrored photo (and mirrored condition) with this chance
     landmark_dilate: int = 1  # latent cells added around the landmark cells
     checkpoint_every: int = 25
@@ -50,7 +57,8 @@ class PersonalizeConfig:
     def __post_init__(self):
         if isinstance(self.losses, dict):
             self.losses = LossWeights(**self.losses)
-        for name in ("steps", "rank", "batch", "prior_batch", "expression_batch", "expression_every", "checkpoint_every"):
+        for name in ("steps", "rank", "batch", "prior_batch", "expression_batch", "expression_every", "edit_identity_batch",
+                     "checkpoint_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 flag = {"steps": "--steps", "rank": "--rank"}.get(name, name)

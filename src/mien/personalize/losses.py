@@ -23,6 +23,8 @@ All use the backbone's own objective, rectified-flow matching (``x_t = (1 - t) x
   ``x_t - t v`` decoded (TAEF2) and embedded by MobileFaceNet; the loss is 1 - cosine to the mean
   embedding of the person's decoded photos (and their mirror images). face-api, the identity condition and
   the benchmark's verification, stays an independent check.
+- :class:`EditIdentityLoss`: the same identity measure on the model's prediction for a requested expression
+  unlike the photo's own (as the expression-crafting loss asks), the rows that decide a FlowEdit's output.
 
 Every random draw comes from the step's generator (``Step.g``, seeded by (seed, step)), so a resumed run
 repeats the uninterrupted one.
@@ -172,20 +174,29 @@ class ExpressionLoss:
         self.measure, self.targets, self.batch, self.t_range = measure, targets, batch, t_range
 
     def __call__(self, step: Step) -> torch.Tensor:
-        b = step.person_batch(self.batch)
-        x0, g = b["x0"], step.g
-        targets = self.targets.to(x0.device)
-        own = torch.cdist(b["expression"][:, :52], targets).argmin(1).cpu()
-        pick = (own + 1 + _randint(len(targets) - 1, self.batch, g)) % len(targets)
-        goal = targets[pick.to(x0.device)]
-        lo, hi = self.t_range
-        t = (lo + (hi - lo) * torch.rand(self.batch, generator=g)).to(x0.device)
-        eps = torch.randn(x0.shape, generator=g).to(x0.device)
-        t4 = t.view(-1, 1, 1, 1)
-        x_t = (1 - t4) * x0 + t4 * eps
-        cond = {**b["cond"], "expression": torch.cat([goal, b["expression"][:, 52:]], dim=1)}
-        x0_hat = x_t - t4 * step.model.velocity(x_t, t, cond)
+        x0_hat, goal = requested_prediction(step, self.targets, self.batch, self.t_range)
         return (self.measure(x0_hat) - goal)[:, 1:].pow(2).sum(1).mean()  # MediaPipe's _neutral is no movement
+
+
+def requested_prediction(step: Step, targets: torch.Tensor, batch: int,
+                         t_range: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The model asked, from ``batch`` of the person's photos noised to t in ``t_range``, for one of
+    ``targets`` (L, 52) unlike each photo's own expression (not the target nearest its blendshapes): (the
+    clean estimate ``x_t - t v``, normalised latents; the blendshapes asked for). What FlowEdit's target rows
+    predict when the person's photo is edited."""
+    b = step.person_batch(batch)
+    x0, g = b["x0"], step.g
+    targets = targets.to(x0.device)
+    own = torch.cdist(b["expression"][:, :52], targets).argmin(1).cpu()
+    pick = (own + 1 + _randint(len(targets) - 1, batch, g)) % len(targets)
+    goal = targets[pick.to(x0.device)]
+    lo, hi = t_range
+    t = (lo + (hi - lo) * torch.rand(batch, generator=g)).to(x0.device)
+    eps = torch.randn(x0.shape, generator=g).to(x0.device)
+    t4 = t.view(-1, 1, 1, 1)
+    x_t = (1 - t4) * x0 + t4 * eps
+    cond = {**b["cond"], "expression": torch.cat([goal, b["expression"][:, 52:]], dim=1)}
+    return x_t - t4 * step.model.velocity(x_t, t, cond), goal
 
 
 class IdentityLoss:
@@ -203,6 +214,25 @@ class IdentityLoss:
         p = step.prediction()
         target = self.target.to(p["x_t"].device)[None].expand(p["x_t"].shape[0], -1)
         return self.feedback.losses(step.model, p["x_t"], p["t"], p["v"], p["cond"], {}, target)["identity"]
+
+
+class EditIdentityLoss:
+    """Identity at a requested expression: the model asked for a basic label unlike the photo's own
+    (:func:`requested_prediction`, its own draws), its clean estimate decoded (TAEF2) and embedded by
+    MobileFaceNet; the loss is 1 - cosine to ``target``, the person's mean embedding (:func:`identity_target`).
+    :class:`IdentityLoss` judges the photo at its own expression, which FlowEdit's source rows subtract;
+    this term judges the rows that decide an edit's output (docs/personalize.md). ``nets`` as
+    :class:`IdentityLoss`'s; ``targets`` (L, 52) the expressions it may ask for."""
+
+    def __init__(self, nets, target: torch.Tensor, targets: torch.Tensor, batch: int,
+                 t_range: tuple[float, float] = (0.1, 0.5)):  # fmt: skip
+        self.nets, self.target, self.targets, self.batch, self.t_range = nets, target, targets, batch, t_range
+
+    def __call__(self, step: Step) -> torch.Tensor:
+        x0_hat, _ = requested_prediction(step, self.targets, self.batch, self.t_range)
+        with torch.autocast(device_type=x0_hat.device.type, enabled=False):
+            emb = self.nets.embed(self.nets.decode(step.model.denormalize(x0_hat.float())))
+        return (1 - (emb.float() * self.target.to(emb.device)[None].float()).sum(1)).mean()
 
 
 @torch.no_grad()

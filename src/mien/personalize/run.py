@@ -83,7 +83,7 @@ def personalize(photos: list[str | Path], out: str | Path, config: PersonalizeCo
     expression = None
     if config.losses.expression > 0:
         expression = expression_measure(model, taef2, AlignedBlendshapes.from_weights().to(dev).requires_grad_(False))
-    identity = identity_nets(taef2, dev) if config.losses.identity > 0 else None
+    identity = identity_nets(taef2, dev) if config.losses.judge_identity else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     inputs.save(out)

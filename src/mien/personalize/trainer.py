@@ -21,13 +21,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mien.errors import MienError
 from mien.personalize import lora
 from mien.personalize.config import PersonalizeConfig
-from mien.personalize.losses import (ExpressionLoss, FlowLoss, IdentityLoss, LandmarkLoss, PersonTensors, PriorLoss, Step,
-                                     identity_target)  # fmt: skip
+from mien.personalize.losses import (EditIdentityLoss, ExpressionLoss, FlowLoss, IdentityLoss, LandmarkLoss,
+                                     PersonTensors, PriorLoss, Step, identity_target)  # fmt: skip
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -55,8 +56,8 @@ def train_person(model, person: PersonTensors, config: PersonalizeConfig, out_di
 
     ``photos``: [{"name", "sha256"}] of the photos used (a checkpoint of other photos is refused);
     ``expression``: (measure, targets) of the expression-crafting loss (its weight is ignored without);
-    ``identity_nets``: :class:`mien.train.loss_consistency.FeedbackNets` (decode, embed) of the identity loss
-    (:func:`mien.personalize.run.identity_nets`; its weight is ignored without);
+    ``identity_nets``: :class:`mien.train.loss_consistency.FeedbackNets` (decode, embed) of the identity and
+    edit-identity losses (:func:`mien.personalize.run.identity_nets`; their weights are ignored without);
     ``prior_expressions`` (M, 55): the prior faces' expressions (default: the basic labels in turn);
     ``time_budget_s``: stop, save and return before this much time since ``start`` has passed;
     ``stop_after``: stop at this step as if killed after its checkpoint (tests, split GPU calls).
@@ -104,6 +105,12 @@ def train_person(model, person: PersonTensors, config: PersonalizeConfig, out_di
         target = identity_target(identity_nets, person)
         terms.append((w.identity, IdentityLoss(identity_nets, target, config.identity_t_max), 1,
                       "identity"))  # fmt: skip
+    if w.edit_identity > 0 and identity_nets is not None:  # last: its draws leave the other terms' unchanged
+        from mien.personalize.prior import label_blendshapes
+
+        targets = torch.from_numpy(np.stack(list(label_blendshapes().values())))
+        terms.append((w.edit_identity, EditIdentityLoss(identity_nets, identity_target(identity_nets, person), targets,
+                                                        config.edit_identity_batch), 1, "edit_identity"))  # fmt: skip
     terms = [t for t in terms if t[0] > 0]
     end = config.steps if stop_after is None else min(config.steps, stop_after)
     bar = _progress(progress, config.steps, step)
