@@ -36,12 +36,13 @@ def summary(files: list[Path]) -> None:
         by.setdefault(r["config"], {})[r["item"]] = r
     common = set.intersection(*(set(v) for v in by.values()))
     print(f"{len(common)} swaps each: config  verified_a  impostor_b  mean dist_a  dist_b  mfn cos_a  cos_b  "
-          "label_ok  pose_mae  cpu_s")
+          "label_ok  p_label  pose_mae  cpu_s")
     for name, items in by.items():
         rs = [items[i] for i in sorted(common) if not items[i].get("no_face")]
         m = lambda k: float(np.mean([r[k] for r in rs]))  # noqa: E731
         print(f"{name:>10} {np.mean([r['dist_a'] < 0.6 for r in rs]):.2f} {np.mean([r['dist_b'] < 0.6 for r in rs]):.2f} "
               f"{m('dist_a'):.3f} {m('dist_b'):.3f} {m('cos_a'):.3f} {m('cos_b'):.3f} {m('label_ok'):.2f} "
+              f"{m('p_label') if all('p_label' in r for r in rs) else float('nan'):.2f} "
               f"{m('pose_err'):.1f} {m('cpu_s'):.0f}  (n={len(rs)})")
 
 

@@ -87,6 +87,40 @@ def test_label_aus_are_set_after_the_movement_scaled_by_intensity_and_requested_
     np.testing.assert_allclose(plain, want)
 
 
+def test_swap_label_aus_change_only_a_swaps_target_and_only_their_blendshapes():
+    from mien.expression.aus import AUCalibration, control_blendshapes
+    from mien.expression.basic import SWAP_LABEL_AUS
+    from mien.expression.targets import ExpressionRequest, blendshape_target
+    from mien.face.blendshape_names import BLENDSHAPE_NAMES
+
+    protos, calib = Prototypes.load(), AUCalibration.load()
+
+    def levels_set(bs, aus, scale):  # each AU's blendshapes at the inverse map of its level (mien.expression.aus)
+        for name, level in aus.items():
+            for b in control_blendshapes(name):
+                want = calib.bs_rest[b] + level * scale / 5 * (calib.bs_high[b] - calib.bs_rest[b])
+                assert bs[BLENDSHAPE_NAMES.index(b)] == pytest.approx(min(max(want, 0.0), 1.0), abs=1e-6), (name, b)
+
+    for label, aus in SWAP_LABEL_AUS.items():
+        req = ExpressionRequest(mix={label: 1.0})
+        edit, swap = blendshape_target(req, protos, calib), blendshape_target(req, protos, calib, swap=True)
+        touched = {BLENDSHAPE_NAMES.index(b) for name in aus for b in control_blendshapes(name)}
+        moved = set(np.flatnonzero(np.abs(swap - edit) > 1e-9))
+        assert moved and moved <= touched, (label, moved - touched)
+        levels_set(swap, aus, 1.0)
+        levels_set(blendshape_target(ExpressionRequest(mix={label: 1.0}, intensity=0.5), protos, calib, swap=True),
+                   aus, 0.5)  # scaled by the intensity, as LABEL_AUS are
+        asked = {n: 4.0 for n in aus}  # requested AUs still come last
+        levels_set(blendshape_target(ExpressionRequest(mix={label: 1.0}, aus=asked), protos, calib, swap=True),
+                   asked, 1.0)
+        none = ExpressionRequest(mix={label: 1.0}, intensity=0.0)  # not asked for: the edit's (neutral) target
+        np.testing.assert_array_equal(blendshape_target(none, protos, calib, swap=True),
+                                      blendshape_target(none, protos, calib))
+    others = ExpressionRequest(mix={lab: 1.0 for lab in ("sad", "surprised") if lab not in SWAP_LABEL_AUS})
+    np.testing.assert_array_equal(blendshape_target(others, protos, calib),
+                                  blendshape_target(others, protos, calib, swap=True))
+
+
 def test_label_policy_takes_the_strongest_label_asked_for():
     from mien.settings import LABEL_POLICY, label_value
 

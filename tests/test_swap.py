@@ -122,6 +122,24 @@ def test_a_swap_resolves_unset_settings_to_the_swap_defaults_and_an_edit_does_no
     assert happy.guidance_contrast == 1.0  # no contrast floor on happy (mien.settings.SWAP_DEFAULTS)
 
 
+def test_a_swaps_target_rows_take_the_swap_target_and_an_edits_the_edit_target(editor, photo):
+    from mien.expression.basic import SWAP_LABEL_AUS
+    from mien.expression.targets import blendshape_target
+
+    label = next(iter(SWAP_LABEL_AUS))
+    other = np.ascontiguousarray(photo[:, ::-1, ::-1])
+    subject, scene = scene_of(editor, other), scene_of(editor, photo)
+    pipe, quick = editor.pipeline, S(steps=1, recogniser_guidance=0, blendshape_guidance=0, guidance_contrast=1.0)
+    want = {swap: torch.from_numpy(blendshape_target(parse_request(label), pipe.prototypes, pipe.calibration,
+                                                     swap=swap)).float() for swap in (False, True)}  # fmt: skip
+    assert not torch.allclose(want[False], want[True])
+    for swap in (False, True):
+        with conditions_seen(editor, "expression") as seen:
+            editor.edit(subject, parse_request(label), quick, into=scene if swap else None)
+        target_row = seen[0]["expression"][1, :52]  # rows: source, target
+        assert torch.allclose(target_row, want[swap], atol=1e-6), swap
+
+
 def test_a_scene_without_a_face_is_a_one_line_error(editor, photo):
     with pytest.raises(NoFaceError, match=r"^party.jpg \(the scene to swap into\): no face found") as e:
         editor.swap(scene_of(editor, photo), photo, name="party.jpg")  # the tiny pipeline's landmarker finds none

@@ -148,3 +148,43 @@ def test_an_output_without_a_face_is_counted_not_fatal():
     s = summarise([row, {"label": "fearful", "no_face": False, "dist_a": 0.5, "dist_b": 0.7, "verified_a": True,
                          "verified_b": False, "pose_err": 1.0, "outside_max": 0, "seam": 0.0, "label_ok": False}], {})
     assert (s["items"], s["ok"], s["no_face"]) == (2, 1, 1)
+
+
+def test_an_outputs_row_gives_the_requested_labels_probability_beside_the_top_label():
+    from types import SimpleNamespace
+
+    from mien.evaluate.swap import score_output
+
+    face = SimpleNamespace(faceapi=np.zeros(128), pose={"yaw": 1.0, "pitch": 2.0, "roll": 3.0},
+                           expression={"neutral": 0.55, "happy": 0.4, "fearful": 0.05})
+
+    class Seeing:
+        def analyze(self, rgb):
+            return [face]
+
+    scene_face = SimpleNamespace(pose={"yaw": 0.0, "pitch": 0.0, "roll": 0.0})
+    rgb = np.zeros((128, 128, 3), np.uint8)
+    desc = np.zeros((1, 128))
+    happy = score_output(Seeing(), rgb, rgb, np.ones((128, 128)), scene_face, "happy", desc, desc)
+    assert happy["faceapi"] == "neutral" and happy["label_ok"] is False and happy["p_label"] == 0.4
+    assert score_output(Seeing(), rgb, rgb, np.ones((128, 128)), scene_face, "sad", desc, desc)["p_label"] == 0.0
+
+
+def test_swap_report_merge_replaces_only_the_new_runs_swaps(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "swap_report_merge.py"
+    spec = importlib.util.spec_from_file_location("swap_report_merge", path)
+    merge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge)
+    row = lambda a, b, label: {"dist_a": a, "dist_b": b, "pose_err": 1.0, "faceapi": label}  # noqa: E731
+    base = [{"item": "x>y:happy", "real_b": 0.0, "crop": row(0.5, 0.7, "neutral")},
+            {"item": "x>y:sad", "real_b": 0.0, "crop": row(0.7, 0.5, "sad")}]
+    new = {"x>y:happy": {"config": "n", "item": "x>y:happy", **row(0.65, 0.8, "happy")}}
+    before, after = merge.rows_of(base, {}), merge.rows_of(base, new)
+    assert [r["faceapi"] for r in before] == ["neutral", "sad"] and [r["faceapi"] for r in after] == ["happy", "sad"]
+    assert after[0]["dist_a"] == 0.65 and after[1] == before[1]
+    text = merge.summary(after)
+    assert "verified_a 0.00" in text and "impostor 0.50" in text and "happy 1.00" in text and "sad 1.00" in text

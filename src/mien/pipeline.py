@@ -290,7 +290,7 @@ class MienPipeline:
             check_swap_settings(s)
         elif s.swap_reference != "identity":
             raise MienError(f"--swap-reference {s.swap_reference} works with --into (a swap); drop it for an edit")
-        bs = blendshape_target(request, self.prototypes, self.calibration)
+        bs = blendshape_target(request, self.prototypes, self.calibration, swap=swap)  # SWAP_LABEL_AUS in a swap
         expr = expression_vector(bs, scene.pose)
         target = torch.from_numpy(expr)[None].expand(n, -1).float().to(self.device)
         if s.variety > 0:  # each seed its own target around the request (--variety)

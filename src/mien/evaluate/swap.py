@@ -25,6 +25,7 @@ replaced (what a user gets), analysed by
   seam         around the edge of what the paste changed, mean |gradient| of the output minus the scene's
                (pixel levels per pixel; > 0: edges added at the seam; :func:`seam`)
   label_ok     face-api's top expression is the requested label
+  p_label      face-api's probability of the requested label (how strongly it reads, where label_ok is 0 or 1)
   real_b       the pair's real-photo impostor rate: the share of A's scoring photos (real, unedited) whose mean
                face-api distance to B's scoring photos is below 0.6. Where A's own photos already pass as B,
                no swap of A can fail the impostor check, so the summary also gives the impostor rate of the
@@ -139,7 +140,7 @@ def score_output(analyzer, output, scene_rgb, weight, scene_face, label, a_desc,
     top = max(f.expression, key=f.expression.get)
     return {**row, "no_face": False, "dist_a": da, "dist_b": db, "verified_a": da is not None and da < DLIB_THRESHOLD,
             "verified_b": db is not None and db < DLIB_THRESHOLD, "pose_err": float(np.mean(pose)),
-            "faceapi": top, "label_ok": top == label}  # fmt: skip
+            "faceapi": top, "label_ok": top == label, "p_label": float(f.expression.get(label, 0.0))}  # fmt: skip
 
 
 def faces_of(analyzer, rgb: np.ndarray) -> list:

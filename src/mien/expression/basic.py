@@ -109,6 +109,22 @@ GAIN = {"happy": 0.5, "angry": 1.5, "fearful": 2.0, "disgusted": 1.5, "surprised
 # both classifiers' readings (face-api 0.50 -> 0.25), so fearful has none (model card).
 LABEL_AUS: dict[str, dict[str, float]] = {"surprised": {"AU1": 3.0, "AU2": 3.0, "AU5": 3.0, "AU26": 3.0}}
 
+# Action Units a label's target also sets in a swap (mien generate --into), after LABEL_AUS and before requested
+# AUs, scaled the same way; edits keep the fitted movements. Chosen on the swap benchmark's tuning pairs
+# (docs/swap.md, "Disgusted, fearful, happy: tuning").
+# - disgusted: the fitted movement (lip corners pulled down, AU15 4.5; chin raised, AU17 1.8; brows lowered, AU4
+#   3.5) comes out of a swap as a pressed, downturned mouth that face-api reads as sad, angry or neutral.
+#   EMFACS's disgust prototypes carry the upper lip raiser (AU10) and the nose wrinkler (AU9) instead (Ekman,
+#   Friesen & Hager 2002, Investigator's Guide); MediaPipe almost never gives noseSneer (its calibration high is
+#   5e-5), so the upper lip's rise is asked for through lips part (AU25: mouthUpperUp with mouthLowerDown), the
+#   frown lowered to 1 and the chin raiser to rest; the lowered brows and the squint stay.
+# - happy: the movement is scaled down for edits (GAIN 0.5: mouthSmile +0.52, AU12 about 1.9), and in a swap,
+#   whose identity guidance 3 also pulls in the selfie's own resting mouth, the half grin reads neutral on
+#   neutral selfies; the lip corner puller at 3 (mouthSmile about 0.69) restores it.
+# On the report ring (docs/swap.md): happy read 0.73 -> 0.93, disgusted 0.23 -> 0.27, verified as A 0.95 -> 0.94.
+SWAP_LABEL_AUS: dict[str, dict[str, float]] = {"disgusted": {"AU15": 1.0, "AU17": 0.0, "AU25": 2.0},
+                                               "happy": {"AU12": 3.0}}
+
 def movements(bs: np.ndarray, label: np.ndarray, performer: np.ndarray) -> np.ndarray:
     """Each posed face's blendshapes minus its performer's mean neutral face (NaN rows where the
     performer has no neutral photo): the movement that :func:`fit_prototypes` fits."""

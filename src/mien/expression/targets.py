@@ -6,8 +6,8 @@ The rule for combining controls given together (documented for users in docs/exp
      intensity (``--intensity`` multiplies the whole mix);
   3. set the blendshapes of Action Units to their levels, in this order, so later ones win: the AUs a
      label carries (``mien.expression.basic.LABEL_AUS``: surprised sets AU1, AU2, AU5, AU26 to 3,
-     scaled like its movement), a term's own AU adjustments, then ``--au`` — requested AUs come last,
-     so they are exact;
+     scaled like its movement), in a swap also the label's swap AUs (``mien.expression.basic.SWAP_LABEL_AUS``),
+     a term's own AU adjustments, then ``--au`` — requested AUs come last, so they are exact;
   4. clip to [0, 1]. Head pose comes from the identity photo (expression controls never move the head).
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mien.expression.aus import AU_NAMES, AUCalibration, aus_to_blendshapes, blendshapes_to_aus
-from mien.expression.basic import LABEL_AUS, Prototypes
+from mien.expression.basic import LABEL_AUS, SWAP_LABEL_AUS, Prototypes
 from mien.face.blendshape_names import BLENDSHAPE_NAMES
 
 POSE_SCALE = 90.0  # pose angles enter the vector in degrees / 90, so they are O(1) like blendshapes
@@ -40,8 +40,10 @@ class ExpressionRequest:
         return ", ".join(parts) or "neutral"
 
 
-def blendshape_target(req: ExpressionRequest, protos: Prototypes, calib: AUCalibration) -> np.ndarray:
-    """(52,) blendshape target for a request, by the rule in the module docstring."""
+def blendshape_target(req: ExpressionRequest, protos: Prototypes, calib: AUCalibration,
+                      swap: bool = False) -> np.ndarray:  # fmt: skip
+    """(52,) blendshape target for a request, by the rule in the module docstring; ``swap``: the target of a
+    swap (``mien generate --into``), which also sets the labels' :data:`SWAP_LABEL_AUS`."""
     base = np.array(req.like if req.like is not None else protos.neutral, dtype=np.float64)
     for label, x in req.mix.items():
         if label != "neutral":
@@ -49,6 +51,10 @@ def blendshape_target(req: ExpressionRequest, protos: Prototypes, calib: AUCalib
     for label, x in req.mix.items():
         if label in LABEL_AUS:
             base = aus_to_blendshapes({au: req.intensity * float(x) * v for au, v in LABEL_AUS[label].items()},
+                                      calib, base)  # fmt: skip
+    for label, x in req.mix.items() if swap else ():  # a swap's own AUs, on the labels it asks for
+        if label in SWAP_LABEL_AUS and req.intensity * float(x) > 0:
+            base = aus_to_blendshapes({au: req.intensity * float(x) * v for au, v in SWAP_LABEL_AUS[label].items()},
                                       calib, base)  # fmt: skip
     if req.aus:
         base = aus_to_blendshapes(req.aus, calib, base)
