@@ -2,7 +2,6 @@
 
     python scripts/profile_edit.py [--labels happy fearful ...] [--repeats 3] [--threads N] [--steps 25]
         [--critic-precision float32|bfloat16]
-        [--unet-precision float32|bfloat16 [--unet-weights-bfloat16]]
 
 The same work as scripts/bench_generate_cpu.py (read the photo, prepare the subject, edit, paste back,
 write the PNGs and sheet), with each component wrapped in a timer that reads this process's CPU time
@@ -11,10 +10,6 @@ does wall-clock time) and its wall-clock time. Components nest (the UNet calls i
 guidance are counted under it); each row gives the time spent in the component itself, without the
 components inside it ("self"), per image, averaged over the repeats after a dropped warm-up image. The
 UNet rows also give the number of calls per image and their batch sizes.
-
-`--unet-weights-bfloat16` is a measurement, not a setting of mien's: with `--unet-precision bfloat16` (the
-UNet's calls under bfloat16 autocast) it also casts the UNet's weights to bfloat16, which saves autocast's cast of
-every weight at every call (docs/performance.md, "The UNet in bfloat16").
 
 Prints one JSON line per label: {"label", "threads", "components": {path: {"cpu_s", "wall_s", "calls"}},
 "unet_batches": {rows: calls}, "total_cpu_s", "total_wall_s"}, then one with the load average.
@@ -81,9 +76,6 @@ def main() -> None:
     ap.add_argument("--labels", "--expression", nargs="+", default=list(LABELS), help="labels (default: all 7)")
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: mien's default)")
     ap.add_argument("--critic-precision", default=None, help="float32 or bfloat16 (default: mien's, by the CPU)")
-    ap.add_argument("--unet-precision", default=None, help="float32 or bfloat16 (default: mien's)")
-    ap.add_argument("--unet-weights-bfloat16", action="store_true",
-                    help="with --unet-precision bfloat16: cast the UNet's weights to bfloat16 too (a measurement)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="default: mien's (mien.threads)")
     args = ap.parse_args()
@@ -112,10 +104,6 @@ def main() -> None:
     T = Timers()
     pipe = editor.pipeline
     unet = pipe.model.backbone.unet
-    if args.unet_weights_bfloat16:
-        if args.unet_precision != "bfloat16":
-            ap.error("--unet-weights-bfloat16 needs --unet-precision bfloat16 (autocast casts the inputs)")
-        unet.to(torch.bfloat16)
     unet.forward = T.timed("unet", unet.forward, batch_of=lambda x, *a, **k: int(x.shape[0]))
     pipe.taef2.decode = T.timed("taef2.decode", pipe.taef2.decode)
     pipe.taef2.encode = T.timed("taef2.encode", pipe.taef2.encode)
@@ -134,7 +122,7 @@ def main() -> None:
     read = T.timed("load_rgb", load_rgb)
     edit = T.timed("edit", editor.edit)
 
-    given = {"steps": args.steps, "critic_precision": args.critic_precision, "unet_precision": args.unet_precision}
+    given = {"steps": args.steps, "critic_precision": args.critic_precision}
     settings = GenerationSettings(**{k: v for k, v in given.items() if v is not None})
     with tempfile.TemporaryDirectory() as tmp:
         for label in args.labels:
@@ -152,8 +140,7 @@ def main() -> None:
             r = args.repeats
             comps = {p: {"cpu_s": round(T.cpu[p] / r, 4), "wall_s": round(T.wall[p] / r, 4), "calls": T.calls[p] / r}
                      for p in sorted(T.cpu, key=lambda p: -T.cpu[p])}  # fmt: skip
-            print(json.dumps({"label": label, "threads": threads, "unet_precision": result.generation.settings.unet_precision,
-                              "unet_weights_bfloat16": args.unet_weights_bfloat16, "steps": result.generation.settings.steps,
+            print(json.dumps({"label": label, "threads": threads, "steps": result.generation.settings.steps,
                               "total_cpu_s": round(totals[0] / r, 3), "total_wall_s": round(totals[1] / r, 3),
                               "components": comps,
                               "unet_batches": {str(b): n / r for b, n in sorted(T.batches.items())}}), flush=True)

@@ -68,7 +68,6 @@ def test_critic_precision_follows_the_device_unless_given():
     (dict(recogniser_guidance=-1.0), "--recogniser-guidance -1.0 is out of range"),
     (dict(blendshape_guidance_until=0.0), "--blendshape-guidance-until 0.0 is out of range"),
     (dict(critic_precision="float16"), "--critic-precision float16: unknown number format"),
-    (dict(unet_precision="float16"), "--unet-precision float16: unknown number format"),
     (dict(method="sdedit", recogniser_guidance=0.3), "--recogniser-guidance works with --method flowedit"),
     (dict(method="sdedit", guidance_contrast=2.0), "--guidance-contrast works with --method flowedit"),
     (dict(method="sdedit", blendshape_guidance=1.0), "--blendshape-guidance works with --method flowedit"),

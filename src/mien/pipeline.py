@@ -272,7 +272,7 @@ class MienPipeline:
         from mien import editing
         from mien.expression.targets import blendshape_target, expression_vector
         from mien.guidance import GUIDANCE, GuidanceContext, chain
-        from mien.guidance.classifier_free import conditioned, in_precision
+        from mien.guidance.classifier_free import conditioned
         from mien.regions import edit_region, keep_mask
 
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
@@ -322,7 +322,7 @@ class MienPipeline:
         region = edit_region(s.keep, self.device, size, box)
         ctx = GuidanceContext(s, self.model, self.nets, identity, bs, target, source, region, self.device, **streams)
         kinds = list(GUIDANCE.values())
-        velocity = in_precision(conditioned(self.model, cond), s.unet_precision, self.device)
+        velocity = conditioned(self.model, cond)
         for kind in kinds:
             velocity = kind.velocity(ctx, velocity)
         keep = keep_mask(s.keep, size, box).to(self.device) if s.keep != "none" else None

@@ -60,8 +60,6 @@ SWAP_DEFAULTS: dict[str, float | str] = {"guidance_identity": 3.0, "descriptor_g
                                          "guidance_contrast": 1.5, "swap_reference": "identity"}
 # The number formats of critic guidance's decode and backward pass (mien.guidance.gradient.GradientGuide).
 CRITIC_PRECISIONS = ("float32", "bfloat16")
-# The number formats of the UNet's calls in the sampler (mien.guidance.classifier_free.in_precision).
-UNET_PRECISIONS = ("float32", "bfloat16")
 # What a swap's target rows take as the spatial reference (mien.pipeline, docs/swap.md).
 SWAP_REFERENCES = ("identity", "none", "scene")
 # Which rows of FlowEdit's pair take a loaded person's LoRA (mien.pipeline, docs/personalize.md).
@@ -143,10 +141,6 @@ class GenerationSettings:
         "AMX) and reads as float32 does on the tuning people; elsewhere it is emulated and slower (default: bfloat16 "
         "where native, else float32)",
         "|".join(CRITIC_PRECISIONS))
-    unet_precision: str = setting(
-        "float32", "the number format of the UNet's calls in the sampler: 'bfloat16' runs them under bfloat16 "
-        "autocast (a tenth less CPU time on CPUs with AVX512-BF16; an experiment, docs/performance.md)",
-        "|".join(UNET_PRECISIONS))
     variety: float = setting(0.0, "how much each seed's expression varies around the request, 0 to 1: each image's "
                              "blendshape target is the request's change from neutral scaled by a seeded factor "
                              "around 1, plus seeded jitter on the blendshapes it moves (0: every seed asks for "
@@ -205,9 +199,6 @@ class GenerationSettings:
         if self.critic_precision is not None and self.critic_precision not in CRITIC_PRECISIONS:
             raise MienError(f"--critic-precision {self.critic_precision}: unknown number format; choose one of "
                             f"{', '.join(CRITIC_PRECISIONS)}")
-        if self.unet_precision not in UNET_PRECISIONS:
-            raise MienError(f"--unet-precision {self.unet_precision}: unknown number format; choose one of "
-                            f"{', '.join(UNET_PRECISIONS)}")
         if self.person_rows not in PERSON_ROWS:
             raise MienError(f"--person-rows {self.person_rows}: unknown rows; choose one of {', '.join(PERSON_ROWS)}")
         if self.method != "flowedit" and self.person_rows != "both":

@@ -69,19 +69,6 @@ def guided(velocity: ExpressionVelocity, order: Sequence[str] = ("identity", "ex
     return guided_velocity
 
 
-def in_precision(velocity: ExpressionVelocity, precision: str, device: torch.device) -> ExpressionVelocity:
-    """``velocity`` with its model calls under ``precision``'s autocast ('float32': unchanged), returning float32
-    (``unet_precision``, docs/performance.md)."""
-    if precision == "float32":
-        return velocity
-
-    def cast(*args, **kwargs) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=getattr(torch, precision)):
-            return velocity(*args, **kwargs).float()
-
-    return cast
-
-
 def conditioned(model, cond: dict, stream_scales: dict | None = None) -> ExpressionVelocity:
     """``model.velocity`` as an expression-conditioned velocity: every row of ``x`` gets ``cond``'s other
     streams (its B rows repeated to x's rows) and its own ``expression`` row (``cond``'s when None);
