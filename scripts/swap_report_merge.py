@@ -1,10 +1,12 @@
-"""The report ring's crop-paste figures with some labels' swaps replaced by a later run of those labels (docs/swap.md).
+"""The report ring's figures for one paste with some labels' swaps replaced by a later run of those labels (docs/swap.md).
 
-    python scripts/swap_report_merge.py docs/history/eval-runs/swap/report30_builtin.jsonl NEW.jsonl [--config NAME]
+    python scripts/swap_report_merge.py docs/history/eval-runs/swap/report30_builtin.jsonl NEW.jsonl \
+        [--config NAME] [--paste crop|detail]
 
-BASE: a ring run's per-swap scores (one JSON line a swap with ``real_b`` and a ``crop`` row, as
-docs/history/eval-runs/swap/report30_builtin.jsonl). NEW: ``scripts/tune_swap.py`` lines on the same ring (crop
-paste), of one config (``--config``, default the only one). Every swap of NEW replaces BASE's swap of the same
+BASE: a ring run's per-swap scores (one JSON line a swap with ``real_b`` and a ``crop`` and a ``detail`` row, as
+docs/history/eval-runs/swap/report30_builtin.jsonl). NEW: ``scripts/tune_swap.py`` lines on the same ring with the
+same paste as ``--paste`` (default ``crop``; tune_swap's config key ``paste``), of one config (``--config``, default
+the only one). Every swap of NEW replaces BASE's swap of the same
 item; the rest are BASE's (their generation is unchanged where a change touches only NEW's labels, so they are the
 same outputs). Prints the summary over BASE's items both ways: verified as A, impostor, impostor on the pairs whose
 real photos stay apart (``real_b`` 0), pose error and face-api's rate per label, against the real-photo rates;
@@ -26,11 +28,11 @@ REAL = {"neutral": 1.00, "happy": 0.95, "sad": 0.50, "angry": 0.21, "fearful": 0
 THRESHOLD = 0.6  # face-api verification (mien.evaluate.swap.DLIB_THRESHOLD)
 
 
-def rows_of(base: list[dict], new: dict[str, dict]) -> list[dict]:
-    """One row a BASE item: its crop scores, or NEW's where NEW has the item; ``real_b`` always BASE's."""
+def rows_of(base: list[dict], new: dict[str, dict], paste: str = "crop") -> list[dict]:
+    """One row a BASE item: its scores with ``paste``, or NEW's where NEW has the item; ``real_b`` always BASE's."""
     out = []
     for b in base:
-        row = new.get(b["item"], b["crop"])
+        row = new.get(b["item"], b[paste])
         out.append({"item": b["item"], "label": b["item"].rsplit(":", 1)[1], "real_b": b["real_b"],
                     "dist_a": row["dist_a"], "dist_b": row["dist_b"], "pose_err": row["pose_err"],
                     "faceapi": row["faceapi"]})
@@ -60,6 +62,8 @@ def main() -> None:
     ap.add_argument("base", type=Path)
     ap.add_argument("new", type=Path)
     ap.add_argument("--config", help="the config of NEW's lines to take (default: its only one)")
+    ap.add_argument("--paste", choices=("crop", "detail"), default="crop",
+                    help="BASE's paste whose rows NEW's replace (NEW must have been run with the same paste)")
     args = ap.parse_args()
     base = [json.loads(line) for line in args.base.read_text().splitlines()]
     lines = [json.loads(line) for line in args.new.read_text().splitlines()]
@@ -72,14 +76,17 @@ def main() -> None:
     if set(new) - known:
         raise SystemExit(f"{len(set(new) - known)} items of {args.new} are not in {args.base}")
     changed = sorted({i.rsplit(':', 1)[1] for i in new})
-    print(f"base  {summary(rows_of(base, {}))}")
-    print(f"{name:<5} {summary(rows_of(base, new))}  ({len(new)} swaps replaced: {', '.join(changed)})")
-    merged = rows_of(base, new)
+    pastes = {r.get("settings", {}).get("paste", "crop") for r in new.values() if "settings" in r}
+    if pastes - {args.paste}:
+        raise SystemExit(f"{args.new} was run with paste {sorted(pastes)}, not --paste {args.paste}")
+    print(f"base  {summary(rows_of(base, {}, args.paste))}  (paste {args.paste})")
+    print(f"{name:<5} {summary(rows_of(base, new, args.paste))}  ({len(new)} swaps replaced: {', '.join(changed)})")
+    merged = rows_of(base, new, args.paste)
     for source in sorted({scene_source(r) for r in merged}):  # by the scene's source (cfp, essex, tw)
         print(f"  scenes {source:<6} {summary([r for r in merged if scene_source(r) == source])}")
     for lab in changed:  # the replaced swaps alone, before and after
         for tag, src in (("base", {}), (name, new)):
-            rows = [r for r in rows_of(base, src) if r["item"] in new and r["label"] == lab]
+            rows = [r for r in rows_of(base, src, args.paste) if r["item"] in new and r["label"] == lab]
             print(f"  {lab:<9} {tag:<5} n {len(rows)} verified_a {np.mean([r['dist_a'] < THRESHOLD for r in rows]):.2f}"
                   f" impostor {np.mean([r['dist_b'] < THRESHOLD for r in rows]):.2f} mean dist_a "
                   f"{np.mean([r['dist_a'] for r in rows]):.3f} label {np.mean([r['faceapi'] == lab for r in rows]):.2f}")

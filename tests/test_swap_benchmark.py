@@ -188,3 +188,20 @@ def test_swap_report_merge_replaces_only_the_new_runs_swaps(tmp_path):
     assert after[0]["dist_a"] == 0.65 and after[1] == before[1]
     text = merge.summary(after)
     assert "verified_a 0.00" in text and "impostor 0.50" in text and "happy 1.00" in text and "sad 1.00" in text
+
+
+def test_swap_report_merge_takes_the_named_paste(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "swap_report_merge.py"
+    spec = importlib.util.spec_from_file_location("swap_report_merge", path)
+    merge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge)
+    row = lambda a, label: {"dist_a": a, "dist_b": 0.7, "pose_err": 1.0, "faceapi": label}  # noqa: E731
+    base = [{"item": "x>y:happy", "real_b": 0.0, "crop": row(0.5, "neutral"), "detail": row(0.4, "sad")},
+            {"item": "x>y:sad", "real_b": 0.0, "crop": row(0.7, "sad"), "detail": row(0.55, "angry")}]
+    new = {"x>y:happy": {"config": "n", "item": "x>y:happy", **row(0.65, "happy")}}
+    detail = merge.rows_of(base, new, "detail")
+    assert [r["faceapi"] for r in detail] == ["happy", "angry"] and [r["dist_a"] for r in detail] == [0.65, 0.55]
+    assert [r["faceapi"] for r in merge.rows_of(base, {}, "detail")] == ["sad", "angry"]
