@@ -11,6 +11,7 @@ import torch
 from conftest import tiny_components_pipeline
 from test_backbone_adapter import sd_model
 
+from mien import lora_rows
 from mien.builtin import MienModel, ModelConfig
 from mien.errors import MienError, NoFaceError
 from mien.personalize import LossWeights, PersonalizeConfig, lora, train_person
@@ -418,7 +419,7 @@ def test_a_row_scale_that_does_not_fit_the_batch_is_an_error(pipe_with_person):
     pipe, _ = pipe_with_person
     x = torch.randn(2, *pipe.model.backbone.latent_shape)
     cond = {"identity": torch.zeros(2, 128), "expression": torch.zeros(2, 55), "reference": torch.zeros_like(x)}
-    with lora.row_scale(torch.ones(3)), pytest.raises(ValueError, match="one scale per row"):
+    with lora_rows.row_scale(torch.ones(3)), pytest.raises(ValueError, match="one scale per row"):
         pipe.model.velocity(x, torch.full((2,), 0.5), cond)
 
 

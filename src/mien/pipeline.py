@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from mien.editing import ProgressCallback
 from mien.errors import FaceTooSmallError, MienError, NoFaceError
-from mien.personalize.lora import ROW_SCALE_STREAM
+from mien.lora_rows import ROW_SCALE_STREAM
 from mien.settings import GenerationSettings
 from mien.threads import native_bfloat16
 

@@ -54,7 +54,7 @@ class GuidanceContext:
     device: torch.device
     # The condition streams that differ between FlowEdit's source and target rows: in a swap the identity streams
     # ({"identity": (n, 128), "reference": (n, C, H, W)}) of the scene's face and of the person put in; with a
-    # person's LoRA on the target rows only (--person-rows target) its per-row scale (mien.personalize.lora.
+    # person's LoRA on the target rows only (--person-rows target) its per-row scale (mien.lora_rows.
     # ROW_SCALE_STREAM, (n,)). None when every stream is the same in both.
     source_streams: Mapping[str, torch.Tensor] | None = None
     target_streams: Mapping[str, torch.Tensor] | None = None

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from mien.guidance.base import ExpressionVelocity, Guidance, GuidanceContext
-from mien.personalize.lora import ROW_SCALE_STREAM, row_scale
+from mien.lora_rows import ROW_SCALE_STREAM, row_scale
 
 
 def branch_weights(scales: Sequence[float]) -> list[float]:
@@ -74,8 +74,8 @@ def conditioned(model, cond: dict, stream_scales: dict | None = None) -> Express
     streams (its B rows repeated to x's rows) and its own ``expression`` row (``cond``'s when None);
     ``streams`` {name: rows} replaces other streams per row the same way (a swap's two identities).
     ``stream_scales`` is passed through (attention scale per stream; 0 removes one). The stream
-    :data:`mien.personalize.lora.ROW_SCALE_STREAM` (R,) is no model condition: each row's person-LoRA scale,
-    applied through :func:`mien.personalize.lora.row_scale`."""
+    :data:`mien.lora_rows.ROW_SCALE_STREAM` (R,) is no model condition: each row's person-LoRA scale,
+    applied through :func:`mien.lora_rows.row_scale`."""
     others = {name: c for name, c in cond.items() if name != "expression"}
 
     def velocity(x: torch.Tensor, t, expression: torch.Tensor | None = None, null: dict | None = None,

@@ -20,27 +20,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from mien.errors import MienError
+from mien.lora_rows import scale_rows
 
 CARD_NAME, ADAPTER_CONFIG, ADAPTER_WEIGHTS = "card.json", "adapter_config.json", "adapter_model.safetensors"
 ADAPTER_NAME = "person"
-# The name of the per-row LoRA scale among a velocity's condition streams (mien.guidance.classifier_free.conditioned
-# takes it out and runs the model inside :func:`row_scale`): how FlowEdit's source rows can take the base model
-# while its target rows take the person (``--person-rows target``, docs/personalize.md).
-ROW_SCALE_STREAM = "lora_scale"
-# The row scale of the forward passes run inside :func:`row_scale`; None: every row takes the LoRA as set. A
-# context variable, so a request in one thread never changes another's.
-_ROW_SCALE: ContextVar[torch.Tensor | None] = ContextVar("mien_lora_row_scale", default=None)
-
-
 def lora_config(rank: int, alpha: float, targets: list[str]):
     from peft import LoraConfig
 
@@ -55,9 +44,9 @@ def add_lora(unet: nn.Module, config, adapter_name: str = ADAPTER_NAME) -> list[
 
     unet.requires_grad_(False)
     inject_adapter_in_model(config, unet, adapter_name=adapter_name)
-    for m in unet.modules():  # the update B A x passes through lora_B: where a row's scale applies (row_scale)
+    for m in unet.modules():  # the update B A x passes through lora_B: where a row's scale applies (mien.lora_rows)
         if isinstance(m, LoraLayer) and adapter_name in m.lora_B:
-            m.lora_B[adapter_name].register_forward_hook(_scale_rows)
+            m.lora_B[adapter_name].register_forward_hook(scale_rows)
     params = [p for n, p in unet.named_parameters() if "lora_" in n and f".{adapter_name}." in n]
     for p in params:
         p.requires_grad_(True)
@@ -88,30 +77,6 @@ def set_scale(unet: nn.Module, scale: float, adapter_name: str = ADAPTER_NAME) -
     for m in unet.modules():
         if isinstance(m, LoraLayer) and adapter_name in m.lora_A:
             m.scaling[adapter_name] = scale * m.lora_alpha[adapter_name] / m.r[adapter_name]
-
-
-@contextmanager
-def row_scale(scale: torch.Tensor | None) -> Iterator[None]:
-    """Inside the block, row i of every batch a LoRA layer sees takes the LoRA's update times ``scale[i]``
-    (on top of :func:`set_scale`): 0 gives that row the base model's output exactly, 1 leaves it as set.
-    One forward pass serves rows with and without the person (FlowEdit's source and target rows);
-    ``None`` changes nothing. The scale must have one entry per row of the model's batch."""
-    token = _ROW_SCALE.set(scale)
-    try:
-        yield
-    finally:
-        _ROW_SCALE.reset(token)
-
-
-def _scale_rows(module: nn.Module, args, update: torch.Tensor) -> torch.Tensor | None:
-    """lora_B's forward hook: its output (the LoRA's update of every row) times the row scale in force."""
-    scale = _ROW_SCALE.get()
-    if scale is None:
-        return None
-    if scale.shape != (update.shape[0],):
-        raise ValueError(f"the LoRA row scale has shape {tuple(scale.shape)}, but the layer sees {update.shape[0]} "
-                         "rows: give one scale per row of the model's batch")
-    return update * scale.to(update).reshape(-1, *[1] * (update.ndim - 1))
 
 
 def enable(unet: nn.Module, on: bool) -> None:
