@@ -174,16 +174,17 @@ class ExpressionLoss:
         self.measure, self.targets, self.batch, self.t_range = measure, targets, batch, t_range
 
     def __call__(self, step: Step) -> torch.Tensor:
-        x0_hat, goal = requested_prediction(step, self.targets, self.batch, self.t_range)
-        return (self.measure(x0_hat) - goal)[:, 1:].pow(2).sum(1).mean()  # MediaPipe's _neutral is no movement
+        p = requested_prediction(step, self.targets, self.batch, self.t_range)
+        return (self.measure(p["x0_hat"]) - p["goal"])[:, 1:].pow(2).sum(1).mean()  # MediaPipe's _neutral: no movement
 
 
 def requested_prediction(step: Step, targets: torch.Tensor, batch: int,
-                         t_range: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                         t_range: tuple[float, float]) -> dict[str, torch.Tensor | dict]:  # fmt: skip
     """The model asked, from ``batch`` of the person's photos noised to t in ``t_range``, for one of
-    ``targets`` (L, 52) unlike each photo's own expression (not the target nearest its blendshapes): (the
-    clean estimate ``x_t - t v``, normalised latents; the blendshapes asked for). What FlowEdit's target rows
-    predict when the person's photo is edited."""
+    ``targets`` (L, 52) unlike each photo's own expression (not the target nearest its blendshapes):
+    {"x_t", "t", "v", "cond"} (as :meth:`Step.prediction`), "x0_hat" (the clean estimate ``x_t - t v``,
+    normalised latents) and "goal" (the blendshapes asked for). What FlowEdit's target rows predict when the
+    person's photo is edited."""
     b = step.person_batch(batch)
     x0, g = b["x0"], step.g
     targets = targets.to(x0.device)
@@ -196,7 +197,8 @@ def requested_prediction(step: Step, targets: torch.Tensor, batch: int,
     t4 = t.view(-1, 1, 1, 1)
     x_t = (1 - t4) * x0 + t4 * eps
     cond = {**b["cond"], "expression": torch.cat([goal, b["expression"][:, 52:]], dim=1)}
-    return x_t - t4 * step.model.velocity(x_t, t, cond), goal
+    v = step.model.velocity(x_t, t, cond)
+    return {"x_t": x_t, "t": t, "v": v, "cond": cond, "x0_hat": x_t - t4 * v, "goal": goal}
 
 
 class IdentityLoss:
@@ -211,28 +213,29 @@ class IdentityLoss:
         self.target = target
 
     def __call__(self, step: Step) -> torch.Tensor:
-        p = step.prediction()
+        return self.of(step, step.prediction())
+
+    def of(self, step: Step, p: dict) -> torch.Tensor:
+        """The loss of the prediction ``p`` ({"x_t", "t", "v", "cond"}): the training objective's identity
+        measure (:meth:`mien.train.loss_consistency.ConsistencyFeedback.losses`) on its samples with t <= t_max."""
         target = self.target.to(p["x_t"].device)[None].expand(p["x_t"].shape[0], -1)
         return self.feedback.losses(step.model, p["x_t"], p["t"], p["v"], p["cond"], {}, target)["identity"]
 
 
-class EditIdentityLoss:
-    """Identity at a requested expression: the model asked for a basic label unlike the photo's own
-    (:func:`requested_prediction`, its own draws), its clean estimate decoded (TAEF2) and embedded by
-    MobileFaceNet; the loss is 1 - cosine to ``target``, the person's mean embedding (:func:`identity_target`).
-    :class:`IdentityLoss` judges the photo at its own expression, which FlowEdit's source rows subtract;
-    this term judges the rows that decide an edit's output (docs/personalize.md). ``nets`` as
-    :class:`IdentityLoss`'s; ``targets`` (L, 52) the expressions it may ask for."""
+class EditIdentityLoss(IdentityLoss):
+    """Identity at a requested expression: :class:`IdentityLoss`'s measure on the model asked for a basic label
+    unlike the photo's own (:func:`requested_prediction`, its own draws; every sample judged, t_range's upper end
+    is the judge's t_max). :class:`IdentityLoss` judges the photo at its own expression, which FlowEdit's source
+    rows subtract; this term judges the rows that decide an edit's output (docs/personalize.md). ``targets``
+    (L, 52) the expressions it may ask for."""
 
     def __init__(self, nets, target: torch.Tensor, targets: torch.Tensor, batch: int,
                  t_range: tuple[float, float] = (0.1, 0.5)):  # fmt: skip
-        self.nets, self.target, self.targets, self.batch, self.t_range = nets, target, targets, batch, t_range
+        super().__init__(nets, target, t_max=t_range[1])
+        self.targets, self.batch, self.t_range = targets, batch, t_range
 
     def __call__(self, step: Step) -> torch.Tensor:
-        x0_hat, _ = requested_prediction(step, self.targets, self.batch, self.t_range)
-        with torch.autocast(device_type=x0_hat.device.type, enabled=False):
-            emb = self.nets.embed(self.nets.decode(step.model.denormalize(x0_hat.float())))
-        return (1 - (emb.float() * self.target.to(emb.device)[None].float()).sum(1)).mean()
+        return self.of(step, requested_prediction(step, self.targets, self.batch, self.t_range))
 
 
 @torch.no_grad()

@@ -101,16 +101,16 @@ def train_person(model, person: PersonTensors, config: PersonalizeConfig, out_di
         measure, targets = expression
         terms.append((w.expression, ExpressionLoss(measure, targets, config.expression_batch), config.expression_every,
                       "expression"))  # fmt: skip
-    if w.identity > 0 and identity_nets is not None:
-        target = identity_target(identity_nets, person)
+    target = identity_target(identity_nets, person) if identity_nets is not None and w.judge_identity else None
+    if w.identity > 0 and target is not None:
         terms.append((w.identity, IdentityLoss(identity_nets, target, config.identity_t_max), 1,
                       "identity"))  # fmt: skip
-    if w.edit_identity > 0 and identity_nets is not None:  # last: its draws leave the other terms' unchanged
+    if w.edit_identity > 0 and target is not None:  # last: its draws leave the other terms' unchanged
         from mien.personalize.prior import label_blendshapes
 
         targets = torch.from_numpy(np.stack(list(label_blendshapes().values())))
-        terms.append((w.edit_identity, EditIdentityLoss(identity_nets, identity_target(identity_nets, person), targets,
-                                                        config.edit_identity_batch), 1, "edit_identity"))  # fmt: skip
+        terms.append((w.edit_identity, EditIdentityLoss(identity_nets, target, targets, config.edit_identity_batch), 1,
+                      "edit_identity"))  # fmt: skip
     terms = [t for t in terms if t[0] > 0]
     end = config.steps if stop_after is None else min(config.steps, stop_after)
     bar = _progress(progress, config.steps, step)
