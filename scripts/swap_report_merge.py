@@ -21,21 +21,24 @@ from pathlib import Path
 
 import numpy as np
 
-LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
-# face-api's rate on the benchmark's real photos per label (mien.evaluate.swap.real_rates; docs/swap.md tables)
+from mien.evaluate.swap import DLIB_THRESHOLD, LABELS, summarise
+
+# face-api's rate on the benchmark's real photos per label (mien.evaluate.swap.real_rates, which needs the photos
+# analysed again; docs/swap.md tables)
 REAL = {"neutral": 1.00, "happy": 0.95, "sad": 0.50, "angry": 0.21, "fearful": 0.14, "disgusted": 0.43,
         "surprised": 0.38}
-THRESHOLD = 0.6  # face-api verification (mien.evaluate.swap.DLIB_THRESHOLD)
 
 
 def rows_of(base: list[dict], new: dict[str, dict], paste: str = "crop") -> list[dict]:
-    """One row a BASE item: its scores with ``paste``, or NEW's where NEW has the item; ``real_b`` always BASE's."""
+    """One row a BASE item: its scores with ``paste``, or NEW's where NEW has the item; ``real_b`` always BASE's;
+    the verification and label flags as :func:`mien.evaluate.swap.score_output` sets them."""
     out = []
     for b in base:
-        row = new.get(b["item"], b[paste])
-        out.append({"item": b["item"], "label": b["item"].rsplit(":", 1)[1], "real_b": b["real_b"],
-                    "dist_a": row["dist_a"], "dist_b": row["dist_b"], "pose_err": row["pose_err"],
-                    "faceapi": row["faceapi"]})
+        row, label = new.get(b["item"], b[paste]), b["item"].rsplit(":", 1)[1]
+        out.append({"item": b["item"], "label": label, "real_b": b["real_b"], "dist_a": row["dist_a"],
+                    "dist_b": row["dist_b"], "pose_err": row["pose_err"], "faceapi": row["faceapi"],
+                    "verified_a": row["dist_a"] < DLIB_THRESHOLD, "verified_b": row["dist_b"] < DLIB_THRESHOLD,
+                    "label_ok": row["faceapi"] == label})  # fmt: skip
     return out
 
 
@@ -45,16 +48,16 @@ def scene_source(row: dict) -> str:
 
 
 def summary(rows: list[dict]) -> str:
-    apart = [r for r in rows if r["real_b"] == 0]
-    rate = {lab: np.mean(hits) if (hits := [r["faceapi"] == lab for r in rows if r["label"] == lab]) else np.nan
-            for lab in LABELS}  # fmt: skip
-    met = sum(rate[lab] >= 0.8 * REAL[lab] for lab in LABELS)  # a label without swaps is not met
-    return (f"n {len(rows)} verified_a {np.mean([r['dist_a'] < THRESHOLD for r in rows]):.2f} "
-            f"impostor {np.mean([r['dist_b'] < THRESHOLD for r in rows]):.2f} "
-            f"apart {np.mean([r['dist_b'] < THRESHOLD for r in apart]):.2f} ({len(apart)}) "
-            f"pose {np.mean([r['pose_err'] for r in rows]):.1f} | "
-            + " ".join(f"{lab} {rate[lab]:.2f}" for lab in LABELS)
-            + f" | mean {np.nanmean(list(rate.values())):.2f} met {met}")
+    """One line of :func:`mien.evaluate.swap.summarise`'s figures of ``rows``, with the labels meeting the aim
+    (face-api's rate at least 0.8 of the real photos'; a label without swaps is not met)."""
+    s = summarise(rows, REAL)
+    rate = {lab: s["per_label"][lab]["faceapi_rate"] for lab in LABELS}
+    met = sum(r is not None and r >= 0.8 * REAL[lab] for lab, r in rate.items())
+    two = lambda x: "nan" if x is None else f"{x:.2f}"  # noqa: E731
+    return (f"n {s['ok']} verified_a {two(s['verified_a'])} impostor {two(s['impostor_b'])} "
+            f"apart {two(s['impostor_b_apart'])} ({s['n_apart']}) pose {s['pose_mae']:.1f} | "
+            + " ".join(f"{lab} {two(rate[lab])}" for lab in LABELS)
+            + f" | mean {np.mean([r for r in rate.values() if r is not None]):.2f} met {met}")
 
 
 def main() -> None:
@@ -87,8 +90,8 @@ def main() -> None:
     for lab in changed:  # the replaced swaps alone, before and after
         for tag, src in (("base", {}), (name, new)):
             rows = [r for r in rows_of(base, src, args.paste) if r["item"] in new and r["label"] == lab]
-            print(f"  {lab:<9} {tag:<5} n {len(rows)} verified_a {np.mean([r['dist_a'] < THRESHOLD for r in rows]):.2f}"
-                  f" impostor {np.mean([r['dist_b'] < THRESHOLD for r in rows]):.2f} mean dist_a "
+            print(f"  {lab:<9} {tag:<5} n {len(rows)} verified_a {np.mean([r['verified_a'] for r in rows]):.2f}"
+                  f" impostor {np.mean([r['verified_b'] for r in rows]):.2f} mean dist_a "
                   f"{np.mean([r['dist_a'] for r in rows]):.3f} label {np.mean([r['faceapi'] == lab for r in rows]):.2f}")
 
 

@@ -316,7 +316,7 @@ class MienPipeline:
         lora_rows = self._person_lora_rows(s, n)
         if lora_rows is not None:  # the person's LoRA scale per row (--person-rows, --person-scale)
             cond[ROW_SCALE_STREAM] = lora_rows[1]
-            if s.method == "flowedit" and s.person_rows == "target":
+            if s.person_rows == "target":  # (flowedit only: GenerationSettings refuses it with sdedit)
                 for part, scale in zip(("source_streams", "target_streams"), lora_rows):
                     streams[part] = {**streams.get(part, {}), ROW_SCALE_STREAM: scale}
         region = edit_region(s.keep, self.device, size, box)
