@@ -47,9 +47,9 @@ import torch
 
 from mien.cli.settings_flags import add_setting_flags, settings_from_args
 from mien.evaluate.benchmark import LABELS
-from mien.evaluate.personalize import Scorer, base_model, held_out_start, load_person, pipeline_without_landmarker, subset
+from mien.evaluate.personalize import (Scorer, base_model, held_out_start, load_person, lora_config,
+                                      pipeline_without_landmarker, subset)
 from mien.personalize import lora
-from mien.personalize.config import PersonalizeConfig
 from mien.personalize.prior import label_blendshapes
 from mien.personalize.run import expression_measure, identity_nets, person_tensors
 from mien.personalize.trainer import CHECKPOINT, train_person
@@ -238,13 +238,9 @@ def main() -> None:
     args.settings = settings_from_args(args)
     args.prior_cache = {}
     torch.set_grad_enabled(True)
-    config = PersonalizeConfig(steps=args.at[-1])
+    config = lora_config(args.at[-1], None, args.identity_weight, args.expression_weight, args.edit_identity_weight)
     if args.prior_weight is not None:
         config = dataclasses.replace(config, losses=dataclasses.replace(config.losses, prior=args.prior_weight))
-    weights = {"expression": args.expression_weight, "identity": args.identity_weight,
-               "edit_identity": args.edit_identity_weight}
-    config = dataclasses.replace(config, losses=dataclasses.replace(
-        config.losses, **{k: v for k, v in weights.items() if v is not None}))
     pipe = pipeline_without_landmarker("cpu")
     scorer, base = Scorer.from_pipeline(pipe), base_model(pipe.model)
     people = json.loads((Path(args.inputs) / "people.json").read_text())
