@@ -96,6 +96,16 @@ def psnr(a, b, mask):
     return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
+def detail_settings(text: str) -> DetailSettings:
+    """The default DetailSettings with the fields of ``text`` (JSON; lists become tuples) changed."""
+    return DetailSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items()})
+
+
+def sharpness(photo: np.ndarray, out: np.ndarray, inner: np.ndarray) -> float:
+    """Laplacian variance of ``out`` over the photo's within ``inner`` (the eroded face oval of :func:`metrics`)."""
+    return lap_var(out, inner) / max(lap_var(photo, inner), 1e-6)
+
+
 def metrics(photo, out, crop, matrix, landmarks) -> dict:
     """The per-image figures of docs/fullres.md for one pasted photo ``out``."""
     oval = landmarks[list(FACE_OVAL), :2]
@@ -106,7 +116,7 @@ def metrics(photo, out, crop, matrix, landmarks) -> dict:
     still_crop = (np.linalg.norm(flow, axis=2) == 0).astype(np.float32)
     still = cv2.warpAffine(still_crop, matrix, (photo.shape[1], photo.shape[0]),
                            flags=cv2.WARP_INVERSE_MAP | cv2.INTER_NEAREST) > 0.5  # fmt: skip
-    r = {"sharpness": lap_var(out, inner) / max(lap_var(photo, inner), 1e-6)}
+    r = {"sharpness": sharpness(photo, out, inner)}
     # ghosts: edge energy left at the source positions of brow / lip points the edit moved by >= 2 crop px
     pts = align.apply_affine(matrix, landmarks[list(FEATURES), :2])  # their crop positions (the source)
     moved = []
@@ -301,8 +311,7 @@ def main():
     ap.add_argument("--settings", default="{}", help="DetailSettings fields to change, as JSON (tuning)")
     ap.add_argument("--summary-only", action="store_true", help="--json without the per-image rows (smaller)")
     args = ap.parse_args()
-    args.detail = DetailSettings(**{k: tuple(v) if isinstance(v, list) else v
-                                    for k, v in json.loads(args.settings).items()})  # fmt: skip
+    args.detail = detail_settings(args.settings)
     if args.cost:
         print(json.dumps(cost(args), indent=1))
         return

@@ -21,13 +21,10 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fullres import LABELS, lap_var, people, photo_mask, split_people  # noqa: E402
+from bench_fullres import LABELS, detail_settings, people, photo_mask, sharpness, split_people  # noqa: E402
+from fullres_paired import bootstrap_people  # noqa: E402
 
 from mien.detail import FACE_OVAL, DetailSettings, transfer_detail  # noqa: E402
-
-
-def settings_from(text: str) -> DetailSettings:
-    return DetailSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(text).items()})
 
 
 def unsharp(out: np.ndarray, photo: np.ndarray, amount: float) -> np.ndarray:
@@ -37,11 +34,10 @@ def unsharp(out: np.ndarray, photo: np.ndarray, amount: float) -> np.ndarray:
     return np.where((out != photo).any(axis=2, keepdims=True), sharp, out)
 
 
-def sharpness(photo: np.ndarray, out: np.ndarray, landmarks: np.ndarray) -> float:
-    """bench_fullres's sharpness ratio: Laplacian variance of the output over the photo's, in the eroded oval."""
-    face = photo_mask(landmarks[list(FACE_OVAL), :2], photo.shape)
-    inner = cv2.erode(face.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
-    return lap_var(out, inner) / max(lap_var(photo, inner), 1e-6)
+def inner_face(landmarks: np.ndarray, shape) -> np.ndarray:
+    """bench_fullres's sharpness region: the face oval eroded by 4 photo px."""
+    face = photo_mask(landmarks[list(FACE_OVAL), :2], shape)
+    return cv2.erode(face.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
 
 
 def evaluate(analyzer, items, settings: DetailSettings, amount: float = 0.0) -> list[dict]:
@@ -51,7 +47,7 @@ def evaluate(analyzer, items, settings: DetailSettings, amount: float = 0.0) -> 
         out = transfer_detail(photo, d["crop"], d["matrix"], str(d["keep"]), lm, settings)
         if amount:
             out = unsharp(out, photo, amount)
-        row = {"person": person, "label": label, "sharpness": round(sharpness(photo, out, lm), 4), "p": 0.0,
+        row = {"person": person, "label": label, "sharpness": round(sharpness(photo, out, inner_face(lm, photo.shape)), 4), "p": 0.0,
                "ok": False}  # fmt: skip
         try:
             e = analyzer.analyze(out)[0].expression
@@ -66,10 +62,7 @@ def paired(base: list[dict], rows: list[dict], draws: int = 2000) -> tuple[float
     diff: dict[str, list[float]] = {}
     for a, b in zip(base, rows):
         diff.setdefault(a["person"], []).append(b["p"] - a["p"])
-    names, rng = list(diff), np.random.default_rng(0)
-    boot = [np.mean([d for p in rng.choice(names, len(names)) for d in diff[p]]) for _ in range(draws)]
-    interval = [round(float(x), 4) for x in np.percentile(boot, [5, 95])]
-    return float(np.mean([d for v in diff.values() for d in v])), interval
+    return float(np.mean([d for v in diff.values() for d in v])), bootstrap_people(diff, draws, 4)
 
 
 def main():
@@ -94,7 +87,7 @@ def main():
     lines, base = [], None
     with FaceAnalyzer() as analyzer:
         for name, text, amount in runs:
-            rows = evaluate(analyzer, items, settings_from(text), amount)
+            rows = evaluate(analyzer, items, detail_settings(text), amount)
             base = base or rows
             dp, interval = paired(base, rows)
             s = {"variant": name, "settings": json.loads(text), "unsharp": amount, "images": len(rows),

@@ -32,9 +32,9 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fullres import LABELS, people, split_people  # noqa: E402
+from bench_fullres import LABELS, detail_settings, people, split_people  # noqa: E402
 
-from mien.detail import DetailSettings, transfer_detail  # noqa: E402
+from mien.detail import transfer_detail  # noqa: E402
 from mien.face import align  # noqa: E402
 from mien.models.faceapi_expression import EXPRESSIONS  # noqa: E402
 from mien.paste import paste_into_photo  # noqa: E402
@@ -152,8 +152,7 @@ def main():
     ap.add_argument("--json", type=Path, help="write the settings and summary here")
     ap.add_argument("--rows", action="store_true", help="--json with the per-image readings too")
     args = ap.parse_args()
-    args.detail = DetailSettings(**{k: tuple(v) if isinstance(v, list) else v
-                                    for k, v in json.loads(args.settings).items()})  # fmt: skip
+    args.detail = detail_settings(args.settings)
     rows = evaluate(args, split_people(people(args.raw), args.split, args.people, args.source))
     summary = table(rows)
     if args.json:  # compact: with --rows, per image and reading p(requested) and the top label's index (LABELS)
