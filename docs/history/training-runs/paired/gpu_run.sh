@@ -40,11 +40,13 @@ RUNS=${RUNS:-"flow:0:0 e05i2:0.5:2 e2i2:2:2"}
 for c in $RUNS; do run ${c//:/ } & done
 wait
 nvidia-smi --query-gpu=name --format=csv,noheader
-# a call returns at most 64 MiB: two 26.8 MB models; a third stays in $R/NAME/model until a second call fetches it
+# a call returns at most 64 MiB: two 26.8 MB models (MODELS_BACK); the others stay in $R/parts/NAME until a second call fetches them
+n=0
 for c in $RUNS; do
   v=${c%%:*}
   tail -3 $R/parts/$v.log
   [ -n "${NOMODELS:-}" ] && continue  # a timing call: logs only
+  n=$((n + 1)); [ $n -gt ${MODELS_BACK:-2} ] && continue  # the rest stay for a second call
   for p in $R/parts/$v/model.safetensors.part*; do mv "$p" "$OUT/$v.$(basename $p)"; done
 done
 tar cf $OUT/logs.tar -C $R/parts .
