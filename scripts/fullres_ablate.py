@@ -1,7 +1,7 @@
 """Ablations of detail transfer on bench_fullres.py's cached edits (docs/fullres.md, issue 19): per variant
-(``DetailSettings`` fields as JSON), the sharpness ratio and face-api's expression on the full-resolution output,
-re-detected (bench_fullres's ``detail_*`` figures, without the other metrics, so that a grid of variants takes
-seconds), and the mean paired difference of p(requested) against the first variant with its 90 % interval from a
+(``DetailSettings`` fields as JSON), the sharpness ratio, the still-face colour shift (mean, and the share of images
+within 2 grey levels), the still-region PSNR and face-api's expression on the full-resolution output, re-detected
+(bench_fullres's ``detail_*`` figures, without the others, so that a grid of variants takes seconds), and the mean paired difference of p(requested) against the first variant with its 90 % interval from a
 bootstrap over people (2,000 draws, seed 0). ``--unsharp`` adds variants of the first one whose changed pixels are
 sharpened (positive amounts) or blurred (negative) by an unsharp mask of sigma 1 photo px: how face-api's reading
 moves with sharpness alone.
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fullres import LABELS, detail_settings, people, photo_mask, sharpness, split_people  # noqa: E402
+from bench_fullres import LABELS, detail_settings, metrics, people, photo_mask, sharpness, split_people  # noqa: E402
 from fullres_paired import bootstrap_people  # noqa: E402
 
 from mien.detail import FACE_OVAL, DetailSettings, transfer_detail  # noqa: E402
@@ -49,6 +49,9 @@ def evaluate(analyzer, items, settings: DetailSettings, amount: float = 0.0) -> 
             out = unsharp(out, photo, amount)
         row = {"person": person, "label": label, "sharpness": round(sharpness(photo, out, inner_face(lm, photo.shape)), 4), "p": 0.0,
                "ok": False}  # fmt: skip
+        if not amount:
+            m = metrics(photo, out, d["crop"], d["matrix"], lm)
+            row.update({k: round(m[k], 4) for k in ("colour_shift", "psnr_still") if k in m})
         try:
             e = analyzer.analyze(out)[0].expression
             row.update(p=round(float(e[label]), 4), ok=max(e, key=e.get) == label)
@@ -96,6 +99,11 @@ def main():
                  "accuracy": round(float(np.mean([r["ok"] for r in rows])), 4),
                  "p": round(float(np.mean([r["p"] for r in rows])), 4), "dp": round(dp, 4),
                  "dp_interval90": interval}  # fmt: skip
+            colour = [r["colour_shift"] for r in rows if "colour_shift" in r]
+            if colour:
+                s.update(colour_shift=round(float(np.mean(colour)), 4),
+                         colour_within_2=round(float(np.mean(np.array(colour) <= 2.0)), 4),
+                         psnr_still=round(float(np.mean([r["psnr_still"] for r in rows if "psnr_still" in r])), 4))
             print(json.dumps(s), flush=True)
             lines.append(json.dumps({**s, "rows": rows} if args.rows else s))
     if args.json:

@@ -2,8 +2,12 @@
 (docs/fullres.md): for each JSON, the full-resolution outputs (detail transfer, the crop paste) against the 128 px
 crop: images lost (the crop reads the requested label, the output not) and gained, the accuracy difference, and
 its 90 % interval from a bootstrap over people (2,000 draws, seed 0; images of one person are drawn together).
+``--versus BEFORE AFTER``: two settings on the same images, detail transfer's figures per image (expression lost
+and gained, the mean differences of p(requested) and of the still-face colour shift with their intervals, and the
+share of images whose colour shift is within 2 grey levels).
 
     python scripts/fullres_paired.py docs/fullres/report_london_keepfull.json docs/fullres/report_essex_keepfull.json
+    python scripts/fullres_paired.py --versus docs/fullres/report_london_smallface.json docs/fullres/report_london_drift05.json
 """
 
 import json
@@ -31,7 +35,31 @@ def bootstrap_people(diff: dict[str, list[float]], draws: int = 2000, digits: in
     return [round(float(x), digits) for x in np.percentile(boot, [5, 95])]
 
 
+def versus(before: list[dict], after: list[dict], draws: int = 2000) -> dict:
+    """Detail transfer's per-image figures of ``after`` against ``before`` (bench_fullres rows of the same images)."""
+    pairs = list(zip(before, after))
+    assert all((a["person"], a["label"]) == (b["person"], b["label"]) for a, b in pairs), "not the same images"
+    ok, p, colour = "detail_expression_ok", "detail_expression_p", "detail_colour_shift"
+    out = {"n": len(pairs), "lost": sum(a.get(ok, False) and not b.get(ok, False) for a, b in pairs),
+           "gained": sum(b.get(ok, False) and not a.get(ok, False) for a, b in pairs)}  # fmt: skip
+    for key in (p, colour):
+        both = [(a, b) for a, b in pairs if key in a and key in b]
+        diff = {}
+        for a, b in both:
+            diff.setdefault(a["person"], []).append(b[key] - a[key])
+        out[key] = {"diff": round(float(np.mean([d for v in diff.values() for d in v])), 4),
+                    "interval90": bootstrap_people(diff, draws, 4)}  # fmt: skip
+    for name, rows in (("before", before), ("after", after)):
+        shifts = [r[colour] for r in rows if colour in r]
+        out[f"colour_within_2_{name}"] = round(float(np.mean(np.array(shifts) <= 2.0)), 3)
+    return out
+
+
 def main():
+    if sys.argv[1:2] == ["--versus"]:
+        before, after = (json.load(open(path))["rows"] for path in sys.argv[2:4])
+        print(json.dumps(versus(before, after)))
+        return
     for path in sys.argv[1:]:
         rows = json.load(open(path))["rows"]
         for out in ("detail", "crop"):

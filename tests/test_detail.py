@@ -154,6 +154,34 @@ def test_a_colour_drift_over_part_of_the_face_is_removed_there_with_drift_sigma(
         assert np.abs(out[side].astype(float).mean(axis=(0, 1)) - photo[side].mean(axis=(0, 1))).max() < 2.5
 
 
+def test_a_skin_tone_shift_of_the_still_face_is_removed_where_the_expression_moves_the_centre():
+    """The decoder's colour drift is measured over the still face pixels the model redraws (its soft weight above
+    ``drift_editable``, 0.5). Where the expression moves the whole fully redrawn centre no pixel there is still: the
+    rule before (0.99, no fallback) measured nothing and pasted the drift into the still skin around it; the default
+    removes it, and a local shading the edit adds (a shadow) keeps its contrast."""
+    from mien.detail import DetailSettings
+    from mien.paste import editable_region
+
+    photo = textured_photo(7)
+    original = align.warp_to_crop(photo, MATRIX)
+    moved = remap(original, bump_flow(128, 3.0, centre=(64.0, 76.0), sigma=20.0)).astype(np.float32)
+    y, x = np.mgrid[0:128, 0:128].astype(np.float32)
+    shadow = -30 * np.exp(-((x - 48) ** 2 + (y - 92) ** 2) / (2 * 4.0**2))
+    edited = np.clip(moved + shadow[..., None] + [10, 6, -8], 0, 255).astype(np.uint8)
+    editable = editable_region("background")
+    still = (np.linalg.norm(crop_flow(original, edited), axis=2) == 0) & (editable > 0.5) & (editable < 0.99)
+    assert not (still & (editable > 0.99)).any() and still.sum() > 300
+    still = cv2.resize(still.astype(np.uint8), (SIZE, SIZE), interpolation=cv2.INTER_NEAREST).astype(bool)
+    core, ring = (slice(88 * 4, 96 * 4), slice(44 * 4, 52 * 4)), (slice(80 * 4, 104 * 4), slice(36 * 4, 60 * 4))
+    shift, contrast = [], []
+    for settings in (DetailSettings(drift_editable=0.99, drift_fallback=False), DetailSettings()):
+        d = transfer_detail(photo, edited, MATRIX, keep="background", settings=settings).astype(float) - photo
+        shift.append(np.abs(d[still].mean(axis=0)).max())
+        contrast.append((d[core].mean() - d[ring].mean()))  # the shadow against the skin around it, grey levels
+    assert shift[0] > 3 and shift[1] < 1  # the still skin's colour: the drift kept before, removed now
+    assert contrast[1] < -10 and abs(contrast[1] - contrast[0]) < 2  # the shadow is kept as it was
+
+
 def test_a_small_motion_copies_the_photos_pixels_with_snap():
     """Below the snap distance the photo is moved by whole pixels: every moved pixel is one of the photo's own
     (no resampling softens its texture), where without snap most are interpolated values. (Only the warp:

@@ -14,9 +14,9 @@ the feature rather than moving it). Here the edit only says *what changed*, and 
    under half a photo pixel are not applied (``snap``): the pixels are copied, since any sub-pixel
    resampling softens the finest texture (rounding larger ones to whole pixels tore the photo's lines).
 2. **What a warp cannot explain: the low band.** The edit minus the warped original crop, low-passed
-   (Gaussian), its colour drift (the decoder's, measured over still face pixels: globally, or per region)
-   removed and small values set to zero (the non-negative garrote, which leaves large ones nearly whole),
-   is added at photo resolution: shading, a
+   (Gaussian), its colour drift (the decoder's, measured over the still face pixels the model redraws:
+   globally, or per region) removed and small values set to zero (the non-negative garrote, which leaves large
+   ones nearly whole), is added at photo resolution: shading, a
    deepened nasolabial fold, the dark of an opened mouth, a smile's cheeks.
 3. **The mid band, by structure.** Above that low-pass the decoder returns the original's edges
    attenuated (blur); the part of the edit's mid band that a local fit on the warped original's does not
@@ -112,6 +112,12 @@ class DetailSettings:
     new_content: tuple[float, float] = (10.0, 20.0)  # size (grey levels) of the new structure (or, with
     # structure=False, of the residual) where the edit itself takes over
     drift_sigma: float = 0.0  # colour drift measured per region over still skin with this window (crop px); 0: global
+    drift_editable: float = 0.5  # the drift is measured over the still face pixels the model redraws more than this
+    # (mien.paste.editable_region, its soft weight): the expression moves most of the fully redrawn centre, and at 0.99
+    # (the rule before) the few still pixels left there measured a wrong drift, or none on 14 of the 84 tuning images
+    # (docs/fullres.md, "the colour drift's scope"; chosen on the tuning people)
+    drift_fallback: bool = True  # where MIN_STILL or fewer of those are, all still face pixels measure it; False: no
+    # drift is removed there (the rule before)
     photo_detail: float = 1.0  # where the edit itself is taken, the warped photo's detail finer than this Gaussian
     # (crop px) is added to it (the band a 128 px crop cannot hold), weighted by photo_detail_weight (none for a
     # face the photo shows no finer than the crop); 0: the upsampled edit alone
@@ -151,6 +157,7 @@ class DetailSettings:
 
 
 DEFAULT = DetailSettings()
+MIN_STILL = 50  # still face pixels (crop px) below which no colour drift is measured over them
 RESAMPLE = {"cubic": cv2.INTER_CUBIC, "lanczos4": cv2.INTER_LANCZOS4}
 
 
@@ -217,8 +224,8 @@ def _colour_drift(low: np.ndarray, still: np.ndarray, sigma: float) -> np.ndarra
     face pixels: one colour for the whole crop (``sigma`` 0: the median), or a smooth field (normalised
     Gaussian average over still pixels, ``sigma`` crop px) so that a skin-tone change over part of the face is
     removed there and does not end at the jaw; where few still pixels are near, the global median."""
-    glob = np.median(low[still], axis=0) if still.sum() > 50 else np.zeros(3, np.float32)
-    if sigma <= 0 or still.sum() <= 50:
+    glob = np.median(low[still], axis=0) if still.sum() > MIN_STILL else np.zeros(3, np.float32)
+    if sigma <= 0 or still.sum() <= MIN_STILL:
         return np.broadcast_to(glob.astype(np.float32), low.shape).copy()
     w = _blur(still.astype(np.float32), sigma)
     local = _blur(low * still[..., None], sigma) / np.maximum(w, 1e-6)[..., None]
@@ -329,8 +336,9 @@ def crop_plan(original: np.ndarray, edited: np.ndarray, oval: np.ndarray, editab
     low = _blur(edit - warped, settings.residual_sigma)
     oval_mask = _polygon_mask(oval, size)
     still = (oval_mask > 0.99) & (np.linalg.norm(flow, axis=2) == 0)
-    if editable is not None:
-        still &= editable > 0.99
+    if editable is not None:  # where the model redraws the still face (too few pixels there: all of the still face)
+        redrawn = still & (editable > settings.drift_editable)
+        still = still if settings.drift_fallback and redrawn.sum() <= MIN_STILL else redrawn
     drift = _colour_drift(low, still, settings.drift_sigma)
     low -= drift
     if settings.structure:
