@@ -7,13 +7,17 @@ Pairs are :func:`mien.evaluate.swap.pairs`' ring (person i into person i+1's fir
 indices START:STOP. Each config is a JSON object of :class:`mien.settings.GenerationSettings` fields (a
 swap resolves the rest); ``paste`` in it picks the paste (``crop``, the swap default, or ``detail``), ``au`` sets
 Action Units on top of each label's target (``"AU1=2,AU5=3"``, as ``mien generate --au``: a stronger request),
-``intensity`` the label's intensity (``--intensity``, default 1).
+``intensity`` the label's intensity (``--intensity``, default 1), ``two_stage`` (true) a two-stage swap: the plain
+swap at the swap defaults (stage 1, once per pair), then :func:`restage` toward the label with the config's settings
+resolved as an edit's (stage 2; docs/swap.md, "Two-stage swap: tuning"), ``own`` (true) no swap: the edit of A's own
+selfie, pasted into the selfie and scored against it (what the edit reads on the same people).
 Per swap one JSON line: the swap benchmark's measures of the pasted photo (:func:`mien.evaluate.swap.score_output`:
 face-api distance to A's and B's scoring photos, pose error, face-api's label) plus MobileFaceNet's mean
 cosine to A's and to B's scoring photos (``cos_a``, ``cos_b``: the check that stays independent of
 descriptor guidance) and the generation's CPU seconds. Finished (config, item) lines are skipped on a rerun.
 ``--summary FILE...`` prints one row per config of the given JSON lines files instead (only the items every
-config has, so the rows compare the same swaps). ``--sheet OUT.jpg --summary FILE... --rank CONFIG`` writes a
+config has, so the rows compare the same swaps; only the ``--labels`` asked for), with what face-api reads instead
+of the label most often. ``--sheet OUT.jpg --summary FILE... --rank CONFIG`` writes a
 contact sheet instead: per row the selfie, the scene (both aligned) and each config's face, for the median
 and the worst swaps of CONFIG by face-api distance to A (every swap when there are at most 8).
 """
@@ -29,21 +33,25 @@ import numpy as np
 from PIL import Image
 
 
-def summary(files: list[Path]) -> None:
+def summary(files: list[Path], labels: list[str]) -> None:
+    from collections import Counter
+
     rows = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    rows = [r for r in rows if r["label"] in labels]
     by = {}
     for r in rows:
         by.setdefault(r["config"], {})[r["item"]] = r
     common = set.intersection(*(set(v) for v in by.values()))
     print(f"{len(common)} swaps each: config  verified_a  impostor_b  mean dist_a  dist_b  mfn cos_a  cos_b  "
-          "label_ok  p_label  pose_mae  cpu_s")
+          "label_ok  p_label  pose_mae  cpu_s  (n)  read instead")
     for name, items in by.items():
         rs = [items[i] for i in sorted(common) if not items[i].get("no_face")]
         m = lambda k: float(np.mean([r[k] for r in rs]))  # noqa: E731
         print(f"{name:>10} {np.mean([r['dist_a'] < 0.6 for r in rs]):.2f} {np.mean([r['dist_b'] < 0.6 for r in rs]):.2f} "
               f"{m('dist_a'):.3f} {m('dist_b'):.3f} {m('cos_a'):.3f} {m('cos_b'):.3f} {m('label_ok'):.2f} "
               f"{m('p_label') if all('p_label' in r for r in rs) else float('nan'):.2f} "
-              f"{m('pose_err'):.1f} {m('cpu_s'):.0f}  (n={len(rs)})")
+              f"{m('pose_err'):.1f} {m('cpu_s'):.0f}  (n={len(rs)})  "
+              + ", ".join(f"{k} {v}" for k, v in Counter(r["faceapi"] for r in rs if not r["label_ok"]).most_common(3)))
 
 
 def load_benchmark(name: str):
@@ -92,9 +100,29 @@ def sheet(files: list[Path], rank: str, out: Path, bench, n: int = 4) -> None:
     print(f"{out}: rows {picked}; columns selfie, scene, {', '.join(by)}")
 
 
+def restage(editor, subject, first, request, settings):
+    """Stage 2 of a two-stage swap: the 128 px face of ``first`` (stage 1, a swap of ``subject`` into a scene, one
+    image) edited toward ``request`` as an edit of the subject's own photo is, with ``settings`` resolved as an
+    edit's (identity guidance 1, the edit's label policy and targets; not SWAP_DEFAULTS).
+
+    Both FlowEdit rows take the subject's identity stream, as in an edit: its identity vector and recogniser target,
+    and as the spatial reference the stage-1 face itself (an edit's reference is the photo it edits, so the reference
+    says nothing the edited photo does not). The stage-1 face's own expression (the source rows) is MediaPipe's
+    reading of it; its pose is the scene's, which stage 1 kept; it stays in the scene face's crop."""
+    import dataclasses
+
+    scene = first.scene
+    faces = editor.pipeline.landmarker.detect(first.crops[0])
+    own = faces[0].blendshapes if faces else scene.identity.blendshapes  # none found: stage 1's target
+    identity = dataclasses.replace(subject.identity, latent=first.generation.latents[0], pose=scene.identity.pose,
+                                   blendshapes=own)  # fmt: skip
+    return editor.pipeline(identity, request, settings, n=1, seed=first.generation.seeds[0]).images[0]
+
+
 def config(spec: dict, label: str):
-    """(paste name, request, settings) of one config (module docstring) for ``label``: ``paste``, ``au`` and
-    ``intensity`` shape the paste and the request, every other key is a GenerationSettings field."""
+    """(paste name, request, settings, mode) of one config (module docstring) for ``label``: ``paste``, ``au``,
+    ``intensity``, ``two_stage`` and ``own`` shape the paste, the request and what is made (mode "swap", "two_stage"
+    or "own"), every other key is a GenerationSettings field."""
     from mien.expression.targets import parse_request
     from mien.settings import GenerationSettings
 
@@ -102,7 +130,8 @@ def config(spec: dict, label: str):
     how = spec.pop("paste", "crop")
     au = spec.pop("au", None)  # AUs set on top of the label's target ("AU1=3,AU5=2"): a stronger request
     intensity = spec.pop("intensity", 1.0)  # the label's intensity (mien generate --intensity)
-    return how, parse_request(label, intensity, au=au), GenerationSettings(**spec)
+    mode = "two_stage" if spec.pop("two_stage", False) else "own" if spec.pop("own", False) else "swap"
+    return how, parse_request(label, intensity, au=au), GenerationSettings(**spec), mode
 
 
 def main() -> None:
@@ -119,7 +148,7 @@ def main() -> None:
     if args.sheet:
         return sheet(args.summary, args.rank, args.sheet, load_benchmark(args.benchmark))
     if args.summary:
-        return summary(args.summary)
+        return summary(args.summary, args.labels.split(","))
 
 
     from mien.analysis import FaceAnalyzer
@@ -155,18 +184,34 @@ def main() -> None:
         (a_desc, a_mfn), (b_desc, b_mfn) = describe(pair.a_scoring), describe(pair.b_scoring)
         scene_face = analyzer.analyze(scene_rgb)[0]
         weight = footprint(scene_rgb, scene.matrix)
+        first = None  # a two-stage config's stage 1: the plain swap, the same for every label and config
         for name, spec in configs.items():
             for lab in labels:
                 item = f"{pair.a}>{pair.b}:{lab}"
                 if (name, item) in done:
                     continue
-                how, request, settings = config(spec, lab)
+                how, request, settings, mode = config(spec, lab)
                 paste = PASTES[how]
                 cpu = time.process_time()
-                crop = editor.edit(subject, request, settings, n=1, seed=0, paste=False, into=scene).crops[0]
+                if mode == "two_stage":
+                    if first is None:
+                        plain = editor.scene_request(None, scene)
+                        first = editor.edit(subject, plain, None, n=1, seed=0, paste=False, into=scene)
+                        first_cpu = time.process_time() - cpu
+                        cpu = time.process_time()
+                    crop = restage(editor, subject, first, request, settings)
+                    cpu -= first_cpu  # every swap counts its stage 1 once
+                else:
+                    crop = editor.edit(subject, request, settings, n=1, seed=0, paste=False,
+                                       into=None if mode == "own" else scene).crops[0]  # fmt: skip
                 cpu = time.process_time() - cpu
-                output = paste(scene_rgb, crop, scene.matrix, "background", landmarks=scene.landmarks)
-                row = score_output(analyzer, output, scene_rgb, weight, scene_face, lab, a_desc, b_desc)
+                if mode == "own":  # the edit of A's own selfie, pasted into it and scored against it
+                    output = paste(selfie, crop, subject.matrix, "background", landmarks=subject.landmarks)
+                    row = score_output(analyzer, output, selfie, footprint(selfie, subject.matrix),
+                                       analyzer.analyze(selfie)[0], lab, a_desc, b_desc)  # fmt: skip
+                else:
+                    output = paste(scene_rgb, crop, scene.matrix, "background", landmarks=scene.landmarks)
+                    row = score_output(analyzer, output, scene_rgb, weight, scene_face, lab, a_desc, b_desc)
                 faces = faces_of(analyzer, output)
                 if faces:
                     row["cos_a"] = float((a_mfn @ faces[0].mobilefacenet).mean())

@@ -198,3 +198,31 @@ def test_a_swap_pastes_the_face_itself_unless_told_otherwise():
     assert paste_for(SimpleNamespace(paste_with=None, into=None)) == "detail"
     assert paste_for(SimpleNamespace(paste_with=None, into="scene.jpg")) == "crop"
     assert paste_for(SimpleNamespace(paste_with="detail", into="scene.jpg")) == "detail"
+
+
+def test_a_two_stage_swaps_second_stage_is_an_edit_of_the_first_stages_face_as_the_selfies_person(editor, photo):
+    """scripts/tune_swap.py's restage (docs/swap.md, "Two-stage swap: tuning"): every row of stage 2 is the selfie's
+    person (no scene person, no identity guidance's nulled rows: the settings resolve as an edit's, not the swap's
+    identity guidance 3) with the stage-1 face as the spatial reference, and it starts from that face."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "tune_swap.py"
+    spec = importlib.util.spec_from_file_location("tune_swap", path)
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    other = np.ascontiguousarray(photo[:, ::-1, ::-1])
+    subject, scene = scene_of(editor, other), scene_of(editor, photo)
+    plain = S(steps=2, recogniser_guidance=0)
+    first = editor.edit(subject, editor.scene_request(None, scene), plain, into=scene, paste=False)
+    assert not torch.equal(first.generation.latents[0], scene.identity.latent)  # stage 1 moved the face
+    with conditions_seen(editor, "identity", "reference") as seen:
+        crop = tune.restage(editor, subject, first, parse_request("fearful"), plain)
+    assert seen and crop.shape == (128, 128, 3)
+    for call in seen:
+        assert all(torch.allclose(row, subject.identity.vector) for row in call["identity"])
+        assert all(torch.equal(row, first.generation.latents[0]) for row in call["reference"])
+    with conditions_seen(editor, "identity") as swap_rows:  # the swap's own settings on the same face: nulled rows
+        editor.edit(subject, parse_request("fearful"), plain, into=scene, paste=False)
+    assert not all(torch.allclose(row, subject.identity.vector) for call in swap_rows for row in call["identity"])
+

@@ -127,11 +127,13 @@ def test_tune_swap_configs_shape_the_request_and_the_settings():
     spec = importlib.util.spec_from_file_location("tune_swap", path)
     tune = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tune)
-    how, request, settings = tune.config({"au": "AU1=3,AU5=2", "intensity": 0.7, "guidance_identity": 2}, "fearful")
-    assert how == "crop" and request.mix == {"fearful": 1.0} and request.intensity == 0.7
+    stronger = {"au": "AU1=3,AU5=2", "intensity": 0.7, "guidance_identity": 2}
+    how, request, settings, mode = tune.config(stronger, "fearful")
+    assert how == "crop" and request.mix == {"fearful": 1.0} and request.intensity == 0.7 and mode == "swap"
     assert request.aus == {"AU1": 3.0, "AU5": 2.0} and settings.guidance_identity == 2
-    how, request, settings = tune.config({"paste": "detail"}, "happy")
+    how, request, settings, mode = tune.config({"paste": "detail"}, "happy")
     assert how == "detail" and request.aus == {} and request.intensity == 1.0 and settings.guidance_identity is None
+    assert tune.config({"two_stage": True}, "happy")[3] == "two_stage" and tune.config({"own": True}, "sad")[3] == "own"
 
 
 def test_an_output_without_a_face_is_counted_not_fatal():
