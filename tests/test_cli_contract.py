@@ -6,6 +6,7 @@ Fast: in-process, with the model loader replaced by one that fails the test if c
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,6 +49,18 @@ def test_output_path_that_is_a_file(no_model_load, capsys, tmp_path):
     assert f"--out {f}: is a file" in msg and "folder" in msg
     assert main(["generate", "--identity", EX, "--expression", "happy", "--out", str(f / "sub")]) == 2
     assert "is a file, so the folder cannot be created" in error_line(capsys)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc (a folder no one can write in)")
+def test_output_folder_where_nothing_can_be_written(no_model_load, capsys, tmp_path):
+    """/proc passes a permission check for root; the probe finds out before work, not at the first save."""
+    assert main(["generate", "--identity", EX, "--expression", "happy", "--out", "/proc/mien-out"]) == 2
+    msg = error_line(capsys)
+    assert msg.startswith("--out /proc/mien-out: cannot write in /proc") and "choose a folder" in msg
+    from mien.cli.checks import check_out_dir
+
+    check_out_dir(tmp_path / "new" / "run")  # a writable place passes and is left as it was
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("device, words", [("cuda", ["--device cuda", "CUDA is not available", "--device cpu"]),

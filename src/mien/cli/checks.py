@@ -4,14 +4,15 @@ images been generated."""
 
 from __future__ import annotations
 
-import os
+import tempfile
 from pathlib import Path
 
 from mien.errors import MienError
 
 
 def check_out_dir(out: Path, flag: str = "--out") -> None:
-    """``out`` is, or can be created as, a folder this user may write in (nothing is created here)."""
+    """``out`` is, or can be created as, a folder this user can write in (a probe folder is made in its nearest
+    existing parent and removed; nothing else is created here)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise MienError(f"{flag} {out}: is a file, not a folder; name a folder (it is created if missing)")
@@ -20,8 +21,11 @@ def check_out_dir(out: Path, flag: str = "--out") -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise MienError(f"{flag} {out}: {parent} is a file, so the folder cannot be created there; choose another path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise MienError(f"{flag} {out}: no permission to write in {parent}; choose a folder you can write to")
+    try:  # permission bits miss a read-only mount, /proc, and everything for root: create and remove a probe
+        tempfile.TemporaryDirectory(dir=parent, prefix=".mien-probe-").cleanup()
+    except OSError as e:
+        raise MienError(f"{flag} {out}: cannot write in {parent} ({e.strerror}); choose a folder you can write "
+                        "to") from None
 
 
 def check_device(device: str) -> None:
