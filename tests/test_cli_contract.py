@@ -79,6 +79,34 @@ def test_unusable_device_is_refused_before_work(no_model_load, capsys, tmp_path,
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("command", [["personalize", EX, "--steps", "1"], ["ui"],
+                                     ["evaluate", "--generator", "copy", "--limit", "1"], ["annotate", "--limit", "1"]])
+def test_every_command_refuses_an_unusable_device_before_work(no_model_load, capsys, tmp_path, command):
+    """Was an internal error (torch's "not compiled with CUDA") after the photos or nets had loaded."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    if command == ["ui"]:
+        pytest.importorskip("gradio", reason="the ui extra is not installed")
+    assert main([*command, "--device", "cuda", *([] if command == ["ui"] else ["--out", str(tmp_path / "o")])]) == 2
+    assert "--device cuda: CUDA is not available" in error_line(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_ui_refuses_a_port_in_use_before_loading(no_model_load, capsys):
+    pytest.importorskip("gradio", reason="the ui extra is not installed")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["ui", "--port", str(port)]) == 2
+    msg = error_line(capsys)
+    assert msg.startswith(f"cannot listen on 127.0.0.1:{port}") and "another --port" in msg
+
+
 @pytest.mark.parametrize("flag", ["--n", "--steps"])
 def test_count_errors_name_their_flag(no_model_load, capsys, tmp_path, flag):
     assert main(["generate", "--identity", EX, "--expression", "happy", flag, "0", "--out", str(tmp_path / "o")]) == 2

@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mien.cli.checks import check_device, check_out_dir
+
+    check_device(args.device)
+    check_out_dir(args.out)
     from mien.data.annotate import annotate, load_annotations
 
     path = annotate(args.out, data_dir=args.data, split=tuple(args.split), groups=tuple(args.only), limit=args.limit,

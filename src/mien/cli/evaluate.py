@@ -97,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
 
         print(compare(*args.compare))
         return 0
+    from mien.cli.checks import check_device, check_out_dir
+
+    check_device(args.device)  # before the benchmark's photos are read
+    if args.out is not None:
+        check_out_dir(args.out)
     from mien.evaluate import benchmark as bm
     from mien.evaluate.cache import default_cache_dir
     from mien.evaluate.generators import create

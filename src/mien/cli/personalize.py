@@ -50,8 +50,11 @@ def run(args: argparse.Namespace) -> int:
     config = dataclasses.replace(PersonalizeConfig(), steps=args.steps, rank=args.rank, alpha=float(args.rank))
     if args.time_budget is not None and args.time_budget <= 0:
         raise MienError(f"--time-budget {args.time_budget} must be a positive number of seconds")
-    if args.out.exists() and not args.out.is_dir():
-        raise MienError(f"--out {args.out} is a file; give a folder for the person")
+    from mien.cli.checks import check_device, check_out_dir
+
+    check_out_dir(args.out)
+    if args.device is not None:
+        check_device(args.device)
     if str(args.model) != "default":
         from mien.cli.generate import check_model_dir
 

@@ -42,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
         raise MienError(f"--port {args.port} is not a port; use a number from 1 to 65535")
     if args.steps is not None and not 2 <= args.steps <= 50:
         raise MienError(f"--steps {args.steps} is out of range; use 2 to 50")
+    from mien.cli.checks import check_device
+
+    check_device(args.device)
+    check_port(args.host, args.port)  # before the nets take seconds to load
     from mien.ui.app import launch
     from mien.ui.service import Service
 
@@ -54,3 +58,17 @@ def run(args: argparse.Namespace) -> int:
     finally:
         service.close()
     return 0
+
+
+def check_port(host: str, port: int) -> None:
+    """``host:port`` can be listened on now (a port in use is a one-line error, not one after loading)."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: a just-closed port is free
+            s.bind((host, port))
+    except OSError as e:
+        raise MienError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port, or a --host "
+                        "of this machine") from None
