@@ -162,6 +162,20 @@ def test_intensity_out_of_range(generate, value):
     assert f"--intensity {float(value)}" in msg and "out of range" in msg and "0 to 1" in msg
 
 
+@pytest.mark.parametrize("flags, words", [
+    (["--intensity", "0.5"], ["--intensity 0.5 scales --expression", "add --expression"]),
+    (["--au", "AU12=3", "--intensity", "0.3"], ["--intensity 0.3 scales --expression", "--au values are set"]),
+    (["--expression", "happy", "--swap-reference", "scene"], ["--swap-reference scene works with --into"]),
+    (["--expression", "happy", "--no-paste", "--paste", "crop"], ["--paste crop", "--no-paste", "drop one"]),
+    (["--expression", "happy", "--no-paste", "--photo-format", "jpg"], ["--photo-format jpg", "--no-paste"]),
+])
+def test_options_that_would_do_nothing_together_are_refused(generate, flags, words):
+    """Each was ignored without a word (the swap reference refused only once the model had loaded)."""
+    msg = generate("--identity", EX, *flags)
+    for w in words:
+        assert w in msg, msg
+
+
 @pytest.mark.parametrize("flag", ["--n", "--steps"])
 def test_counts_must_be_positive(generate, flag):
     msg = generate("--identity", EX, flag, "0")

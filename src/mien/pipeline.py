@@ -108,9 +108,14 @@ def align_photos(landmarker, photos: list[np.ndarray], names: list[str] | None =
     return out
 
 
-def check_swap_settings(settings: GenerationSettings) -> None:
+def check_swap_settings(settings: GenerationSettings, swap: bool = True) -> None:
     """A swap (``--into``) is a FlowEdit from the scene's face that keeps the scene outside it: a one-line
-    MienError for the settings that would do otherwise."""
+    MienError for the settings that would do otherwise; an edit (not ``swap``) takes no swap reference."""
+    if not swap:
+        if settings.swap_reference not in (None, "identity"):
+            raise MienError(f"--swap-reference {settings.swap_reference} works with --into (a swap); drop it for an "
+                            "edit")
+        return
     if settings.method != "flowedit":
         raise MienError(f"--into swaps by a FlowEdit from the scene's face; drop --method {settings.method}")
     if settings.keep != "background":
@@ -286,10 +291,7 @@ class MienPipeline:
                                 f"{backbone.latent_shape} latents; prepare the {name} with this pipeline")
         size, box = backbone.latent_shape[1], backbone.face_box
         s = (settings or GenerationSettings()).resolve(request, swap=swap, native_bfloat16=self.native_bfloat16)
-        if swap:
-            check_swap_settings(s)
-        elif s.swap_reference != "identity":
-            raise MienError(f"--swap-reference {s.swap_reference} works with --into (a swap); drop it for an edit")
+        check_swap_settings(s, swap)
         bs = blendshape_target(request, self.prototypes, self.calibration, swap=swap)  # SWAP_LABEL_AUS in a swap
         expr = expression_vector(bs, scene.pose)
         target = torch.from_numpy(expr)[None].expand(n, -1).float().to(self.device)

@@ -68,7 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "edits their first aligned photo)")
     p.add_argument("--expression", metavar="LABEL_OR_TERM",
                    help="a basic label, a vocabulary term, a compound ('happily surprised') or a recipe ('happy:0.6+AU6:2')")
-    p.add_argument("--intensity", type=float, default=1.0, help="scales the --expression mix, 0 to 1 (default 1)")
+    p.add_argument("--intensity", type=float, help="scales the --expression's labels, 0 to 1 (default 1; not --au "
+                   "or --like)")
     p.add_argument("--au", metavar="AU=X,...", help="Action Unit intensities on the 0-5 scale, e.g. AU12=3,AU6=2")
     p.add_argument("--like", metavar="PHOTO", help="take the expression (not the identity) from this reference photo")
     p.add_argument("--into", metavar="SCENE_PHOTO",
@@ -91,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how the face goes back into the photo: 'detail' (the default for edits) moves the photo's own "
                         "pixels by the edit's motion at the photo's resolution (docs/fullres.md); 'crop' (the default "
                         "with --into) pastes the 128 px face itself")
-    p.add_argument("--photo-format", choices=("png", "jpg", "webp"), default="png",
+    p.add_argument("--photo-format", choices=("png", "jpg", "webp"),
                    help="file type of NNN_seedS_photo (the edited photo at its own size; default png, lossless; "
                         "jpg and webp at quality 95)")
     p.add_argument("--model", default="default", help="a saved model folder (default: the built-in model)")
@@ -106,7 +107,7 @@ def build_request(args, like=None):
     """The ExpressionRequest of the arguments; ``like``: the --like photo's blendshapes, once measured."""
     from mien.expression.targets import parse_request
 
-    return parse_request(args.expression, args.intensity, args.au, like)
+    return parse_request(args.expression, 1.0 if args.intensity is None else args.intensity, args.au, like)
 
 
 def paste_for(args) -> str:
@@ -116,14 +117,21 @@ def paste_for(args) -> str:
     return args.paste_with or ("crop" if args.into else "detail")
 
 
-def check_into(args, settings) -> None:
-    """The swap options: --into takes no setting that would redraw the scene; --face must be 0 or more."""
+def check_combinations(args, settings) -> None:
+    """Options that would do nothing together are refused, not dropped: --into takes no setting that would
+    redraw the scene and an edit no swap reference; --intensity scales --expression only; --no-paste writes
+    no photo for --paste or --photo-format; --face must be 0 or more."""
+    from mien.pipeline import check_swap_settings
+
     if args.face is not None and args.face < 0:
         raise MienError(f"--face {args.face} must be 0 (the largest face) or more")
-    if args.into:
-        from mien.pipeline import check_swap_settings
-
-        check_swap_settings(settings)
+    check_swap_settings(settings, swap=bool(args.into))
+    if args.intensity is not None and not args.expression:
+        raise MienError(f"--intensity {args.intensity:g} scales --expression, which is missing; add --expression "
+                        "LABEL_OR_TERM (--au values are set as given, a --like photo's expression as read)")
+    for flag, value in (("--paste", args.paste_with), ("--photo-format", args.photo_format)):
+        if not args.paste and value is not None:
+            raise MienError(f"{flag} {value} sets the photo that --no-paste leaves out; drop one of the two")
 
 
 def check_model_dir(model: str) -> None:
@@ -182,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         raise MienError("--person-rows and --person-scale set a person's LoRA; add --person PERSON_DIR")
     if args.n < 1:
         raise MienError(f"--n {args.n} must be at least 1 (the number of images)")
-    check_into(args, settings)
+    check_combinations(args, settings)
     out = args.out if args.out is not None else next_run_dir()
     check_out_dir(out)
     check_overwrite(out, args.overwrite)
@@ -287,7 +295,7 @@ def generate_and_save(editor, subject, request, settings, args, out: Path, refer
             crops.append(result.crops[0])
             metadata.append(result.metadata[0])
             written += save_numbered(out, i, result.crops[0], result.photos[0] if result.photos else None,
-                                  result.metadata[0], photo_format=args.photo_format)  # fmt: skip
+                                  result.metadata[0], photo_format=args.photo_format or "png")  # fmt: skip
     finally:
         bar.close()
         if crops:
