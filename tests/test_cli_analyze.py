@@ -140,6 +140,15 @@ def test_missing_file_and_no_arguments():
     assert r.returncode != 0 and "--example" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_folder_without_images_is_named(tmp_path):
+    """Was "no photos given", though a folder was given."""
+    (tmp_path / "notes.txt").write_text("not a photo")
+    r = mien("analyze", str(tmp_path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"mien: error: no image files in {tmp_path}; mien reads .bmp, .gif, .jpeg, .jpg, " \
+                               ".png, .tif, .tiff, .webp (folders are searched, subfolders too)"
+
+
 def test_help_teaches():
     r = mien("--help")
     assert r.returncode == 0 and "analyze" in r.stdout and "weights" in r.stdout

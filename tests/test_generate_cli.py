@@ -87,7 +87,7 @@ def test_example_photo_is_shipped():
     ("not_an_image.jpg", ["not_an_image.jpg", "not an image", "JPEG"]),
     ("truncated.jpg", ["truncated.jpg", "truncated", "re-export"]),
     ("missing.jpg", ["missing.jpg", "no such file"]),
-    ("a_folder", ["a_folder", "is a folder"]),
+    ("a_folder", ["a_folder", "is a folder", "name the photo files in it"]),
 ])
 def test_bad_identity_photo(generate, photos, name, words):
     msg = generate("--identity", str(photos / name), "--expression", "happy")

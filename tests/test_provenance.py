@@ -96,7 +96,8 @@ def test_verify_batch_reports_each_image_and_continues_past_bad_files(tmp_path, 
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 4, r.stdout + r.stderr
     assert lines[0].startswith(f"{unmarked}: not marked")
-    assert lines[1].startswith(f"{broken}: error:") and "Traceback" not in r.stderr
+    assert lines[1] == f"{broken}: error: not an image file mien can read (JPEG, PNG, WebP, BMP, TIFF, GIF)"
+    assert "Traceback" not in r.stderr
     assert lines[2].startswith(f"{marked}: marked by mien") and "model b03767293e85" in lines[2]
     assert lines[3].startswith(f"{stripped}: marked by mien") and "no mien metadata" in lines[3]
     assert "4 images: 2 marked, 1 not marked, 0 metadata only, 1 unreadable" in r.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mien.errors import MienError
-from mien.io.image import expand_inputs, load_rgb
+from mien.io.image import IMAGE_SUFFIXES, expand_inputs, load_rgb
 
 EXAMPLE = "london_001_neutral.jpg"  # Face Research Lab London Set, CC BY 4.0 (assets/examples/ATTRIBUTION.md)
 
@@ -63,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     from mien.cli.checks import check_device, check_out_dir
 
     paths = expand_inputs(args.photos) + ([example_path()] if args.example else [])
+    if not paths and args.photos:  # only folders, none holding an image
+        raise MienError(f"no image files in {', '.join(args.photos)}; mien reads "
+                        f"{', '.join(sorted(IMAGE_SUFFIXES))} (folders are searched, subfolders too)")
     if not paths:
         raise MienError("no photos given; name image files or folders (or use --example to try the bundled photo)")
     if args.out:

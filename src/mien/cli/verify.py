@@ -24,7 +24,7 @@ exit status: 0 every image is marked, 1 at least one image is not marked (or onl
 mien), 2 at least one image could not be read (bad arguments too).
 
 examples:
-  mien verify mien-out/000_seed0_photo.png
+  mien verify mien-out/001/000_seed0_photo.png
   mien verify downloads/*.jpg --json
 """
 
@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             prov = read_provenance(path)
         except MienError as e:  # one bad file is reported and the batch goes on
-            status, line, obj = "error", f"{path}: error: {e}", {"path": str(path), "status": "error", "error": str(e)}
+            why = str(e).removeprefix(f"{path}: ")  # the line names the file once
+            status, line, obj = "error", f"{path}: error: {why}", {"path": str(path), "status": "error", "error": why}
         else:
             status, line = verdict(path, prov)
             obj = {"path": str(path), "status": status, "watermark_score": prov.watermark.score,

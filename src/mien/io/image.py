@@ -33,7 +33,7 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if not path.exists():
         raise MienError(f"{path}: no such file; check the path")
     if path.is_dir():
-        raise MienError(f"{path}: is a folder, not a photo")
+        raise MienError(f"{path}: is a folder, not a photo; name the photo files in it (e.g. {path / '*.jpg'})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
