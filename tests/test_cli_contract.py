@@ -304,3 +304,12 @@ def test_weights_shows_licence_and_origin(capsys):
     assert code in (0, 3)
     for wf in W.FILES.values():
         assert f"licence: {wf.license}; origin: {wf.url}" in out
+
+
+def test_weights_dest_needs_download_and_a_writable_folder(capsys, tmp_path):
+    """--dest alone was ignored; --dest in a place nothing can be written was an internal error."""
+    assert main(["weights", "--dest", str(tmp_path)]) == 2
+    assert error_line(capsys) == f"--dest {tmp_path} is where --download fetches to; add --download"
+    if Path("/proc/self").is_dir():
+        assert main(["weights", "--download", "--dest", "/proc/mien-weights"]) == 2
+        assert error_line(capsys).startswith("--dest /proc/mien-weights: cannot write in /proc")

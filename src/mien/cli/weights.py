@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from mien import weights as W
+from mien.errors import MienError
 
 EPILOG = """\
 examples:
@@ -36,7 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dest is not None and not args.download:
+        raise MienError(f"--dest {args.dest} is where --download fetches to; add --download")
     if args.download:
+        from mien.cli.checks import check_out_dir
+
+        check_out_dir(args.dest or W.cache_dir(), "--dest")  # before any fetch, not at the first file
         W.download(dest=args.dest, progress=lambda m: print(m, file=sys.stderr))
     rows = W.status()
     width = max(len(r.path) for r in rows)
