@@ -35,7 +35,7 @@ def error_line(capsys) -> str:
 
 
 def dry(capsys, *args) -> dict:
-    assert main(["generate", "--identity", "not_read.jpg", "--dry-run", *args]) == 0
+    assert main(["generate", "--identity", EX, "--dry-run", *args]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -114,16 +114,16 @@ def test_count_errors_name_their_flag(no_model_load, capsys, tmp_path, flag):
 
 
 def test_no_expression_defaults_visibly(no_model_load, capsys):
-    assert main(["generate", "--identity", "not_read.jpg", "--dry-run"]) == 0
+    assert main(["generate", "--identity", EX, "--dry-run"]) == 0
     res = capsys.readouterr()
     assert json.loads(res.out)["request"] == "neutral"
     assert "no --expression, --au or --like given" in res.err and "neutral" in res.err
-    assert main(["generate", "--identity", "not_read.jpg", "--expression", "happy", "--dry-run"]) == 0
+    assert main(["generate", "--identity", EX, "--expression", "happy", "--dry-run"]) == 0
     assert capsys.readouterr().err == ""
 
 
 def test_dry_run_names_the_like_photo(no_model_load, capsys):
-    assert dry(capsys, "--like", "smile.jpg")["request"] == "like smile.jpg"
+    assert dry(capsys, "--like", EX)["request"] == f"like {EX}"
 
 
 def test_readme_notation_happy_0_6(no_model_load, capsys):
@@ -142,12 +142,12 @@ def test_threads_flag_before_or_after_the_command(no_model_load, capsys, monkeyp
 
     before = torch.get_num_threads()
     try:
-        assert main(["--threads", "3", "generate", "--identity", "x.jpg", "--dry-run"]) == 0
+        assert main(["--threads", "3", "generate", "--identity", EX, "--dry-run"]) == 0
         assert json.loads(capsys.readouterr().out)["threads"] == 3 and torch.get_num_threads() == 3
         assert dry(capsys, "--threads", "1")["threads"] == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    assert main(["generate", "--identity", "x.jpg", "--threads", "0", "--dry-run"]) == 2
+    assert main(["generate", "--identity", EX, "--threads", "0", "--dry-run"]) == 2
     assert "--threads 0 must be at least 1" in error_line(capsys)
 
 

@@ -234,9 +234,9 @@ def test_recogniser_guidance_is_a_flowedit_setting(generate, no_model_load, caps
     # left at its default it is simply off for sdedit, and on for flowedit
     import json
 
-    assert main(["generate", "--identity", "not_read.jpg", "--method", "sdedit", "--dry-run"]) == 0
+    assert main(["generate", "--identity", EX, "--method", "sdedit", "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["recogniser_guidance"] == 0
-    assert main(["generate", "--identity", "not_read.jpg", "--dry-run"]) == 0
+    assert main(["generate", "--identity", EX, "--dry-run"]) == 0
     from mien.settings import RECOGNISER_GUIDANCE
 
     assert json.loads(capsys.readouterr().out)["recogniser_guidance"] == RECOGNISER_GUIDANCE
@@ -244,11 +244,11 @@ def test_recogniser_guidance_is_a_flowedit_setting(generate, no_model_load, caps
 
 def test_sampler_with_flowedit_is_refused_not_ignored(no_model_load, capsys):
     """FlowEdit steps with Euler: another --sampler with it is a one-line error (it would do nothing)."""
-    assert main(["generate", "--identity", "not_read.jpg", "--sampler", "heun", "--dry-run"]) == 2
+    assert main(["generate", "--identity", EX, "--sampler", "heun", "--dry-run"]) == 2
     assert "--sampler heun works with --method sdedit" in capsys.readouterr().err
-    assert main(["generate", "--identity", "not_read.jpg", "--sampler", "heun", "--method", "sdedit", "--dry-run"]) == 0
+    assert main(["generate", "--identity", EX, "--sampler", "heun", "--method", "sdedit", "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["sampler"] == "heun"
-    assert main(["generate", "--identity", "not_read.jpg", "--sampler", "euler", "--dry-run"]) == 0
+    assert main(["generate", "--identity", EX, "--sampler", "euler", "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["sampler"] == "euler"
 
 
@@ -258,10 +258,26 @@ def test_unknown_sampler(generate):
 
 
 def test_dry_run_validates_settings_but_reads_no_photo(no_model_load, capsys):
-    assert main(["generate", "--identity", "not_read.jpg", "--expression", "elation", "--dry-run"]) == 0
+    assert main(["generate", "--identity", EX, "--expression", "elation", "--dry-run"]) == 0
     assert '"request"' in capsys.readouterr().out
-    assert main(["generate", "--identity", "not_read.jpg", "--sampler", "ddim", "--dry-run"]) == 2
+    assert main(["generate", "--identity", EX, "--sampler", "ddim", "--dry-run"]) == 2
     assert "unknown sampler" in capsys.readouterr().err
+    assert not no_model_load
+
+
+def test_dry_run_finds_a_photo_that_is_not_there(no_model_load, capsys, photos):
+    """A dry run said all was well for a mistyped path; it reads no photo but checks that each is there, and a
+    missing identity photo among several is skipped as the run skips it (exit 1)."""
+    missing = str(photos / "mistyped.jpg")
+    for flags in (["--identity", missing], ["--identity", EX, "--like", missing], ["--identity", EX, "--into", missing]):
+        assert main(["generate", *flags, "--expression", "happy", "--dry-run"]) == 2
+        assert one_line_error(2, capsys.readouterr().err) == f"{missing}: no such file; check the path"
+    assert main(["generate", "--identity", str(photos / "a_folder"), "--dry-run"]) == 2
+    assert "is a folder, not a photo" in capsys.readouterr().err
+    assert main(["generate", "--identity", EX, missing, "--expression", "happy", "--dry-run"]) == 1
+    res = capsys.readouterr()
+    assert json.loads(res.out)["request"] == "happy 1.00"
+    assert f"mien: skipped {missing}: no such file" in res.err and "1 of 2 identity photos skipped" in res.err
     assert not no_model_load
 
 
@@ -407,7 +423,7 @@ def test_contrast_guidance_defaults_per_label_and_bad_values(no_model_load, gene
     d = {"recogniser_guidance": RECOGNISER_GUIDANCE, "recogniser_guidance_contrast": RECOGNISER_GUIDANCE_WITH_CONTRAST}
 
     def dry(*args):
-        assert main(["generate", "--identity", "not_read.jpg", "--dry-run", *args]) == 0
+        assert main(["generate", "--identity", EX, "--dry-run", *args]) == 0
         out = json.loads(capsys.readouterr().out)
         return out["guidance_contrast"], out["recogniser_guidance"]
 

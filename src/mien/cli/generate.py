@@ -98,8 +98,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="default", help="a saved model folder (default: the built-in model)")
     p.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda or mps where torch has them")
     p.add_argument("--dry-run", action="store_true",
-                   help="check everything, print the resolved request, settings, threads and output folder; "
-                        "generate nothing")
+                   help="check the options, the output folder and that each photo is there (none is read, no "
+                        "model loaded), print the resolved request, settings, threads and output folder; generate "
+                        "nothing")
     p.set_defaults(run=run)
 
 
@@ -199,22 +200,8 @@ def run(args: argparse.Namespace) -> int:
     if not (args.expression or args.au or args.like or args.into):
         print("mien: note: no --expression, --au or --like given, so the request is neutral (the photo's face "
               "relaxed); ask for one with e.g. --expression happy (`mien expressions` lists them)", file=sys.stderr)
-    if args.dry_run:  # a dry run reads no photos
-        described = request.describe()
-        if args.like:
-            described = f"like {args.like}" + ("" if described == "neutral" else f", {described}")
-        elif args.into and described == "neutral" and not (args.expression or args.au):
-            described = "the scene face's own expression"
-        into = {"into": args.into, "face": args.face or 0} if args.into else {}
-        from mien.threads import native_bfloat16  # critic guidance's default number format
-
-        native = native_bfloat16(args.device)
-        resolved = settings.resolve(request, swap=bool(args.into), native_bfloat16=native).to_dict()
-        print(json.dumps({"identity": args.identity, **into, "request": described, "like": args.like, "n": args.n,
-                          "seed": args.seed, **resolved, "model": args.model,
-                          **({"person": str(args.person)} if args.person else {}),
-                          "device": args.device, "threads": args.threads, "out": str(out)}, indent=1))
-        return 0
+    if args.dry_run:
+        return dry_run(args, request, settings, out)
     like_rgb = load_rgb(args.like) if args.like else None
     scene_rgb = load_rgb(args.into) if args.into else None
     batch = Batch("identity photos")
@@ -270,6 +257,43 @@ def run(args: argparse.Namespace) -> int:
         landmarker.close()
     for p in written:
         print(p)
+    return batch.finish()
+
+
+def dry_run(args, request, settings, out: Path) -> int:
+    """--dry-run: every photo named is checked to be there (none is read: an identity photo missing among
+    several is skipped as the run would skip it), then the resolved request, settings and output folder."""
+    from mien.cli.batch import Batch
+    from mien.io.image import check_photo_path
+
+    for path in (args.like, args.into):
+        if path:
+            check_photo_path(path)
+    batch = Batch("identity photos")
+    for path in args.identity or []:
+        try:
+            check_photo_path(path)
+            batch.ok()
+        except MienError as e:
+            if len(args.identity) == 1:
+                raise
+            batch.skip(path, e)
+    if args.identity:
+        batch.check_any()
+    described = request.describe()
+    if args.like:
+        described = f"like {args.like}" + ("" if described == "neutral" else f", {described}")
+    elif args.into and described == "neutral" and not (args.expression or args.au):
+        described = "the scene face's own expression"
+    into = {"into": args.into, "face": args.face or 0} if args.into else {}
+    from mien.threads import native_bfloat16  # critic guidance's default number format
+
+    native = native_bfloat16(args.device)
+    resolved = settings.resolve(request, swap=bool(args.into), native_bfloat16=native).to_dict()
+    print(json.dumps({"identity": args.identity, **into, "request": described, "like": args.like, "n": args.n,
+                      "seed": args.seed, **resolved, "model": args.model,
+                      **({"person": str(args.person)} if args.person else {}),
+                      "device": args.device, "threads": args.threads, "out": str(out)}, indent=1))
     return batch.finish()
 
 

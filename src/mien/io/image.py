@@ -29,11 +29,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".g
 
 def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode ``path`` into an ``HxWx3`` uint8 RGB array, upright according to its EXIF tag."""
-    path = Path(path)
-    if not path.exists():
-        raise MienError(f"{path}: no such file; check the path")
-    if path.is_dir():
-        raise MienError(f"{path}: is a folder, not a photo; name the photo files in it (e.g. {path / '*.jpg'})")
+    path = check_photo_path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -57,6 +53,16 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         ) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise MienError(f"{path}: the file is damaged or truncated ({e}); re-export or re-download it") from None
+
+
+def check_photo_path(path: str | Path) -> Path:
+    """``path`` names a file (not a folder); a one-line MienError otherwise. Nothing is read."""
+    path = Path(path)
+    if not path.exists():
+        raise MienError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise MienError(f"{path}: is a folder, not a photo; name the photo files in it (e.g. {path / '*.jpg'})")
+    return path
 
 
 def check_face_size(rgb: np.ndarray) -> None:
