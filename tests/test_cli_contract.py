@@ -229,8 +229,9 @@ class FakeEditor:
         return SimpleNamespace(crops=[crop], photos=None, metadata=[{"request": "happy 1.00", "seed": seed}])
 
 
-def test_images_are_written_as_they_are_made(tmp_path):
-    """Interrupted while making the second image: the first is on disk and in the sheet."""
+def test_images_are_written_as_they_are_made(tmp_path, capsys):
+    """Interrupted while making the second image: the first is on disk and in the sheet, and both were named
+    (they were printed only at the end, so an interrupted run did not say where its images went)."""
     from types import SimpleNamespace
 
     from mien.cli.generate import generate_and_save
@@ -241,6 +242,7 @@ def test_images_are_written_as_they_are_made(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         generate_and_save(FakeEditor(fail_at=2), subject, None, GenerationSettings(steps=2), args, tmp_path, None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["000_seed5.png", "sheet.png"]
+    assert capsys.readouterr().out.split() == [str(tmp_path / "000_seed5.png"), str(tmp_path / "sheet.png")]
 
 
 def test_sheet_shows_identity_reference_and_request(tmp_path):

@@ -25,7 +25,7 @@ already hold an earlier run's images unless --overwrite), holding NNN_seedS.png 
 face; request, seed and settings in its metadata), NNN_seedS_photo.png (the edit carried into the
 edited photo at its own size, docs/fullres.md; .jpg/.webp with --photo-format; --no-paste skips it)
 and sheet.png (the identity crop, the --like reference or --into scene if any, and every output, under
-the request). Each image is written as soon as it is made.
+the request). Each image is written, and its path printed, as soon as it is made.
 
 seeds: image i uses seed S+i. The default edit (FlowEdit) moves the photo by what the request changes,
 and the seed only draws the noise the edit averages over, so images of one request differ in fine
@@ -255,8 +255,6 @@ def run(args: argparse.Namespace) -> int:
         written = generate_and_save(editor, subject, request, settings, args, out, reference, scene)
     finally:
         landmarker.close()
-    for p in written:
-        print(p)
     return batch.finish()
 
 
@@ -298,9 +296,9 @@ def dry_run(args, request, settings, out: Path) -> int:
 
 
 def generate_and_save(editor, subject, request, settings, args, out: Path, reference, scene=None) -> list[Path]:
-    """Generate the images one at a time, each written as soon as it is made (an interruption or a late
-    failure keeps every finished image and the sheet of them), under a progress bar once it takes over a
-    second."""
+    """Generate the images one at a time, each written and its path printed as soon as it is made (an
+    interruption or a late failure keeps every finished image and the sheet of them, and has named them),
+    under a progress bar once it takes over a second."""
     from tqdm import tqdm
 
     from mien.io.output import clear_earlier_outputs, save_numbered, save_sheet
@@ -318,11 +316,15 @@ def generate_and_save(editor, subject, request, settings, args, out: Path, refer
                 clear_earlier_outputs(out)
             crops.append(result.crops[0])
             metadata.append(result.metadata[0])
-            written += save_numbered(out, i, result.crops[0], result.photos[0] if result.photos else None,
+            paths = save_numbered(out, i, result.crops[0], result.photos[0] if result.photos else None,
                                   result.metadata[0], photo_format=args.photo_format or "png")  # fmt: skip
+            for p in paths:
+                bar.write(str(p), file=sys.stdout)
+            written += paths
     finally:
         bar.close()
         if crops:
             written.append(save_sheet(out, subject.identity.crops[0], crops, metadata, reference, args.like,
                                       scene=None if scene is None else scene.identity.crops[0]))
+            print(written[-1], flush=True)
     return written
