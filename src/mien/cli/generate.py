@@ -56,8 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
         help="generate a person with a chosen expression (built-in model)",
-        description="Generate new 128 px images of the person in --identity with the requested expression, using "
-        "mien's built-in model (its card, src/mien/resources/model/README.md, says what it can and cannot do).",
+        description="Generate the person in --identity with the requested expression, using mien's built-in model "
+        "(its card, src/mien/resources/model/README.md, says what it can and cannot do): each image as the aligned "
+        "128 px face and as the edit carried into the photo at its own size.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
