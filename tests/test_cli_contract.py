@@ -7,6 +7,7 @@ Fast: in-process, with the model loader replaced by one that fails the test if c
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -315,3 +316,21 @@ def test_weights_dest_needs_download_and_a_writable_folder(capsys, tmp_path):
     if Path("/proc/self").is_dir():
         assert main(["weights", "--download", "--dest", "/proc/mien-weights"]) == 2
         assert error_line(capsys).startswith("--dest /proc/mien-weights: cannot write in /proc")
+
+
+def test_ui_stops_on_ctrl_c_as_a_normal_end(no_model_load, capsys, monkeypatch):
+    """Ctrl+C is how `mien ui` stops: exit 0 and its results deleted, not exit 130 and "results were kept"."""
+    pytest.importorskip("gradio", reason="the ui extra is not installed")
+    from mien.ui import app, service
+
+    closed = []
+    monkeypatch.setattr(service.Service, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: SimpleNamespace(close=lambda: closed.append(1))))
+    monkeypatch.setattr(app, "launch", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    import socket
+
+    with socket.socket() as s:  # a port free now
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["ui", "--port", str(port)]) == 0
+    assert capsys.readouterr().err.splitlines()[-1] == "mien ui: stopped; its results were deleted" and closed

@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"mien ui: serving http://{args.host}:{args.port} (Ctrl+C stops it)", file=sys.stderr)
     try:
         launch(service, args.host, args.port, args.steps)
+    except KeyboardInterrupt:  # Ctrl+C is how the server stops: a normal end, its results deleted with it
+        print("mien ui: stopped; its results were deleted", file=sys.stderr)
     except OSError as e:
         raise MienError(f"cannot listen on {args.host}:{args.port} ({e}); choose another --port") from None
     finally:
