@@ -327,6 +327,26 @@ def test_personalize_flags_are_checked_before_anything_loads(tmp_path, capsys, f
     assert err.count("\n") == 1 and message.split(" must")[0] in err and not (tmp_path / "me").exists()
 
 
+
+def test_personalize_exits_one_when_photos_were_left_out(tmp_path, capsys, monkeypatch):
+    """The batch rule: a photo left out (unreadable, no face, another person) is named, a summary ends the
+    run and the exit status is 1 (was 0, with the skip printed as a warning only)."""
+    from types import SimpleNamespace
+
+    from mien.cli.main import main
+    from mien.personalize import run as personalize_run
+
+    def fake(photos, out, *args, warn, **kwargs):
+        warn(f"skipped {photos[1]}: not an image file mien can read (JPEG, PNG, WebP, BMP, TIFF, GIF)")
+        return SimpleNamespace(directory=out, finished=True, steps_done=1, time_s=1.0, adapter_bytes=1000)
+
+    monkeypatch.setattr(personalize_run, "personalize", fake)
+    photos = [str(tmp_path / "me.jpg"), str(tmp_path / "notes.jpg")]
+    assert main(["personalize", *photos, "--out", str(tmp_path / "me"), "--steps", "1"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"mien: skipped {photos[1]}: not an image file mien can read (JPEG, PNG, WebP, BMP, TIFF, GIF)",
+                   "mien: 1 of 2 photos left out (named above); the other 1 used"]
+
 def test_config_lora_targets_match_the_backbone():
     from mien.builtin.backbone import LORA_TARGETS as backbone_targets
     from mien.personalize.config import LORA_TARGETS

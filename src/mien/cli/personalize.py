@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
+from mien.cli.batch import EXIT_SKIPPED
 from mien.errors import MienError
 
 EPILOG = """\
 The photos (1 to ~20, several photos of one person, any expressions) are aligned and checked to show one
 person (face-api distance); a photo of someone else, an unreadable file or a photo without a face is
-named and left out. Training writes OUT/adapter_config.json + OUT/adapter_model.safetensors (a peft
+named and left out (the run goes on; exit status 1). Training writes OUT/adapter_config.json + OUT/adapter_model.safetensors (a peft
 LoRA on the backbone's attention), OUT/inputs.safetensors (the aligned photos) and OUT/card.json
 (photos used as SHA256, base model hash, steps, time). Ctrl-C or a kill leaves a checkpoint: the same
 command resumes it. --time-budget stops in time with a usable adapter; running again continues.
@@ -61,8 +63,18 @@ def run(args: argparse.Namespace) -> int:
         check_model_dir(args.model)
     from mien.personalize.run import personalize
 
+    left_out = []
+
+    def warn(msg: str) -> None:  # each names a photo left out: unreadable, no face, or another person
+        left_out.append(msg)
+        print(f"mien: {msg}", file=sys.stderr)
+
     result = personalize(args.photos, args.out, config, args.model, args.device, args.time_budget,
-                         progress=not args.quiet)  # fmt: skip
+                         progress=not args.quiet, warn=warn)  # fmt: skip
     state = "done" if result.finished else f"stopped at step {result.steps_done}/{config.steps}"
     print(f"{result.directory}: {state}, {result.time_s:.0f} s training, adapter {result.adapter_bytes / 1e6:.2f} MB")
-    return 0
+    if not left_out:
+        return 0
+    print(f"mien: {len(left_out)} of {len(args.photos)} photos left out (named above); the other "
+          f"{len(args.photos) - len(left_out)} used", file=sys.stderr)
+    return EXIT_SKIPPED  # the batch rule (mien.cli.batch)
