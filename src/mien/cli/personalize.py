@@ -13,9 +13,9 @@ from mien.errors import MienError
 EPILOG = """\
 The photos (1 to ~20, several photos of one person, any expressions) are aligned and checked to show one
 person (face-api distance); a photo of someone else, an unreadable file or a photo without a face is
-named and left out (the run goes on; exit status 1). Training writes OUT/adapter_config.json + OUT/adapter_model.safetensors (a peft
-LoRA on the backbone's attention), OUT/inputs.safetensors (the aligned photos) and OUT/card.json
-(photos used as SHA256, base model hash, steps, time). Ctrl-C or a kill leaves a checkpoint: the same
+named and left out (the run goes on; exit status 1). Training writes OUT/adapter_config.json +
+OUT/adapter_model.safetensors (a peft LoRA on the backbone's attention), OUT/inputs.safetensors (the
+aligned photos) and OUT/card.json (photos used as SHA256, base model hash, steps, time). Ctrl-C or a kill leaves a checkpoint: the same
 command resumes it. --time-budget stops in time with a usable adapter; running again continues.
 
 examples:
