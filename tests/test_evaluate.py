@@ -367,3 +367,44 @@ def test_recogniser_guidance_with_sdedit_is_refused_before_the_model_loads():
     # not asked for: sdedit simply runs without it (the model path is reached, and is missing)
     with pytest.raises(MienError, match="nonexistent"):
         create("built-in", None, model="/nonexistent", method="sdedit")
+
+
+@pytest.mark.shared
+def test_items_the_generator_failed_on_set_the_exit_status_and_are_retried(shared_dir, tmp_path, capsys):
+    """--images naming a folder without the images scored nothing and exited 0; now: 2 with the first reason,
+    and a rerun once the images are there retries the failed items (they were kept as failed)."""
+    import shutil
+
+    from mien.cli.main import main
+
+    assert main(["evaluate", "--generator", "copy", "--limit", "1", "--out", str(tmp_path / "copy"),
+                 "--sweep-identities", "0"]) == 0  # fmt: skip
+    images, out = tmp_path / "images", tmp_path / "scored"
+    images.mkdir()
+    capsys.readouterr()
+    run = ["evaluate", "--generator", "images", "--images", str(images), "--limit", "1", "--out", str(out),
+           "--sweep-identities", "0"]  # fmt: skip
+    assert main(run) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("mien: 32 of 32 items failed, the first: no image ") and str(images) in err
+    pngs = sorted((tmp_path / "copy" / "outputs").glob("*.png"))
+    for p in pngs[:-1]:
+        shutil.copy(p, images)
+    assert main(run) == 1
+    assert "1 of 32 items failed" in capsys.readouterr().err
+    shutil.copy(pngs[-1], images)
+    assert main(run) == 0
+    assert json.loads((out / "results.json").read_text())["counts"]["ok"] == 32
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--generator", "foo"], "unknown generator 'foo'; choose from built-in, copy, real, taef2, images"),
+    (["--generator", "images"], "--generator images needs --images DIR, the folder of output PNGs to score"),
+    (["--generator", "copy", "--strength", "0.5"], "--strength: generator 'copy' has no such setting"),
+])
+def test_dry_run_checks_the_generator_as_a_run_does(capsys, flags, message):
+    """Each was a successful dry run, then an error once run."""
+    from mien.cli.main import main
+
+    assert main(["evaluate", *flags, "--limit", "1", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip().startswith(f"mien: error: {message}")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+from mien.cli.batch import EXIT_SKIPPED
 
 from mien.cli.settings_flags import add_setting_flags, given_settings, settings_from_args
 
@@ -30,6 +33,10 @@ output: OUT/results.json, OUT/report.html (open it in a browser), OUT/outputs/*.
   OUT/items.jsonl; an interrupted run resumes from items.jsonl. Real-photo analyses are cached in
   ~/.cache/mien/evaluate (--no-cache to skip). The default OUT is under that cache too, so that
   face images never land in a source checkout.
+
+exit status: 0 done; 1 some items failed (the generator could not make them, e.g. an image missing from
+  --images: the first reason is printed, each is in OUT/items.jsonl, and a rerun retries them); 2 bad
+  input, or no item could be scored.
 
 examples:
   mien evaluate --generator copy --limit 3          quick look (London Set identities come first)
@@ -120,13 +127,15 @@ def run(args: argparse.Namespace) -> int:
               f"cache      {'off' if args.no_cache else default_cache_dir()}\nseed       {args.seed}")
         if args.generator == "built-in":  # None: resolved per request (mien.settings.LABEL_POLICY)
             print(f"settings   {json.dumps(settings_from_args(args).to_dict())}")
+        else:  # the other generators are cheap to build: their name, --images and options checked as a run does
+            create(args.generator, bench, model=args.model, images=args.images, **given_settings(args))
         return 0
     generator = create(args.generator, bench, model=args.model, images=args.images, **given_settings(args))
     options = Options(out=out, seed=args.seed, use_cache=not args.no_cache, fresh=args.fresh, device=args.device,
                       model_hash=args.model_hash, sweep_identities=args.sweep_identities)
     results = evaluate(bench, generator, options)
     _summary(results, out)
-    return 0
+    return _failures(results, out)
 
 
 def _swap(args: argparse.Namespace) -> int:
@@ -189,12 +198,26 @@ def _summary(results: dict, out: Path) -> None:
     fa = m["expression.faceapi"]["value"]
     c = results["counts"]
     print(f"{results['generator']['name']} on {results['benchmark']['name']}: {c['items']} items "
-          f"({c['ok']} ok, {c['no_face']} no face, {c['unsupported']} unsupported) in {results['wall_time_s']} s")
+          f"({c['ok']} ok, {c['no_face']} no face, {c['unsupported']} unsupported, {c['error']} failed) in "
+          f"{results['wall_time_s']} s")
     print(f"  identity verification {_f(ident)} (real-pair ceiling {_f(ceil['verification_rate'])}), "
           f"face-api cosine {_f(m['identity.faceapi_cosine']['value'])} (ceiling {_f(ceil['faceapi_cosine'])})")
     print(f"  expression accuracy (face-api) {_f(fa['accuracy'])} (real photos {_f(fa['real_accuracy']['overall'])})")
     print(f"  expression change from identity photo {_f(m['tradeoff.expression_change']['value']['mean'])}")
     print(f"  results: {out / 'results.json'}\n  report:  {out / 'report.html'}")
+
+
+def _failures(results: dict, out: Path) -> int:
+    """The batch rule for items the generator failed on (an image missing from --images, say): one line with the
+    first reason, exit 1 when some items were scored, 2 when none was."""
+    c = results["counts"]
+    if not c["error"]:
+        return 0
+    items = (out / "items.jsonl").read_text(encoding="utf-8").splitlines()
+    first = next(r["reason"] for r in map(json.loads, items) if r["status"] == "error")
+    print(f"mien: {c['error']} of {c['items']} items failed, the first: {first} (each reason is in "
+          f"{out / 'items.jsonl'})", file=sys.stderr)
+    return EXIT_SKIPPED if c["ok"] else 2
 
 
 def _f(v) -> str:

@@ -160,7 +160,7 @@ def run_items(benchmark: Benchmark, generator: Generator, cache: AnalysisCache, 
             images = None
             for request, seed in ident.items():
                 key = item_key(ident.id, request.id, seed)
-                if key not in done:
+                if key not in done or done[key]["status"] == "error":  # a failed item is retried on resume
                     images = images or [benchmark.image(p) for p in ident.identity_photos]
                     cond = condition(benchmark, ident, request, vocab)
                     done[key] = _run_item(generator, images, cond, ident, seed, cache, out)
