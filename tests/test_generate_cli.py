@@ -176,6 +176,12 @@ def test_options_that_would_do_nothing_together_are_refused(generate, flags, wor
         assert w in msg, msg
 
 
+def test_seed_beyond_what_the_noise_generator_takes(generate):
+    """Was an internal error ("Overflow when unpacking long long") after the model had loaded."""
+    msg = generate("--identity", EX, "--expression", "happy", "--seed", str(2**70))
+    assert msg.startswith(f"--seed {2**70} is out of range") and "such as 0" in msg
+
+
 @pytest.mark.parametrize("flag", ["--n", "--steps"])
 def test_counts_must_be_positive(generate, flag):
     msg = generate("--identity", EX, flag, "0")

@@ -19,6 +19,16 @@ def test_varied_target_is_seeded_bounded_and_off_at_zero():
     assert np.allclose(a[untouched], np.asarray(target)[untouched])
 
 
+def test_a_negative_seed_varies_too():
+    """--seed -5 --variety 0.5 was an internal error (numpy's generator takes no negative seed) once the model had
+    loaded; torch's noise takes negative seeds, so the target does too."""
+    p = Prototypes.load()
+    target = np.asarray(p.neutral) + np.asarray(p.displacement["happy"])
+    a = varied_target(target, p.neutral, 0.5, -5)
+    assert np.array_equal(a, varied_target(target, p.neutral, 0.5, -5))
+    assert np.abs(a - varied_target(target, p.neutral, 0.5, 5)).max() > 0.001
+
+
 def test_out_of_range_variety_is_refused():
     from mien.errors import MienError
 

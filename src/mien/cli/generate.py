@@ -192,6 +192,9 @@ def run(args: argparse.Namespace) -> int:
         raise MienError("--person-rows and --person-scale set a person's LoRA; add --person PERSON_DIR")
     if args.n < 1:
         raise MienError(f"--n {args.n} must be at least 1 (the number of images)")
+    if not -(2**63) <= args.seed <= 2**64 - args.n:  # the range torch's generator takes, for every image's seed
+        raise MienError(f"--seed {args.seed} is out of range; use a whole number such as 0 (image i takes seed+i, "
+                        f"each from -2**63 to 2**64-1)")
     check_combinations(args, settings)
     out = args.out if args.out is not None else next_run_dir()
     check_out_dir(out)

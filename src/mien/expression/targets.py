@@ -68,7 +68,8 @@ def varied_target(target: np.ndarray, neutral: np.ndarray, variety: float, seed:
     and variety 0 returns ``target`` itself."""
     if variety <= 0:
         return target
-    rng = np.random.default_rng([seed, 0x6D69656E])  # its own stream, apart from the sampler's noise
+    # its own stream, apart from the sampler's noise; numpy takes no negative seed, torch's noise does (mod 2**64)
+    rng = np.random.default_rng([seed % 2**64, 0x6D69656E])
     moved = np.asarray(target, np.float64) - np.asarray(neutral, np.float64)
     scale = max(0.0, 1.0 + 0.5 * variety * rng.standard_normal())
     jitter = 0.15 * variety * rng.standard_normal(moved.shape) * np.abs(moved) / max(np.abs(moved).max(), 1e-6)
