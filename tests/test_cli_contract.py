@@ -334,3 +334,22 @@ def test_ui_stops_on_ctrl_c_as_a_normal_end(no_model_load, capsys, monkeypatch):
         port = s.getsockname()[1]
     assert main(["ui", "--port", str(port)]) == 0
     assert capsys.readouterr().err.splitlines()[-1] == "mien ui: stopped; its results were deleted" and closed
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["generate", "--example", "--expresion", "happy"],
+     "mien generate: error: unrecognized arguments: --expresion happy; did you mean --expression? See "
+     "`mien generate --help`"),
+    (["generate", "--example", "--n", "two"],
+     "mien generate: error: argument --n: invalid int value: 'two'; see `mien generate --help`"),
+    (["train", "decoder", "--outt", "x"],
+     "mien train decoder: error: unrecognized arguments: --outt x; did you mean --out? See `mien train decoder --help`"),
+    (["generat", "--example"], "mien: error: argument COMMAND: invalid choice: 'generat' (choose from 'generate', "
+     "'personalize', 'analyze', 'expressions', 'evaluate', 'annotate', 'data', 'train', 'weights', 'verify', 'ui'); "
+     "did you mean generate? See `mien --help`"),
+])
+def test_a_mistyped_option_is_one_line_with_the_nearest_name(no_model_load, capsys, argv, line):
+    """Was argparse's usage (20 lines for generate) and the error, with no nearest name."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and capsys.readouterr().err.splitlines() == [line]
