@@ -1,6 +1,7 @@
 """The weights module: lookup order, checksum verification, helpful errors, and --download
 against a local HTTP server (never the internet)."""
 
+import dataclasses
 import functools
 import http.server
 import shutil
@@ -105,3 +106,17 @@ def test_task_bundle_accepted_by_inner_members(isolated, shared_dir, monkeypatch
             zout.writestr(n, zin.read(n))
     monkeypatch.setenv(W.ENV_VAR, str(isolated / "w"))
     assert W.locate("face_landmarker") == d / "face_landmarker.task"
+
+
+def test_download_fetches_only_what_no_searched_folder_holds(monkeypatch, capsys):
+    """`mien weights --download` fetched every file into the cache, those found elsewhere (../shared/weights,
+    $MIEN_WEIGHTS) too."""
+    fetched = []
+    rows = [W.Status(name, W.FILES[name].path, "missing" if name == "taef2_decoder" else "ok", "x") for name in W.FILES]
+    monkeypatch.setattr(W, "status", lambda names=None: rows)
+    monkeypatch.setattr(W, "download", lambda names=None, **kw: fetched.append(names) or [])
+    main(["weights", "--download"])
+    assert fetched == [["taef2_decoder"]]
+    rows[:] = [dataclasses.replace(r, state="ok") for r in rows]
+    assert main(["weights", "--download"]) == 0 and fetched == [["taef2_decoder"]]  # nothing missing: no fetch
+    capsys.readouterr()

@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--download", action="store_true", help=f"fetch missing files from their original URLs into {W.cache_dir()}")
-    p.add_argument("--dest", type=Path, help="with --download: folder to fetch into instead of the user cache")
+    p.add_argument("--download", action="store_true", help=f"fetch the files no searched folder holds from their original URLs into {W.cache_dir()}")
+    p.add_argument("--dest", type=Path, help="with --download: folder to fetch into instead of the user cache (every file it lacks)")
     p.set_defaults(run=run)
 
 
@@ -43,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
         from mien.cli.checks import check_out_dir
 
         check_out_dir(args.dest or W.cache_dir(), "--dest")  # before any fetch, not at the first file
-        W.download(dest=args.dest, progress=lambda m: print(m, file=sys.stderr))
+        # into the cache only what no folder mien searches holds (--dest: whatever DIR lacks, to fill it)
+        missing = None if args.dest else [r.name for r in W.status() if r.state != "ok"]
+        if missing != []:
+            W.download(missing, dest=args.dest, progress=lambda m: print(m, file=sys.stderr))
     rows = W.status()
     width = max(len(r.path) for r in rows)
     for r in rows:
