@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -48,6 +49,17 @@ def test_metadata_round_trip(tmp_path, photo, suffix):
         xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
         xmp = xmp.decode() if isinstance(xmp, bytes) else xmp
         assert "digitalsourcetype/compositeWithTrainedAlgorithmicMedia" in xmp
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a disk that is always full)")
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_a_full_disk_is_a_one_line_error_and_leaves_no_image(tmp_path, photo, suffix):
+    """Was an OSError, an internal error in mien generate with the image computed lost."""
+    path = tmp_path / f"out{suffix}"
+    path.symlink_to("/dev/full")  # every write fails with ENOSPC
+    with pytest.raises(MienError, match=f"out{suffix}: cannot write the image \\(No space left on device\\); free"):
+        save_image(path, photo, META)
+    assert not path.exists() and not path.is_symlink()
 
 
 def test_save_refuses_an_unknown_format(tmp_path, photo):

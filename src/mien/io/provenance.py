@@ -22,6 +22,7 @@ cropping).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass
@@ -86,17 +87,23 @@ def save_image(path: str | Path, rgb: np.ndarray, metadata: dict | None = None, 
     im = Image.fromarray(watermark.embed(rgb) if mark else rgb)
     exif = Image.Exif()
     exif[_EXIF_SOFTWARE] = f"mien {__version__}"
-    if fmt == "PNG":
-        info = PngImagePlugin.PngInfo()
-        info.add_text("mien", text)
-        info.add_text("Software", f"mien {__version__}")
-        info.add_itxt("XML:com.adobe.xmp", _xmp(rec).decode("utf-8"))
-        # zlib level 1: a third of the default level's time on a 512 px photo for files about 9 % larger
-        # (docs/performance.md); the pixels are the same
-        im.save(path, "PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
-    else:
-        exif[_EXIF_DESCRIPTION] = text
-        im.save(path, fmt, quality=quality, exif=exif, xmp=_xmp(rec))
+    try:  # a full disk or a vanished folder is the user's to fix, not a bug; no half-written image stays
+        if fmt == "PNG":
+            info = PngImagePlugin.PngInfo()
+            info.add_text("mien", text)
+            info.add_text("Software", f"mien {__version__}")
+            info.add_itxt("XML:com.adobe.xmp", _xmp(rec).decode("utf-8"))
+            # zlib level 1: a third of the default level's time on a 512 px photo for files about 9 % larger
+            # (docs/performance.md); the pixels are the same
+            im.save(path, "PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
+        else:
+            exif[_EXIF_DESCRIPTION] = text
+            im.save(path, fmt, quality=quality, exif=exif, xmp=_xmp(rec))
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+        raise MienError(f"{path}: cannot write the image ({e.strerror or e}); free some disk space or write "
+                        "elsewhere (--out)") from None
     return path
 
 
