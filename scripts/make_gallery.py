@@ -1,0 +1,170 @@
+"""The gallery of docs/gallery.md: typical outputs of `mien generate` at today's defaults on London Set people.
+
+Per person (the first ``--people`` London dev people by id, their neutral photo) a row of the input and the
+seven basic labels; then one row of a swap (the second person put into the first person's photo: the scene's
+own expression, then happy) and the README's vocabulary-term and AU examples on the first person. Every image
+is the default edit (:class:`mien.edit.Editor`, as `mien generate` builds it: default settings, the
+full-resolution paste for edits and the crop paste for swaps), seed ``--seed``, shown as the same face-region
+crop of the full-resolution photo output per row. Only London Set photos (CC BY 4.0) may appear here.
+
+    mkdir -p /tmp/raw && tar xf ../shared/data/faces128/dev.tar -C /tmp/raw --wildcards 'london_*raw.jpg'
+    python scripts/make_gallery.py --raw /tmp/raw --out docs/gallery/gallery.jpg
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+ATTRIBUTION = "Face Research Lab London Set, DeBruine & Jones 2017, CC BY 4.0"
+TILE_W, TILE_H, CAPTION, PAD = 128, 160, 14, 3  # 160 px tall: three people fit 120 kB at quality ~68
+# the face region shown, in aligned-crop pixels (4:5): brows to chin, the template's eyes at y 52 and mouth at y 98
+# (mien.face.align); the rest of the 128 px crop is hair and background the default edit keeps
+FACE = (20, 14, 108, 124)
+# the README's own examples of a vocabulary term and an AU request (README.md, "mien generate")
+EXTRAS = (("elation", None), (None, "AU12=3,AU6=2"))
+SWAP_LABELS = (None, "happy")  # None: the scene face's own expression (a plain swap)
+
+
+def london_people(raw: Path, n: int) -> list[tuple[str, Path]]:
+    """(person, neutral photo) of the first ``n`` London dev people by id (london_001 is the bundled example)."""
+    found = sorted(raw.glob("london_*_neutral.raw.jpg"))
+    if len(found) < max(n, 2):
+        sys.exit(f"make_gallery: {raw} holds {len(found)} London neutral photos, {max(n, 2)} needed; extract them "
+                 "from dev.tar (see --help)")
+    return [(p.name.split("_neutral")[0], p) for p in found[:n]]
+
+
+def face_box(matrix: np.ndarray, shape: tuple) -> tuple[int, int, int, int]:
+    """:data:`FACE` of the aligned 128 px crop in photo pixels (its centre and size; the alignment is a similarity,
+    so a 4:5 box stays 4:5), moved inside the photo."""
+    from mien.face import align
+
+    x0, y0, x1, y1 = FACE
+    cx, cy = align.apply_affine(align.invert_affine(matrix), np.array([[x0 + x1, y0 + y1]]) / 2)[0]
+    w, h = (x1 - x0) / align.affine_scale(matrix), (y1 - y0) / align.affine_scale(matrix)
+    x = int(round(min(max(cx - w / 2, 0), shape[1] - w)))
+    y = int(round(min(max(cy - h / 2, 0), shape[0] - h)))
+    return x, y, x + int(round(w)), y + int(round(h))
+
+
+def tile(photo: np.ndarray, box, caption: str) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    x0, y0, x1, y1 = box
+    face = Image.fromarray(photo[y0:y1, x0:x1]).resize((TILE_W, TILE_H), Image.LANCZOS)
+    out = Image.new("RGB", (TILE_W, TILE_H + CAPTION), (255, 255, 255))
+    out.paste(face, (0, 0))
+    ImageDraw.Draw(out).text((2, TILE_H + 1), caption, fill=(0, 0, 0))
+    return np.asarray(out)
+
+
+def sheet(rows: list[list[np.ndarray]], title: str) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    cols = max(len(r) for r in rows)
+    w, head = cols * (TILE_W + PAD) + PAD, 16
+    out = Image.new("RGB", (w, head + len(rows) * (TILE_H + CAPTION + PAD) + PAD), (255, 255, 255))
+    ImageDraw.Draw(out).text((PAD, 3), title, fill=(0, 0, 0))
+    for i, row in enumerate(rows):
+        for j, t in enumerate(row):
+            out.paste(Image.fromarray(t), (PAD + j * (TILE_W + PAD), head + i * (TILE_H + CAPTION + PAD)))
+    return np.asarray(out)
+
+
+class Outputs:
+    """Each request as `mien generate` makes it: the default settings, one image of ``seed``, its ``_photo``
+    output (the edit's full-resolution paste; a swap's crop paste, as ``--into`` chooses by default)."""
+
+    def __init__(self, seed: int):
+        from mien.cli.generate import paste_for
+        from mien.edit import Editor
+        from mien.paste import PASTES
+        from mien.settings import GenerationSettings
+
+        self.editor = Editor.from_pretrained()
+        swap_paste = PASTES[paste_for(SimpleNamespace(paste_with=None, into=True))]  # the CLI's rule for --into
+        self.swapper = Editor(self.editor.pipeline, paste=swap_paste)
+        self.settings, self.seed, self.made, self.cpu = GenerationSettings(), seed, 0, time.process_time()
+
+    def __call__(self, subject, expression=None, au=None, into=None) -> np.ndarray:
+        from mien.expression.targets import parse_request
+
+        request = parse_request(expression, 1.0, au, None)
+        if into is None:
+            result = self.editor.edit(subject, request, self.settings, n=1, seed=self.seed)
+        else:
+            result = self.swapper.swap(subject, into, request, self.settings, n=1, seed=self.seed)
+        self.made += 1
+        print(f"{self.made}: {expression or au or 'plain swap'} ({time.process_time() - self.cpu:.0f} s CPU)",
+              file=sys.stderr)  # fmt: skip
+        return result.photos[0]
+
+
+def label_row(make: Outputs, person: str, subject) -> list[np.ndarray]:
+    """The input, then the seven basic labels (face-api's order), all cut to the input's face box."""
+    from mien.expression.basic import BASIC
+
+    box = face_box(subject.matrix, subject.photo.shape)
+    return [tile(subject.photo, box, f"{person} (input)")] + [tile(make(subject, label), box, label) for label in BASIC]
+
+
+def last_row(make: Outputs, first: tuple, second: tuple) -> list[np.ndarray]:
+    """The second person swapped into the first one's photo (:data:`SWAP_LABELS`), then :data:`EXTRAS` on the
+    first; ``first``, ``second``: (person, subject)."""
+    (scene_person, scene), (person, subject) = first, second
+    box = face_box(scene.matrix, scene.photo.shape)
+    row = [tile(scene.photo, box, f"{scene_person} (scene)"),
+           tile(subject.photo, face_box(subject.matrix, subject.photo.shape), f"{person} (identity)")]  # fmt: skip
+    row += [tile(make(subject, label, into=scene.photo), box, "swap: " + (label or "plain")) for label in SWAP_LABELS]
+    return row + [tile(make(scene, term, au), box, f"{scene_person[-3:]}: {term or au}") for term, au in EXTRAS]
+
+
+def save(image: np.ndarray, out: Path, meta: dict, quality: int, max_kb: int) -> int:
+    """Write ``image`` (watermarked, with ``meta``) at the highest quality up to ``quality`` that fits ``max_kb``."""
+    from mien.io import provenance
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    while (provenance.save_image(out, image, meta, source=provenance.COMPOSITE, quality=quality).stat().st_size
+           > max_kb * 1000 and quality > 30):  # fmt: skip
+        quality -= 1
+    return quality
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--raw", type=Path, required=True, help="folder with the dev split's london_*.raw.jpg")
+    ap.add_argument("--out", type=Path, required=True, help="the gallery JPEG to write")
+    ap.add_argument("--people", type=int, default=3, help="London people, the first by id (default 3, at least 2)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    ap.add_argument("--quality", type=int, default=80, help="JPEG quality (default 80)")
+    ap.add_argument("--max-kb", type=int, default=120, help="the highest quality up to --quality whose file is at most "
+                    "this many kB (1000 bytes; default 120) is used")
+    args = ap.parse_args()
+    from mien.threads import configure
+
+    configure(args.threads)  # before torch is imported
+    from mien.io.image import load_rgb
+
+    people = london_people(args.raw, max(args.people, 2))
+    make = Outputs(args.seed)
+    subjects = [(person, make.editor.prepare([load_rgb(path)], names=[str(path)])) for person, path in people]
+    rows = [label_row(make, person, subject) for person, subject in subjects] + [last_row(make, *subjects[:2])]
+    hash_ = make.editor.model_hash
+    image = sheet(rows, f"mien {hash_}, default settings, seed {args.seed}. Photos: {ATTRIBUTION}. "
+                        "Outputs are synthetic.")  # fmt: skip
+    meta = {"model_hash": hash_, "seed": args.seed, "people": [p for p, _ in people], "attribution": ATTRIBUTION}
+    quality = save(image, args.out, meta, args.quality, args.max_kb)
+    print(f"{args.out}: {image.shape[1]}x{image.shape[0]}, quality {quality}, {args.out.stat().st_size / 1000:.0f} kB; "
+          f"{make.made} outputs, {time.process_time() - make.cpu:.0f} s CPU", file=sys.stderr)
+    make.editor.close()
+
+
+if __name__ == "__main__":
+    main()
