@@ -1,6 +1,7 @@
 """Swap into a scene photo (`mien generate --into`, mien.edit.Editor.swap): mechanics on tiny random
 components; the CLI's bad-input contract with the model loader refused (tests/test_generate_cli.py)."""
 
+import json
 from contextlib import contextmanager
 
 import numpy as np
@@ -10,6 +11,7 @@ from conftest import tiny_aligned
 from test_generate_cli import EX, generate, no_model_load, photos  # noqa: F401 - fixtures
 
 from mien.cli.analyze import example_path
+from mien.cli.main import main
 from mien.edit import Editor
 from mien.errors import MienError, NoFaceError
 from mien.expression.targets import ExpressionRequest, parse_request
@@ -56,11 +58,25 @@ def test_swapping_a_person_into_their_own_photo_with_its_own_expression_returns_
     # with the default recogniser guidance (toward the selfie, here the scene's own person) the only move is
     # its bounded critic step: RMS at most scale x the flow time it acts over (mien.guidance.gradient)
     guided = editor.edit(subject, editor.scene_request(ExpressionRequest(), scene), S(steps=10), seed=1, into=scene)
-    assert guided.metadata[0]["request"] == "like reference"  # the scene face's own expression
+    assert guided.metadata[0]["request"] == "the scene face's own expression"  # no reference photo to be like
     s = guided.generation.settings
     norm = editor.pipeline.model.normalize
     rms = (norm(guided.generation.latents[:1]) - norm(start[None])).pow(2).mean().sqrt()
     assert rms <= s.recogniser_guidance * s.recogniser_guidance_until + 1e-4, rms
+
+
+def test_a_plain_swap_is_described_as_its_dry_run_describes_it(editor, photo, no_model_load, capsys):
+    """A swap asking no expression saved "like reference" in its metadata and on its sheet, with no reference
+    photo anywhere, while the dry run said it keeps the scene face's own expression; both say the latter."""
+    assert main(["generate", "--identity", EX, "--into", EX, "--dry-run"]) == 0
+    said = json.loads(capsys.readouterr().out)["request"]
+    subject, scene = scene_of(editor, photo), scene_of(editor, photo)
+    for request in (None, parse_request(None, 0.5)):  # none, or only an --intensity
+        result = editor.edit(subject, editor.scene_request(request, scene), S(steps=1, recogniser_guidance=0),
+                             seed=0, into=scene)  # fmt: skip
+        assert result.metadata[0]["request"] == said == "the scene face's own expression"
+    asked = editor.scene_request(parse_request("happy"), scene)  # an expression asked for is named as before
+    assert asked.describe() == "happy 1.00"
 
 
 def test_a_swap_moves_the_scene_face_toward_the_selfie_and_keeps_the_scene_outside_it(editor, photo):

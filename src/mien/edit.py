@@ -239,9 +239,9 @@ class Editor:
     @staticmethod
     def scene_request(request, scene: Subject):
         """``request``, or the scene face's own expression when it asks for none (no label, AU or reference)."""
-        from mien.expression.targets import parse_request
+        from mien.expression.targets import SCENE_OWN, ExpressionRequest
 
         if request is None or not (request.mix or request.aus or request.like is not None):
             intensity = 1.0 if request is None else request.intensity
-            return parse_request(None, intensity, None, like=scene.identity.blendshapes)
+            return ExpressionRequest(like=scene.identity.blendshapes, intensity=intensity, like_label=SCENE_OWN)
         return request

@@ -266,6 +266,7 @@ def dry_run(args, request, settings, out: Path) -> int:
     """--dry-run: every photo named is checked to be there (none is read: an identity photo missing among
     several is skipped as the run would skip it), then the resolved request, settings and output folder."""
     from mien.cli.batch import Batch
+    from mien.expression.targets import SCENE_OWN
     from mien.io.image import check_photo_path
 
     for path in (args.like, args.into):
@@ -286,7 +287,7 @@ def dry_run(args, request, settings, out: Path) -> int:
     if args.like:
         described = f"like {args.like}" + ("" if described == "neutral" else f", {described}")
     elif args.into and described == "neutral" and not (args.expression or args.au):
-        described = "the scene face's own expression"
+        described = SCENE_OWN  # as the run's metadata and sheet say it (mien.edit.Editor.scene_request)
     into = {"into": args.into, "face": args.face or 0} if args.into else {}
     from mien.threads import native_bfloat16  # critic guidance's default number format
 

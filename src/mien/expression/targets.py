@@ -23,6 +23,7 @@ from mien.face.blendshape_names import BLENDSHAPE_NAMES
 
 POSE_SCALE = 90.0  # pose angles enter the vector in degrees / 90, so they are O(1) like blendshapes
 EXPRESSION_DIM = 52 + 3
+SCENE_OWN = "the scene face's own expression"  # a plain swap's request (``mien generate --into``, no expression)
 
 
 @dataclass
@@ -31,12 +32,13 @@ class ExpressionRequest:
     aus: dict[str, float] = field(default_factory=dict)  # AU name -> 0..5
     like: np.ndarray | None = None  # (52,) blendshapes of a reference photo
     intensity: float = 1.0
+    like_label: str = "like reference"  # what ``like`` is called in describe(): SCENE_OWN for a plain swap
 
     def describe(self) -> str:
         parts = [f"{k} {v * self.intensity:.2f}" for k, v in self.mix.items()]
         parts += [f"{k}={v:g}" for k, v in self.aus.items()]
         if self.like is not None:
-            parts.insert(0, "like reference")
+            parts.insert(0, self.like_label)
         return ", ".join(parts) or "neutral"
 
 
