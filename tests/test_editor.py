@@ -64,6 +64,24 @@ def test_edit_pastes_each_face_into_the_photo_and_records_how_it_was_made(editor
     assert editor.edit(subject, req, S(steps=1), paste=False).photos is None
 
 
+def test_a_vocabulary_term_is_saved_with_its_recipe_in_the_images_and_on_the_sheet(editor, subject, tmp_path):
+    """--expression elation was saved only as its recipe ("happy 1.00, surprised 0.20"): the word typed appeared
+    neither in the PNG metadata nor on the sheet. Both keep it beside the recipe, scaled; --au values follow."""
+    from mien.io.output import save_result
+    from mien.io.provenance import read_provenance
+
+    result = editor.edit(subject, parse_request("elation"), S(steps=1), seed=0)
+    paths = save_result(tmp_path, result)
+    assert [p.name for p in paths] == ["000_seed0.png", "000_seed0_photo.png", "sheet.png"]
+    for path in paths:  # the sheet's title is its record's request
+        assert read_provenance(path).record["request"] == "elation (happy 1.00, surprised 0.20)"
+    assert parse_request("elation", 0.5, "AU12=3").describe() == "elation (happy 0.50, surprised 0.10), AU12=3"
+    assert parse_request("happily surprised").describe() == "happily surprised (happy 0.60, surprised 0.60)"
+    # a label or a typed recipe says no more than its numbers, so it is not repeated
+    assert parse_request("happy 0.6").describe() == "happy 0.60"
+    assert parse_request("happy:0.5+AU6:2", au="AU6=3").describe() == "happy 0.50, AU6=3"
+
+
 def test_the_paste_step_is_one_replaceable_function(photo, subject):
     calls = []
 

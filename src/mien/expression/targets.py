@@ -13,6 +13,7 @@ The rule for combining controls given together (documented for users in docs/exp
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,10 +34,16 @@ class ExpressionRequest:
     like: np.ndarray | None = None  # (52,) blendshapes of a reference photo
     intensity: float = 1.0
     like_label: str = "like reference"  # what ``like`` is called in describe(): SCENE_OWN for a plain swap
+    term: str = ""  # the words typed for ``mix`` when its numbers alone do not say them ("elation", "smile")
+    term_aus: tuple[str, ...] = ()  # the AUs of ``aus`` that the term's recipe set (not --au)
 
     def describe(self) -> str:
-        parts = [f"{k} {v * self.intensity:.2f}" for k, v in self.mix.items()]
-        parts += [f"{k}={v:g}" for k, v in self.aus.items()]
+        """The request in words, as the dry run, the images' metadata and the sheet show it: e.g. "elation
+        (happy 1.00, surprised 0.20)", the term kept beside the recipe it resolved to."""
+        recipe = [f"{k} {v * self.intensity:.2f}" for k, v in self.mix.items()]
+        recipe += [f"{k}={v:g}" for k, v in self.aus.items() if self.term and k in self.term_aus]
+        parts = [f"{self.term} ({', '.join(recipe)})"] if self.term else recipe
+        parts += [f"{k}={v:g}" for k, v in self.aus.items() if not (self.term and k in self.term_aus)]
         if self.like is not None:
             parts.insert(0, self.like_label)
         return ", ".join(parts) or "neutral"
@@ -111,10 +118,24 @@ def parse_request(expression: str | None = None, intensity: float = 1.0, au: str
 
     if not 0.0 <= intensity <= 1.0:  # also rejects nan
         raise MienError(f"--intensity {intensity} is out of range; use a number from 0 to 1")
-    mix, aus = {}, {}
+    mix, aus, term, term_aus = {}, {}, "", ()
     if expression:
         recipe = Vocabulary.load().resolve(expression)
         mix, aus = dict(recipe.basic), dict(recipe.aus)
+        term = "" if _says_itself(expression, recipe) else " ".join(expression.split())
     if au:
-        aus.update(parse_au_spec(au if isinstance(au, str) else ",".join(f"{k}={v}" for k, v in au.items())))
-    return ExpressionRequest(mix=mix, aus=aus, like=like, intensity=intensity)
+        asked = parse_au_spec(au if isinstance(au, str) else ",".join(f"{k}={v}" for k, v in au.items()))
+        aus.update(asked)
+    else:
+        asked = {}
+    if term:
+        term_aus = tuple(k for k in aus if k not in asked)
+    return ExpressionRequest(mix=mix, aus=aus, like=like, intensity=intensity, term=term, term_aus=term_aus)
+
+
+def _says_itself(text: str, recipe) -> bool:
+    """Whether ``text`` is no more than its recipe's numbers say: only the recipe's own label and AU names (a
+    basic label, "happy 0.6", a typed recipe "happy:0.7+AU6:2"), so describe() need not repeat it."""
+    names = {k.lower() for k in (*recipe.basic, *recipe.aus)}
+    words = set(re.findall(r"[a-z][a-z0-9]*", re.sub(r"\bau\s+(?=\d)", "au", text.lower())))  # "au 12": AU12
+    return not words or words <= names
