@@ -229,6 +229,16 @@ def test_blendshape_guidance_out_of_range(generate, flag, value):
     assert f"{flag} {float(value)}" in msg and "out of range" in msg
 
 
+@pytest.mark.parametrize("flag,value", [("--guidance-identity", "-1"), ("--guidance-expression", "-0.5"),
+                                        ("--guidance-identity", "nan"), ("--guidance-expression", "inf")])
+def test_classifier_free_guidance_scale_out_of_range(generate, flag, value):
+    """Negative scales were taken (and run, guiding away from the condition); like every range, one line before
+    any work. With --into too, whose default identity scale differs."""
+    for swap in ([], ["--into", EX]):
+        msg = generate("--identity", EX, *swap, flag, value)
+        assert f"{flag} {float(value)} is out of range" in msg and "0" in msg
+
+
 def test_blendshape_guidance_is_a_flowedit_setting(generate):
     msg = generate("--identity", EX, "--method", "sdedit", "--blendshape-guidance", "0.5")
     assert "--blendshape-guidance works with --method flowedit" in msg

@@ -74,6 +74,19 @@ def test_critic_precision_follows_the_device_unless_given():
     (dict(person_rows="source"), "--person-rows source: unknown rows"),
     (dict(method="sdedit", person_rows="target"), "--person-rows target chooses among FlowEdit's rows"),
     (dict(person_scale=-0.5), "--person-scale -0.5 is out of range"),
+    (dict(guidance_identity=-1.0), "--guidance-identity -1.0 is out of range"),
+    (dict(guidance_expression=-0.5), "--guidance-expression -0.5 is out of range"),
+    (dict(guidance_expression=float("inf")), "--guidance-expression inf is out of range"),
+    # every other float setting, at a value just outside its range (nan too, which no comparison admits)
+    (dict(strength=1.5), "--strength 1.5 is out of range"),
+    (dict(guidance_until=-0.1), "--guidance-until -0.1 is out of range"),
+    (dict(guidance_contrast=float("nan")), "--guidance-contrast nan is out of range"),
+    (dict(recogniser_guidance_until=1.5), "--recogniser-guidance-until 1.5 is out of range"),
+    (dict(descriptor_guidance=-0.1), "--descriptor-guidance -0.1 is out of range"),
+    (dict(descriptor_guidance_until=0.0), "--descriptor-guidance-until 0.0 is out of range"),
+    (dict(blendshape_guidance=-1.0), "--blendshape-guidance -1.0 is out of range"),
+    (dict(variety=-0.1), "--variety -0.1 is out of range"),
+    (dict(person_scale=float("nan")), "--person-scale nan is out of range"),
 ])
 def test_bad_settings_are_one_line_errors_naming_the_flag(kw, words):
     with pytest.raises(MienError, match=None) as e:

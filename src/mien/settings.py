@@ -98,11 +98,11 @@ class GenerationSettings:
     keep: str = setting("background", "'background' keeps the identity photo outside the face (hair, clothes, "
                         "background); 'none' redraws everything", "|".join(KEEP_REGIONS))
     guidance_identity: float | None = setting(
-        None, "identity classifier-free guidance scale (higher keeps more of the identity photo; in a swap, moves "
-        f"the face further to the --identity person) (default 1; {SWAP_DEFAULTS['guidance_identity']:g} for swaps, "
-        "--into)", "G")
-    guidance_expression: float = setting(1.0, "expression classifier-free guidance scale (higher pushes the "
-                                         "requested expression harder)", "G")
+        None, "identity classifier-free guidance scale, 0 or more (higher keeps more of the identity photo; in a "
+        "swap, moves the face further to the --identity person) (default 1; "
+        f"{SWAP_DEFAULTS['guidance_identity']:g} for swaps, --into)", "G")
+    guidance_expression: float = setting(1.0, "expression classifier-free guidance scale, 0 or more (higher pushes "
+                                         "the requested expression harder)", "G")
     swap_reference: str | None = setting(
         None, "a swap's (--into) spatial reference in the target rows: 'identity' the --identity photo's latent, "
         "'none' zeros (the model's 'no other photo'), 'scene' the scene face's latent (default "
@@ -172,9 +172,11 @@ class GenerationSettings:
         if not 0.0 < self.strength <= 1.0:  # every range check here also rejects nan
             raise bad("strength", self.strength, "is out of range; use a number above 0 and at most 1 (1 edits over "
                       "the whole schedule, lower keeps more of the identity photo)")
-        for name in ("guidance_identity", "guidance_expression"):
-            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
-                raise bad(name, getattr(self, name), "is not a number; use a guidance scale such as 1 (plain) or 3")
+        for name in ("guidance_identity", "guidance_expression"):  # 0 is the stream's unconditional prediction
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0.0):
+                raise bad(name, value, "is out of range; use a guidance scale of 0 (the condition ignored) or more, "
+                          "such as 1 (plain) or 3")
         if self.swap_reference is not None and self.swap_reference not in SWAP_REFERENCES:
             raise MienError(f"--swap-reference {self.swap_reference}: unknown reference; choose one of "
                             f"{', '.join(SWAP_REFERENCES)}")
