@@ -1,6 +1,7 @@
 """The swap benchmark's mechanics (mien.evaluate.swap): pairs, the paste footprint, the seam and the summary."""
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -117,6 +118,24 @@ def test_swap_dry_run_finds_the_shipped_report_ring_by_name(capsys):
     assert main(["evaluate", "--swap", "--benchmark", "swap-report.yaml", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "30 pairs" in out and "pair 12: cfp:465 (cfp_465_01) into essex:0's photo" in out
+
+
+def test_swap_limit_below_1_is_an_error_as_for_the_other_benchmarks(capsys, monkeypatch):
+    """`mien evaluate --swap --limit 0` ran every pair (and --limit -1 all but the last) while `mien evaluate
+    --limit 0` is an error: both are one-line errors now, the swap's before any model loads."""
+    from mien.cli.main import main
+    from mien.edit import Editor
+
+    monkeypatch.setattr(Editor, "from_pretrained", lambda *a, **k: pytest.fail("the model loaded before the error"))
+    for limit in ("0", "-1"):
+        for dry in (["--dry-run"], []):
+            assert main(["evaluate", "--swap", "--limit", limit, "--generator", "copy", *dry]) == 2
+            err = capsys.readouterr().err.strip()
+            assert err == f"mien: error: --limit {limit}: give a number of pairs of at least 1 (leave it out for " \
+                          "every pair)", err
+        assert main(["evaluate", "--limit", limit, "--dry-run"]) == 2
+        assert capsys.readouterr().err.startswith(f"mien: error: --limit {limit}: give a number of identities")
+    assert main(["evaluate", "--swap", "--limit", "1", "--dry-run"]) == 0 and "1 pairs" in capsys.readouterr().out
 
 
 def test_tune_swap_configs_shape_the_request_and_the_settings():

@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="what to evaluate: built-in (the model), copy, real or taef2 (baselines: the photo, a real photo, the photo through the autoencoder), images (PNGs made elsewhere, --images); default built-in")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="output folder (default: ~/.cache/mien/evaluate/runs/BENCHMARK-GENERATOR)")
-    p.add_argument("--limit", type=int, metavar="N", help="only the first N identities of the benchmark")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N identities of the benchmark (with --swap: the "
+                   "first N pairs); N is at least 1, leave it out for all")
     p.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"),
                    help="print what changed between two results.json files, then exit")
     p.add_argument("--seed", type=int, default=0, help="seed of the realism split (default 0); generation "
@@ -83,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--swap", action="store_true",
                    help="the swap benchmark instead (docs/swap.md): each person put into the next person's photo "
                         "(--benchmark default dev-wild.yaml, whose ring holds the tuning pairs; swap-report.yaml: "
-                        "the report ring, 30 pairs; --limit N: the first N pairs) with the seven labels; "
+                        "the report ring, 30 pairs; --limit N: the first N pairs, N at least 1) with the seven labels; "
                         "--generator built-in or copy (A's face pasted into B's photo, the baseline)")
     p.add_argument("--personalize", nargs="+", type=int, metavar="K",
                    help="the personalisation benchmark instead (docs/personalize.md): each person with more than K "

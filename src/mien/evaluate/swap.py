@@ -76,10 +76,15 @@ class Pair:
 
 
 def pairs(bench: Benchmark, limit: int | None = None) -> list[Pair]:
-    """Person i into person i+1's photo, for the first ``limit`` people (module docstring)."""
+    """Person i into person i+1's photo, for the first ``limit`` people (module docstring; None: all). A
+    ``limit`` below 1 is a one-line error, as ``Benchmark.limit`` makes it for the other benchmarks."""
+    from mien.errors import MienError
+
+    if limit is not None and limit < 1:
+        raise MienError(f"--limit {limit}: give a number of pairs of at least 1 (leave it out for every pair)")
     people = [i for i in bench.identities if i.identity_photos and i.scoring_photos]
     out = []
-    for k, a in enumerate(people[: limit or len(people)]):
+    for k, a in enumerate(people if limit is None else people[:limit]):
         b = people[(k + 1) % len(people)]
         scene = b.identity_photos[0]
         out.append(Pair(a.id, b.id, a.identity_photos[0], scene, tuple(a.scoring_photos),
@@ -166,6 +171,7 @@ def run_swap(bench: Benchmark, generator: str, out: Path, limit: int | None = No
 
     if generator not in ("built-in", "copy"):
         raise MienError(f"--swap takes --generator built-in or copy, not {generator}")
+    pairs(bench, limit)  # a bad --limit is reported before the models load
     out = Path(out)
     (out / "outputs").mkdir(parents=True, exist_ok=True)
     done_path = out / "items.jsonl"
