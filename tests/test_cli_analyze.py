@@ -120,6 +120,30 @@ def test_out_writes_annotated_image_and_json(batch, photos):
     assert not (out / "not_an_image.json").exists()
 
 
+def test_out_follows_generates_rule_refused_when_an_earlier_analysis_is_there_unless_overwrite(photos, tmp_path):
+    """A rerun into the same --out wrote good-2.png/json beside the first run's files; it is refused (one line,
+    before any model loads) as `mien generate --out` is, and --overwrite replaces the earlier analysis. Two photos
+    of one run with the same name still get -2."""
+    out = tmp_path / "out"
+    (tmp_path / "b").mkdir()
+    Image.open(photos / "good.jpg").save(tmp_path / "b" / "good.jpg")
+    first = mien("analyze", str(photos / "good.jpg"), str(tmp_path / "b" / "good.jpg"), "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["good-2.json", "good-2.png", "good.json", "good.png"]
+    (out / "notes.json").write_text('{"mine": 1}')  # not an analysis: kept
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = mien("analyze", str(photos / "good.jpg"), "--out", str(out))
+    assert again.returncode == 2 and again.stderr.strip() == (
+        f"mien: error: --out {out} already holds 4 file(s) of an earlier analysis (good-2.json, ...); add "
+        "--overwrite to replace them, or choose another folder")
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    replaced = mien("analyze", str(photos / "good.jpg"), "--out", str(out), "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["good.json", "good.png", "notes.json"]
+    assert json.loads((out / "good.json").read_text())["path"] == str(photos / "good.jpg")
+    assert mien("analyze", str(photos / "good.jpg"), "--overwrite").returncode == 2  # nothing to replace
+
+
 def test_all_faces(photos):
     r = mien("analyze", str(photos / "two_faces.jpg"), "--json", "--all-faces")
     assert r.returncode == 0, r.stderr

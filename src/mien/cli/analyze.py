@@ -33,6 +33,10 @@ examples:
   mien analyze --example                 the bundled London Set photo
   mien analyze me.jpg --json > me.json
   mien analyze photos/ --out analysed/   annotated PNG + JSON per photo
+
+--out DIR follows mien generate's rule: it refuses a DIR holding an earlier analysis (its JSON files and
+their PNGs) unless --overwrite, which deletes them once the first photo is analysed, so a rerun never
+leaves <name>-2 copies beside the old files. Photos of one run with the same name get <name>-2, <name>-3.
 """
 
 
@@ -48,7 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("photos", nargs="*", metavar="PHOTO_OR_DIR", help="image files, or folders searched for images")
     p.add_argument("--example", action="store_true", help="analyse the bundled example photo (London Set, CC BY 4.0)")
     p.add_argument("--json", action="store_true", help="print one JSON document to stdout instead of a summary")
-    p.add_argument("--out", type=Path, metavar="DIR", help="write <name>.png (annotated) and <name>.json per photo here")
+    p.add_argument("--out", type=Path, metavar="DIR", help="write <name>.png (annotated) and <name>.json per photo here "
+                   "(refused if an earlier analysis is there, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="with --out: replace an earlier analysis in DIR (its "
+                   "files are deleted once the first photo is analysed)")
     p.add_argument("--all-faces", action="store_true", help="analyse every face, not only the largest")
     p.add_argument("--device", default="cpu", help="torch device for the identity/expression nets (default: cpu)")
     p.set_defaults(run=run)
@@ -70,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
         raise MienError("no photos given; name image files or folders (or use --example to try the bundled photo)")
     if args.out:
         check_out_dir(args.out)
+        check_earlier_analysis(args.out, args.overwrite)
+    elif args.overwrite:
+        raise MienError("--overwrite replaces an earlier analysis in --out DIR; add --out DIR or drop --overwrite")
     check_device(args.device)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -77,11 +87,12 @@ def run(args: argparse.Namespace) -> int:
     from mien.analysis import FaceAnalyzer  # heavy imports only once there is work
 
     results = []
+    written: set[str] = set()  # the names this run has written, so two photos named alike do not overwrite each other
     with FaceAnalyzer(device=args.device) as analyzer:
         bar = tqdm(paths, desc="analysing", unit="photo", file=sys.stderr, disable=len(paths) < 5 or None)
         batch = Batch("photos", write=lambda msg: bar.write(msg, file=sys.stderr))
         for path in bar:
-            entry = _analyze_one(analyzer, path, args)
+            entry = _analyze_one(analyzer, path, args, written)
             results.append(entry)
             if "error" in entry:
                 batch.skip(path, entry["error"])
@@ -98,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     return batch.finish()
 
 
-def _analyze_one(analyzer, path: Path, args) -> dict:
+def _analyze_one(analyzer, path: Path, args, written: set[str]) -> dict:
     try:
         rgb = load_rgb(path)
         faces = analyzer.analyze(rgb, all_faces=args.all_faces)
@@ -108,7 +119,10 @@ def _analyze_one(analyzer, path: Path, args) -> dict:
     if args.out:
         from mien.face.draw import annotate
 
-        stem = _unique_stem(args.out, path)
+        if args.overwrite and not written:
+            for old in earlier_analysis(args.out):
+                old.unlink()
+        stem = _unique_stem(written, path)
         annotate(rgb, faces).save(args.out / f"{stem}.png")
         (args.out / f"{stem}.json").write_text(json.dumps(entry, indent=1))
     return entry
@@ -119,12 +133,37 @@ def _strip_path(msg: str, path: Path) -> str:
     return msg[len(prefix):] if msg.startswith(prefix) else msg
 
 
-def _unique_stem(out: Path, path: Path) -> str:
+def _unique_stem(taken: set[str], path: Path) -> str:
+    """``path``'s name, or ``name-2``, ``name-3``... when an earlier photo of this run had it; added to ``taken``."""
     stem, i = path.stem, 1
-    while (out / f"{stem}.json").exists():
+    while stem in taken:
         i += 1
         stem = f"{path.stem}-{i}"
+    taken.add(stem)
     return stem
+
+
+def earlier_analysis(out: Path) -> list[Path]:
+    """The files an earlier ``mien analyze --out`` wrote in ``out``: each JSON of one photo's analysis (its "path"
+    and "faces") and the PNG of the same name; nothing else."""
+    found = []
+    for p in sorted(Path(out).glob("*.json")) if Path(out).is_dir() else []:
+        try:
+            entry = json.loads(p.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(entry, dict) and {"path", "faces"} <= entry.keys():
+            found += [p] + [q for q in [p.with_suffix(".png")] if q.is_file()]
+    return found
+
+
+def check_earlier_analysis(out: Path, overwrite: bool) -> None:
+    """Refuse (one line) to write into a folder holding an earlier analysis unless ``overwrite``: the rule of
+    ``mien generate --out`` (:func:`mien.io.output.check_overwrite`)."""
+    old = earlier_analysis(out)
+    if old and not overwrite:
+        raise MienError(f"--out {out} already holds {len(old)} file(s) of an earlier analysis ({old[0].name}, ...); "
+                        "add --overwrite to replace them, or choose another folder")
 
 
 def _print_summary(entry: dict) -> None:
