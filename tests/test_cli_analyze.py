@@ -144,6 +144,18 @@ def test_out_follows_generates_rule_refused_when_an_earlier_analysis_is_there_un
     assert mien("analyze", str(photos / "good.jpg"), "--overwrite").returncode == 2  # nothing to replace
 
 
+def test_out_in_an_input_folder_is_refused_before_it_can_replace_a_photo(photos, tmp_path):
+    """`--out` the photos' own folder wrote each annotated PNG over the input PNG of the same name (and --overwrite
+    could delete one before it was read); `--out` inside a searched folder was read back as photos on a rerun."""
+    Image.open(photos / "good.jpg").save(tmp_path / "face.png")
+    before = (tmp_path / "face.png").read_bytes()
+    same = mien("analyze", str(tmp_path / "face.png"), "--out", str(tmp_path))
+    assert same.returncode == 2 and "Traceback" not in same.stderr and "face.png" in same.stderr
+    assert (tmp_path / "face.png").read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["face.png"]
+    inside = mien("analyze", str(tmp_path), "--out", str(tmp_path / "sub" / "out"))
+    assert inside.returncode == 2 and "searches" in inside.stderr and not (tmp_path / "sub").exists()
+
+
 def test_all_faces(photos):
     r = mien("analyze", str(photos / "two_faces.jpg"), "--json", "--all-faces")
     assert r.returncode == 0, r.stderr

@@ -37,6 +37,7 @@ examples:
 --out DIR follows mien generate's rule: it refuses a DIR holding an earlier analysis (its JSON files and
 their PNGs) unless --overwrite, which deletes them once the first photo is analysed, so a rerun never
 leaves <name>-2 copies beside the old files. Photos of one run with the same name get <name>-2, <name>-3.
+DIR must not hold the photos it analyses nor lie inside a folder it searches (refused before any work).
 """
 
 
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         raise MienError("no photos given; name image files or folders (or use --example to try the bundled photo)")
     if args.out:
         check_out_dir(args.out)
+        check_not_an_input_folder(args.out, args.photos, paths)
         check_earlier_analysis(args.out, args.overwrite)
     elif args.overwrite:
         raise MienError("--overwrite replaces an earlier analysis in --out DIR; add --out DIR or drop --overwrite")
@@ -155,6 +157,21 @@ def earlier_analysis(out: Path) -> list[Path]:
         if isinstance(entry, dict) and {"path", "faces"} <= entry.keys():
             found += [p] + [q for q in [p.with_suffix(".png")] if q.is_file()]
     return found
+
+
+def check_not_an_input_folder(out: Path, named: list[str], paths: list[Path]) -> None:
+    """Refuse (one line) an ``out`` that holds a photo of this run or lies in a folder the run searches: the
+    annotated PNGs would replace photos of the same name, and a rerun would read them back as photos."""
+    where = Path(out).resolve()
+    for p in paths:
+        if p.resolve().parent == where:
+            raise MienError(f"--out {out} holds the photo {p.name} this run reads; its annotated PNG would replace "
+                            "photos there; choose another folder for --out")
+    for n in named:
+        d = Path(n).resolve()
+        if d.is_dir() and where.is_relative_to(d):
+            raise MienError(f"--out {out} lies in {n}, a folder this run searches for photos; a rerun would read "
+                            "the annotated PNGs as photos; choose a folder outside it")
 
 
 def check_earlier_analysis(out: Path, overwrite: bool) -> None:
