@@ -27,7 +27,8 @@ only the photo floor of every prepared person (held-out photos as the benchmark 
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python scripts/why_personalize.py --inputs DIR --out rows.jsonl \
         --people cfp:451,essex:0 --at 50,150,300 [--prior-weight 0] [--expression-weight 0] [--sdedit 0.8] \
-        [--variants 'person_rows=both;person_rows=target'] [any generation setting flag, e.g. --person-rows target]
+        [--edit-identity-weight 1 --edit-identity-gate 0.5] [--variants 'person_rows=both;person_rows=target'] \
+        [any generation setting flag, e.g. --person-rows target]
 """
 
 from __future__ import annotations
@@ -133,13 +134,21 @@ def scores(scorer, imgs, held_desc, train_desc) -> dict:
             "nearest_train": float(np.median(np.linalg.norm(desc[:, None] - train_desc[None], axis=-1).min(1)))}  # fmt: skip
 
 
-def compare(pipe, ident, settings, scorer, held_desc, train_desc, tf=None) -> dict:
+def compare(pipe, ident, settings, scorer, held_desc, train_desc, tf=None, sheet=None) -> dict:
+    """TF and P outputs' figures; ``sheet`` (path, training crops): also a contact sheet there (for looking;
+    never committed: only London-set faces may be)."""
     lora.enable(pipe.model.backbone.unet, False)
     tf = tf or generate(pipe, ident, settings)
     lora.enable(pipe.model.backbone.unet, True)
     p = generate(pipe, ident, settings)
     lat = float((p[1] - tf[1]).flatten(1).square().mean(1).sqrt().mean())
     pix = float(np.sqrt(((p[0].astype(float) - tf[0].astype(float)) ** 2).reshape(len(p[0]), -1).mean(1)).mean())
+    if sheet is not None:
+        from mien.io.output import contact_sheet
+
+        path, crops = sheet
+        names = [f"train {i}" for i in range(len(crops))] + [f"TF {x}" for x in LABELS] + [f"P {x}" for x in LABELS]
+        contact_sheet([*crops, *tf[0], *p[0]], names, path.stem).save(path)
     return {"tf": scores(scorer, tf[0], held_desc, train_desc), "p": scores(scorer, p[0], held_desc, train_desc),
             "latent_rms_p_vs_tf": lat, "pixel_rms_p_vs_tf": pix}, tf  # fmt: skip
 
@@ -164,7 +173,7 @@ def person_run(pipe, base, scorer, args, k: int, person: dict, K: int, config, l
     try:
         for n in args.at:
             model = copy.deepcopy(base)
-            measure = expression_measure(model, pipe.taef2, pipe.blendshape_net) if config.losses.expression > 0 else None
+            measure = expression_measure(model, pipe.taef2, pipe.blendshape_net) if config.reads_blendshapes else None
             nets = identity_nets(pipe.taef2, pipe.device) if config.losses.judge_identity else None
             t0 = time.monotonic()
             res = train_person(model, tensors, config, work, base_sha256=pipe.model.sha256, expression=measure,
@@ -184,10 +193,15 @@ def person_run(pipe, base, scorer, args, k: int, person: dict, K: int, config, l
             pipe.load_person(work)
             for variant in args.variants:  # one trained adapter, several ways to generate with it
                 settings = dataclasses.replace(args.settings, **variant)
-                row, tf = compare(pipe, ident, settings, scorer, held_desc, train_desc, tf)
+                sheet = None
+                if args.sheets:
+                    name = f"{person['id'].replace(':', '_')}_{n}_{settings.person_rows}_{settings.person_scale:g}.png"
+                    sheet = (Path(args.sheets) / name, list(train.crops[:3]))
+                row, tf = compare(pipe, ident, settings, scorer, held_desc, train_desc, tf, sheet)
                 row = {"person": person["id"], "K": K, "steps": res.steps_done, "prior_weight": config.losses.prior,
                        "expression_weight": config.losses.expression, "identity_weight": config.losses.identity,
-                       "edit_identity_weight": config.losses.edit_identity, "person_rows": settings.person_rows,
+                       "edit_identity_weight": config.losses.edit_identity,
+                       "edit_identity_gate": config.edit_identity_gate, "person_rows": settings.person_rows,
                        "person_scale": settings.person_scale, "photo_floor": floor, "train_s": round(train_s, 1),
                        **row, **eff, "loss_base": p0, "loss_lora": p1,
                        "train_loss_last10": {key: float(np.mean([r[key] for r in res.losses[-10:] if key in r]))
@@ -224,9 +238,13 @@ def main() -> None:
     ap.add_argument("--expression-weight", type=float)
     ap.add_argument("--identity-weight", type=float)
     ap.add_argument("--edit-identity-weight", type=float, help="weight of the identity loss at a requested expression")
+    ap.add_argument("--edit-identity-gate", type=float,
+                    help="width of the edit-identity loss's expression gate (PersonalizeConfig.edit_identity_gate; 0 off)")
     ap.add_argument("--held-ks", type=lambda v: [int(x) for x in v.split(",")],
                     help="held-out photos as the benchmark takes them for these Ks (default: all after the K trained on)")
     ap.add_argument("--sdedit", type=float, help="also compare with --method sdedit at this strength (last step count)")
+    ap.add_argument("--sheets", help="also write each row's training photos, TF and P outputs as a contact sheet into "
+                    "this folder (for looking; never commit them: only London-set faces may be)")
     ap.add_argument("--floor", type=lambda v: [int(x) for x in v.split(",")],
                     help="only the photo floor of every prepared person at these K (no training)")
     ap.add_argument("--variants", type=variants, default=[{}],
@@ -237,8 +255,12 @@ def main() -> None:
     args = ap.parse_args()
     args.settings = settings_from_args(args)
     args.prior_cache = {}
+    if args.sheets:
+        Path(args.sheets).mkdir(parents=True, exist_ok=True)
     torch.set_grad_enabled(True)
     config = lora_config(args.at[-1], None, args.identity_weight, args.expression_weight, args.edit_identity_weight)
+    if args.edit_identity_gate is not None:
+        config = dataclasses.replace(config, edit_identity_gate=args.edit_identity_gate)
     if args.prior_weight is not None:
         config = dataclasses.replace(config, losses=dataclasses.replace(config.losses, prior=args.prior_weight))
     pipe = pipeline_without_landmarker("cpu")

@@ -222,6 +222,73 @@ def test_the_edit_identity_loss_reaches_only_the_lora_and_leaves_the_other_terms
     assert all(runs[1.0].losses[0][k] == runs[0.0].losses[0][k] for k in ("flow", "prior"))  # drawn last
 
 
+def test_the_expression_gate_is_one_at_the_request_small_at_the_photo_s_expression_and_has_no_gradient():
+    from mien.personalize.losses import expression_gate
+
+    g = torch.Generator().manual_seed(0)
+    goal, own = torch.rand(3, 52, generator=g), torch.rand(3, 52, generator=g)
+    shown = goal.clone().requires_grad_(True)
+    halfway = (goal + own) / 2
+    gate = expression_gate(torch.cat([shown, own, halfway]), goal.repeat(3, 1), own.repeat(3, 1), width=0.25)
+    torch.testing.assert_close(gate[:3], torch.ones(3))  # the request met: judged fully
+    torch.testing.assert_close(gate[3:6], torch.full((3,), float(np.exp(-4.0))))  # the photo's expression kept
+    torch.testing.assert_close(gate[6:], torch.full((3,), float(np.exp(-1.0))))  # half the way: d² is a quarter of d0²
+    assert not gate.requires_grad  # no gradient through the gate: it cannot be lowered by undoing the edit
+
+
+def test_the_gated_edit_identity_loss_ignores_a_prediction_far_from_the_request_and_weights_without_gradient():
+    from mien.personalize.losses import EditIdentityLoss, requested_prediction
+    from mien.personalize.prior import label_blendshapes
+
+    pipe, p = tiny_components_pipeline(), person()
+    nets, model = identity_nets(pipe), pipe.model
+    params = lora.add_lora(model.backbone.unet, lora.lora_config(4, 4.0, ["to_q", "to_k", "to_v", "to_out.0"]))
+    for q in params:
+        q.data.normal_(0, 0.1)
+    targets = torch.from_numpy(np.stack(list(label_blendshapes().values()))).float()
+    # someone else's embedding: a loss near 1 per row, so a gradient through the gate would show
+    target = torch.nn.functional.normalize(torch.randn(identity_target(nets, p).shape, generator=torch.Generator().manual_seed(5)), dim=0)
+    step = lambda: Step(model, p, None, torch.Generator().manual_seed(0), 4, 0.5)  # noqa: E731 - the same draws each time
+
+    def grads(loss):
+        for q in params:
+            q.grad = None
+        loss.backward()
+        return [q.grad.clone() if q.grad is not None else torch.zeros_like(q) for q in params]
+
+    ungated = EditIdentityLoss(nets, target, targets, 2)(step())
+    assert float(ungated.detach()) > 0
+    far = lambda z: 5 + z.flatten(1)[:, :52]  # noqa: E731 - blendshapes nowhere near any request
+    assert float(EditIdentityLoss(nets, target, targets, 2, measure=far, gate=0.5)(step()).detach()) < 1e-6 * float(ungated.detach())
+    # a prediction part of the way there: the loss and its gradient are those of the same rows weighted by a
+    # constant, the gate's value; the gradient does not pass through the blendshape measure
+    near = lambda z: torch.sigmoid(z.flatten(1)[:, :52])  # noqa: E731 - depends on the prediction, differentiably
+    gated = EditIdentityLoss(nets, target, targets, 2, measure=near, gate=0.1)
+    loss = gated(step())
+    rows = requested_prediction(step(), targets, 2, gated.t_range)
+    d2 = (near(rows["x0_hat"]) - rows["goal"])[:, 1:].square().sum(1).detach()
+    d0 = (rows["own"] - rows["goal"])[:, 1:].square().sum(1)
+    weight = torch.exp(-d2 / (0.1 * d0))
+    assert 0.05 < float(weight.min()) and float(weight.sum()) < 0.95  # below 1: the loss is the weighted sum
+    constant = gated.of(step(), requested_prediction(step(), targets, 2, gated.t_range), weight)
+    torch.testing.assert_close(loss, constant)
+    for a, b in zip(grads(loss), grads(constant)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="measure"):
+        EditIdentityLoss(nets, target, targets, 2, gate=0.5)
+
+
+def test_the_edit_identity_gate_needs_the_blendshape_measure_and_a_width_of_at_least_0(tmp_path):
+    pipe, p = tiny_components_pipeline(), person()
+    c = config(steps=1, losses=LossWeights(expression=0.0, edit_identity=1.0), edit_identity_gate=0.5)
+    assert c.reads_blendshapes and not config(losses=LossWeights(expression=0.0, edit_identity=1.0)).reads_blendshapes
+    with pytest.raises(MienError, match="edit_identity_gate"):
+        train_person(tiny_model(), p, c, tmp_path, base_sha256=SHA, photos=PHOTOS, progress=False,
+                     identity_nets=identity_nets(pipe))  # fmt: skip
+    with pytest.raises(MienError, match="edit_identity_gate"):
+        config(edit_identity_gate=-1.0)
+
+
 def test_a_stable_diffusion_shaped_unet_is_personalised(tmp_path):
     model, p = sd_model(seed=3), person(shape=(4, 8, 8))
     model.sha256 = SHA

@@ -255,7 +255,7 @@ def one(pipe, base, scorer: Scorer, prepared: Path, person: dict, k: int, K: int
         _sync(pipe.device)
         t0 = time.monotonic()
         tensors = person_tensors(train, pipe.taef2, pipe.identity, pipe.device)
-        measure = expression_measure(model, pipe.taef2, pipe.blendshape_net) if config.losses.expression > 0 else None
+        measure = expression_measure(model, pipe.taef2, pipe.blendshape_net) if config.reads_blendshapes else None
         nets = identity_nets(pipe.taef2, pipe.device) if config.losses.judge_identity else None
         res = train_person(model, tensors, config, work, base_sha256=pipe.model.sha256, expression=measure,
                            photos=[{"name": n, "sha256": ""} for n in train.names], progress=False,

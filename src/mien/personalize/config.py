@@ -48,6 +48,9 @@ class PersonalizeConfig:
     expression_every: int = 1  # the expression-crafting loss on every k-th step (it decodes: the dearest term)
     identity_t_max: float = 0.4  # the identity loss judges the flow batch's samples with t at most this
     edit_identity_batch: int = 2  # rows of the edit-identity loss per step
+    # > 0: the edit-identity loss judges each row by how far its decoded prediction shows the request,
+    # exp(-d² / (gate d0²)) (losses.expression_gate); 0: every row alike
+    edit_identity_gate: float = 0.0
     flip_prob: float = 0.5  # mirrored photo (and mirrored condition) with this chance
     landmark_dilate: int = 1  # latent cells added around the landmark cells
     checkpoint_every: int = 25
@@ -63,7 +66,14 @@ class PersonalizeConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 flag = {"steps": "--steps", "rank": "--rank"}.get(name, name)
                 raise MienError(f"{flag} {v} must be a whole number of at least 1")
+        if self.edit_identity_gate < 0:
+            raise MienError(f"edit_identity_gate {self.edit_identity_gate} must be 0 (off) or more")
         if self.rank > 64:
             raise MienError(f"--rank {self.rank} is larger than a personal adapter needs; choose 1 to 64")
         if not self.targets:
             raise MienError("the LoRA needs at least one target module")
+
+    @property
+    def reads_blendshapes(self) -> bool:
+        """Whether a term reads the prediction's blendshapes (expression crafting, the edit-identity gate)."""
+        return self.losses.expression > 0 or (self.losses.edit_identity > 0 and self.edit_identity_gate > 0)

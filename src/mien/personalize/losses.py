@@ -24,7 +24,9 @@ All use the backbone's own objective, rectified-flow matching (``x_t = (1 - t) x
   embedding of the person's decoded photos (and their mirror images). face-api, the identity condition and
   the benchmark's verification, stays an independent check.
 - :class:`EditIdentityLoss`: the same identity measure on the model's prediction for a requested expression
-  unlike the photo's own (as the expression-crafting loss asks), the rows that decide a FlowEdit's output.
+  unlike the photo's own (as the expression-crafting loss asks), the rows that decide a FlowEdit's output;
+  optionally gated per sample by :func:`expression_gate`, so that it judges identity only where the decoded
+  prediction shows the requested expression.
 
 Every random draw comes from the step's generator (``Step.g``, seeded by (seed, step)), so a resumed run
 repeats the uninterrupted one.
@@ -198,7 +200,22 @@ def requested_prediction(step: Step, targets: torch.Tensor, batch: int,
     x_t = (1 - t4) * x0 + t4 * eps
     cond = {**b["cond"], "expression": torch.cat([goal, b["expression"][:, 52:]], dim=1)}
     v = step.model.velocity(x_t, t, cond)
-    return {"x_t": x_t, "t": t, "v": v, "cond": cond, "x0_hat": x_t - t4 * v, "goal": goal}
+    return {"x_t": x_t, "t": t, "v": v, "cond": cond, "x0_hat": x_t - t4 * v, "goal": goal,
+            "own": b["expression"][:, :52]}  # fmt: skip
+
+
+def expression_gate(blendshapes: torch.Tensor, goal: torch.Tensor, own: torch.Tensor, width: float) -> torch.Tensor:
+    """(B,) in (0, 1]: how far each prediction shows the expression asked for, ``exp(-d² / (width d0²))`` with d² the
+    squared blendshape distance of the prediction (``blendshapes`` (B, 52)) to the request ``goal`` and d0² that of
+    the photo's own expression ``own``, over the 51 movements (MediaPipe's ``_neutral`` is none). 1 where the request
+    is met; exp(-1 / width) where the prediction kept the photo's expression. Relative to d0² because the labels lie
+    at different distances from a photo (on tuning person cfp:451's neutral photo d0² is 0.69 for happy, 1.89 for
+    disgusted). ``own`` is the photo's stored reading (MediaPipe on the crop); the differentiable net on its decoded
+    latent reads within d² 0.03-0.05 of it on the tuning people. No gradient: see :class:`EditIdentityLoss`."""
+    with torch.no_grad():
+        d2 = (blendshapes.float() - goal.float())[:, 1:].square().sum(1)
+        d0 = (own.float() - goal.float())[:, 1:].square().sum(1)
+        return torch.exp(-d2 / (width * d0).clamp_min(1e-6))
 
 
 class IdentityLoss:
@@ -215,11 +232,12 @@ class IdentityLoss:
     def __call__(self, step: Step) -> torch.Tensor:
         return self.of(step, step.prediction())
 
-    def of(self, step: Step, p: dict) -> torch.Tensor:
+    def of(self, step: Step, p: dict, weight: torch.Tensor | None = None) -> torch.Tensor:
         """The loss of the prediction ``p`` ({"x_t", "t", "v", "cond"}): the training objective's identity
-        measure (:meth:`mien.train.loss_consistency.ConsistencyFeedback.losses`) on its samples with t <= t_max."""
+        measure (:meth:`mien.train.loss_consistency.ConsistencyFeedback.losses`) on its samples with t <= t_max,
+        each weighted by ``weight`` (B,) where given (the sum over samples divided by the weights' sum, at least 1)."""
         target = self.target.to(p["x_t"].device)[None].expand(p["x_t"].shape[0], -1)
-        return self.feedback.losses(step.model, p["x_t"], p["t"], p["v"], p["cond"], {}, target)["identity"]
+        return self.feedback.losses(step.model, p["x_t"], p["t"], p["v"], p["cond"], {}, target, weight)["identity"]
 
 
 class EditIdentityLoss(IdentityLoss):
@@ -227,15 +245,31 @@ class EditIdentityLoss(IdentityLoss):
     unlike the photo's own (:func:`requested_prediction`, its own draws; every sample judged, t_range's upper end
     is the judge's t_max). :class:`IdentityLoss` judges the photo at its own expression, which FlowEdit's source
     rows subtract; this term judges the rows that decide an edit's output (docs/personalize.md). ``targets``
-    (L, 52) the expressions it may ask for."""
+    (L, 52) the expressions it may ask for.
+
+    Ungated, the term is met most cheaply by not making the edit: a prediction that keeps the photo's expression
+    is nearest the photos' embedding, and on the tuning people it cost cfp:451 three to five of seven labels
+    (docs/personalize.md, "Why the personalised model is no nearer"). With ``gate`` > 0 each sample's identity
+    loss is weighted by :func:`expression_gate` of its decoded prediction (``measure``: normalised latents -> (B, 52)
+    blendshapes, :func:`mien.guidance.blendshape.latent_blendshapes`), so a prediction that undoes the edit is
+    hardly judged. The gate is detached: with its gradient, the cheapest way to lower ``gate * loss`` would be to
+    lower the gate, i.e. to undo the edit again."""
 
     def __init__(self, nets, target: torch.Tensor, targets: torch.Tensor, batch: int,
-                 t_range: tuple[float, float] = (0.1, 0.5)):  # fmt: skip
+                 t_range: tuple[float, float] = (0.1, 0.5), measure: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 gate: float = 0.0):  # fmt: skip
         super().__init__(nets, target, t_max=t_range[1])
-        self.targets, self.batch, self.t_range = targets, batch, t_range
+        if gate > 0 and measure is None:
+            raise ValueError("the edit-identity gate reads the prediction's blendshapes: it needs measure")
+        self.targets, self.batch, self.t_range, self.measure, self.gate = targets, batch, t_range, measure, gate
 
     def __call__(self, step: Step) -> torch.Tensor:
-        return self.of(step, requested_prediction(step, self.targets, self.batch, self.t_range))
+        p = requested_prediction(step, self.targets, self.batch, self.t_range)
+        weight = None
+        if self.gate > 0:
+            with torch.no_grad():
+                weight = expression_gate(self.measure(p["x0_hat"]), p["goal"], p["own"], self.gate)
+        return self.of(step, p, weight)
 
 
 @torch.no_grad()

@@ -81,7 +81,7 @@ def personalize(photos: list[str | Path], out: str | Path, config: PersonalizeCo
     taef2 = TAEF2.from_weights(decoder_path=model.decoder_path).to(dev).eval().requires_grad_(False)
     tensors = person_tensors(inputs, taef2, identity_encoder, dev)
     expression = None
-    if config.losses.expression > 0:
+    if config.reads_blendshapes:
         expression = expression_measure(model, taef2, AlignedBlendshapes.from_weights().to(dev).requires_grad_(False))
     identity = identity_nets(taef2, dev) if config.losses.judge_identity else None
     out = Path(out)

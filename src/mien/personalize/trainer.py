@@ -55,7 +55,8 @@ def train_person(model, person: PersonTensors, config: PersonalizeConfig, out_di
     ``person`` and write the adapter and card into ``out_dir``.
 
     ``photos``: [{"name", "sha256"}] of the photos used (a checkpoint of other photos is refused);
-    ``expression``: (measure, targets) of the expression-crafting loss (its weight is ignored without);
+    ``expression``: (measure, targets) of the expression-crafting loss (its weight is ignored without) and of the
+    edit-identity gate (``config.edit_identity_gate``, an error without);
     ``identity_nets``: :class:`mien.train.loss_consistency.FeedbackNets` (decode, embed) of the identity and
     edit-identity losses (:func:`mien.personalize.run.identity_nets`; their weights are ignored without);
     ``prior_expressions`` (M, 55): the prior faces' expressions (default: the basic labels in turn);
@@ -97,8 +98,9 @@ def train_person(model, person: PersonTensors, config: PersonalizeConfig, out_di
     terms = [(w.flow, FlowLoss(), 1, "flow"), (w.landmarks, LandmarkLoss(), 1, "landmarks")]
     if w.prior > 0:
         terms.append((w.prior, PriorLoss(config.prior_batch), 1, "prior"))
+    measure = expression[0] if expression is not None else None
     if w.expression > 0 and expression is not None:
-        measure, targets = expression
+        targets = expression[1]
         terms.append((w.expression, ExpressionLoss(measure, targets, config.expression_batch), config.expression_every,
                       "expression"))  # fmt: skip
     target = identity_target(identity_nets, person) if identity_nets is not None and w.judge_identity else None
@@ -109,8 +111,11 @@ def train_person(model, person: PersonTensors, config: PersonalizeConfig, out_di
         from mien.personalize.prior import label_blendshapes
 
         targets = torch.from_numpy(np.stack(list(label_blendshapes().values())))
-        terms.append((w.edit_identity, EditIdentityLoss(identity_nets, target, targets, config.edit_identity_batch), 1,
-                      "edit_identity"))  # fmt: skip
+        if config.edit_identity_gate > 0 and measure is None:
+            raise MienError("edit_identity_gate reads the prediction's blendshapes: pass expression=(measure, targets)")
+        eid = EditIdentityLoss(identity_nets, target, targets, config.edit_identity_batch, measure=measure,
+                               gate=config.edit_identity_gate)  # fmt: skip
+        terms.append((w.edit_identity, eid, 1, "edit_identity"))
     terms = [t for t in terms if t[0] > 0]
     end = config.steps if stop_after is None else min(config.steps, stop_after)
     bar = _progress(progress, config.steps, step)
