@@ -78,9 +78,24 @@ def cond_of(model, identity, expression, reference):
     return c
 
 
+def edit_shown(net, tensors, measure) -> float:
+    """How far the one-step predictions of edit requests show the expression asked for: the mean over 8 fixed
+    draws (the photo noised to t in 0.1 .. 0.5, a basic label unlike its own, as the edit-identity loss asks) of
+    d² / d0², the squared blendshape distance of the decoded prediction to the request over that of the photo's
+    own expression (0: the request met; 1: the photo's expression kept; as
+    :func:`mien.personalize.losses.expression_gate` reads it)."""
+    from mien.personalize.losses import Step, requested_prediction
+
+    targets = torch.from_numpy(np.stack(list(label_blendshapes().values()))).float()
+    p = requested_prediction(Step(net, tensors, None, torch.Generator().manual_seed(77), 8, 0.5), targets, 8, (0.1, 0.5))
+    d2 = (measure(p["x0_hat"]) - p["goal"])[:, 1:].square().sum(1)
+    return float((d2 / (p["own"] - p["goal"])[:, 1:].square().sum(1)).mean())
+
+
 @torch.no_grad()
-def probes(net, tensors, held, prior, scale: float) -> dict:
-    """The flow losses and the t = 0.5 predictions with the LoRA at ``scale``."""
+def probes(net, tensors, held, prior, scale: float, measure=None) -> dict:
+    """The flow losses and the t = 0.5 predictions with the LoRA at ``scale`` (and :func:`edit_shown` with
+    ``measure``)."""
     lora.set_scale(net.backbone.unet, scale)
     x0 = net.normalize(tensors.latents)
     ref_train = torch.zeros_like(tensors.latents) if len(tensors) == 1 else tensors.latents.roll(1, 0)
@@ -101,6 +116,8 @@ def probes(net, tensors, held, prior, scale: float) -> dict:
     v = net.velocity(x_t.expand(len(expr), -1, -1, -1), torch.full((len(expr),), 0.5),
                      cond_of(net, tensors.identity, expr, tensors.latents[:1].expand(len(expr), -1, -1, -1)))  # fmt: skip
     out["v"] = v
+    if measure is not None:
+        out["edit_shown"] = edit_shown(net, tensors, measure)
     lora.set_scale(net.backbone.unet, 1.0)
     return out
 
@@ -188,7 +205,8 @@ def person_run(pipe, base, scorer, args, k: int, person: dict, K: int, config, l
             if prior is None and args.prior_cache.get(person["id"]) is not None:
                 prior = args.prior_cache[person["id"]]
             args.prior_cache[person["id"]] = prior
-            p0, p1 = probes(model, tensors, held_t, prior, 0.0), probes(model, tensors, held_t, prior, 1.0)
+            m = measure[0] if measure is not None else None
+            p0, p1 = probes(model, tensors, held_t, prior, 0.0, m), probes(model, tensors, held_t, prior, 1.0, m)
             eff = lora_effect(p0, p1)
             pipe.load_person(work)
             for variant in args.variants:  # one trained adapter, several ways to generate with it
@@ -239,7 +257,8 @@ def main() -> None:
     ap.add_argument("--identity-weight", type=float)
     ap.add_argument("--edit-identity-weight", type=float, help="weight of the identity loss at a requested expression")
     ap.add_argument("--edit-identity-gate", type=float,
-                    help="width of the edit-identity loss's expression gate (PersonalizeConfig.edit_identity_gate; 0 off)")
+                    help="width of the edit-identity loss's expression gate "
+                    "(PersonalizeConfig.edit_identity_gate; 0: off)")
     ap.add_argument("--held-ks", type=lambda v: [int(x) for x in v.split(",")],
                     help="held-out photos as the benchmark takes them for these Ks (default: all after the K trained on)")
     ap.add_argument("--sdedit", type=float, help="also compare with --method sdedit at this strength (last step count)")

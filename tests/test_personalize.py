@@ -247,8 +247,9 @@ def test_the_gated_edit_identity_loss_ignores_a_prediction_far_from_the_request_
         q.data.normal_(0, 0.1)
     targets = torch.from_numpy(np.stack(list(label_blendshapes().values()))).float()
     # someone else's embedding: a loss near 1 per row, so a gradient through the gate would show
-    target = torch.nn.functional.normalize(torch.randn(identity_target(nets, p).shape, generator=torch.Generator().manual_seed(5)), dim=0)
-    step = lambda: Step(model, p, None, torch.Generator().manual_seed(0), 4, 0.5)  # noqa: E731 - the same draws each time
+    dim = identity_target(nets, p).shape
+    target = torch.nn.functional.normalize(torch.randn(dim, generator=torch.Generator().manual_seed(5)), dim=0)
+    step = lambda: Step(model, p, None, torch.Generator().manual_seed(0), 4, 0.5)  # noqa: E731 - the same draws
 
     def grads(loss):
         for q in params:
@@ -259,7 +260,8 @@ def test_the_gated_edit_identity_loss_ignores_a_prediction_far_from_the_request_
     ungated = EditIdentityLoss(nets, target, targets, 2)(step())
     assert float(ungated.detach()) > 0
     far = lambda z: 5 + z.flatten(1)[:, :52]  # noqa: E731 - blendshapes nowhere near any request
-    assert float(EditIdentityLoss(nets, target, targets, 2, measure=far, gate=0.5)(step()).detach()) < 1e-6 * float(ungated.detach())
+    far_loss = EditIdentityLoss(nets, target, targets, 2, measure=far, gate=0.5)(step())
+    assert float(far_loss.detach()) < 1e-6 * float(ungated.detach())
     # a prediction part of the way there: the loss and its gradient are those of the same rows weighted by a
     # constant, the gate's value; the gradient does not pass through the blendshape measure
     near = lambda z: torch.sigmoid(z.flatten(1)[:, :52])  # noqa: E731 - depends on the prediction, differentiably

@@ -256,8 +256,8 @@ class EditIdentityLoss(IdentityLoss):
     lower the gate, i.e. to undo the edit again."""
 
     def __init__(self, nets, target: torch.Tensor, targets: torch.Tensor, batch: int,
-                 t_range: tuple[float, float] = (0.1, 0.5), measure: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 gate: float = 0.0):  # fmt: skip
+                 t_range: tuple[float, float] = (0.1, 0.5),
+                 measure: Callable[[torch.Tensor], torch.Tensor] | None = None, gate: float = 0.0):  # fmt: skip
         super().__init__(nets, target, t_max=t_range[1])
         if gate > 0 and measure is None:
             raise ValueError("the edit-identity gate reads the prediction's blendshapes: it needs measure")
