@@ -219,7 +219,8 @@ def person_run(pipe, base, scorer, args, k: int, person: dict, K: int, config, l
                 row = {"person": person["id"], "K": K, "steps": res.steps_done, "prior_weight": config.losses.prior,
                        "expression_weight": config.losses.expression, "identity_weight": config.losses.identity,
                        "edit_identity_weight": config.losses.edit_identity,
-                       "edit_identity_gate": config.edit_identity_gate, "person_rows": settings.person_rows,
+                       "edit_identity_gate": config.edit_identity_gate,
+                       "edit_identity_hold": config.edit_identity_hold, "person_rows": settings.person_rows,
                        "person_scale": settings.person_scale, "photo_floor": floor, "train_s": round(train_s, 1),
                        **row, **eff, "loss_base": p0, "loss_lora": p1,
                        "train_loss_last10": {key: float(np.mean([r[key] for r in res.losses[-10:] if key in r]))
@@ -259,6 +260,9 @@ def main() -> None:
     ap.add_argument("--edit-identity-gate", type=float,
                     help="width of the edit-identity loss's expression gate "
                     "(PersonalizeConfig.edit_identity_gate; 0: off)")
+    ap.add_argument("--edit-identity-hold", type=float,
+                    help="weight of the expression pull on the edit-identity loss's own rows "
+                    "(PersonalizeConfig.edit_identity_hold; 0: off)")
     ap.add_argument("--held-ks", type=lambda v: [int(x) for x in v.split(",")],
                     help="held-out photos as the benchmark takes them for these Ks (default: all after the K trained on)")
     ap.add_argument("--sdedit", type=float, help="also compare with --method sdedit at this strength (last step count)")
@@ -278,8 +282,9 @@ def main() -> None:
         Path(args.sheets).mkdir(parents=True, exist_ok=True)
     torch.set_grad_enabled(True)
     config = lora_config(args.at[-1], None, args.identity_weight, args.expression_weight, args.edit_identity_weight)
-    if args.edit_identity_gate is not None:
-        config = dataclasses.replace(config, edit_identity_gate=args.edit_identity_gate)
+    for name in ("edit_identity_gate", "edit_identity_hold"):
+        if getattr(args, name) is not None:
+            config = dataclasses.replace(config, **{name: getattr(args, name)})
     if args.prior_weight is not None:
         config = dataclasses.replace(config, losses=dataclasses.replace(config.losses, prior=args.prior_weight))
     pipe = pipeline_without_landmarker("cpu")

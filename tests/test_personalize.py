@@ -276,6 +276,10 @@ def test_the_gated_edit_identity_loss_ignores_a_prediction_far_from_the_request_
     torch.testing.assert_close(loss, constant)
     for a, b in zip(grads(loss), grads(constant)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
+    # hold: expression crafting's pull on the same rows and decoded prediction, added to the gated identity loss
+    held = EditIdentityLoss(nets, target, targets, 2, measure=near, gate=0.1, hold=0.5)(step())
+    torch.testing.assert_close(held.detach(), loss.detach() + 0.5 * d2.mean())
+    assert sum(float(g.abs().sum()) for g in grads(held)) > sum(float(g.abs().sum()) for g in grads(gated(step())))
     with pytest.raises(ValueError, match="measure"):
         EditIdentityLoss(nets, target, targets, 2, gate=0.5)
 

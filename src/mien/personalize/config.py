@@ -51,6 +51,8 @@ class PersonalizeConfig:
     # > 0: the edit-identity loss judges each row by how far its decoded prediction shows the request,
     # exp(-d² / (gate d0²)) (losses.expression_gate); 0: every row alike
     edit_identity_gate: float = 0.0
+    # > 0: the edit-identity loss adds this weight times expression crafting's blendshape distance on its own rows
+    edit_identity_hold: float = 0.0
     flip_prob: float = 0.5  # mirrored photo (and mirrored condition) with this chance
     landmark_dilate: int = 1  # latent cells added around the landmark cells
     checkpoint_every: int = 25
@@ -66,8 +68,9 @@ class PersonalizeConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 flag = {"steps": "--steps", "rank": "--rank"}.get(name, name)
                 raise MienError(f"{flag} {v} must be a whole number of at least 1")
-        if self.edit_identity_gate < 0:
-            raise MienError(f"edit_identity_gate {self.edit_identity_gate} must be 0 (off) or more")
+        for name in ("edit_identity_gate", "edit_identity_hold"):
+            if getattr(self, name) < 0:
+                raise MienError(f"{name} {getattr(self, name)} must be 0 (off) or more")
         if self.rank > 64:
             raise MienError(f"--rank {self.rank} is larger than a personal adapter needs; choose 1 to 64")
         if not self.targets:
@@ -76,4 +79,5 @@ class PersonalizeConfig:
     @property
     def reads_blendshapes(self) -> bool:
         """Whether a term reads the prediction's blendshapes (expression crafting, the edit-identity gate)."""
-        return self.losses.expression > 0 or (self.losses.edit_identity > 0 and self.edit_identity_gate > 0)
+        return self.losses.expression > 0 or (
+            self.losses.edit_identity > 0 and (self.edit_identity_gate > 0 or self.edit_identity_hold > 0))

@@ -253,23 +253,32 @@ class EditIdentityLoss(IdentityLoss):
     loss is weighted by :func:`expression_gate` of its decoded prediction (``measure``: normalised latents -> (B, 52)
     blendshapes, :func:`mien.guidance.blendshape.latent_blendshapes`), so a prediction that undoes the edit is
     hardly judged. The gate is detached: with its gradient, the cheapest way to lower ``gate * loss`` would be to
-    lower the gate, i.e. to undo the edit again."""
+    lower the gate, i.e. to undo the edit again. The gate only weighs; the identity gradient of a row it lets through
+    may still point back toward the photo's expression. ``hold`` > 0 adds expression crafting's pull toward the
+    request (squared blendshape distance, as :class:`ExpressionLoss`) on the same rows and the same decoded
+    prediction, so the two terms meet on one estimate."""
 
     def __init__(self, nets, target: torch.Tensor, targets: torch.Tensor, batch: int,
                  t_range: tuple[float, float] = (0.1, 0.5),
-                 measure: Callable[[torch.Tensor], torch.Tensor] | None = None, gate: float = 0.0):  # fmt: skip
+                 measure: Callable[[torch.Tensor], torch.Tensor] | None = None, gate: float = 0.0,
+                 hold: float = 0.0):  # fmt: skip
         super().__init__(nets, target, t_max=t_range[1])
-        if gate > 0 and measure is None:
-            raise ValueError("the edit-identity gate reads the prediction's blendshapes: it needs measure")
-        self.targets, self.batch, self.t_range, self.measure, self.gate = targets, batch, t_range, measure, gate
+        if (gate > 0 or hold > 0) and measure is None:
+            raise ValueError("the edit-identity gate and hold read the prediction's blendshapes: they need measure")
+        self.targets, self.batch, self.t_range, self.measure = targets, batch, t_range, measure
+        self.gate, self.hold = gate, hold
 
     def __call__(self, step: Step) -> torch.Tensor:
         p = requested_prediction(step, self.targets, self.batch, self.t_range)
-        weight = None
-        if self.gate > 0:
-            with torch.no_grad():
-                weight = expression_gate(self.measure(p["x0_hat"]), p["goal"], p["own"], self.gate)
-        return self.of(step, p, weight)
+        if self.gate <= 0 and self.hold <= 0:
+            return self.of(step, p)
+        with torch.set_grad_enabled(self.hold > 0 and torch.is_grad_enabled()):
+            shapes = self.measure(p["x0_hat"])
+        weight = expression_gate(shapes, p["goal"], p["own"], self.gate) if self.gate > 0 else None
+        loss = self.of(step, p, weight)
+        if self.hold > 0:
+            loss = loss + self.hold * (shapes - p["goal"])[:, 1:].square().sum(1).mean()
+        return loss
 
 
 @torch.no_grad()

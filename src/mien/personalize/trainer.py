@@ -111,10 +111,11 @@ def train_person(model, person: PersonTensors, config: PersonalizeConfig, out_di
         from mien.personalize.prior import label_blendshapes
 
         targets = torch.from_numpy(np.stack(list(label_blendshapes().values())))
-        if config.edit_identity_gate > 0 and measure is None:
-            raise MienError("edit_identity_gate reads the prediction's blendshapes: pass expression=(measure, targets)")
+        if (config.edit_identity_gate > 0 or config.edit_identity_hold > 0) and measure is None:
+            raise MienError("edit_identity_gate and edit_identity_hold read the prediction's blendshapes: pass "
+                            "expression=(measure, targets)")  # fmt: skip
         eid = EditIdentityLoss(identity_nets, target, targets, config.edit_identity_batch, measure=measure,
-                               gate=config.edit_identity_gate)  # fmt: skip
+                               gate=config.edit_identity_gate, hold=config.edit_identity_hold)  # fmt: skip
         terms.append((w.edit_identity, eid, 1, "edit_identity"))
     terms = [t for t in terms if t[0] > 0]
     end = config.steps if stop_after is None else min(config.steps, stop_after)
