@@ -15,7 +15,11 @@ each of ``--at`` steps (one run resumed, so the 150-step state is the default ru
 - the flow-matching loss at fixed draws (t in 0.1 .. 0.9, two noises) of the base model (scale 0) and the
   LoRA (scale 1) on the training photos as trained (spatial reference: another photo, none at K = 1), on
   the held-out photos (each with its own expression, the training identity vector, the first training
-  photo as the reference, as generation gives), and on the prior faces.
+  photo as the reference, as generation gives), and on the prior faces;
+- how far the one-step predictions of edit requests show the expression asked for (:func:`edit_shown`, base
+  model and LoRA, fixed draws).
+
+``--sheets DIR`` also writes each row's training photo, TF and P outputs as a contact sheet (for looking only).
 
 ``--variants`` generates with one trained adapter in several ways (generation settings such as
 ``person_rows`` and ``person_scale``, :class:`mien.settings.GenerationSettings`): one row per variant, the
