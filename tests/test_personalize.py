@@ -344,8 +344,9 @@ def test_unreadable_files_and_photos_without_faces_are_named(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a photo")
     warnings = []
-    photos, names = read_photos([good, bad], warnings.append)
+    photos, names, skipped = read_photos([good, bad], warnings.append)
     assert names == [str(good)] and len(warnings) == 1 and "bad.jpg" in warnings[0]
+    assert skipped == [f"{bad}: not an image file mien can read (JPEG, PNG, WebP, BMP, TIFF, GIF)"]
     with pytest.raises(MienError, match="none of the photos could be read"):
         read_photos([bad], warnings.append)
 
@@ -356,6 +357,32 @@ def test_unreadable_files_and_photos_without_faces_are_named(tmp_path):
     with pytest.raises(NoFaceError, match="no usable face in any photo.*good.png") as e:
         prepare(NoFaces(), [good, bad], ColourIdentity(), warnings.append)
     assert "\n" not in str(e.value)
+
+
+def test_an_unreadable_photo_among_good_ones_is_in_the_card_s_skipped_list(tmp_path, monkeypatch):
+    """The person folder's card names every photo left out with its reason: an unreadable one too (it was
+    reported on the console only), like a photo without a face or of another person."""
+    from conftest import tiny_aligned
+    from PIL import Image
+
+    import mien.pipeline
+    from mien.personalize.inputs import prepare
+
+    good = tmp_path / "good.png"
+    Image.fromarray(crops(120)[0]).save(good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a photo")
+
+    def align_all(landmarker, photos, names=None, face=0):  # every readable photo has the stand-in face
+        out = tiny_aligned(photos[0])
+        out.sources = list(range(len(photos)))
+        return out
+
+    monkeypatch.setattr(mien.pipeline, "align_photos", align_all)
+    warnings = []
+    inputs = prepare(None, [good, bad], ColourIdentity(), warnings.append)
+    assert inputs.names == [str(good)] and len(warnings) == 1
+    assert inputs.skipped == [f"{bad}: not an image file mien can read (JPEG, PNG, WebP, BMP, TIFF, GIF)"]
 
 
 def test_generate_with_a_person_folder_from_another_base_model_is_a_one_line_error(tmp_path, capsys):

@@ -79,20 +79,22 @@ def feature_cells(landmarks_crop: np.ndarray, size: int = 16, cell: int = 8, dil
     return m[0].numpy()
 
 
-def read_photos(paths: list[str | Path], warn) -> tuple[list[np.ndarray], list[str]]:
-    """The readable photos and their names; each unreadable one is named through ``warn`` and left out."""
+def read_photos(paths: list[str | Path], warn) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """(the readable photos, their names, "name: reason" for each unreadable one); each unreadable one is
+    also named through ``warn`` and left out."""
     from mien.io.image import load_rgb
 
-    photos, names = [], []
+    photos, names, skipped = [], [], []
     for p in paths:
         try:
             photos.append(load_rgb(p))
             names.append(str(p))
         except MienError as e:
             warn(f"skipped {e}")
+            skipped.append(str(e))  # load_rgb's messages start with the path: "name: reason"
     if not photos:
         raise MienError("none of the photos could be read; give JPEG, PNG or WebP photos of the person")
-    return photos, names
+    return photos, names, skipped
 
 
 def prepare(landmarker, paths: list[str | Path], identity_encoder, warn=print, threshold: float | None = None,
@@ -103,7 +105,7 @@ def prepare(landmarker, paths: list[str | Path], identity_encoder, warn=print, t
     from mien.face.align import apply_affine, validity_mask
     from mien.pipeline import align_photos
 
-    photos, names = read_photos(paths, warn)
+    photos, names, unreadable = read_photos(paths, warn)
     try:
         aligned = align_photos(landmarker, photos, names)
     except NoFaceError:
@@ -125,7 +127,7 @@ def prepare(landmarker, paths: list[str | Path], identity_encoder, warn=print, t
         exprs.append(expression_vector(face.blendshapes, face.pose))
         crops.append(aligned.crops[k])
     kept = [used[k] for k in keep]
-    skipped = [s for s in aligned.skipped] + [f"{n}: another person" for n in used if n not in kept]
+    skipped = unreadable + aligned.skipped + [f"{n}: another person" for n in used if n not in kept]
     return PersonInputs(kept, [file_sha256(n) for n in kept], np.stack(crops), np.stack(masks).astype(np.float32),
                         np.stack(feats).astype(np.float32), np.stack(exprs).astype(np.float32), skipped)  # fmt: skip
 
