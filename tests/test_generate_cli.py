@@ -281,6 +281,24 @@ def test_dry_run_validates_settings_but_reads_no_photo(no_model_load, capsys):
     assert not no_model_load
 
 
+def test_a_like_request_is_described_in_the_metadata_as_its_dry_run_describes_it(no_model_load, capsys):
+    """The dry run said "like ref.jpg, ..." while the images' metadata and sheet said "like reference, ...";
+    both name the photo given."""
+    from types import SimpleNamespace
+
+    from mien.cli.generate import build_request
+
+    for flags in ([], ["--expression", "happy", "--intensity", "0.5"]):
+        assert main(["generate", "--identity", EX, "--like", EX, *flags, "--dry-run"]) == 0
+        said = json.loads(capsys.readouterr().out)["request"]
+        args = SimpleNamespace(expression=None, intensity=None, au=None, like=EX)
+        if flags:
+            args.expression, args.intensity = "happy", 0.5
+        request = build_request(args, like=np.zeros(52, np.float32))  # the run's, once the photo is measured
+        assert request.describe() == said and said.startswith(f"like {EX}")
+    assert not no_model_load
+
+
 def test_dry_run_finds_a_photo_that_is_not_there(no_model_load, capsys, photos):
     """A dry run said all was well for a mistyped path; it reads no photo but checks that each is there, and a
     missing identity photo among several is skipped as the run skips it (exit 1)."""

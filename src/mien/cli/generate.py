@@ -107,9 +107,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_request(args, like=None):
     """The ExpressionRequest of the arguments; ``like``: the --like photo's blendshapes, once measured."""
-    from mien.expression.targets import parse_request
+    from mien.expression.targets import like_label, parse_request
 
-    return parse_request(args.expression, 1.0 if args.intensity is None else args.intensity, args.au, like)
+    request = parse_request(args.expression, 1.0 if args.intensity is None else args.intensity, args.au, like)
+    if like is not None:  # named by the photo given, as the dry run names it
+        request.like_label = like_label(args.like)
+    return request
 
 
 def paste_for(args) -> str:
@@ -266,7 +269,7 @@ def dry_run(args, request, settings, out: Path) -> int:
     """--dry-run: every photo named is checked to be there (none is read: an identity photo missing among
     several is skipped as the run would skip it), then the resolved request, settings and output folder."""
     from mien.cli.batch import Batch
-    from mien.expression.targets import SCENE_OWN
+    from mien.expression.targets import SCENE_OWN, like_label
     from mien.io.image import check_photo_path
 
     for path in (args.like, args.into):
@@ -285,7 +288,7 @@ def dry_run(args, request, settings, out: Path) -> int:
         batch.check_any()
     described = request.describe()
     if args.like:
-        described = f"like {args.like}" + ("" if described == "neutral" else f", {described}")
+        described = like_label(args.like) + ("" if described == "neutral" else f", {described}")  # as the run says it
     elif args.into and described == "neutral" and not (args.expression or args.au):
         described = SCENE_OWN  # as the run's metadata and sheet say it (mien.edit.Editor.scene_request)
     into = {"into": args.into, "face": args.face or 0} if args.into else {}

@@ -27,13 +27,18 @@ EXPRESSION_DIM = 52 + 3
 SCENE_OWN = "the scene face's own expression"  # a plain swap's request (``mien generate --into``, no expression)
 
 
+def like_label(reference: str) -> str:
+    """What a ``mien generate --like REFERENCE`` request is called in describe(), as its dry run shows it."""
+    return f"like {reference}"
+
+
 @dataclass
 class ExpressionRequest:
     mix: dict[str, float] = field(default_factory=dict)  # basic label -> intensity in [0, 1]
     aus: dict[str, float] = field(default_factory=dict)  # AU name -> 0..5
     like: np.ndarray | None = None  # (52,) blendshapes of a reference photo
     intensity: float = 1.0
-    like_label: str = "like reference"  # what ``like`` is called in describe(): SCENE_OWN for a plain swap
+    like_label: str = "like reference"  # describe()'s name for ``like``: like_label(path), SCENE_OWN (plain swap)
     term: str = ""  # the words typed for ``mix`` when its numbers alone do not say them ("elation", "smile")
     term_aus: tuple[str, ...] = ()  # the AUs of ``aus`` that the term's recipe set (not --au)
 

@@ -71,7 +71,10 @@ def save_sheet(out: Path, identity: np.ndarray, crops: list[np.ndarray], metadat
                reference: np.ndarray | None = None, like: str | None = None,
                scene: np.ndarray | None = None) -> Path:  # fmt: skip
     """``out/sheet.png``: the identity crop, a swap's scene face (``--into``) and the reference crop (``--like``)
-    if any, then every output with its seed, under the request (and the reference photo's name)."""
+    if any, then every output with its seed, under the request (and the reference photo's name where the
+    request does not give it)."""
+    from mien.expression.targets import like_label
+
     images, labels = [identity], ["identity"]
     if scene is not None:
         images.append(scene)
@@ -81,7 +84,9 @@ def save_sheet(out: Path, identity: np.ndarray, crops: list[np.ndarray], metadat
         labels.append("reference (--like)")
     images += crops
     labels += [f"seed {m['seed']}" for m in metadata]
-    title = f"request: {metadata[0]['request']}" + (f" (like {Path(like).name})" if like else "")
+    request = metadata[0]["request"]
+    named = like is None or request.startswith(like_label(like))  # mien generate's request names its --like photo
+    title = f"request: {request}" + ("" if named else f" (like {Path(like).name})")
     sheet = np.asarray(contact_sheet(images, labels, title))
     return provenance.save_image(Path(out) / "sheet.png", sheet, {k: v for k, v in metadata[0].items() if k != "seed"},
                                  source=provenance.COMPOSITE)
