@@ -430,7 +430,7 @@ def transfer_detail(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, ke
     new = field[..., 3:4]
     if (new > 0).any():
         edit_up = up(image.astype(np.float32) - plan["drift"], cv2.INTER_CUBIC)
-        reach = photo_detail_weight(matrix, settings.photo_detail_ramp)
+        reach = plan["photo_detail_weight"]
         if settings.photo_detail > 0 and reach > 0:
             # the photo's fine band where the edit agrees with it; none where the feature rule takes the edit
             fine = _fine_band(warped, settings.photo_detail / align.affine_scale(matrix))
@@ -447,17 +447,19 @@ def plan_for(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, keep: str
              landmarks: np.ndarray | None = None, settings: DetailSettings = DEFAULT) -> dict:  # fmt: skip
     """:func:`crop_plan` for :func:`transfer_detail`'s arguments (the photo's crop, its oval and feature polygons,
     the kept region, the small-face rule's weight from the photo pixels per crop pixel), plus ``original``: the
-    photo's crop."""
+    photo's crop, and ``photo_detail_weight``: :func:`photo_detail_weight` of ``matrix`` (the small-face rule's
+    weight is 1 minus it)."""
     from mien.paste import editable_region
 
     size = image.shape[0]
     original = align.warp_to_crop(photo, matrix, size)
     polygons = lambda regions: [p * (size / 128.0) for p in feature_polygons(landmarks, matrix, regions)]  # noqa: E731
-    small = 1.0 - photo_detail_weight(matrix, settings.photo_detail_ramp)
+    weight = photo_detail_weight(matrix, settings.photo_detail_ramp)
+    small = 1.0 - weight
     small_face = (polygons(settings.small_face_features) if small > 0 else [], small)
     plan = crop_plan(original, image, face_oval(landmarks, matrix) * (size / 128.0), editable_region(keep, size),
                      settings, polygons(settings.feature_regions), small_face)  # fmt: skip
-    return {**plan, "original": original}
+    return {**plan, "original": original, "photo_detail_weight": weight}
 
 
 def photo_detail_weight(matrix: np.ndarray, ramp: tuple[float, float] = (1.0, 1.5)) -> float:
