@@ -62,17 +62,24 @@ def blendshape_target(req: ExpressionRequest, protos: Prototypes, calib: AUCalib
     for label, x in req.mix.items():
         if label != "neutral":
             base = base + req.intensity * float(x) * np.asarray(protos.displacement[label])
-    for label, x in req.mix.items():
-        if label in LABEL_AUS:
-            base = aus_to_blendshapes({au: req.intensity * float(x) * v for au, v in LABEL_AUS[label].items()},
-                                      calib, base)  # fmt: skip
-    for label, x in req.mix.items() if swap else ():  # a swap's own AUs, on the labels it asks for
-        if label in SWAP_LABEL_AUS and req.intensity * float(x) > 0:
-            base = aus_to_blendshapes({au: req.intensity * float(x) * v for au, v in SWAP_LABEL_AUS[label].items()},
-                                      calib, base)  # fmt: skip
+    base = _label_aus(base, req, LABEL_AUS, calib)
+    if swap:  # a swap's own AUs, on the labels it asks for with an intensity above 0
+        base = _label_aus(base, req, SWAP_LABEL_AUS, calib, skip_zero=True)
     if req.aus:
         base = aus_to_blendshapes(req.aus, calib, base)
     return np.clip(base, 0.0, 1.0)
+
+
+def _label_aus(base: np.ndarray, req: ExpressionRequest, table: dict[str, dict[str, float]], calib: AUCalibration,
+               skip_zero: bool = False) -> np.ndarray:  # fmt: skip
+    """``base`` with the AUs ``table`` gives each label of ``req.mix`` set, scaled by its intensity (in the
+    mix's order); ``skip_zero``: labels whose scaled intensity is 0 or less set nothing (an AU set to 0 moves
+    ``base`` to its rest value: the edit's LABEL_AUS does that, a swap's SWAP_LABEL_AUS does not)."""
+    for label, x in req.mix.items():
+        scale = req.intensity * float(x)
+        if label in table and (scale > 0 or not skip_zero):
+            base = aus_to_blendshapes({au: scale * v for au, v in table[label].items()}, calib, base)
+    return base
 
 
 def varied_target(target: np.ndarray, neutral: np.ndarray, variety: float, seed: int) -> np.ndarray:
