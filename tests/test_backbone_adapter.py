@@ -80,7 +80,7 @@ def test_a_peft_lora_wraps_the_builtin_backbone_and_at_scale_0_equals_it():
     from peft import LoraConfig, inject_adapter_in_model
     from peft.tuners.lora import LoraLayer
 
-    from mien.builtin.backbone import LORA_TARGETS
+    from mien.builtin.config import LORA_TARGETS
 
     torch.manual_seed(0)
     model = MienModel(ModelConfig.from_preset("tiny", reference=True)).eval()

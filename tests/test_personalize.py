@@ -447,12 +447,6 @@ def test_personalize_exits_one_when_photos_were_left_out(tmp_path, capsys, monke
     assert err == [f"mien: skipped {photos[1]}: not an image file mien can read (JPEG, PNG, WebP, BMP, TIFF, GIF)",
                    "mien: 1 of 2 photos left out (named above); the other 1 used"]
 
-def test_config_lora_targets_match_the_backbone():
-    from mien.builtin.backbone import LORA_TARGETS as backbone_targets
-    from mien.personalize.config import LORA_TARGETS
-
-    assert LORA_TARGETS == backbone_targets
-
 
 # --- the person's LoRA on FlowEdit's target rows only (--person-rows target, --person-scale) ----------------
 

@@ -17,7 +17,8 @@ own photo's latent seen that way, it takes colour, lighting and layout from the 
 
 The latent shape (channels, size) is the UNet's own (``out_channels``, ``sample_size``); the face box in
 latent cells is in the config, so another backbone (a Stable Diffusion UNet, a LoRA-wrapped one:
-``peft.inject_adapter_in_model(LoraConfig(target_modules=LORA_TARGETS), backbone.unet)``) brings its own.
+``peft.inject_adapter_in_model(LoraConfig(target_modules=LORA_TARGETS), backbone.unet)``, with
+:data:`mien.builtin.config.LORA_TARGETS`) brings its own.
 """
 
 from __future__ import annotations
@@ -27,10 +28,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-# The attention projections a LoRA on the backbone wraps (diffusers' names; the adapter's own stream K/V
-# live outside the UNet and are not touched)
-LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 @dataclass

@@ -22,6 +22,10 @@ LATENT_CHANNELS = 32  # TAEF2 latent channels (mien.models.taef2.LATENT_CHANNELS
 LATENT_SIZE = 16  # 128 px faces / 8
 IDENTITY_DIM = 128  # the face-api descriptor, L2-normalised (mien.data.training_view says why only it)
 EXPRESSION_DIM = 55  # 52 MediaPipe blendshapes + yaw, pitch, roll (degrees / 90)
+# The attention projections a LoRA on the backbone wraps (diffusers' names; the adapter's own stream K/V
+# live outside the UNet and are not touched). Here, not in backbone.py, so that the CLI parser reads
+# PersonalizeConfig's defaults without importing torch.
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 @dataclass

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mien.builtin.config import LORA_TARGETS  # the backbone's attention projections (torch-free module)
 from mien.errors import MienError
-
-# The backbone's attention projections (mien.builtin.backbone.LORA_TARGETS; a test keeps the two equal),
-# written here so that the CLI parser reads the defaults without importing torch.
-LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 @dataclass
