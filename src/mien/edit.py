@@ -239,9 +239,6 @@ class Editor:
     @staticmethod
     def scene_request(request, scene: Subject):
         """``request``, or the scene face's own expression when it asks for none (no label, AU or reference)."""
-        from mien.expression.targets import SCENE_OWN, ExpressionRequest
+        from mien.expression.targets import scene_request
 
-        if request is None or not (request.mix or request.aus or request.like is not None):
-            intensity = 1.0 if request is None else request.intensity
-            return ExpressionRequest(like=scene.identity.blendshapes, intensity=intensity, like_label=SCENE_OWN)
-        return request
+        return scene_request(request, scene.identity.blendshapes)

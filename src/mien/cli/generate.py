@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from mien.cli.batch import Batch
 from mien.cli.settings_flags import add_setting_flags, settings_from_args
 from mien.errors import MienError
 
@@ -170,7 +171,6 @@ def check_model_dir(model: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mien.cli.batch import Batch
     from mien.cli.checks import check_device, check_out_dir
     from mien.errors import NoFaceError
     from mien.io.image import load_rgb
@@ -211,18 +211,8 @@ def run(args: argparse.Namespace) -> int:
         return dry_run(args, request, settings, out)
     like_rgb = load_rgb(args.like) if args.like else None
     scene_rgb = load_rgb(args.into) if args.into else None
-    batch = Batch("identity photos")
-    photos, names = [], []
-    for path in args.identity or []:  # the batch rule: an unreadable photo among several is skipped, named once
-        try:
-            photos.append(load_rgb(path))
-            names.append(path)
-        except MienError as e:
-            if len(args.identity) == 1:
-                raise
-            batch.skip(path, e)
-    if args.identity and not photos:
-        batch.check_any()
+    batch, read = identity_photos(args.identity, load_rgb)
+    names, photos = [path for path, _ in read], [rgb for _, rgb in read]
 
     from mien.edit import Editor, align_scene
     from mien.face.landmarker import FaceLandmarker
@@ -268,29 +258,21 @@ def run(args: argparse.Namespace) -> int:
 def dry_run(args, request, settings, out: Path) -> int:
     """--dry-run: every photo named is checked to be there (none is read: an identity photo missing among
     several is skipped as the run would skip it), then the resolved request, settings and output folder."""
-    from mien.cli.batch import Batch
-    from mien.expression.targets import SCENE_OWN, like_label
+    import numpy as np
+
+    from mien.expression.targets import scene_request
     from mien.io.image import check_photo_path
 
     for path in (args.like, args.into):
         if path:
             check_photo_path(path)
-    batch = Batch("identity photos")
-    for path in args.identity or []:
-        try:
-            check_photo_path(path)
-            batch.ok()
-        except MienError as e:
-            if len(args.identity) == 1:
-                raise
-            batch.skip(path, e)
-    if args.identity:
-        batch.check_any()
-    described = request.describe()
+    batch, _ = identity_photos(args.identity, check_photo_path)
+    unread = np.zeros(52, np.float32)  # stands for the --like or scene face's blendshapes, which describe() names only
     if args.like:
-        described = like_label(args.like) + ("" if described == "neutral" else f", {described}")  # as the run says it
-    elif args.into and described == "neutral" and not (args.expression or args.au):
-        described = SCENE_OWN  # as the run's metadata and sheet say it (mien.edit.Editor.scene_request)
+        request = build_request(args, like=unread)
+    elif args.into:
+        request = scene_request(request, unread)
+    described = request.describe()  # as the run's metadata and sheet say it
     into = {"into": args.into, "face": args.face or 0} if args.into else {}
     from mien.threads import native_bfloat16  # critic guidance's default number format
 
@@ -301,6 +283,23 @@ def dry_run(args, request, settings, out: Path) -> int:
                       **({"person": str(args.person)} if args.person else {}),
                       "device": args.device, "threads": args.threads, "out": str(out)}, indent=1))
     return batch.finish()
+
+
+def identity_photos(paths: list[str] | None, read) -> tuple[Batch, list[tuple[str, object]]]:
+    """The batch rule for --identity: ``read(path)`` of each photo; one that fails among several is skipped and
+    named once, a single one (or all) is an error. Returns the batch and the (path, value) of each photo read."""
+    batch, got = Batch("identity photos"), []
+    for path in paths or []:
+        try:
+            got.append((path, read(path)))
+            batch.ok()
+        except MienError as e:
+            if len(paths) == 1:
+                raise
+            batch.skip(path, e)
+    if paths:
+        batch.check_any()
+    return batch, got
 
 
 def generate_and_save(editor, subject, request, settings, args, out: Path, reference, scene=None) -> list[Path]:

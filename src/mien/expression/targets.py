@@ -54,6 +54,15 @@ class ExpressionRequest:
         return ", ".join(parts) or "neutral"
 
 
+def scene_request(request: ExpressionRequest | None, scene_blendshapes: np.ndarray) -> ExpressionRequest:
+    """A swap's request: ``request``, or the scene face's own expression (``scene_blendshapes`` (52,)), named
+    SCENE_OWN, when it asks for none (no label, AU or reference)."""
+    if request is None or not (request.mix or request.aus or request.like is not None):
+        intensity = 1.0 if request is None else request.intensity
+        return ExpressionRequest(like=scene_blendshapes, intensity=intensity, like_label=SCENE_OWN)
+    return request
+
+
 def blendshape_target(req: ExpressionRequest, protos: Prototypes, calib: AUCalibration,
                       swap: bool = False) -> np.ndarray:  # fmt: skip
     """(52,) blendshape target for a request, by the rule in the module docstring; ``swap``: the target of a
