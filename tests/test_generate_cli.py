@@ -446,6 +446,60 @@ def test_bad_photos_among_good_ones_are_skipped_by_the_batch_rule(reuse_pipe, ph
         assert pasted.size == example.size
 
 
+# --- several identity photos must show one person (the check mien personalize applies) ------------------
+
+SMILING = str(example_path().with_name("london_001_smiling.jpg"))  # the example person again, smiling
+
+
+@pytest.fixture(scope="module")
+def someone_else(shared_dir, tmp_path_factory) -> str:
+    """A London Set photo of another person (london_002, the dev split of ../shared/data/faces128)."""
+    import tarfile
+
+    path = tmp_path_factory.mktemp("london") / "london_002.jpg"
+    with tarfile.open(shared_dir / "data" / "faces128" / "dev.tar") as tar:
+        path.write_bytes(tar.extractfile("london_002_neutral.raw.jpg").read())
+    return str(path)
+
+
+@pytest.mark.shared
+def test_identity_photos_of_two_people_are_refused_not_averaged(reuse_pipe, someone_else, tmp_path):
+    code, res = reuse_pipe("--identity", EX, someone_else, "--expression", "happy", "--steps", "1",
+                           "--out", str(tmp_path / "out"))  # fmt: skip
+    msg = one_line_error(code, res.err)
+    assert code == 2 and msg.startswith("the photos do not show one person") and "london_002.jpg" in msg, msg
+    assert "london_001_neutral.jpg" in msg and "give photos of one person only" in msg
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+@pytest.mark.shared
+def test_a_photo_of_someone_else_is_skipped_as_personalize_skips_it(reuse_pipe, someone_else, tmp_path):
+    """Two photos of the example person and one of another: the other is skipped with personalize's own
+    message (mien.face.one_person), the images are made from the person's photos, exit 1."""
+    out = tmp_path / "out"
+    code, res = reuse_pipe("--identity", EX, someone_else, SMILING, "--expression", "happy", "--steps", "1",
+                           "--out", str(out))  # fmt: skip
+    lines = res.err.strip().splitlines()
+    skipped = [line for line in lines if line.startswith("mien: skipped")]
+    assert code == 1 and len(skipped) == 1, res.err
+    assert skipped[0].startswith(f"mien: skipped {someone_else}: another person (face-api distance "), skipped
+    assert skipped[0].endswith(", same person below 0.6)"), skipped
+    assert "mien: 1 of 3 identity photos skipped" in lines[-1], lines
+    assert (out / "000_seed0.png").is_file()
+
+
+@pytest.mark.shared
+def test_two_photos_of_one_person_pass_the_check(reuse_pipe, loaded_pipe, someone_else, tmp_path):
+    from mien.errors import MienError
+    from mien.io.image import load_rgb
+
+    code, res = reuse_pipe("--identity", EX, SMILING, "--expression", "happy", "--steps", "1",
+                           "--out", str(tmp_path / "out"))  # fmt: skip
+    assert code == 0 and "skipped" not in res.err, res.err
+    with pytest.raises(MienError, match="do not show one person"):  # the library workflow applies it too
+        loaded_pipe.prepare_identity([load_rgb(EX), load_rgb(someone_else)])
+
+
 def test_contrast_guidance_defaults_per_label_and_bad_values(no_model_load, generate, capsys):
     """--dry-run shows the guidance a request will get: the under-drawn labels (and terms built on them)
     are pushed and get the larger recogniser guidance; --guidance-contrast overrides; bad values and

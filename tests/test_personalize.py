@@ -324,14 +324,31 @@ def crops(*colours) -> np.ndarray:
 
 
 def test_a_photo_of_someone_else_is_named_and_left_out_and_two_people_stop():
-    from mien.personalize.inputs import one_person
+    from mien.face.one_person import one_person
 
     warnings = []
-    keep = one_person(crops(100, 110, 240, 105), ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], ColourIdentity(), warnings.append)
-    assert keep == [0, 1, 3] and len(warnings) == 1 and "c.jpg" in warnings[0] and "another person" in warnings[0]
+    skip = lambda name, reason: warnings.append(f"{name}: {reason}")  # noqa: E731
+    keep = one_person(crops(100, 110, 240, 105), ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], ColourIdentity(), skip)
+    assert keep == [0, 1, 3] and len(warnings) == 1 and warnings[0].startswith("c.jpg: another person (")
     with pytest.raises(MienError, match="do not show one person.*b.jpg") as e:
-        one_person(crops(100, 240), ["a.jpg", "b.jpg"], ColourIdentity(), warnings.append)
+        one_person(crops(100, 240), ["a.jpg", "b.jpg"], ColourIdentity(), skip)
     assert "\n" not in str(e.value)
+
+
+def test_the_pipeline_leaves_photos_of_someone_else_out_of_the_identity():
+    """Generation's side of the same check (MienPipeline.one_person, which Editor.prepare and `mien generate`
+    take): the photo left out is gone from every list, named in ``skipped`` and through ``skip``."""
+    from mien.pipeline import AlignedPhotos
+
+    pipe = tiny_components_pipeline()
+    pipe.identity = ColourIdentity()
+    c = list(crops(100, 240, 110))
+    aligned = AlignedPhotos(c, ["f0", "f1", "f2"], ["x.jpg: no face found"], ["m0", "m1", "m2"], [0, 2, 3])
+    calls = []
+    kept = pipe.one_person(aligned, ["a.jpg", "x.jpg", "b.jpg", "c.jpg"], lambda *a: calls.append(a))
+    assert kept.faces == ["f0", "f2"] and kept.matrices == ["m0", "m2"] and kept.sources == [0, 3]
+    assert len(calls) == 1 and calls[0][0] == "b.jpg" and kept.skipped[1] == "b.jpg: " + calls[0][1]
+    assert pipe.one_person(AlignedPhotos(c[:1], ["f0"])).crops == c[:1]  # one photo: nothing to compare
 
 
 def test_unreadable_files_and_photos_without_faces_are_named(tmp_path):

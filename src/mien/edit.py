@@ -176,7 +176,8 @@ class Editor:
         return align_photos(self.pipeline.landmarker, photos, names, face)
 
     def prepare(self, photos: list[np.ndarray], names: list[str] | None = None, face: int = 0) -> Subject:
-        """A subject from photos of one person: each photo's face ``face`` (0: the largest) aligned and their
+        """A subject from photos of one person: each photo's face ``face`` (0: the largest) aligned, photos of
+        someone else left out (:meth:`MienPipeline.one_person`; named in the subject's ``skipped``) and the
         identity vectors combined; the first usable photo is the one edited. Photos with the same pixels, names
         and face as one of the last :attr:`PREPARED_KEPT` calls give that call's subject without the work."""
         key = _photos_key(photos, names, face)
@@ -186,7 +187,7 @@ class Editor:
                 self._prepared.move_to_end(key)
         if kept is not None:
             return dataclasses.replace(kept, photo=photos[kept.source])
-        subject = self.subject(photos, self.align(photos, names, face), face)
+        subject = self.subject(photos, self.pipeline.one_person(self.align(photos, names, face), names), face)
         with self._prepared_lock:
             self._prepared[key] = dataclasses.replace(subject, photo=None)
             while len(self._prepared) > self.PREPARED_KEPT:
@@ -194,7 +195,8 @@ class Editor:
         return subject
 
     def subject(self, photos: list[np.ndarray], aligned: AlignedPhotos, face: int = 0) -> Subject:
-        """A subject from photos aligned already (:meth:`align`, or :func:`mien.pipeline.align_photos`)."""
+        """A subject from photos aligned (:meth:`align`, or :func:`mien.pipeline.align_photos`) and checked to
+        show one person (:meth:`MienPipeline.one_person`) already."""
         return Subject.from_aligned(self.pipeline.identity_input(aligned), photos, aligned, face)
 
     def reference(self, photo: np.ndarray, face: int = 0) -> np.ndarray:

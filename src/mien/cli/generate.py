@@ -15,7 +15,9 @@ EPILOG = """\
 how controls combine (docs/expressions.md): start from the --like photo's expression (else neutral),
 add the --expression label/term scaled by --intensity, then set every --au exactly. With several
 --identity photos their identity vectors are averaged; the first usable one is the photo that is
-edited and the spatial reference, and its head pose is kept.
+edited and the spatial reference, and its head pose is kept. They must show one person, checked as
+`mien personalize` checks them (face-api distance): a photo of someone else is skipped and named, and
+photos with no one person among them are refused.
 
 swap (--into SCENE): the scene photo's face (--face N: another one, 0 is the largest) is replaced by the
 --identity person, keeping the scene's head pose, lighting and everything outside the face, with the
@@ -33,7 +35,8 @@ and the seed only draws the noise the edit averages over, so images of one reque
 detail only; --variety V (0 to 1) gives each seed its own expression target around the request
 (its strength and the blendshapes it moves vary), so --n 4 --variety 0.7 shows four takes.
 
-exit status: 0 done; 1 done, but some --identity photos were skipped (unreadable or no face; each named);
+exit status: 0 done; 1 done, but some --identity photos were skipped (unreadable, no face or someone else;
+each named);
 2 bad input (one line saying what to fix, before any work); 3 a pretrained file is missing.
 
 examples:
@@ -238,13 +241,15 @@ def run(args: argparse.Namespace) -> int:
         for msg in aligned.skipped:
             name, _, reason = msg.partition(": ")
             batch.skip(name, reason)
-        batch.done = len(aligned.crops)
         if args.into:
             scene_aligned = align_scene(landmarker, scene_rgb, args.face or 0, f"--into {args.into}")
         from mien.paste import PASTES
 
         editor = Editor.from_pretrained(args.model, device=args.device, landmarker=landmarker, person=args.person,
                                         paste=PASTES[paste_for(args)])
+        if names:  # photos of someone else are skipped as personalize skips them, not averaged into the identity
+            aligned = editor.pipeline.one_person(aligned, names, batch.skip)
+        batch.done = len(aligned.crops)
         scene = editor.subject([scene_rgb], scene_aligned, args.face or 0) if args.into else None
         if scene is not None:
             request = editor.scene_request(request, scene)  # none asked for: the scene face's own expression

@@ -5,8 +5,9 @@ and described by what training needs: the 128 px crop, the share of real pixels 
 near its edge leaves border fill, which no loss should learn), its own expression (52 blendshapes + head
 pose, the condition it is trained with) and the latent cells of its eyes, brows and mouth (the
 landmark-weighted loss). Unreadable files and photos without a face are named and left out; so are
-photos of someone else (:func:`one_person`). The result saves as ``inputs.safetensors`` in the person
-folder, so training and generation need neither the photos nor MediaPipe again (the GPU machine has none).
+photos of someone else (:func:`mien.face.one_person.one_person`, the check generation applies too). The
+result saves as ``inputs.safetensors`` in the person folder, so training and generation need neither the
+photos nor MediaPipe again (the GPU machine has none).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from mien.errors import MienError, NoFaceError
+from mien.face.one_person import one_person
 
 INPUTS_NAME = "inputs.safetensors"
 
@@ -114,7 +116,13 @@ def prepare(landmarker, paths: list[str | Path], identity_encoder, warn=print, t
     for msg in aligned.skipped:
         warn(f"skipped {msg}")
     used = [names[i] for i in aligned.sources]
-    keep = one_person(np.stack(aligned.crops), used, identity_encoder, warn, threshold)
+    others = []
+
+    def skip(name: str, reason: str) -> None:
+        warn(f"skipped {name}: {reason}")
+        others.append(f"{name}: {reason}")
+
+    keep = one_person(np.stack(aligned.crops), used, identity_encoder, skip, threshold)
     crops, masks, feats, exprs = [], [], [], []
     for k in keep:
         i = aligned.sources[k]
@@ -127,40 +135,9 @@ def prepare(landmarker, paths: list[str | Path], identity_encoder, warn=print, t
         exprs.append(expression_vector(face.blendshapes, face.pose))
         crops.append(aligned.crops[k])
     kept = [used[k] for k in keep]
-    skipped = unreadable + aligned.skipped + [f"{n}: another person" for n in used if n not in kept]
+    skipped = unreadable + aligned.skipped + others
     return PersonInputs(kept, [file_sha256(n) for n in kept], np.stack(crops), np.stack(masks).astype(np.float32),
                         np.stack(feats).astype(np.float32), np.stack(exprs).astype(np.float32), skipped)  # fmt: skip
-
-
-@torch.no_grad()
-def one_person(crops: np.ndarray, names: list[str], identity_encoder, warn=print, threshold: float | None = None) -> list[int]:
-    """Indices of the photos that show one person, by face-api distance (dlib's 0.6 same-person threshold).
-
-    The person is the photo whose median distance to the others is smallest (the medoid) and every photo
-    within the threshold of it; photos further away are named through ``warn`` and left out. Two photos
-    that are not the same person, or a medoid that agrees with no other photo among three or more, leave
-    no consistent person: a one-line error naming the photos.
-    """
-    from mien.evaluate.metrics import DLIB_THRESHOLD
-
-    threshold = DLIB_THRESHOLD if threshold is None else threshold
-    if len(crops) == 1:
-        return [0]
-    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
-    desc = identity_encoder.faceapi(x.to(next(identity_encoder.parameters()).device)).cpu().double()
-    d = torch.cdist(desc, desc).numpy()
-    n = len(crops)
-    medoid = int(np.argmin([np.median(np.delete(d[i], i)) for i in range(n)]))
-    keep = [i for i in range(n) if d[medoid, i] < threshold]
-    if len(keep) < 2 or (n > 2 and len(keep) * 2 <= n):
-        apart = ", ".join(f"{names[i]} {d[medoid, i]:.2f}" for i in range(n) if i != medoid)
-        raise MienError(f"the photos do not show one person: face-api distance to {names[medoid]}: {apart} (same "
-                        f"person below {threshold}); give photos of one person only")
-    for i in range(n):
-        if i not in keep:
-            warn(f"left out {names[i]}: another person (face-api distance {d[medoid, i]:.2f} to {names[medoid]}, "
-                 f"same person below {threshold})")
-    return keep
 
 
 def stored_subject(directory: str | Path):
