@@ -223,7 +223,9 @@ def contact_sheets(args, rows: list[dict]) -> list[Path]:
     """Face crops at 100 % zoom, input | old paste (crop) | detail transfer, for the typical image (median
     sharpness of detail transfer) and the worst (lowest sharpness, largest still-face colour shift, highest
     ghost ratio), written into --sheet."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
+
+    from mien.io.grid import grid
 
     picks = {}
     ranked = sorted(rows, key=lambda r: r["detail_sharpness"])
@@ -241,15 +243,10 @@ def contact_sheets(args, rows: list[dict]) -> list[Path]:
         box = (int(max(x0 - pad, 0)), int(max(y0 - pad, 0)), int(x1 + pad), int(y1 + pad))
         tiles = [Image.fromarray(d["photo"]).crop(box)]
         tiles += [Image.open(args.cache / f"{r['person']}_{r['label']}_{k}.png").crop(box) for k in ("crop", "detail")]
-        w, h = tiles[0].size
-        sheet = Image.new("RGB", (3 * w + 8, h + 16), (255, 255, 255))
-        for i, t in enumerate(tiles):
-            sheet.paste(t, (i * (w + 4), 16))
-        ImageDraw.Draw(sheet).text((2, 2), f"{r['person']} {r['label']}: input | crop paste | detail transfer "
-                                   f"(sharpness {r['crop_sharpness']:.2f} / {r['detail_sharpness']:.2f})",
-                                   fill=(0, 0, 0))  # fmt: skip
+        title = (f"{r['person']} {r['label']}: input | crop paste | detail transfer (sharpness "
+                 f"{r['crop_sharpness']:.2f} / {r['detail_sharpness']:.2f})")
         path = args.sheet / f"{name}_{r['person']}_{r['label']}.png"
-        sheet.save(path)
+        grid([tiles], title=title).save(path)
         written.append(path)
     return written
 

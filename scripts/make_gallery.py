@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 
 ATTRIBUTION = "Face Research Lab London Set, DeBruine & Jones 2017, CC BY 4.0"
-TILE_W, TILE_H, CAPTION, PAD = 128, 160, 14, 3  # 160 px tall: three people fit 120 kB at quality ~68
+TILE_W, TILE_H, PAD = 128, 160, 3  # 160 px tall: three people fit 120 kB at quality ~68
 # the face region shown, in aligned-crop pixels (4:5): brows to chin, the template's eyes at y 52 and mouth at y 98
 # (mien.face.align); the rest of the 128 px crop is hair and background the default edit keeps
 FACE = (20, 14, 108, 124)
@@ -53,28 +53,19 @@ def face_box(matrix: np.ndarray, shape: tuple) -> tuple[int, int, int, int]:
     return x, y, x + int(round(w)), y + int(round(h))
 
 
-def tile(photo: np.ndarray, box, caption: str) -> np.ndarray:
-    from PIL import Image, ImageDraw
+def tile(photo: np.ndarray, box, caption: str) -> tuple[np.ndarray, str]:
+    """(the face box of ``photo`` at TILE_W x TILE_H, its caption): one cell of the gallery."""
+    from PIL import Image
 
     x0, y0, x1, y1 = box
-    face = Image.fromarray(photo[y0:y1, x0:x1]).resize((TILE_W, TILE_H), Image.LANCZOS)
-    out = Image.new("RGB", (TILE_W, TILE_H + CAPTION), (255, 255, 255))
-    out.paste(face, (0, 0))
-    ImageDraw.Draw(out).text((2, TILE_H + 1), caption, fill=(0, 0, 0))
-    return np.asarray(out)
+    return np.asarray(Image.fromarray(photo[y0:y1, x0:x1]).resize((TILE_W, TILE_H), Image.LANCZOS)), caption
 
 
-def sheet(rows: list[list[np.ndarray]], title: str) -> np.ndarray:
-    from PIL import Image, ImageDraw
+def sheet(rows: list[list[tuple[np.ndarray, str]]], title: str) -> np.ndarray:
+    from mien.io.grid import grid
 
-    cols = max(len(r) for r in rows)
-    w, head = cols * (TILE_W + PAD) + PAD, 16
-    out = Image.new("RGB", (w, head + len(rows) * (TILE_H + CAPTION + PAD) + PAD), (255, 255, 255))
-    ImageDraw.Draw(out).text((PAD, 3), title, fill=(0, 0, 0))
-    for i, row in enumerate(rows):
-        for j, t in enumerate(row):
-            out.paste(Image.fromarray(t), (PAD + j * (TILE_W + PAD), head + i * (TILE_H + CAPTION + PAD)))
-    return np.asarray(out)
+    return np.asarray(grid([[im for im, _ in row] for row in rows], [[c for _, c in row] for row in rows], title,
+                           tile=(TILE_W, TILE_H), pad=PAD))  # fmt: skip
 
 
 class Outputs:
@@ -106,7 +97,7 @@ class Outputs:
         return result.photos[0]
 
 
-def label_row(make: Outputs, person: str, subject) -> list[np.ndarray]:
+def label_row(make: Outputs, person: str, subject) -> list[tuple[np.ndarray, str]]:
     """The input, then the seven basic labels (face-api's order), all cut to the input's face box."""
     from mien.expression.basic import BASIC
 
@@ -114,7 +105,7 @@ def label_row(make: Outputs, person: str, subject) -> list[np.ndarray]:
     return [tile(subject.photo, box, f"{person} (input)")] + [tile(make(subject, label), box, label) for label in BASIC]
 
 
-def last_row(make: Outputs, first: tuple, second: tuple) -> list[np.ndarray]:
+def last_row(make: Outputs, first: tuple, second: tuple) -> list[tuple[np.ndarray, str]]:
     """The second person swapped into the first one's photo (:data:`SWAP_LABELS`), then :data:`EXTRAS` on the
     first; ``first``, ``second``: (person, subject)."""
     (scene_person, scene), (person, subject) = first, second

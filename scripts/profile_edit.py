@@ -117,7 +117,7 @@ def main() -> None:
     T.wrap(type(pipe), "__call__", "pipeline")
     editor.paste = T.timed("paste_detail", editor.paste)
     T.wrap(provenance, "save_image", "png_write")
-    T.wrap(output, "contact_sheet", "sheet_draw")
+    T.wrap(output, "grid", "sheet_draw")
     save_result = T.timed("save_result", output.save_result)
     read = T.timed("load_rgb", load_rgb)
     edit = T.timed("edit", editor.edit)

@@ -62,10 +62,9 @@ def load_benchmark(name: str):
 
 
 def sheet(files: list[Path], rank: str, out: Path, bench, n: int = 4) -> None:
-    from PIL import ImageDraw
-
     from mien.evaluate.swap import pairs
     from mien.face.landmarker import FaceLandmarker
+    from mien.io.grid import grid
     from mien.pipeline import align_photo
 
     by, folder = {}, {}
@@ -79,24 +78,19 @@ def sheet(files: list[Path], rank: str, out: Path, bench, n: int = 4) -> None:
     picked = common if len(common) <= 2 * n else common[mid - n // 2: mid + n - n // 2] + common[-n:]
     photos = {(p.a, p.b): p for p in pairs(bench)}
     landmarker = FaceLandmarker()
-    grid = []
+    rows, captions = [], []
     for item in picked:
         a, rest = item.split(">")
         b, label = rest.rsplit(":", 1)
         pair = photos[(a, b)]
-        cells = [align_photo(landmarker, bench.image(pair.selfie))[0], align_photo(landmarker, bench.image(pair.scene))[0]]
+        rows.append([align_photo(landmarker, bench.image(photo))[0] for photo in (pair.selfie, pair.scene)])
+        captions.append(["", label])
         for name in by:
-            im = np.array(Image.open(folder[name] / f"{name}_{item.replace(':', '_').replace('>', '_into_')}.png"))
+            rows[-1].append(Image.open(folder[name] / f"{name}_{item.replace(':', '_').replace('>', '_into_')}.png"))
             r = by[name][item]
-            tile = Image.fromarray(im)
-            ImageDraw.Draw(tile).text((2, 2), f"{name} {r.get('dist_a', 0):.2f} {r.get('faceapi', '')[:4]}", fill="yellow")
-            cells.append(np.array(tile))
-        tile = Image.fromarray(cells[1])
-        ImageDraw.Draw(tile).text((2, 2), label, fill="yellow")
-        cells[1] = np.array(tile)
-        grid.append(np.concatenate(cells, 1))
+            captions[-1].append(f"{name} {r.get('dist_a', 0):.2f} {r.get('faceapi', '')[:4]}")
     landmarker.close()
-    Image.fromarray(np.concatenate(grid, 0)).save(out, quality=90)
+    grid(rows, captions).save(out, quality=90)
     print(f"{out}: rows {picked}; columns selfie, scene, {', '.join(by)}")
 
 

@@ -165,11 +165,11 @@ def compare(pipe, ident, settings, scorer, held_desc, train_desc, tf=None, sheet
     lat = float((p[1] - tf[1]).flatten(1).square().mean(1).sqrt().mean())
     pix = float(np.sqrt(((p[0].astype(float) - tf[0].astype(float)) ** 2).reshape(len(p[0]), -1).mean(1)).mean())
     if sheet is not None:
-        from mien.io.output import contact_sheet
+        from mien.io.grid import grid
 
         path, crops = sheet
-        names = [f"train {i}" for i in range(len(crops))] + [f"TF {x}" for x in LABELS] + [f"P {x}" for x in LABELS]
-        contact_sheet([*crops, *tf[0], *p[0]], names, path.stem).save(path)
+        names = [[f"train {i}" for i in range(len(crops))], [f"TF {x}" for x in LABELS], [f"P {x}" for x in LABELS]]
+        grid([list(crops), list(tf[0]), list(p[0])], names, path.stem).save(path)
     return {"tf": scores(scorer, tf[0], held_desc, train_desc), "p": scores(scorer, p[0], held_desc, train_desc),
             "latent_rms_p_vs_tf": lat, "pixel_rms_p_vs_tf": pix}, tf  # fmt: skip
 

@@ -312,14 +312,14 @@ def _device_name(device) -> str:
 
 
 def _sheet(folder: Path, person: dict, K: int, train: np.ndarray, images: dict, labels) -> None:
-    """train photos (3 at most), then tuning-free and personalised outputs of the seven labels (for looking;
-    the folder is never committed: only London-set faces may be)."""
-    from mien.io.output import contact_sheet
+    """A row of the train photos (3 at most), then rows of the tuning-free and the personalised outputs of the
+    seven labels (for looking; the folder is never committed: only London-set faces may be)."""
+    from mien.io.grid import grid
 
-    crops = [*train[:3], *images["tuning_free"], *images["personalised"]]
-    names = [f"train {i}" for i in range(min(K, 3))] + [f"TF {x}" for x in labels] + [f"P {x}" for x in labels]
+    rows = [list(train[:3]), list(images["tuning_free"]), list(images["personalised"])]
+    captions = [[f"train {i}" for i in range(min(K, 3))], [f"TF {x}" for x in labels], [f"P {x}" for x in labels]]
     safe = person["id"].replace(":", "_")
-    contact_sheet(crops, names, f"{person['id']} K={K}").save(folder / f"{person['group']}_{safe}_K{K}.png")
+    grid(rows, captions, f"{person['id']} K={K}").save(folder / f"{person['group']}_{safe}_K{K}.png")
 
 
 # -- command line (the GPU machine's entry; `mien evaluate --personalize` runs all three here) -------------------

@@ -197,6 +197,8 @@ def _tradeoff_plot(results: dict, ctx: Context, items: list[dict]) -> str:
     return _plot(draw, 7, 4.5)
 
 
+# _grid and _failure_grid lay out HTML tables, not a picture: the browser places the thumbnails and their
+# captions stay selectable text with a tooltip each, so they do not go through mien.io.grid (an image sheet).
 def _grid(benchmark: Benchmark, real: dict, items: list[dict], out: Path, images: _Images, per_group: int) -> str:
     by_key = {(r["identity"], r["request"], r["seed"]): r for r in items}
     shown: dict[str, int] = {}

@@ -10,14 +10,13 @@ folder (``mien-out/001``, ``mien-out/002``, ...), so no run ever mixes with or o
 from __future__ import annotations
 
 import re
-import textwrap
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from mien.errors import MienError
 from mien.io import provenance
+from mien.io.grid import grid
 
 DEFAULT_BASE = Path("mien-out")  # git-ignored in a source checkout (.gitignore)
 _RUN = re.compile(r"^\d{3,}$")
@@ -87,7 +86,7 @@ def save_sheet(out: Path, identity: np.ndarray, crops: list[np.ndarray], metadat
     request = metadata[0]["request"]
     named = like is None or request.startswith(like_label(like))  # mien generate's request names its --like photo
     title = f"request: {request}" + ("" if named else f" (like {Path(like).name})")
-    sheet = np.asarray(contact_sheet(images, labels, title))
+    sheet = np.asarray(grid([images], [labels], title, tile=(128, 128)))
     return provenance.save_image(Path(out) / "sheet.png", sheet, {k: v for k, v in metadata[0].items() if k != "seed"},
                                  source=provenance.COMPOSITE)
 
@@ -102,19 +101,3 @@ def save_result(out: Path, result, reference: np.ndarray | None = None, like: st
     paths.append(save_sheet(out, result.subject.identity.crops[0], result.crops, result.metadata, reference, like,
                             scene=None if scene is None else scene.identity.crops[0]))
     return paths
-
-
-def contact_sheet(images: list[np.ndarray], labels: list[str], title: str = "") -> Image.Image:
-    size, pad, line = 128, 4, 12
-    w = len(images) * (size + pad) + pad
-    lines = textwrap.wrap(title, max(20, (w - 2 * pad) // 6)) or [""]  # PIL's default font: ~6 px a character
-    head = len(lines) * line + 4
-    sheet = Image.new("RGB", (w, head + size + line + 2 * pad), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    for k, text in enumerate(lines):
-        draw.text((pad, 2 + k * line), text, fill=(0, 0, 0))
-    for i, (img, label) in enumerate(zip(images, labels)):
-        x = pad + i * (size + pad)
-        sheet.paste(Image.fromarray(img).resize((size, size)), (x, head))
-        draw.text((x, head + size + 2), label, fill=(0, 0, 0))
-    return sheet
