@@ -1,7 +1,7 @@
 """The report ring's figures for one paste with some labels' swaps replaced by a later run of those labels (docs/swap.md).
 
     python scripts/swap_report_merge.py docs/history/eval-runs/swap/report30_builtin.jsonl NEW.jsonl \
-        [--config NAME] [--paste crop|detail]
+        [--config NAME] [--paste crop|detail] [--real SUMMARY.json]
 
 BASE: a ring run's per-swap scores (one JSON line a swap with ``real_b`` and a ``crop`` and a ``detail`` row, as
 docs/history/eval-runs/swap/report30_builtin.jsonl). NEW: ``scripts/tune_swap.py`` lines on the same ring with the
@@ -10,7 +10,9 @@ the only one). Every swap of NEW replaces BASE's swap of the same
 item; the rest are BASE's (their generation is unchanged where a change touches only NEW's labels, so they are the
 same outputs). Prints the summary over BASE's items both ways: verified as A, impostor, impostor on the pairs whose
 real photos stay apart (``real_b`` 0), pose error and face-api's rate per label, against the real-photo rates;
-then the merged figures per scene source.
+then the merged figures per scene source. The real-photo rates are ``real_rate`` per label of a
+`mien evaluate --swap` run's ``summary.json`` on the same benchmark (``--real``; by default the report ring's,
+:data:`REAL_SUMMARY`, docs/swap.md).
 """
 
 from __future__ import annotations
@@ -23,10 +25,15 @@ import numpy as np
 
 from mien.evaluate.swap import DLIB_THRESHOLD, LABELS, summarise
 
-# face-api's rate on the benchmark's real photos per label (mien.evaluate.swap.real_rates, which needs the photos
-# analysed again; docs/swap.md tables)
-REAL = {"neutral": 1.00, "happy": 0.95, "sad": 0.50, "angry": 0.21, "fearful": 0.14, "disgusted": 0.43,
-        "surprised": 0.38}
+# the report ring's summary.json, pruned to the real-photo rates (face-api's rate per label on the benchmark's
+# labelled photos, mien.evaluate.swap.real_rates; docs/swap.md says how it was made)
+REAL_SUMMARY = Path(__file__).resolve().parents[1] / "docs/history/eval-runs/swap/report30_real_summary.json"
+
+
+def real_rates(summary: Path, paste: str = "crop") -> dict[str, float]:
+    """{label: face-api's rate on the real photos} of a swap run's ``summary.json`` (its ``paste`` section)."""
+    per_label = json.loads(Path(summary).read_text())[paste]["per_label"]
+    return {lab: per_label[lab]["real_rate"] for lab in LABELS}
 
 
 def rows_of(base: list[dict], new: dict[str, dict], paste: str = "crop") -> list[dict]:
@@ -47,12 +54,12 @@ def scene_source(row: dict) -> str:
     return row["item"].split(">", 1)[1].split(":", 1)[0]
 
 
-def summary(rows: list[dict]) -> str:
+def summary(rows: list[dict], real: dict[str, float]) -> str:
     """One line of :func:`mien.evaluate.swap.summarise`'s figures of ``rows``, with the labels meeting the aim
-    (face-api's rate at least 0.8 of the real photos'; a label without swaps is not met)."""
-    s = summarise(rows, REAL)
+    (face-api's rate at least 0.8 of the ``real`` photos'; a label without swaps is not met)."""
+    s = summarise(rows, real)
     rate = {lab: s["per_label"][lab]["faceapi_rate"] for lab in LABELS}
-    met = sum(r is not None and r >= 0.8 * REAL[lab] for lab, r in rate.items())
+    met = sum(r is not None and r >= 0.8 * real[lab] for lab, r in rate.items())
     two = lambda x: "nan" if x is None else f"{x:.2f}"  # noqa: E731
     return (f"n {s['ok']} verified_a {two(s['verified_a'])} impostor {two(s['impostor_b'])} "
             f"apart {two(s['impostor_b_apart'])} ({s['n_apart']}) pose {s['pose_mae']:.1f} | "
@@ -67,7 +74,11 @@ def main() -> None:
     ap.add_argument("--config", help="the config of NEW's lines to take (default: its only one)")
     ap.add_argument("--paste", choices=("crop", "detail"), default="crop",
                     help="BASE's paste whose rows NEW's replace (NEW must have been run with the same paste)")
+    ap.add_argument("--real", type=Path, default=REAL_SUMMARY,
+                    help="a `mien evaluate --swap` summary.json of the same benchmark: the real-photo rates "
+                         "(default: the report ring's)")
     args = ap.parse_args()
+    real = real_rates(args.real, args.paste)
     base = [json.loads(line) for line in args.base.read_text().splitlines()]
     lines = [json.loads(line) for line in args.new.read_text().splitlines()]
     names = {r["config"] for r in lines}
@@ -82,11 +93,11 @@ def main() -> None:
     pastes = {r.get("settings", {}).get("paste", "crop") for r in new.values() if "settings" in r}
     if pastes - {args.paste}:
         raise SystemExit(f"{args.new} was run with paste {sorted(pastes)}, not --paste {args.paste}")
-    print(f"base  {summary(rows_of(base, {}, args.paste))}  (paste {args.paste})")
-    print(f"{name:<5} {summary(rows_of(base, new, args.paste))}  ({len(new)} swaps replaced: {', '.join(changed)})")
     merged = rows_of(base, new, args.paste)
+    print(f"base  {summary(rows_of(base, {}, args.paste), real)}  (paste {args.paste})")
+    print(f"{name:<5} {summary(merged, real)}  ({len(new)} swaps replaced: {', '.join(changed)})")
     for source in sorted({scene_source(r) for r in merged}):  # by the scene's source (cfp, essex, tw)
-        print(f"  scenes {source:<6} {summary([r for r in merged if scene_source(r) == source])}")
+        print(f"  scenes {source:<6} {summary([r for r in merged if scene_source(r) == source], real)}")
     for lab in changed:  # the replaced swaps alone, before and after
         for tag, src in (("base", {}), (name, new)):
             rows = [r for r in rows_of(base, src, args.paste) if r["item"] in new and r["label"] == lab]

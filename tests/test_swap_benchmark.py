@@ -6,7 +6,7 @@ import yaml
 from PIL import Image
 
 from mien.evaluate import benchmark as bm
-from mien.evaluate.swap import footprint, pairs, seam, summarise
+from mien.evaluate.swap import LABELS, footprint, pairs, seam, summarise
 from mien.paste import PASTES
 
 
@@ -207,8 +207,30 @@ def test_swap_report_merge_replaces_only_the_new_runs_swaps(tmp_path):
     before, after = merge.rows_of(base, {}), merge.rows_of(base, new)
     assert [r["faceapi"] for r in before] == ["neutral", "sad"] and [r["faceapi"] for r in after] == ["happy", "sad"]
     assert after[0]["dist_a"] == 0.65 and after[1] == before[1]
-    text = merge.summary(after)
+    text = merge.summary(after, {lab: 0.5 for lab in LABELS})
     assert "verified_a 0.00" in text and "impostor 0.50" in text and "happy 1.00" in text and "sad 1.00" in text
+    assert text.endswith("met 2")  # happy and sad, the labels with swaps
+
+
+def test_swap_report_merge_reads_the_real_photo_rates_from_a_run_s_summary(tmp_path):
+    """The real-photo rates come from a `mien evaluate --swap` summary.json (the paste's section), by default the
+    report ring's, whose rates are the docs' (docs/swap.md: 1.00 0.95 0.50 0.21 0.14 0.43 0.38)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "swap_report_merge.py"
+    spec = importlib.util.spec_from_file_location("swap_report_merge", path)
+    merge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge)
+    rates = merge.real_rates(merge.REAL_SUMMARY)
+    assert [round(rates[lab], 2) for lab in LABELS] == [1.0, 0.95, 0.5, 0.21, 0.14, 0.43, 0.38]
+    run = {how: {"per_label": {lab: {"n": 3, "faceapi_rate": 0.0, "real_rate": 0.1 * k} for k, lab in enumerate(LABELS)}}
+           for how in ("crop", "detail")}  # fmt: skip
+    run["detail"]["per_label"]["sad"]["real_rate"] = 0.9
+    (tmp_path / "summary.json").write_text(json.dumps(run))
+    assert merge.real_rates(tmp_path / "summary.json")["sad"] == 0.2
+    assert merge.real_rates(tmp_path / "summary.json", "detail")["sad"] == 0.9
 
 
 def test_swap_report_merge_takes_the_named_paste(tmp_path):
