@@ -1,4 +1,4 @@
-"""Realism measures on aligned 128 px faces: a real-versus-generated critic and the darkened-eye check.
+"""Realism measures on aligned 128 px faces: a real-versus-generated critic and the darkened-eye checks.
 
 The critic is a classifier two-sample test (Lopez-Paz & Oquab 2017, "Revisiting Classifier Two-Sample
 Tests", ICLR): a classifier is trained to tell real crops from generated ones on one half of the people
@@ -33,6 +33,12 @@ FACE_BOX = (24, 30, 104, 118)  # the inner face: brows to chin, cheek to cheek, 
 MOUTH_BOX = (38, 84, 90, 116)
 EYE_BOXES = ((33, 46, 55, 58), (73, 46, 95, 58))  # each eye with its lids and socket
 CHEEK_BOXES = ((34, 66, 52, 80), (76, 66, 94, 80))  # below each eye, beside the nose
+# The band between each eye box and its cheek box: the lower lid's edge (y 54-57 on London crops, MediaPipe
+# landmarks 145 and 374) down to the cheekbone, where the model paints dark crescents (docs/realism.md).
+UNDER_EYE_BOXES = ((33, 58, 55, 66), (73, 58, 95, 66))
+# The sides of the cheeks (the still cheeks of scripts/bench_fullres.py): the under-eye band's reference. The
+# cheek boxes above sit where those crescents and the creases of a frown spread, so they darken with them.
+OUTER_CHEEK_BOXES = ((26, 64, 40, 82), (88, 64, 102, 82))
 REGIONS = {"face": FACE_BOX, "mouth": MOUTH_BOX}
 
 
@@ -174,7 +180,7 @@ def critic(real: list[tuple[str, np.ndarray]], generated: list[tuple[str, np.nda
 
 
 # ----------------------------------------------------------------------------------------------
-# darkened eyes
+# darkened eyes and under-eyes
 
 
 # An output's eyes count as newly darkened when its eye-to-cheek luminance ratio falls below this
@@ -185,14 +191,36 @@ def critic(real: list[tuple[str, np.ndarray]], generated: list[tuple[str, np.nda
 DARK_EYES_THRESHOLD = 0.80
 
 
+def _box_ratio(rgb: np.ndarray, boxes: tuple, reference: tuple) -> float:
+    """Mean luminance of ``boxes`` over that of ``reference`` boxes (aligned crop)."""
+    lum = _luminance(to_template(rgb))
+    inner = np.mean([_crop(lum, b).mean() for b in boxes])
+    outer = np.mean([_crop(lum, b).mean() for b in reference])
+    return float(inner / max(outer, 1e-6))
+
+
 def eye_cheek_ratio(rgb: np.ndarray) -> float:
     """Mean luminance of the two eye boxes over that of the two cheek boxes (aligned crop)."""
-    lum = _luminance(to_template(rgb))
-    eyes = np.mean([_crop(lum, b).mean() for b in EYE_BOXES])
-    cheeks = np.mean([_crop(lum, b).mean() for b in CHEEK_BOXES])
-    return float(eyes / max(cheeks, 1e-6))
+    return _box_ratio(rgb, EYE_BOXES, CHEEK_BOXES)
 
 
 def eye_darkening(output: np.ndarray, photo: np.ndarray) -> float:
     """The output's eye-to-cheek ratio as a share of the input photo's (1 = unchanged, < 1 darker eyes)."""
     return eye_cheek_ratio(output) / max(eye_cheek_ratio(photo), 1e-6)
+
+
+# An output's under-eyes count as newly darkened when its under-eye-to-outer-cheek luminance ratio falls
+# below this share of the input photo's. Chosen as DARK_EYES_THRESHOLD is (scripts/tune_dark_eyes.py
+# --measure under_eyes, docs/realism.md "Darkened under-eyes"): the 1st percentile over the Taiwanese and
+# Essex dev pairs (0.866), rounded down to 0.05.
+DARK_UNDER_EYES_THRESHOLD = 0.85
+
+
+def under_eye_ratio(rgb: np.ndarray) -> float:
+    """Mean luminance of the two under-eye bands over that of the two outer cheek boxes (aligned crop)."""
+    return _box_ratio(rgb, UNDER_EYE_BOXES, OUTER_CHEEK_BOXES)
+
+
+def under_eye_darkening(output: np.ndarray, photo: np.ndarray) -> float:
+    """The output's under-eye ratio as a share of the input photo's (1 = unchanged, < 1 darker under the eyes)."""
+    return under_eye_ratio(output) / max(under_eye_ratio(photo), 1e-6)

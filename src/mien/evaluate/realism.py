@@ -2,8 +2,8 @@
 
 Unlike :mod:`mien.evaluate.scoring`, which works on analysis records, these measures need the images
 themselves: the people's real crops (from the benchmark) and the outputs (from ``out/outputs``). Each
-generated item gets an ``artefacts`` entry (its eye darkening and its held-out critic scores), which
-the report uses to show the worst outputs by each measure.
+generated item gets an ``artefacts`` entry (its eye and under-eye darkening and its held-out critic
+scores), which the report uses to show the worst outputs by each measure.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ GENERATED = ("ok", "no_face")  # statuses with an output image
 
 
 def realism_scores(benchmark: Benchmark, items: list[dict], out: Path, seed: int) -> dict:
-    """``{"realism.critic", "artefacts.dark_eyes", "artefacts.mouth", "artefacts.face_lost"}`` values;
+    """``{"realism.critic", "artefacts.dark_eyes", "artefacts.dark_under_eyes", "artefacts.mouth",
+    "artefacts.face_lost"}`` values;
     adds ``item["artefacts"]`` to every generated item whose image is in ``out``."""
     from mien.io.image import load_rgb
 
@@ -44,23 +45,28 @@ def realism_scores(benchmark: Benchmark, items: list[dict], out: Path, seed: int
         res = C.two_sample_test([(p, C.features(im, region)) for p, im in real],
                                 [(p, C.features(im, region)) for p, im in gen], seed)
         critic[region] = res
-    dark = []
+    dark, under = [], []
     for k, (i, (person, im)) in enumerate(zip(index, gen)):
-        d = C.eye_darkening(im, inputs[person])
-        items[i]["artefacts"] = {"eye_darkening": d, **{f"critic_{reg}": critic[reg].scores.get(k)
-                                                        for reg in C.REGIONS}}
+        d, u = C.eye_darkening(im, inputs[person]), C.under_eye_darkening(im, inputs[person])
+        items[i]["artefacts"] = {"eye_darkening": d, "under_eye_darkening": u,
+                                 **{f"critic_{reg}": critic[reg].scores.get(k) for reg in C.REGIONS}}
         dark.append((items[i]["request"], d < C.DARK_EYES_THRESHOLD))
-    requests = sorted({q for q, _ in dark})
+        under.append((items[i]["request"], u < C.DARK_UNDER_EYES_THRESHOLD))
     n_lost = sum(r["status"] == "no_face" for r in items)
     n_generated = sum(r["status"] in GENERATED for r in items)
     mouth_scores = [s for s in critic["mouth"].scores.values()]
     return {
         "realism.critic": {region: res.to_dict() for region, res in critic.items()},
-        "artefacts.dark_eyes": {
-            "rate": M.nanmean(np.asarray([b for _, b in dark], float)), "n": len(dark),
-            "threshold": C.DARK_EYES_THRESHOLD,
-            "by_request": {q: M.nanmean(np.asarray([b for r, b in dark if r == q], float)) for q in requests}},
+        "artefacts.dark_eyes": _rate(dark, C.DARK_EYES_THRESHOLD),
+        "artefacts.dark_under_eyes": _rate(under, C.DARK_UNDER_EYES_THRESHOLD),
         "artefacts.mouth": {"critic_accuracy": critic["mouth"].accuracy, "mean_score": M.nanmean(mouth_scores),
                             "n": len(mouth_scores)},
         "artefacts.face_lost": {"rate": M.safe_ratio(n_lost, n_generated), "n": n_generated},
     }
+
+
+def _rate(flags: list[tuple[str, bool]], threshold: float) -> dict:
+    """Share of ``(request, flagged)`` pairs flagged, overall and per request."""
+    requests = sorted({q for q, _ in flags})
+    return {"rate": M.nanmean(np.asarray([b for _, b in flags], float)), "n": len(flags), "threshold": threshold,
+            "by_request": {q: M.nanmean(np.asarray([b for r, b in flags if r == q], float)) for q in requests}}

@@ -76,6 +76,11 @@ DEFINITIONS = {
     "artefacts.dark_eyes": "share of outputs whose eyes are newly darkened: the eye-to-cheek luminance ratio (template "
     "eye and cheek boxes, mien.evaluate.critic) of the output below threshold x that of the first identity photo "
     "(the threshold chosen on posed dev pairs by scripts/tune_dark_eyes.py); overall and per request",
+    "artefacts.dark_under_eyes": "share of outputs with newly darkened under-eyes (the dark crescents the "
+    "artefacts.dark_eyes ratio misses, since they reach its cheek boxes too): the luminance of the band under each "
+    "template eye box over that of the outer cheeks (mien.evaluate.critic) of the output below threshold x that of "
+    "the first identity photo (the threshold chosen on posed dev pairs by scripts/tune_dark_eyes.py --measure "
+    "under_eyes); overall and per request",
     "artefacts.mouth": "the critic on the mouth box alone: its held-out accuracy, and the mean held-out probability it "
     "gives outputs of being generated (the report shows the highest)",
     "artefacts.face_lost": "share of outputs in which the analysis found no usable face (as failures.no_face_rate)",
