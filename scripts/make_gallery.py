@@ -5,7 +5,8 @@ seven basic labels; then one row of a swap (the second person put into the first
 own expression, then happy) and the README's vocabulary-term and AU examples on the first person. Every image
 is the default edit (:class:`mien.edit.Editor`, as `mien generate` builds it: default settings, the
 full-resolution paste for edits and the crop paste for swaps), seed ``--seed``, shown as the same face-region
-crop of the full-resolution photo output per row. Only London Set photos (CC BY 4.0) may appear here.
+crop of the full-resolution photo output per row. Only London Set photos (CC BY 4.0) may appear here. Each
+output's darkened-eye readings (those of `mien evaluate`, on its 128 px crop) are printed as it is made.
 
     mkdir -p /tmp/raw && tar xf ../shared/data/faces128/dev.tar -C /tmp/raw --wildcards 'london_*raw.jpg'
     python scripts/make_gallery.py --raw /tmp/raw --out docs/gallery/gallery.jpg
@@ -92,9 +93,36 @@ class Outputs:
         else:
             result = self.swapper.swap(subject, into, request, self.settings, n=1, seed=self.seed)
         self.made += 1
-        print(f"{self.made}: {expression or au or 'plain swap'} ({time.process_time() - self.cpu:.0f} s CPU)",
-              file=sys.stderr)  # fmt: skip
+        print(f"{self.made}: {expression or au or 'plain swap'} ({time.process_time() - self.cpu:.0f} s CPU); "
+              f"{darkening(result, self.editor)}", file=sys.stderr)  # fmt: skip
         return result.photos[0]
+
+
+def darkening(result, editor) -> str:
+    """The darkened-eye readings of ``mien evaluate`` (:mod:`mien.evaluate.critic`) of the output's 128 px crop
+    against the photo it was made in (a swap's scene), as docs/realism.md quotes them for the gallery, and where
+    the crop's eyes are against the template boxes those readings use (EYE_BOXES: x 33-55 and 73-95, y 46-58)."""
+    from mien.evaluate import critic as C
+    from mien.face import align
+
+    photo = result.scene or result.subject
+    before = align.warp_to_crop(photo.photo, photo.matrix)
+    crop = result.crops[0]
+    readings = {"eyes": (C.eye_darkening(crop, before), C.DARK_EYES_THRESHOLD),
+                "under-eyes": (C.under_eye_darkening(crop, before), C.DARK_UNDER_EYES_THRESHOLD)}
+    text = ", ".join(f"{k} {v:.3f}" + (" (darkened)" if v < t else "") for k, (v, t) in readings.items())
+    return f"{text}; {eye_place(editor, crop)}"
+
+
+def eye_place(editor, crop: np.ndarray) -> str:
+    """MediaPipe's eye corners (x) and lower-lid centres (y) on a 128 px crop: landmarks 33/133 and 145 for the
+    image-left eye, 362/263 and 374 for the other (the face mesh's topology)."""
+    faces = editor.detect(crop, 1)
+    if not faces:
+        return "no face found on the crop"
+    p = faces[0].landmarks[:, :2]
+    xs = [f"{min(p[a][0], p[b][0]):.0f}-{max(p[a][0], p[b][0]):.0f}" for a, b in ((33, 133), (362, 263))]
+    return f"eye corners x {' | '.join(xs)}, lower lids y {p[145][1]:.0f} | {p[374][1]:.0f}"
 
 
 def label_row(make: Outputs, person: str, subject) -> list[tuple[np.ndarray, str]]:
