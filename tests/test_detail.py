@@ -399,3 +399,36 @@ def test_feature_polygons_name_their_regions_and_refuse_unknown_ones():
     assert feature_polygons(None, MATRIX, "eyes") == []
     with pytest.raises(ValueError, match="unknown feature region"):
         feature_polygons(lm, MATRIX, "eyes+nose")
+
+
+def test_the_kept_regions_soft_edge_limits_the_mask_once_with_keep_after_feather():
+    """The model's soft weight of what it may redraw is soft already; eroded by the feather together with the oval
+    (the rule before) it moved the kept region's edge inward by the feather's width, and a change the edit made there
+    without motion (forehead shading, a shadow under the chin) arrived weaker than the model's own weight. With
+    keep_after_feather the weight limits the mask once, after the feather: the change arrives at that weight, the
+    face's fully redrawn centre is bit for bit as before, and outside the grown face oval nothing changes."""
+    from mien.detail import DetailSettings, face_oval, plan_for
+    from mien.paste import editable_region
+
+    photo = textured_photo(9)
+    original = align.warp_to_crop(photo, MATRIX)
+    y, x = np.mgrid[0:128, 0:128].astype(np.float32)
+    shade = 20.0 * np.exp(-((x - 64) ** 2 / (2 * 10.0**2) + (y - 30) ** 2 / (2 * 5.0**2)))  # a forehead shadow
+    edited = np.clip(original - shade[..., None], 0, 255).astype(np.uint8)
+    before, after = DetailSettings(), DetailSettings(keep_after_feather=True)
+    old = transfer_detail(photo, edited, MATRIX, keep="background", settings=before)
+    new = transfer_detail(photo, edited, MATRIX, keep="background", settings=after)
+    alpha_old, alpha_new = (plan_for(photo, edited, MATRIX, "background", None, s)["alpha"] for s in (before, after))
+    weight = editable_region("background")
+    edge = (slice(26, 36), slice(58, 70))  # the shadow in the kept region's soft edge (weight 0.25-0.65)
+    assert 0.25 <= weight[edge].min() and weight[edge].max() <= 0.65
+    assert np.allclose(alpha_new[edge], weight[edge], atol=0.02)  # the model's weight, once
+    assert (alpha_old[edge] < weight[edge] - 0.05).all()  # eroded: less than that weight
+    dark = lambda out: float(photo[136:144, 240:272].astype(float).mean() - out[136:144, 240:272].mean())  # noqa: E731
+    assert dark(new) > 1.15 * dark(old) > 0  # photo rows 136-144: crop rows 34-36, weight 0.6-0.7
+    centre = (slice(50 * 4, 100 * 4), slice(40 * 4, 88 * 4))  # weight 1, far from the oval's edge
+    assert np.array_equal(new[centre], old[centre])
+    oval = cv2.fillPoly(np.zeros((128, 128), np.uint8), [np.round(face_oval(None, MATRIX)).astype(np.int32)], 1)
+    grown = cv2.dilate(oval, np.ones((9, 9), np.uint8))  # the oval grown past its margin and feather (crop px)
+    outside = cv2.resize(grown, (SIZE, SIZE), interpolation=cv2.INTER_NEAREST) == 0
+    assert np.array_equal(new[outside], photo[outside]) and np.array_equal(old[outside], photo[outside])

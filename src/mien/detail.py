@@ -41,8 +41,9 @@ the feature rather than moving it). Here the edit only says *what changed*, and 
 6. **Mask.** The face oval from the photo's MediaPipe landmarks (FACEMESH_FACE_OVAL), united with
    the same oval moved by the flow (a dropped jaw), limited to the region the edit may redraw
    (``keep``: the model's own soft weight, except where the flow moves the face, ``keep_full``: the model
-   already blended its edit there, and a brow raised into that edge is not weakened twice) and feathered.
-   Outside it the photo is returned bit for bit.
+   already blended its edit there, and a brow raised into that edge is not weakened twice) and feathered
+   (``keep_after_feather``: the limit after the feather instead, not the default). Outside it the photo is
+   returned bit for bit.
 
 Everything at crop resolution is computed once on 128-256 px arrays; at photo resolution there are
 four resamplings of the face's bounding region (the photo's own with Lanczos), one Gaussian blur and one
@@ -153,6 +154,12 @@ class DetailSettings:
     # is not attenuated a second time there, while still skin at the edge keeps the weight; 1: editable everywhere
     # (docs/fullres.md: chosen on the tuning people)
     feather: float = 3.0  # mask edge softening (crop px)
+    keep_after_feather: bool = False  # the kept region's limit (``keep_full``) multiplies the mask after the feather,
+    # not before it: the feather (an erosion by its width, then a blur) is for the face oval's hard edge; the model's
+    # weight is soft already, and eroded it moved the kept region's edge inward by the feather's width, taking the
+    # edit's shading at the forehead, chin and cheeks at part weight once more; but the same pixels hold the decoder's
+    # error, and on the tuning people still skin lost 2-3 dB for no gain in expression (docs/fullres.md, "what the
+    # surroundings cost"): False, the rule before
     jaw_margin: float = 2.0  # the oval grown by this (crop px) before feathering
 
 
@@ -361,13 +368,16 @@ def crop_plan(original: np.ndarray, edited: np.ndarray, oval: np.ndarray, editab
                        iterations=max(1, round(settings.jaw_margin / 2)))  # fmt: skip
     moved = _remap_crop(grown, flow, border=cv2.BORDER_CONSTANT)
     alpha = np.maximum(grown, moved)
-    if editable is not None:
-        alpha *= _keep_limit(editable, flow, settings)
+    limit = _keep_limit(editable, flow, settings) if editable is not None else None
+    if limit is not None and not settings.keep_after_feather:
+        alpha *= limit
     if settings.feather > 0:
         # blur inside the region only (erode first), so the feathered mask never reaches past it
         r = int(np.ceil(settings.feather))
         core = cv2.erode(alpha, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
         alpha = np.minimum(alpha, cv2.GaussianBlur(core, (0, 0), settings.feather / 2.0 + 1e-6))
+    if limit is not None and settings.keep_after_feather:
+        alpha *= limit
     alpha[alpha < 1e-3] = 0.0
     alpha[alpha > 1 - 1e-3] = 1.0
     return {"flow": flow, "residual": residual.astype(np.float32), "new": new.astype(np.float32),
