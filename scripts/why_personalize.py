@@ -31,8 +31,8 @@ only the photo floor of every prepared person (held-out photos as the benchmark 
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python scripts/why_personalize.py --inputs DIR --out rows.jsonl \
         --people cfp:451,essex:0 --at 50,150,300 [--prior-weight 0] [--expression-weight 0] [--sdedit 0.8] \
-        [--edit-identity-weight 1 --edit-identity-gate 0.5] [--variants 'person_rows=both;person_rows=target'] \
-        [any generation setting flag, e.g. --person-rows target]
+        [--edit-identity-weight 1 --edit-identity-gate 0.5] [--direction-weight 3] \
+        [--variants 'person_rows=both;person_rows=target'] [any generation setting flag, e.g. --person-rows target]
 """
 
 from __future__ import annotations
@@ -224,12 +224,13 @@ def person_run(pipe, base, scorer, args, k: int, person: dict, K: int, config, l
                        "expression_weight": config.losses.expression, "identity_weight": config.losses.identity,
                        "edit_identity_weight": config.losses.edit_identity,
                        "edit_identity_gate": config.edit_identity_gate,
-                       "edit_identity_hold": config.edit_identity_hold, "person_rows": settings.person_rows,
+                       "edit_identity_hold": config.edit_identity_hold, "direction_weight": config.losses.direction,
+                       "person_rows": settings.person_rows,
                        "person_scale": settings.person_scale, "photo_floor": floor, "train_s": round(train_s, 1),
                        **row, **eff, "loss_base": p0, "loss_lora": p1,
                        "train_loss_last10": {key: float(np.mean([r[key] for r in res.losses[-10:] if key in r]))
                                              for key in ("total", "flow", "landmarks", "prior", "expression",
-                                                         "identity", "edit_identity")
+                                                         "identity", "edit_identity", "direction")
                                              if any(key in r for r in res.losses[-10:])}}  # fmt: skip
                 if args.sdedit and n == args.at[-1]:
                     s = GenerationSettings(method="sdedit", strength=args.sdedit)
@@ -267,6 +268,8 @@ def main() -> None:
     ap.add_argument("--edit-identity-hold", type=float,
                     help="weight of the expression pull on the edit-identity loss's own rows "
                     "(PersonalizeConfig.edit_identity_hold; 0: off)")
+    ap.add_argument("--direction-weight", type=float,
+                    help="weight of the direction-keeping loss (LossWeights.direction; 0: off)")
     ap.add_argument("--held-ks", type=lambda v: [int(x) for x in v.split(",")],
                     help="held-out photos as the benchmark takes them for these Ks (default: all after the K trained on)")
     ap.add_argument("--sdedit", type=float, help="also compare with --method sdedit at this strength (last step count)")
@@ -289,8 +292,10 @@ def main() -> None:
     for name in ("edit_identity_gate", "edit_identity_hold"):
         if getattr(args, name) is not None:
             config = dataclasses.replace(config, **{name: getattr(args, name)})
-    if args.prior_weight is not None:
-        config = dataclasses.replace(config, losses=dataclasses.replace(config.losses, prior=args.prior_weight))
+    for name in ("prior", "direction"):
+        if getattr(args, f"{name}_weight") is not None:
+            config = dataclasses.replace(config, losses=dataclasses.replace(config.losses,
+                                                                            **{name: getattr(args, f"{name}_weight")}))
     pipe = pipeline_without_landmarker("cpu")
     scorer, base = Scorer.from_pipeline(pipe), base_model(pipe.model)
     people = json.loads((Path(args.inputs) / "people.json").read_text())

@@ -560,3 +560,34 @@ def test_person_rows_without_a_person_is_a_one_line_error(tmp_path, capsys):
     assert main(["generate", "--example", "--expression", "happy", "--person-rows", "target"]) != 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "add --person PERSON_DIR" in err
+
+
+def test_the_direction_loss_is_0_for_a_zero_or_scale_0_lora_reaches_only_the_lora_and_draws_last(tmp_path):
+    from mien.personalize.losses import DirectionLoss
+    from mien.personalize.prior import label_blendshapes
+
+    model, p = tiny_model(), person()
+    targets = torch.from_numpy(np.stack(list(label_blendshapes().values()))).float()
+    params = lora.add_lora(model.backbone.unet, lora.lora_config(4, 4.0, ["to_q", "to_k", "to_v", "to_out.0"]))
+
+    def loss():
+        return DirectionLoss(targets, 2)(Step(model, p, None, torch.Generator().manual_seed(0), 4, 0.5))
+
+    assert float(loss().detach()) < 1e-10  # peft's B starts at zero: the LoRA changes no direction
+    for q in params:  # move both A and B
+        q.data.normal_(0, 0.1)
+    lora.set_scale(model.backbone.unet, 0.0)
+    assert float(loss().detach()) < 1e-10  # at scale 0 the LoRA is the base model
+    lora.set_scale(model.backbone.unet, 1.0)
+    value = loss()
+    assert float(value.detach()) > 0
+    value.backward()
+    assert sum(float(q.grad.abs().sum()) for q in params if q.grad is not None) > 0
+    lora_ids = {id(q) for q in params}
+    assert all(q.grad is None for q in model.backbone.unet.parameters() if id(q) not in lora_ids)  # the UNet stays frozen
+    runs = {w: train_person(tiny_model(), p, config(steps=2, losses=LossWeights(expression=0.0, direction=w)),
+                            tmp_path / str(w), base_sha256=SHA, photos=PHOTOS, progress=False)
+            for w in (0.0, 1.0)}  # fmt: skip
+    assert "direction" in runs[1.0].losses[1] and "direction" not in runs[0.0].losses[0]
+    assert runs[1.0].losses[0]["direction"] < 1e-10  # the LoRA is zero on the first step
+    assert all(runs[1.0].losses[0][k] == runs[0.0].losses[0][k] for k in ("flow", "prior"))  # drawn last

@@ -23,6 +23,9 @@ class LossWeights:
     expression: float = 0.02  # expression crafting: the decoded prediction's blendshapes vs another expression
     identity: float = 0.0  # 1 - MobileFaceNet cosine of the decoded small-t prediction to the photos' mean embedding
     edit_identity: float = 0.0  # the same at a requested expression unlike the photo's (EditIdentityLoss)
+    # keeps the LoRA's FlowEdit direction v(requested) - v(own) near the base model's (DirectionLoss): the LoRA's
+    # harm is its change to that direction (docs/personalize.md, "Why the personalised model is no nearer")
+    direction: float = 0.0
 
     @property
     def judge_identity(self) -> bool:
@@ -45,6 +48,7 @@ class PersonalizeConfig:
     expression_every: int = 1  # the expression-crafting loss on every k-th step (it decodes: the dearest term)
     identity_t_max: float = 0.4  # the identity loss judges the flow batch's samples with t at most this
     edit_identity_batch: int = 2  # rows of the edit-identity loss per step
+    direction_batch: int = 2  # rows of the flow batch the direction-keeping loss asks for another expression
     # > 0: the edit-identity loss judges each row by how far its decoded prediction shows the request,
     # exp(-d² / (gate d0²)) (losses.expression_gate); 0: every row alike
     edit_identity_gate: float = 0.0
@@ -60,7 +64,7 @@ class PersonalizeConfig:
         if isinstance(self.losses, dict):
             self.losses = LossWeights(**self.losses)
         for name in ("steps", "rank", "batch", "prior_batch", "expression_batch", "expression_every", "edit_identity_batch",
-                     "checkpoint_every"):
+                     "direction_batch", "checkpoint_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 flag = {"steps": "--steps", "rank": "--rank"}.get(name, name)

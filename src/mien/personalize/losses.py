@@ -27,6 +27,9 @@ All use the backbone's own objective, rectified-flow matching (``x_t = (1 - t) x
   unlike the photo's own (as the expression-crafting loss asks), the rows that decide a FlowEdit's output;
   optionally gated per sample by :func:`expression_gate`, so that it judges identity only where the decoded
   prediction shows the requested expression.
+- :class:`DirectionLoss`: keeps the LoRA's FlowEdit direction ``v(requested) - v(own expression)`` on the person's
+  photo near the base model's, so that what the LoRA learns of the person changes how the photo looks, not how
+  the model answers an expression request (docs/personalize.md, "The direction-keeping term").
 
 Every random draw comes from the step's generator (``Step.g``, seeded by (seed, step)), so a resumed run
 repeats the uninterrupted one.
@@ -189,10 +192,7 @@ def requested_prediction(step: Step, targets: torch.Tensor, batch: int,
     person's photo is edited."""
     b = step.person_batch(batch)
     x0, g = b["x0"], step.g
-    targets = targets.to(x0.device)
-    own = torch.cdist(b["expression"][:, :52], targets).argmin(1).cpu()
-    pick = (own + 1 + _randint(len(targets) - 1, batch, g)) % len(targets)
-    goal = targets[pick.to(x0.device)]
+    goal = unlike_own(b["expression"], targets, g)
     lo, hi = t_range
     t = (lo + (hi - lo) * torch.rand(batch, generator=g)).to(x0.device)
     eps = torch.randn(x0.shape, generator=g).to(x0.device)
@@ -202,6 +202,48 @@ def requested_prediction(step: Step, targets: torch.Tensor, batch: int,
     v = step.model.velocity(x_t, t, cond)
     return {"x_t": x_t, "t": t, "v": v, "cond": cond, "x0_hat": x_t - t4 * v, "goal": goal,
             "own": b["expression"][:, :52]}  # fmt: skip
+
+
+def unlike_own(expression: torch.Tensor, targets: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """(B, 52): for each row of ``expression`` (B, 55), one of ``targets`` (L, 52) drawn at random among those
+    other than the one nearest the row's blendshapes (its own expression)."""
+    targets = targets.to(expression.device)
+    own = torch.cdist(expression[:, :52], targets).argmin(1).cpu()
+    pick = (own + 1 + _randint(len(targets) - 1, len(own), g)) % len(targets)
+    return targets[pick.to(expression.device)]
+
+
+class DirectionLoss:
+    """Keeps the FlowEdit direction: ``||(v_lora(req) - v_lora(own)) - (v_base(req) - v_base(own))||²`` (mean per
+    latent element) on the first ``batch`` rows of the flow batch (:meth:`Step.prediction`: the same photos, noise
+    and t; its ``v`` is ``v_lora(own)``), each asked for one of ``targets`` (L, 52) unlike its own expression
+    (:func:`unlike_own`, the only draw of its own). The base model's two velocities are one pass without gradient
+    with the LoRA's update scaled to 0 on every row (:func:`mien.lora_rows.row_scale`).
+
+    Why: FlowEdit moves the photo by v(requested) - v(own expression). What the LoRA learns of how the person
+    looks changes both terms alike and cancels there, while its change to the direction (1.9-2.8 times the
+    direction's own size at 150-300 steps on the tuning people) is what moves the output
+    (docs/personalize.md, "Why the personalised model is no nearer"). This term penalises only that change, and
+    leaves ``v_lora(own) - v_base(own)``, the person, free: with ``--person-rows target`` (the source rows take
+    the base model) that difference is what survives in the edit. 0 where the LoRA is zero or at scale 0."""
+
+    def __init__(self, targets: torch.Tensor, batch: int):
+        self.targets, self.batch = targets, batch
+
+    def __call__(self, step: Step) -> torch.Tensor:
+        from mien.lora_rows import row_scale
+
+        p = step.prediction()
+        n = min(self.batch, p["x_t"].shape[0])
+        x_t, t, own = p["x_t"][:n], p["t"][:n], {k: v[:n] for k, v in p["cond"].items()}
+        goal = unlike_own(p["expression"][:n], self.targets, step.g)
+        req = {**own, "expression": torch.cat([goal, own["expression"][:, 52:]], dim=1)}
+        v_req = step.model.velocity(x_t, t, req)
+        with torch.no_grad(), row_scale(torch.zeros(2 * n, device=x_t.device)):
+            both = {k: torch.cat([own[k], req[k]]) for k in own}
+            base = step.model.velocity(torch.cat([x_t, x_t]), torch.cat([t, t]), both).float()
+        change = (v_req.float() - p["v"][:n].float()) - (base[n:] - base[:n])
+        return change.square().mean()
 
 
 def expression_gate(blendshapes: torch.Tensor, goal: torch.Tensor, own: torch.Tensor, width: float) -> torch.Tensor:

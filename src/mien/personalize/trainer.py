@@ -27,8 +27,8 @@ import torch
 from mien.errors import MienError
 from mien.personalize import lora
 from mien.personalize.config import PersonalizeConfig
-from mien.personalize.losses import (EditIdentityLoss, ExpressionLoss, FlowLoss, IdentityLoss, LandmarkLoss,
-                                     PersonTensors, PriorLoss, Step, identity_target)  # fmt: skip
+from mien.personalize.losses import (DirectionLoss, EditIdentityLoss, ExpressionLoss, FlowLoss, IdentityLoss,
+                                     LandmarkLoss, PersonTensors, PriorLoss, Step, identity_target)  # fmt: skip
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -117,6 +117,11 @@ def train_person(model, person: PersonTensors, config: PersonalizeConfig, out_di
         eid = EditIdentityLoss(identity_nets, target, targets, config.edit_identity_batch, measure=measure,
                                gate=config.edit_identity_gate, hold=config.edit_identity_hold)  # fmt: skip
         terms.append((w.edit_identity, eid, 1, "edit_identity"))
+    if w.direction > 0:  # last of all: its one draw leaves every other term's unchanged
+        from mien.personalize.prior import label_blendshapes
+
+        targets = torch.from_numpy(np.stack(list(label_blendshapes().values()))).float()
+        terms.append((w.direction, DirectionLoss(targets, config.direction_batch), 1, "direction"))
     terms = [t for t in terms if t[0] > 0]
     end = config.steps if stop_after is None else min(config.steps, stop_after)
     bar = _progress(progress, config.steps, step)
