@@ -188,10 +188,34 @@ def generate(args, chosen):
             print(f"generated {person} {label}", file=sys.stderr, flush=True)
 
 
+def reconstructions(settings: DetailSettings):
+    """photo, matrix -> the decoder's reconstruction of the photo's 128 px crop (decode(encode(crop)) with the
+    built-in model's TAEF2, as :meth:`mien.pipeline.MienPipeline.reconstruction` gives the editor), or None
+    where ``settings.reference`` does not use it."""
+    if settings.reference == "photo":
+        return lambda photo, matrix: None
+    import torch
+
+    from mien.builtin.model import MienModel
+    from mien.models.taef2 import TAEF2
+    from mien.pipeline import default_model_dir
+
+    taef2 = TAEF2.from_weights(decoder_path=MienModel.from_pretrained(default_model_dir()).decoder_path).eval()
+
+    def decoded(photo, matrix):
+        x = torch.from_numpy(align.warp_to_crop(photo, matrix)).permute(2, 0, 1).float()[None]
+        with torch.no_grad():
+            rgb = taef2.decode(taef2.encode(x / 255)).clamp(0, 1)
+        return (rgb[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+    return decoded
+
+
 def evaluate(args, chosen) -> list[dict]:
     from mien.analysis import FaceAnalyzer
 
     rows = []
+    reconstruction = reconstructions(args.detail)
     with FaceAnalyzer() as analyzer:
         for person, path, label in [(p, q, lab) for p, q in chosen for lab in args.labels]:
             if args.cached_only and not (args.cache / f"{person}_{label}.npz").exists():
@@ -201,7 +225,7 @@ def evaluate(args, chosen) -> list[dict]:
             ident = analyzer.analyze(photo)[0].faceapi
             row = {"person": person, "label": label}
             outs = {"crop": paste_into_photo(photo, crop, m, keep),
-                    "detail": transfer_detail(photo, crop, m, keep, lm, args.detail)}
+                    "detail": transfer_detail(photo, crop, m, keep, lm, args.detail, reconstruction(photo, m))}
             for name, img in [("crop128", crop), *outs.items()]:
                 try:
                     a = analyzer.analyze(img)[0]

@@ -432,3 +432,70 @@ def test_the_kept_regions_soft_edge_limits_the_mask_once_with_keep_after_feather
     grown = cv2.dilate(oval, np.ones((9, 9), np.uint8))  # the oval grown past its margin and feather (crop px)
     outside = cv2.resize(grown, (SIZE, SIZE), interpolation=cv2.INTER_NEAREST) == 0
     assert np.array_equal(new[outside], photo[outside]) and np.array_equal(old[outside], photo[outside])
+
+
+def decoded(original, seed=0):
+    """A stand-in for the decoder's reconstruction of ``original``: softer, with a colour cast that is not one colour
+    for the whole face (a tint on the forehead, as the decoder gives some), which colour drift removal cannot take out."""
+    y, x = np.mgrid[0:128, 0:128].astype(np.float32)
+    tint = np.exp(-((x - 64) ** 2 / (2 * 18.0**2) + (y - 40) ** 2 / (2 * 8.0**2)))[..., None] * [10.0, -6.0, 8.0]
+    soft = cv2.GaussianBlur(original.astype(np.float32), (0, 0), 0.8)
+    return np.clip(np.rint(soft + tint + [2.0, 1.0, -2.0]), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("reference", ["decoded", "decoded-residual"])
+def test_with_the_decoders_reconstruction_as_reference_its_error_is_not_pasted(reference):
+    """An edit that changes nothing is the decoder's reconstruction of the crop, error and all; compared with that
+    reconstruction (``reference``), nothing changes in the photo, where compared with the photo's crop the
+    decoder's forehead tint arrives."""
+    from mien.detail import DetailSettings
+
+    photo = textured_photo(11)
+    original = align.warp_to_crop(photo, MATRIX)
+    recon = decoded(original)
+    out = transfer_detail(photo, recon, MATRIX, keep="background", settings=DetailSettings(reference=reference),
+                          reconstruction=recon)  # fmt: skip
+    assert np.abs(out.astype(int) - photo).max() <= 1
+    before = transfer_detail(photo, recon, MATRIX, keep="background")
+    forehead = (slice(35 * 4, 45 * 4), slice(54 * 4, 74 * 4))
+    assert (before[forehead].astype(float) - photo[forehead]).mean(axis=(0, 1))[0] > 3  # the tint, in red
+
+
+@pytest.mark.parametrize("reference", ["decoded", "decoded-residual"])
+def test_with_the_decoders_reconstruction_as_reference_a_change_still_arrives(reference):
+    """A brightening the edit makes over the reconstruction (a cheek lit by a smile) arrives in the photo at its
+    size, and the photo's texture stays."""
+    from mien.detail import DetailSettings
+
+    photo = textured_photo(12)
+    original = align.warp_to_crop(photo, MATRIX)
+    recon = decoded(original)
+    y, x = np.mgrid[0:128, 0:128].astype(np.float32)
+    light = 15.0 * np.exp(-((x - 40) ** 2 + (y - 80) ** 2) / (2 * 6.0**2))
+    edited = np.clip(np.rint(recon + light[..., None]), 0, 255).astype(np.uint8)
+    out = transfer_detail(photo, edited, MATRIX, keep="background", settings=DetailSettings(reference=reference),
+                          reconstruction=recon)  # fmt: skip
+    cheek = (slice(78 * 4, 82 * 4), slice(38 * 4, 42 * 4))
+    gain = float((out[cheek].astype(float) - photo[cheek]).mean())
+    assert 11 < gain < 17
+    diff = out.astype(float) - photo
+    assert np.abs(diff[cheek] - diff[cheek].mean(axis=(0, 1))).mean() < 2  # the photo's texture under the light
+    forehead = (slice(35 * 4, 45 * 4), slice(54 * 4, 74 * 4))
+    assert np.abs(diff[forehead]).max() <= 1  # the decoder's tint stays out
+
+
+def test_the_decoded_reference_needs_the_reconstruction():
+    from mien.detail import DetailSettings
+
+    photo = textured_photo(13)
+    with pytest.raises(ValueError, match="reconstruction"):
+        transfer_detail(photo, align.warp_to_crop(photo, MATRIX), MATRIX, settings=DetailSettings(reference="decoded"))
+    with pytest.raises(ValueError, match="unknown reference"):
+        transfer_detail(photo, align.warp_to_crop(photo, MATRIX), MATRIX, settings=DetailSettings(reference="x"))
+
+
+def test_the_editor_decodes_the_reconstruction_exactly_when_the_default_paste_uses_it():
+    from mien.detail import DEFAULT
+    from mien.paste import paste_detail
+
+    assert paste_detail.uses_reconstruction == (DEFAULT.reference != "photo")

@@ -101,6 +101,16 @@ def test_the_paste_step_is_one_replaceable_function(photo, subject):
                                                                         S(steps=1), n=1)  # fmt: skip
     assert calls[-1] is subject.landmarks and calls[-1].shape == (478, 3)
 
+    def paste_with_reconstruction(photo_, face, matrix, keep, landmarks=None, reconstruction=None):
+        calls.append(reconstruction)
+        return photo_
+
+    ed = Editor(tiny_components_pipeline(), paste=paste_with_reconstruction)
+    ed.edit(subject, ExpressionRequest(mix={"happy": 1.0}), S(steps=1), n=1)
+    # the decoder's reconstruction of the unedited crop: the subject's latent decoded (DetailSettings.reference)
+    assert calls[-1].shape == (128, 128, 3) and calls[-1].dtype == np.uint8
+    assert np.array_equal(calls[-1], ed.pipeline.reconstruction(subject.identity))
+
 
 def test_the_default_paste_keeps_the_photo_outside_the_face_oval(editor, subject, photo):
     """Detail transfer (the default paste): everything outside the feathered face oval is the photo bit for bit."""

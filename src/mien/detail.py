@@ -161,9 +161,17 @@ class DetailSettings:
     # error, and on the tuning people still skin lost 2-3 dB for no gain in expression (docs/fullres.md, "what the
     # surroundings cost"): False, the rule before
     jaw_margin: float = 2.0  # the oval grown by this (crop px) before feathering
+    # what the edit is compared with to find what it changed: "photo" the photo's crop (the rule before: the change
+    # then also holds the decoder's own error, its colour cast and blur); "decoded" the decoder's reconstruction of
+    # the unedited crop (decode(encode(crop)), the latent the edit starts from), for the flow and the residual, so
+    # that error cancels; "decoded-residual" that reconstruction for the residual only, the flow from the photo's
+    # crop. The "decoded" ones need transfer_detail's ``reconstruction`` (docs/fullres.md, "the decoder's
+    # reconstruction as the reference")
+    reference: str = "photo"
 
 
 DEFAULT = DetailSettings()
+REFERENCES = ("photo", "decoded", "decoded-residual")
 MIN_STILL = 50  # still face pixels (crop px) below which no colour drift is measured over them
 RESAMPLE = {"cubic": cv2.INTER_CUBIC, "lanczos4": cv2.INTER_LANCZOS4}
 
@@ -249,7 +257,8 @@ def _shrink(x: np.ndarray, floor: float, kind: str = "soft") -> np.ndarray:
     return x * (np.maximum(mag - floor, 0.0) / mag)
 
 
-def _mid_band(edited: np.ndarray, warped: np.ndarray, low: np.ndarray, settings: DetailSettings, small: float = 0.0):
+def _mid_band(edited: np.ndarray, warped: np.ndarray, low: np.ndarray, settings: DetailSettings, small: float = 0.0,
+              photo: np.ndarray | None = None):  # fmt: skip
     """What the edit changes in the mid band (between the residual's low-pass and the crop's pixel), as an
     addition to the warped photo. The decoder returns the original's edges attenuated (blur): locally,
     edit_mid ~ beta * warped_mid with 0 <= beta <= 1, fitted by least squares over a ``structure_sigma``
@@ -259,7 +268,9 @@ def _mid_band(edited: np.ndarray, warped: np.ndarray, low: np.ndarray, settings:
     unexplained mid band gives way, so that a feature the edit repainted elsewhere (a lip line lowered
     without motion) leaves no copy of itself at the old place. Returns the addition and the size of the
     new structure (grey levels). ``small`` (the small-face rule's weight times ``small_face_mid``): the photo's
-    unexplained mid band gives way at least this much everywhere."""
+    unexplained mid band gives way at least this much everywhere. ``photo``: the warped photo's crop when ``warped``
+    is the warped reference the edit is compared with (the decoder's reconstruction): where the photo's mid band gives
+    way, the output's mid band is then the edit's, as with the photo's crop as the reference."""
     s, w = settings.residual_sigma, settings.structure_sigma
     he = edited - _blur(edited, s)
     hw = warped - _blur(warped, s)
@@ -268,7 +279,9 @@ def _mid_band(edited: np.ndarray, warped: np.ndarray, low: np.ndarray, settings:
     size = np.sqrt(_blur(np.sum(new * new, axis=2), w))
     gone = np.maximum(np.maximum(_smoothstep(size, *settings.replace), small),
                       _smoothstep(np.linalg.norm(low, axis=2), *settings.replace_low))[..., None]  # fmt: skip
-    return new - gone * (1.0 - beta) * hw, size
+    if photo is None:
+        return new - gone * (1.0 - beta) * hw, size
+    return new - gone * (photo - _blur(photo, s) - beta * hw), size
 
 
 def _stretch(flow: np.ndarray) -> np.ndarray:
@@ -312,6 +325,20 @@ def _feature_weight(diff: np.ndarray, polygons: list[np.ndarray], flow: np.ndarr
     return _blur(_feature_region(polygons, flow, settings) * big, settings.feature_sigma).astype(np.float32)
 
 
+def _reference(original: np.ndarray, reconstruction: np.ndarray | None, settings: DetailSettings) -> np.ndarray:
+    """What the edit is compared with (``settings.reference``): the photo's crop, or the decoder's reconstruction of
+    it, whose own error (colour cast, blur) the edit holds too and so is not taken for a change."""
+    if settings.reference not in REFERENCES:
+        raise ValueError(f"unknown reference {settings.reference!r}: use one of {', '.join(REFERENCES)}")
+    if settings.reference == "photo":
+        return original
+    if reconstruction is None or reconstruction.shape != original.shape:
+        raise ValueError(f"reference {settings.reference!r} needs the decoder's reconstruction of the unedited crop "
+                         f"{original.shape} (transfer_detail(..., reconstruction=...)); got "
+                         f"{None if reconstruction is None else reconstruction.shape}")
+    return reconstruction
+
+
 def _keep_limit(editable: np.ndarray, flow: np.ndarray, settings: DetailSettings) -> np.ndarray:
     """How the kept region limits the mask: ``editable`` (the model's soft weight of what it may redraw) where the
     face is still; where the flow moves it (softened over ``feather`` / 2 crop px), min(1, editable / ``keep_full``):
@@ -327,7 +354,8 @@ def _keep_limit(editable: np.ndarray, flow: np.ndarray, settings: DetailSettings
 
 def crop_plan(original: np.ndarray, edited: np.ndarray, oval: np.ndarray, editable: np.ndarray | None,
               settings: DetailSettings = DEFAULT, features: list[np.ndarray] | None = None,
-              small_face: tuple[list[np.ndarray], float] = ([], 0.0)) -> dict[str, np.ndarray]:  # fmt: skip
+              small_face: tuple[list[np.ndarray], float] = ([], 0.0),
+              reconstruction: np.ndarray | None = None) -> dict[str, np.ndarray]:  # fmt: skip
     """Everything detail transfer decides at crop resolution: ``flow`` (backward, crop px), ``residual``
     (what is added to the warped photo: the low band of edit - warped original, colour drift removed, plus
     the new mid-band structure; float32 grey levels), ``new`` (weight of the edit itself), ``alpha`` (the
@@ -335,10 +363,13 @@ def crop_plan(original: np.ndarray, edited: np.ndarray, oval: np.ndarray, editab
     feature rule: the edit without the photo's fine band, inside ``features``, the feature polygons in crop
     coordinates), all (128, 128[, C]). ``small_face``: (polygons, weight) of the small-face rule: the edit itself
     is taken inside the polygons by that weight (``new``), and the photo's mid band gives way by it times
-    ``small_face_mid``."""
+    ``small_face_mid``. ``reconstruction``: the decoder's reconstruction of ``original``, the reference that
+    ``settings.reference`` "decoded" and "decoded-residual" compare the edit with."""
     size = original.shape[0]
-    flow = crop_flow(original, edited, settings)
-    warped = _remap_crop(original.astype(np.float32), flow)
+    reference = _reference(original, reconstruction, settings)
+    flow = crop_flow(reference if settings.reference == "decoded" else original, edited, settings)
+    warped = _remap_crop(reference.astype(np.float32), flow)
+    warped_photo = None if reference is original else _remap_crop(original.astype(np.float32), flow)
     edit = edited.astype(np.float32)
     low = _blur(edit - warped, settings.residual_sigma)
     oval_mask = _polygon_mask(oval, size)
@@ -349,7 +380,8 @@ def crop_plan(original: np.ndarray, edited: np.ndarray, oval: np.ndarray, editab
     drift = _colour_drift(low, still, settings.drift_sigma)
     low -= drift
     if settings.structure:
-        mid, size_of_new = _mid_band(edit, warped, low, settings, small_face[1] * settings.small_face_mid)
+        mid, size_of_new = _mid_band(edit, warped, low, settings, small_face[1] * settings.small_face_mid,
+                                     warped_photo)  # fmt: skip
         new = _smoothstep(size_of_new, *settings.new_content)
         new = _blur(np.maximum(new, _smoothstep(_stretch(flow), *settings.stretch)), settings.residual_sigma)
         residual = _shrink(low, settings.residual_floor, settings.shrink) + mid
@@ -401,14 +433,17 @@ def _region(alpha: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> tu
 
 
 def transfer_detail(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, keep: str = "background",
-                    landmarks: np.ndarray | None = None, settings: DetailSettings = DEFAULT) -> np.ndarray:  # fmt: skip
+                    landmarks: np.ndarray | None = None, settings: DetailSettings = DEFAULT,
+                    reconstruction: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """The photo with the expression of the edited 128 px crop ``image``, at the photo's resolution (module
     docstring). ``matrix``: the photo -> crop alignment matrix; ``keep``: the settings' kept region (only
     what the edit may redraw changes); ``landmarks``: the photo's MediaPipe landmarks of this face (478, 2+)
-    for a face-shaped mask (else a template oval). Pixels outside the mask are returned unchanged."""
+    for a face-shaped mask (else a template oval); ``reconstruction``: the decoder's reconstruction of the unedited
+    crop (``image``'s size, uint8), used by ``settings.reference`` "decoded" (else ignored). Pixels outside the mask
+    are returned unchanged."""
     photo = np.ascontiguousarray(photo)
     matrix = np.asarray(matrix, np.float64)
-    plan = plan_for(photo, image, matrix, keep, landmarks, settings)
+    plan = plan_for(photo, image, matrix, keep, landmarks, settings, reconstruction)
     box = _region(plan["alpha"], matrix, photo.shape[:2])
     out = photo.copy()
     if box is None:
@@ -454,7 +489,8 @@ def transfer_detail(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, ke
 
 
 def plan_for(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, keep: str = "background",
-             landmarks: np.ndarray | None = None, settings: DetailSettings = DEFAULT) -> dict:  # fmt: skip
+             landmarks: np.ndarray | None = None, settings: DetailSettings = DEFAULT,
+             reconstruction: np.ndarray | None = None) -> dict:  # fmt: skip
     """:func:`crop_plan` for :func:`transfer_detail`'s arguments (the photo's crop, its oval and feature polygons,
     the kept region, the small-face rule's weight from the photo pixels per crop pixel), plus ``original``: the
     photo's crop, and ``photo_detail_weight``: :func:`photo_detail_weight` of ``matrix`` (the small-face rule's
@@ -468,7 +504,7 @@ def plan_for(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, keep: str
     small = 1.0 - weight
     small_face = (polygons(settings.small_face_features) if small > 0 else [], small)
     plan = crop_plan(original, image, face_oval(landmarks, matrix) * (size / 128.0), editable_region(keep, size),
-                     settings, polygons(settings.feature_regions), small_face)  # fmt: skip
+                     settings, polygons(settings.feature_regions), small_face, reconstruction)  # fmt: skip
     return {**plan, "original": original, "photo_detail_weight": weight}
 
 

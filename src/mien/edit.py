@@ -40,15 +40,16 @@ from mien.pipeline import AlignedPhotos, Generation, IdentityInput, MienPipeline
 from mien.settings import GenerationSettings
 
 
-def _takes_landmarks(paste: Paste) -> bool:
-    """Whether a paste function accepts ``landmarks=`` (a four-argument paste is called without them)."""
+def _takes(paste: Paste, name: str, any_keyword: bool = True) -> bool:
+    """Whether a paste function accepts the keyword ``name`` (a four-argument paste is called without it);
+    ``any_keyword``: a paste with ``**kwargs`` counts too."""
     import inspect
 
     try:
         params = inspect.signature(paste).parameters.values()
     except (TypeError, ValueError):
         return False
-    return any(p.name == "landmarks" or p.kind is p.VAR_KEYWORD for p in params)
+    return any(p.name == name or (any_keyword and p.kind is p.VAR_KEYWORD) for p in params)
 
 
 class SerialLandmarker:
@@ -141,7 +142,10 @@ class Editor:
             pipeline.landmarker = SerialLandmarker(pipeline.landmarker)  # once, at construction
         self.pipeline = pipeline
         self.paste: Paste = paste or paste_detail
-        self._paste_landmarks = _takes_landmarks(self.paste)
+        self._paste_landmarks = _takes(self.paste, "landmarks")
+        # the decoder's reconstruction of the unedited crop (one decode), only for a paste that names it
+        self._paste_reconstruction = (_takes(self.paste, "reconstruction", any_keyword=False)
+                                      and getattr(self.paste, "uses_reconstruction", True))  # fmt: skip
         self._prepared: OrderedDict[tuple, Subject] = OrderedDict()  # photo=None: the caller's array is not kept
         self._prepared_lock = threading.Lock()
 
@@ -217,6 +221,8 @@ class Editor:
         photos = None
         if paste:
             extra = {"landmarks": scene.landmarks} if self._paste_landmarks else {}
+            if self._paste_reconstruction:
+                extra["reconstruction"] = self.pipeline.reconstruction(scene.identity)
             photos = [self.paste(scene.photo, image, scene.matrix, gen.settings.keep, **extra) for image in gen.images]
         where = {} if into is None else {"into_face": into.face}
         metadata = [{**gen.metadata(s), "face": subject.face, **where} for s in gen.seeds]

@@ -254,6 +254,14 @@ class MienPipeline:
         face = aligned.faces[0]
         return IdentityInput(aligned.crops, vec, np.asarray(face.pose), face.blendshapes, aligned.skipped, latent, emb)
 
+    def reconstruction(self, person: IdentityInput) -> np.ndarray:
+        """(128, 128, 3) uint8: the decoder's reconstruction of the photo an edit of ``person`` starts from (its
+        latent decoded, rounded as the edits are): what an edit equals where it changes nothing, the decoder's own
+        error included (:class:`mien.detail.DetailSettings` ``reference="decoded"``)."""
+        with torch.no_grad():
+            rgb = self.taef2.decode(person.latent[None].to(self.device)).clamp(0, 1)
+        return (rgb[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+
     def reference_blendshapes(self, rgb: np.ndarray) -> np.ndarray:
         """The expression of a reference photo (``--like``): its blendshapes; its identity is not used."""
         return reference_blendshapes(self.landmarker, rgb)
