@@ -17,7 +17,8 @@ the feature rather than moving it). Here the edit only says *what changed*, and 
    (Gaussian), its colour drift (the decoder's, measured over the still face pixels the model redraws:
    globally, or per region) removed and small values set to zero (the non-negative garrote, which leaves large
    ones nearly whole), is added at photo resolution: shading, a
-   deepened nasolabial fold, the dark of an opened mouth, a smile's cheeks.
+   deepened nasolabial fold, the dark of an opened mouth, a smile's cheeks. (``reference``, not the default: the
+   edit minus the decoder's reconstruction of the unedited crop instead, so the decoder's own error cancels.)
 3. **The mid band, by structure.** Above that low-pass the decoder returns the original's edges
    attenuated (blur); the part of the edit's mid band that a local fit on the warped original's does not
    explain is new structure (a crease, a lip line, teeth) and is added. The photo keeps its own texture
