@@ -37,7 +37,8 @@ detail only; --variety V (0 to 1) gives each seed its own expression target arou
 
 exit status: 0 done; 1 done, but some --identity photos were skipped (unreadable, no face or someone else;
 each named);
-2 bad input (one line saying what to fix, before any work); 3 a pretrained file is missing.
+2 bad input (one line saying what to fix, before any generation; photos of two people are found once the
+face nets load); 3 a pretrained file is missing.
 
 examples:
   mien generate --example --expression happy            the bundled London Set photo (CC BY 4.0)
