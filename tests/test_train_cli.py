@@ -40,9 +40,11 @@ def test_dry_run_prints_the_resolved_configs_and_trains_nothing(tmp_path, capsys
     cfg = tmp_path / "train_config.json"
     cfg.write_text(json.dumps({"lr": 5e-5, "steps": 7}))
     out = tmp_path / "run"
-    assert main([*TINY, "--train-config", str(cfg), "--steps", "9", "--dry-run", "--out", str(out)]) == 0
+    assert main([*TINY, "--train-config", str(cfg), "--steps", "9", "--other-max-pose", "10", "--dry-run",
+                 "--out", str(out)]) == 0  # fmt: skip
     resolved = json.loads(capsys.readouterr().out)
     assert resolved["train"]["lr"] == 5e-5 and resolved["train"]["steps"] == 9  # file, then flags over it
+    assert resolved["train"]["other_max_pose"] == 10.0 and resolved["train"]["other_max_distance"] is None
     assert resolved["train"]["batch_size"] == 8 and resolved["train"]["bf16"] is False
     assert resolved["model"]["preset"] == "tiny" and resolved["model"]["reference"] is False
     assert not out.exists()
@@ -86,6 +88,8 @@ def test_time_budget_stops_early_with_a_checkpoint_and_a_model(tmp_path, capsys)
     (["train", "--preset", "tiny", "--synthetic", "8", "--identity-weight", "1", "--out", "{tmp}/r"],
      "no identity embeddings"),
     (["train", "--preset", "tiny", "--synthetic", "8", "--train-config", "{tmp}/none.json"], "none.json"),
+    (["train", "--preset", "tiny", "--synthetic", "8", "--other-max-pose", "-1", "--out", "{tmp}/r"],
+     "other_max_pose -1.0 must be >= 0"),
     (["train", "decoder", "--out", "{tmp}/d"], "no training data"),
     (["train", "expression-space", "{tmp}/a.parquet"], "run `mien annotate` first"),
 ])  # fmt: skip

@@ -208,6 +208,12 @@ class TrainConfig:
         "photo", "where the consistency losses' one-step prediction starts: 'photo' (the training photo noised "
         "to t) or 'other' (another photo of the person noised to t, conditioned on the training photo's "
         "expression: the prediction must change the expression; mien.train.loss_consistency)")
+    other_max_pose: float | None = _field(
+        None, "feedback start 'other' judges only pairs whose pose differs by at most this many degrees "
+        "(largest |yaw|, |pitch|, |roll| difference; None: every pair; mien.train.data)")
+    other_max_distance: float | None = _field(
+        None, "feedback start 'other' judges only pairs whose identity vectors (L2-normalised face-api "
+        "descriptors) lie at most this far apart (None: every pair; mien.train.data)")
 
 
 def _check_unet_kwargs(kwargs: dict) -> None:

@@ -24,6 +24,15 @@ and layout from it, while the pooling leaves the expression to the expression st
 identity vector is then its own too (as at inference, where the edited photo is the identity photo).
 People with a single photo then have a reference too.
 
+Which identity photos the consistency start "other" judges (``other_max_pose``, ``other_max_distance``):
+the loss asks the model to turn that photo into the training photo in one step, so a pair that differs in
+pose or in age and light as much as in expression teaches it to change the whole face. A pair beyond
+either limit gets ``other_ok`` False (no feedback; its flow loss is unchanged). The pose difference is
+the largest of |yaw|, |pitch|, |roll| differences in degrees; mirroring negates yaw and roll of both
+photos alike, so it is read from the unmirrored vectors. The distance is Euclidean between the two
+photos' identity vectors (L2-normalised face-api descriptors, mien.data.training_view), as face-api
+compares faces. docs/training.md, "Which pairs the other start judges", gives the limits' pass rates.
+
 Randomness is a pure function of (seed, epoch): resuming at any step rebuilds the same batches.
 """
 
@@ -37,6 +46,7 @@ from torch.utils.data import Dataset
 
 from mien.builtin.config import EXPRESSION_DIM, IDENTITY_DIM
 from mien.errors import MienError
+from mien.expression.targets import POSE_SCALE
 from mien.models.blendshapes import BLENDSHAPE_NAMES
 
 POSE_NAMES = ("yaw", "pitch", "roll")  # expression[52:55], degrees / 90 (config.EXPRESSION_DIM)
@@ -107,7 +117,8 @@ class FaceLatentDataset(Dataset):
     """
 
     def __init__(self, tensors: TrainTensors, seed: int = 0, flip_prob: float = 0.0, reference: bool = False,
-                 self_reference: float = 0.0, other_photo: bool = False):
+                 self_reference: float = 0.0, other_photo: bool = False, other_max_pose: float | None = None,
+                 other_max_distance: float | None = None):
         if flip_prob > 0 and tensors.latents_mirrored is None:
             raise MienError("flip_prob > 0 needs latents_mirrored (latents of the mirrored photos): "
                             "TAEF2 latents cannot be mirrored by flipping them (see mien.train.data); "
@@ -117,6 +128,10 @@ class FaceLatentDataset(Dataset):
         if not 0.0 <= self_reference <= 1.0:
             raise MienError(f"self_reference {self_reference} must be a chance from 0 to 1")
         self.self_reference = self_reference
+        for name, limit in (("other_max_pose", other_max_pose), ("other_max_distance", other_max_distance)):
+            if limit is not None and not limit >= 0:
+                raise MienError(f"{name} {limit} must be >= 0 (None: no limit)")
+        self.other_max_pose, self.other_max_distance = other_max_pose, other_max_distance
         counts = np.array([len(c) for c in tensors.ref_candidates])
         self._counts, self._offsets = counts, np.concatenate([[0], np.cumsum(counts)[:-1]])
         flat = [np.asarray(c, dtype=np.int64) for c in tensors.ref_candidates]
@@ -149,7 +164,7 @@ class FaceLatentDataset(Dataset):
     def batch(self, indices: torch.Tensor, epoch: int) -> dict:
         """Float32 ``latents``, ``mask`` and ``cond`` {identity, expression[, reference]} for ``indices``;
         with ``other_photo`` also ``other_latents`` (the identity photo's latent, mirrored with the sample)
-        and ``other_ok`` (True where that is another photo, not the sample's own); with embeddings in the
+        and ``other_ok`` (True where that is another photo, not the sample's own, within the pair limits); with embeddings in the
         tensors also ``identity_target`` (and with ``other_photo`` ``own_identity_target``, the sample's own
         photo's embedding): the embedding of the photo whose identity
         vector is the sample's condition (mirrored with the sample)."""
@@ -174,7 +189,7 @@ class FaceLatentDataset(Dataset):
             other = t.latents[ref].float()
             if self.flip_prob > 0:
                 other = torch.where(flip.view(-1, 1, 1, 1), t.latents_mirrored[ref].float(), other)
-            out["other_latents"], out["other_ok"] = other, ref != idx
+            out["other_latents"], out["other_ok"] = other, (ref != idx) & self._pair_within_limits(idx, ref)
         if t.embedding is not None:
             def embedding(rows):
                 e = t.embedding[rows].float()
@@ -186,6 +201,17 @@ class FaceLatentDataset(Dataset):
             if self.other_photo:  # started from the identity photo, the prediction is judged against the sample's own
                 out["own_identity_target"] = embedding(idx)
         return out
+
+    def _pair_within_limits(self, idx: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: photo ``idx`` and its identity photo ``ref`` are within ``other_max_pose`` and
+        ``other_max_distance`` (module docstring); all True without limits."""
+        t, ok = self.tensors, torch.ones_like(idx, dtype=torch.bool)
+        if self.other_max_pose is not None:  # unmirrored: mirroring negates both photos' yaw and roll alike
+            pose = (t.expression[ref, -3:].float() - t.expression[idx, -3:].float()).abs().amax(-1) * POSE_SCALE
+            ok &= pose <= self.other_max_pose
+        if self.other_max_distance is not None:
+            ok &= (t.identity[ref].float() - t.identity[idx].float()).norm(dim=-1) <= self.other_max_distance
+        return ok
 
 
 def latent_stats(latents: torch.Tensor, mask: torch.Tensor, chunk: int = 4096) -> tuple[list[float], list[float]]:

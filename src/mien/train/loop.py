@@ -84,7 +84,9 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tensors: TrainTensors,
     feedback = _feedback(train_cfg, net, feedback_nets, accelerator.device)
     data = FaceLatentDataset(tensors.to(accelerator.device), train_cfg.seed, train_cfg.flip_prob,
                              net.config.reference, train_cfg.self_reference,
-                             other_photo=feedback is not None and feedback.start == "other")  # fmt: skip
+                             other_photo=feedback is not None and feedback.start == "other",
+                             other_max_pose=train_cfg.other_max_pose,
+                             other_max_distance=train_cfg.other_max_distance)  # fmt: skip
     loss_fn = FlowMatchingLoss(train_cfg.t_sampling)
     batches = _batch_indices(len(data), train_cfg, accelerator)
     log = _LossLog(out / LOSS_CSV, step, accelerator.is_main_process, feedback is not None)
