@@ -3,8 +3,9 @@
 crop: images lost (the crop reads the requested label, the output not) and gained, the accuracy difference, and
 its 90 % interval from a bootstrap over people (2,000 draws, seed 0; images of one person are drawn together).
 ``--versus BEFORE AFTER``: two settings on the same images, detail transfer's figures per image (expression lost
-and gained, the mean differences of p(requested) and of the still-face colour shift with their intervals, and the
-share of images whose colour shift is within 2 grey levels).
+and gained, the mean differences of p(requested) and of the still-face colour shift with their intervals, the
+share of images whose colour shift is within 2 grey levels, and the still-region PSNR's paired median difference and
+the images more than 1 dB worse and better).
 
     python scripts/fullres_paired.py docs/fullres/report_london_keepfull.json docs/fullres/report_essex_keepfull.json
     python scripts/fullres_paired.py --versus docs/fullres/report_london_smallface.json docs/fullres/report_london_drift05.json
@@ -40,6 +41,7 @@ def versus(before: list[dict], after: list[dict], draws: int = 2000) -> dict:
     pairs = list(zip(before, after))
     assert all((a["person"], a["label"]) == (b["person"], b["label"]) for a, b in pairs), "not the same images"
     ok, p, colour = "detail_expression_ok", "detail_expression_p", "detail_colour_shift"
+    still = "detail_psnr_still"
     out = {"n": len(pairs), "lost": sum(a.get(ok, False) and not b.get(ok, False) for a, b in pairs),
            "gained": sum(b.get(ok, False) and not a.get(ok, False) for a, b in pairs)}  # fmt: skip
     for key in (p, colour):
@@ -52,6 +54,9 @@ def versus(before: list[dict], after: list[dict], draws: int = 2000) -> dict:
     for name, rows in (("before", before), ("after", after)):
         shifts = [r[colour] for r in rows if colour in r]
         out[f"colour_within_2_{name}"] = round(float(np.mean(np.array(shifts) <= 2.0)), 3)
+    psnr = np.array([b[still] - a[still] for a, b in pairs if still in a and still in b])
+    out[still] = {"median_diff": round(float(np.median(psnr)), 2), "worse_1db": int(np.sum(psnr < -1)),
+                  "better_1db": int(np.sum(psnr > 1))}  # fmt: skip
     return out
 
 
