@@ -14,9 +14,9 @@ the feature rather than moving it). Here the edit only says *what changed*, and 
    under half a photo pixel are not applied (``snap``): the pixels are copied, since any sub-pixel
    resampling softens the finest texture (rounding larger ones to whole pixels tore the photo's lines).
 2. **What a warp cannot explain: the low band.** The edit minus the warped original crop, low-passed
-   (Gaussian), its colour drift (the decoder's, measured over the still face pixels the model redraws:
-   globally, or per region) removed and small values set to zero (the non-negative garrote, which leaves large
-   ones nearly whole), is added at photo resolution: shading, a
+   (Gaussian), its colour drift (the sampler's, not the decoder's: docs/fullres.md; measured over the still
+   face pixels the model redraws: globally, or per region) removed and small values set to zero (the
+   non-negative garrote, which leaves large ones nearly whole), is added at photo resolution: shading, a
    deepened nasolabial fold, the dark of an opened mouth, a smile's cheeks. (``reference``, not the default: the
    edit minus the decoder's reconstruction of the unedited crop instead, so the decoder's own error cancels.)
 3. **The mid band, by structure.** Above that low-pass the decoder returns the original's edges
@@ -236,7 +236,7 @@ def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def _colour_drift(low: np.ndarray, still: np.ndarray, sigma: float) -> np.ndarray:
-    """The decoder's colour drift in the low-passed residual ``low`` (128, 128, 3), measured over the ``still``
+    """The edit's colour drift in the low-passed residual ``low`` (128, 128, 3), measured over the ``still``
     face pixels: one colour for the whole crop (``sigma`` 0: the median), or a smooth field (normalised
     Gaussian average over still pixels, ``sigma`` crop px) so that a skin-tone change over part of the face is
     removed there and does not end at the jaw; where few still pixels are near, the global median."""
