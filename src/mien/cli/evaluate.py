@@ -24,6 +24,8 @@ what it measures (every definition is also written into results.json and report.
   trade-off    identity against expression change away from the identity photo
   realism      Fréchet distance to real faces (identity embeddings, blendshapes), with a real-vs-real
                floor; spread across seeds
+  artefacts    a real-versus-generated critic (face, mouth) and the share of outputs with newly darkened
+               eyes or under-eyes, with the worst outputs by each (docs/realism.md)
   failures     outputs with no face, counted and shown
 
 baselines: copy (returns the identity photo: perfect identity, no expression change) and
