@@ -36,9 +36,8 @@ detail only; --variety V (0 to 1) gives each seed its own expression target arou
 (its strength and the blendshapes it moves vary), so --n 4 --variety 0.7 shows four takes.
 
 exit status: 0 done; 1 done, but some --identity photos were skipped (unreadable, no face or someone else;
-each named);
-2 bad input (one line saying what to fix, before any generation; photos of two people are found once the
-face nets load); 3 a pretrained file is missing.
+each named); 2 bad input (one line saying what to fix, before any generation; photos of two people are
+found once the face nets load); 3 a pretrained file is missing.
 
 examples:
   mien generate --example --expression happy            the bundled London Set photo (CC BY 4.0)

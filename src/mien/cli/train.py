@@ -29,7 +29,7 @@ examples:
                                                        in parts of < 16 MiB (cat model.safetensors.part* >
                                                        model.safetensors)
   mien train --train-config runs/builtin/train_config.json --lr 1e-4 --out runs/b2
-  mien train --pack .carry/pack --init-from src/mien/resources/model --config-from-init --expression-weight 0.1 \
+  mien train --pack .carry/pack --init-from src/mien/resources/model --config-from-init --expression-weight 0.1 \\
       --identity-weight 0.1 --bench 30 --out runs/feedback      fine-tune the shipped model with consistency
                                                        feedback, after timing its cost
 """
