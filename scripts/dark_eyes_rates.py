@@ -4,7 +4,8 @@ The people are split as docs/fullres.md splits the London and Essex dev people (
 every fourth in key order, and london_001, is a tuning person; the rest are report people); ``--split all``
 keeps every person of the run (a benchmark that is a report split already). Per request it
 counts the outputs flagged by each darkened-eye measure of :mod:`mien.evaluate.realism`
-(``artefacts.dark_eyes``, ``artefacts.dark_under_eyes``) and lists the flagged ones with their value.
+(``artefacts.dark_eyes``, ``artefacts.dark_under_eyes``: darkened with open eyes) and those darkened with eyes
+squeezed nearly shut, and lists both with their value and eye closure.
 ``--show ID REQUEST`` prints, for one output, each box's luminance as a share of the identity photo's.
 
     python scripts/dark_eyes_rates.py RUN_DIR --benchmark BENCH.yaml --split report --raw /tmp/raw [--json out.json]
@@ -30,18 +31,32 @@ MEASURES = {"dark_eyes": ("eye_darkening", C.DARK_EYES_THRESHOLD),
 
 
 def rates(items: list[dict], chosen: set[str]) -> dict:
-    """Outputs of the ``chosen`` people, those flagged by either measure, and per measure: how many are flagged,
-    per request, and which."""
+    """Outputs of the ``chosen`` people, those flagged by either measure, and per measure: how many are flagged
+    (darkened with open eyes), per request, and which, and how many are darkened with eyes squeezed nearly shut
+    (``squeezed``, mien.evaluate.critic.SQUEEZED_EYES_CLOSURE), and which."""
     scored = [r for r in items if r.get("artefacts") and r["identity"].replace(":", "_") in chosen]
     requests = sorted({r["request"] for r in scored})
+    shut = lambda r: (r["artefacts"]["eye_closure"] or 0.0) >= C.SQUEEZED_EYES_CLOSURE  # noqa: E731  (unknown: open)
+    dark = lambda r, key, t: r["artefacts"][key] < t  # noqa: E731
     out = {"people": len({r["identity"] for r in scored}), "outputs": len(scored),
-           "flagged_by_either": sum(any(r["artefacts"][k] < t for k, t in MEASURES.values()) for r in scored)}
+           "squeezed_closure": C.SQUEEZED_EYES_CLOSURE,
+           "flagged_by_either": sum(any(dark(r, k, t) for k, t in MEASURES.values()) and not shut(r) for r in scored),
+           "squeezed_by_either": sum(any(dark(r, k, t) for k, t in MEASURES.values()) and shut(r) for r in scored)}
     for name, (key, threshold) in MEASURES.items():
-        bad = [r for r in scored if r["artefacts"][key] < threshold]
+        bad = [r for r in scored if dark(r, key, threshold) and not shut(r)]
+        sq = [r for r in scored if dark(r, key, threshold) and shut(r)]
         out[name] = {"threshold": threshold, "flagged": len(bad), "rate": round(len(bad) / max(len(scored), 1), 4),
                      "by_request": {q: sum(r["request"] == q for r in bad) for q in requests},
-                     "outputs": sorted([r["identity"], r["request"], round(r["artefacts"][key], 3)] for r in bad)}
+                     "outputs": sorted(_row(r, key) for r in bad),
+                     "squeezed": len(sq), "squeezed_by_request": {q: sum(r["request"] == q for r in sq) for q in requests},
+                     "squeezed_outputs": sorted(_row(r, key) for r in sq)}
     return out
+
+
+def _row(r: dict, key: str) -> list:
+    """An output's identity, request, darkening and eye closure (None where its analysis found no face)."""
+    closure = r["artefacts"]["eye_closure"]
+    return [r["identity"], r["request"], round(r["artefacts"][key], 3), None if closure is None else round(closure, 3)]
 
 
 def show(run: Path, bench, items: list[dict], ident: str, request: str) -> None:

@@ -183,7 +183,7 @@ def test_realism_scores_and_report_name_the_darkened_outputs(tmp_path):
     under = values["artefacts.dark_under_eyes"]
     assert under["rate"] == 0.5 and under["by_request"] == {"label:happy": 0.0, "label:sad": 1.0}
     assert values["artefacts.face_lost"]["rate"] == 0.0
-    assert all(set(r["artefacts"]) == {"eye_darkening", "under_eye_darkening", "critic_face",
+    assert all(set(r["artefacts"]) == {"eye_darkening", "under_eye_darkening", "eye_closure", "critic_face",
                                                      "critic_mouth"} for r in items)
     assert values["realism.critic"]["face"]["n_generated"] == 16
     results = {"metrics": {k: {"value": v, "definition": DEFINITIONS[k]} for k, v in values.items()}}
@@ -192,3 +192,50 @@ def test_realism_scores_and_report_name_the_darkened_outputs(tmp_path):
     assert html.index("p0 label:happy", darkest) < html.index("label:sad", darkest)  # happy ones come first
     darkest_under = html.index("Worst 8 by darkest under-eyes")
     assert html.index("p0 label:sad", darkest_under) < html.index("label:happy", darkest_under)
+
+
+def _blendshapes(closure: float) -> list[float]:
+    """52 MediaPipe blendshape scores with both eyeBlink scores at ``closure`` and the rest 0."""
+    from mien.face.blendshape_names import BLENDSHAPE_NAMES
+
+    return [closure if n in ("eyeBlinkLeft", "eyeBlinkRight") else 0.0 for n in BLENDSHAPE_NAMES]
+
+
+def test_eye_closure_reads_the_blink_scores():
+    assert C.eye_closure(_blendshapes(0.6)) == pytest.approx(0.6)
+    assert C.squeezed(_blendshapes(C.SQUEEZED_EYES_CLOSURE)) and not C.squeezed(_blendshapes(0.1))
+    assert not C.squeezed(None)  # no analysis: counted as open
+
+
+def test_realism_scores_count_squeezed_eyes_apart(tmp_path):
+    """The same crescent under the eyes is flagged on outputs whose blendshapes say the eyes are open and counted
+    as squeezed, not flagged, on outputs whose blendshapes say they are squeezed nearly shut."""
+    import yaml
+    from PIL import Image
+
+    from mien.evaluate import benchmark as bm
+    from mien.evaluate.realism import realism_scores
+
+    ims = _faces(8, 4)
+    idents = []
+    for p in range(4):
+        for k in (0, 1):
+            Image.fromarray(ims[2 * p + k]).save(tmp_path / f"p{p}_{k}.png")
+        idents.append({"id": f"p{p}", "group": "g", "identity_photos": [f"p{p}_0.png"],
+                       "scoring_photos": [f"p{p}_1.png"]})
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "seeds": [0], "requests": [{"label": "angry"}, {"label": "sad"}],
+                                    "identities": idents}))
+    out = tmp_path / "run"
+    (out / "outputs").mkdir(parents=True)
+    items = []
+    for p in range(4):
+        shadowed = _under_eye_shadow(ims[2 * p])
+        for label, closure in (("angry", 0.1), ("sad", 0.6)):  # open eyes; eyes squeezed nearly shut
+            Image.fromarray(shadowed).save(out / "outputs" / f"p{p}_{label}.png")
+            items.append({"identity": f"p{p}", "request": f"label:{label}", "seed": 0, "status": "ok",
+                          "image": f"outputs/p{p}_{label}.png", "analysis": {"blendshapes": _blendshapes(closure)}})
+    under = realism_scores(bm.load(path), items, out, seed=0)["artefacts.dark_under_eyes"]
+    assert under["rate"] == 0.5 and under["squeezed"] == 0.5 and under["n"] == 8
+    assert under["by_request"] == {"label:angry": 1.0, "label:sad": 0.0}
+    assert [r["artefacts"]["eye_closure"] for r in items[:2]] == pytest.approx([0.1, 0.6])

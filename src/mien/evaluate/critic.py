@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from mien.face.blendshape_names import BLENDSHAPE_NAMES
+
 SIZE = 128
 # Boxes (x0, y0, x1, y1) in the 128 px template: eyes at (44, 52) and (84, 52), nose tip (64, 75),
 # mouth corners (48, 98) and (81, 98) (TEMPLATE_128).
@@ -224,3 +226,26 @@ def under_eye_ratio(rgb: np.ndarray) -> float:
 def under_eye_darkening(output: np.ndarray, photo: np.ndarray) -> float:
     """The output's under-eye ratio as a share of the input photo's (1 = unchanged, < 1 darker under the eyes)."""
     return under_eye_ratio(output) / max(under_eye_ratio(photo), 1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# eyes squeezed nearly shut
+
+
+# Eyes squeezed nearly shut darken both boxes by themselves: the lids cover the eyeball and their creases
+# shade the band under the eye. An output whose eye closure (below) reaches this cut is counted as squeezed,
+# apart from the darkened-eye rates. Chosen by scripts/tune_squeezed_eyes.py (docs/realism.md, "Squeezed
+# eyes"): the lowest closure among the real expression changes of the Taiwanese and Essex dev people that
+# the under-eye check flags (3 of 393 pairs, every one a squeeze: 0.336-0.406), rounded down to 0.05.
+SQUEEZED_EYES_CLOSURE = 0.30
+_BLINKS = (BLENDSHAPE_NAMES.index("eyeBlinkLeft"), BLENDSHAPE_NAMES.index("eyeBlinkRight"))
+
+
+def eye_closure(blendshapes) -> float:
+    """Mean of MediaPipe's eyeBlinkLeft and eyeBlinkRight scores (52 in MediaPipe's order): 0 open, 1 shut."""
+    return float(np.mean([blendshapes[i] for i in _BLINKS]))
+
+
+def squeezed(blendshapes) -> bool:
+    """Whether a face's eyes are squeezed nearly shut (unknown, ``None``, counts as open)."""
+    return blendshapes is not None and eye_closure(blendshapes) >= SQUEEZED_EYES_CLOSURE

@@ -2,8 +2,8 @@
 
 Unlike :mod:`mien.evaluate.scoring`, which works on analysis records, these measures need the images
 themselves: the people's real crops (from the benchmark) and the outputs (from ``out/outputs``). Each
-generated item gets an ``artefacts`` entry (its eye and under-eye darkening and its held-out critic
-scores), which the report uses to show the worst outputs by each measure.
+generated item gets an ``artefacts`` entry (its eye and under-eye darkening, its eye closure and its held-out
+critic scores), which the report uses to show the worst outputs by each measure.
 """
 
 from __future__ import annotations
@@ -48,10 +48,14 @@ def realism_scores(benchmark: Benchmark, items: list[dict], out: Path, seed: int
     dark, under = [], []
     for k, (i, (person, im)) in enumerate(zip(index, gen)):
         d, u = C.eye_darkening(im, inputs[person]), C.under_eye_darkening(im, inputs[person])
+        # the output's own blendshapes, from the analysis every output already has (no second MediaPipe pass)
+        bs = (items[i].get("analysis") or {}).get("blendshapes")
         items[i]["artefacts"] = {"eye_darkening": d, "under_eye_darkening": u,
+                                 "eye_closure": None if bs is None else C.eye_closure(bs),
                                  **{f"critic_{reg}": critic[reg].scores.get(k) for reg in C.REGIONS}}
-        dark.append((items[i]["request"], d < C.DARK_EYES_THRESHOLD))
-        under.append((items[i]["request"], u < C.DARK_UNDER_EYES_THRESHOLD))
+        shut = C.squeezed(bs)
+        dark.append((items[i]["request"], d < C.DARK_EYES_THRESHOLD, shut))
+        under.append((items[i]["request"], u < C.DARK_UNDER_EYES_THRESHOLD, shut))
     n_lost = sum(r["status"] == "no_face" for r in items)
     n_generated = sum(r["status"] in GENERATED for r in items)
     mouth_scores = [s for s in critic["mouth"].scores.values()]
@@ -65,8 +69,12 @@ def realism_scores(benchmark: Benchmark, items: list[dict], out: Path, seed: int
     }
 
 
-def _rate(flags: list[tuple[str, bool]], threshold: float) -> dict:
-    """Share of ``(request, flagged)`` pairs flagged, overall and per request."""
-    requests = sorted({q for q, _ in flags})
-    return {"rate": M.nanmean(np.asarray([b for _, b in flags], float)), "n": len(flags), "threshold": threshold,
-            "by_request": {q: M.nanmean(np.asarray([b for r, b in flags if r == q], float)) for q in requests}}
+def _rate(flags: list[tuple[str, bool, bool]], threshold: float) -> dict:
+    """Share of ``(request, darkened, squeezed)`` outputs darkened with open eyes (``rate``), overall and per
+    request, and of those darkened with eyes squeezed nearly shut (``squeezed``): a squeeze, not an artefact."""
+    requests = sorted({q for q, _, _ in flags})
+    share = lambda pick: M.nanmean(np.asarray([pick(d, s) for _, d, s in flags], float))  # noqa: E731
+    return {"rate": share(lambda d, s: d and not s), "n": len(flags), "threshold": threshold,
+            "by_request": {q: M.nanmean(np.asarray([d and not s for r, d, s in flags if r == q], float))
+                           for q in requests},
+            "squeezed": share(lambda d, s: d and s), "squeezed_closure": C.SQUEEZED_EYES_CLOSURE}

@@ -244,10 +244,13 @@ def _artefacts_section(results: dict, benchmark: Benchmark, items: list[dict], o
     under = m.get("artefacts.dark_under_eyes", {}).get("value")  # absent from results made before it existed
     rows = [[f"critic accuracy, {reg} (0.5 = indistinguishable)", d["accuracy"], d["standard_error_at_chance"],
              f"{d['n_test']} held out ({d['n_real']} real, {d['n_generated']} generated)"] for reg, d in crit.items()]
-    rows.append([f"eyes newly darkened (ratio < {dark['threshold']} of the photo's)", dark["rate"], None, dark["n"]])
-    if under:
-        rows.append([f"under-eyes newly darkened (ratio < {under['threshold']} of the photo's)", under["rate"], None,
-                     under["n"]])
+    for name, d in (("eyes", dark), ("under-eyes", under)):
+        if d:
+            rows.append([f"{name} newly darkened (ratio < {d['threshold']} of the photo's), eyes open", d["rate"], None,
+                         d["n"]])
+        if d and "squeezed" in d:  # absent from results made before squeezed eyes were counted apart
+            rows.append([f"{name} darkened with eyes squeezed nearly shut (closure >= {d['squeezed_closure']}): "
+                         "not counted above", d["squeezed"], None, d["n"]])
     rows.append(["mouth critic: mean P(generated)", mouth["mean_score"], None, mouth["n"]])
     rows.append(["face lost", lost["rate"], None, lost["n"]])
     html = _table(["artefact measure", "value", "s.e. at chance", "n"], rows)

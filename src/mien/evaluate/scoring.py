@@ -19,6 +19,11 @@ AU_NOTE = ("Action Unit values are estimates derived from MediaPipe blendshapes 
            "not from an image-to-AU model: none is available here.")
 
 
+# Shared by both darkened-eye measures (mien.evaluate.realism).
+_SQUEEZED = ("Outputs whose eyes are squeezed nearly shut (the mean of their MediaPipe eyeBlinkLeft and "
+             "eyeBlinkRight at least squeezed_closure, chosen by scripts/tune_squeezed_eyes.py) are left out of rate "
+             "and by_request: their lids darken the boxes by themselves; squeezed: the share darkened with eyes squeezed")
+
 DEFINITIONS = {
     "identity.faceapi_cosine": "cosine similarity between the 128-D face-api/dlib descriptor of each output and of each "
     "of the person's scoring photos (other real photos, never an identical image); mean over pairs per identity, "
@@ -75,12 +80,12 @@ DEFINITIONS = {
     "independent",
     "artefacts.dark_eyes": "share of outputs whose eyes are newly darkened: the eye-to-cheek luminance ratio (template "
     "eye and cheek boxes, mien.evaluate.critic) of the output below threshold x that of the first identity photo "
-    "(the threshold chosen on posed dev pairs by scripts/tune_dark_eyes.py); overall and per request",
+    "(the threshold chosen on posed dev pairs by scripts/tune_dark_eyes.py); overall and per request. " + _SQUEEZED,
     "artefacts.dark_under_eyes": "share of outputs with newly darkened under-eyes (the dark crescents the "
     "artefacts.dark_eyes ratio misses, since they reach its cheek boxes too): the luminance of the band under each "
     "template eye box over that of the outer cheeks (mien.evaluate.critic) of the output below threshold x that of "
     "the first identity photo (the threshold chosen on posed dev pairs by scripts/tune_dark_eyes.py --measure "
-    "under_eyes); overall and per request",
+    "under_eyes); overall and per request. " + _SQUEEZED,
     "artefacts.mouth": "the critic on the mouth box alone: its held-out accuracy, and the mean held-out probability it "
     "gives outputs of being generated (the report shows the highest)",
     "artefacts.face_lost": "share of outputs in which the analysis found no usable face (as failures.no_face_rate)",
