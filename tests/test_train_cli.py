@@ -90,6 +90,8 @@ def test_time_budget_stops_early_with_a_checkpoint_and_a_model(tmp_path, capsys)
     (["train", "--preset", "tiny", "--synthetic", "8", "--train-config", "{tmp}/none.json"], "none.json"),
     (["train", "--preset", "tiny", "--synthetic", "8", "--other-max-pose", "-1", "--out", "{tmp}/r"],
      "other_max_pose -1.0 must be >= 0"),
+    (["train", "--preset", "tiny", "--synthetic", "8", "--other-max-distance", "-0.1", "--dry-run"],
+     "other_max_distance -0.1 must be >= 0"),
     (["train", "decoder", "--out", "{tmp}/d"], "no training data"),
     (["train", "expression-space", "{tmp}/a.parquet"], "run `mien annotate` first"),
 ])  # fmt: skip

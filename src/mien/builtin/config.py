@@ -168,6 +168,9 @@ def _field(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+FEEDBACK_STARTS = ("photo", "other")  # where the consistency losses' one-step prediction starts
+
+
 @dataclass
 class TrainConfig:
     """One training run; saved as ``train_config.json`` in the run folder."""
@@ -214,6 +217,14 @@ class TrainConfig:
     other_max_distance: float | None = _field(
         None, "feedback start 'other' judges only pairs whose identity vectors (L2-normalised face-api "
         "descriptors) lie at most this far apart (None: every pair; mien.train.data)")
+
+    def __post_init__(self):  # checked where the config is made, so `mien train` refuses before any work
+        if self.feedback_start not in FEEDBACK_STARTS:
+            raise MienError(f"feedback_start {self.feedback_start!r}: choose one of {', '.join(FEEDBACK_STARTS)}")
+        for name in ("other_max_pose", "other_max_distance"):
+            limit = getattr(self, name)
+            if limit is not None and not limit >= 0:
+                raise MienError(f"{name} {limit} must be >= 0 (None: no limit)")
 
 
 def _check_unet_kwargs(kwargs: dict) -> None:

@@ -33,7 +33,7 @@ from mien.builtin.loss import FlowMatchingLoss
 from mien.builtin.model import MienModel
 from mien.errors import MienError
 from mien.train.data import FaceLatentDataset, TrainTensors, latent_stats
-from mien.train.loss_consistency import LOSS_NAMES, STARTS, ConsistencyFeedback, FeedbackNets, feedback_step
+from mien.train.loss_consistency import LOSS_NAMES, ConsistencyFeedback, FeedbackNets, feedback_step
 
 CHECKPOINT, LOSS_CSV, LOSS_PNG, FINAL = "checkpoint.pt", "loss.csv", "loss.png", "model"
 CSV_FIELDS = ("step", "loss", "lr", "images_per_s", "elapsed_s")
@@ -79,8 +79,6 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tensors: TrainTensors,
     if train_cfg.self_reference and not net.config.reference_pool:
         raise MienError("self_reference needs a model with reference_pool > 0: a full-detail copy of its own "
                         "photo would teach it to copy the target, expression included (train/data.py)")
-    if train_cfg.feedback_start not in STARTS:
-        raise MienError(f"feedback_start {train_cfg.feedback_start!r}: choose one of {', '.join(STARTS)}")
     feedback = _feedback(train_cfg, net, feedback_nets, accelerator.device)
     data = FaceLatentDataset(tensors.to(accelerator.device), train_cfg.seed, train_cfg.flip_prob,
                              net.config.reference, train_cfg.self_reference,

@@ -48,8 +48,10 @@ from pathlib import Path
 
 import torch
 
+from mien.builtin.config import FEEDBACK_STARTS
+
 LOSS_NAMES = ("expression", "identity")
-STARTS = ("photo", "other")  # where the one-step prediction starts (module docstring)
+STARTS = FEEDBACK_STARTS  # where the one-step prediction starts (module docstring)
 
 
 @dataclass
