@@ -214,27 +214,12 @@ class MienPipeline:
         return self.identity_input(self.one_person(align_photos(self.landmarker, photos, names), names))
 
     def one_person(self, aligned: AlignedPhotos, names: list[str] | None = None, skip=None) -> AlignedPhotos:
-        """``aligned`` less the photos of someone else (:func:`mien.face.one_person.one_person`), each added to
-        its ``skipped`` list and passed to ``skip(name, reason)``; ``names``: of every photo given (as to
-        :func:`align_photos`). MienError (one line) when the photos show no one person."""
-        from mien.face.one_person import one_person
+        """``aligned`` less the photos of someone else, each named in its ``skipped`` and through ``skip(name,
+        reason)`` (:func:`mien.face.one_person.keep_one_person`). MienError (one line) when the photos show no
+        one person."""
+        from mien.face.one_person import keep_one_person
 
-        sources = aligned.sources or list(range(len(aligned.crops)))
-        names = names or [f"photo {i + 1}" for i in range(max(sources) + 1)]
-        others = []
-
-        def left_out(name: str, reason: str) -> None:
-            others.append(f"{name}: {reason}")
-            if skip is not None:
-                skip(name, reason)
-
-        keep = one_person(np.stack(aligned.crops), [names[i] for i in sources], self.identity, left_out)
-        if len(keep) == len(aligned.crops):
-            return aligned
-        crops, faces, matrices, kept_sources = (
-            [values[k] for k in keep] if values else values
-            for values in (aligned.crops, aligned.faces, aligned.matrices, aligned.sources))
-        return AlignedPhotos(crops, faces, aligned.skipped + others, matrices, kept_sources)
+        return keep_one_person(aligned, names, self.identity, skip)
 
     @torch.no_grad()
     def identity_input(self, aligned: AlignedPhotos) -> IdentityInput:

@@ -44,3 +44,28 @@ def one_person(crops: np.ndarray, names: list[str], identity_encoder, skip: Call
             skip(names[i], f"another person (face-api distance {d[medoid, i]:.2f} to {names[medoid]}, same person "
                            f"below {threshold})")
     return keep
+
+
+def keep_one_person(aligned, names: list[str] | None, identity_encoder, skip: Callable[[str, str], None] | None = None,
+                    threshold: float | None = None):  # fmt: skip
+    """``aligned`` (:class:`mien.pipeline.AlignedPhotos`) less the photos of someone else (:func:`one_person`),
+    each added to its ``skipped`` list as "name: reason" and passed to ``skip(name, reason)``; ``names``: of
+    every photo given (as to :func:`mien.pipeline.align_photos`). The check generation and personalisation share."""
+    from mien.pipeline import AlignedPhotos
+
+    sources = aligned.sources or list(range(len(aligned.crops)))
+    names = names or [f"photo {i + 1}" for i in range(max(sources) + 1)]
+    others = []
+
+    def left_out(name: str, reason: str) -> None:
+        others.append(f"{name}: {reason}")
+        if skip is not None:
+            skip(name, reason)
+
+    keep = one_person(np.stack(aligned.crops), [names[i] for i in sources], identity_encoder, left_out, threshold)
+    if len(keep) == len(aligned.crops):
+        return aligned
+    crops, faces, matrices, kept_sources = (
+        [values[k] for k in keep] if values else values
+        for values in (aligned.crops, aligned.faces, aligned.matrices, aligned.sources))
+    return AlignedPhotos(crops, faces, aligned.skipped + others, matrices, kept_sources)

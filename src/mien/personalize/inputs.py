@@ -5,7 +5,7 @@ and described by what training needs: the 128 px crop, the share of real pixels 
 near its edge leaves border fill, which no loss should learn), its own expression (52 blendshapes + head
 pose, the condition it is trained with) and the latent cells of its eyes, brows and mouth (the
 landmark-weighted loss). Unreadable files and photos without a face are named and left out; so are
-photos of someone else (:func:`mien.face.one_person.one_person`, the check generation applies too). The
+photos of someone else (:func:`mien.face.one_person.keep_one_person`, the check generation applies too). The
 result saves as ``inputs.safetensors`` in the person folder, so training and generation need neither the
 photos nor MediaPipe again (the GPU machine has none).
 """
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from mien.errors import MienError, NoFaceError
-from mien.face.one_person import one_person
+from mien.face.one_person import keep_one_person
 
 INPUTS_NAME = "inputs.safetensors"
 
@@ -115,17 +115,10 @@ def prepare(landmarker, paths: list[str | Path], identity_encoder, warn=print, t
                           "is visible, frontal-ish and well lit") from None  # fmt: skip
     for msg in aligned.skipped:
         warn(f"skipped {msg}")
-    used = [names[i] for i in aligned.sources]
-    others = []
-
-    def skip(name: str, reason: str) -> None:
-        warn(f"skipped {name}: {reason}")
-        others.append(f"{name}: {reason}")
-
-    keep = one_person(np.stack(aligned.crops), used, identity_encoder, skip, threshold)
+    aligned = keep_one_person(aligned, names, identity_encoder, lambda name, why: warn(f"skipped {name}: {why}"),
+                              threshold)  # fmt: skip
     crops, masks, feats, exprs = [], [], [], []
-    for k in keep:
-        i = aligned.sources[k]
+    for k, i in enumerate(aligned.sources):
         h, w = photos[i].shape[:2]
         m = aligned.matrices[k]
         valid = torch.from_numpy(validity_mask(m, (w, h), 128).astype(np.float32))[None, None]
@@ -134,8 +127,8 @@ def prepare(landmarker, paths: list[str | Path], identity_encoder, warn=print, t
         feats.append(feature_cells(apply_affine(m, face.landmarks[:, :2]), dilate=dilate))
         exprs.append(expression_vector(face.blendshapes, face.pose))
         crops.append(aligned.crops[k])
-    kept = [used[k] for k in keep]
-    skipped = unreadable + aligned.skipped + others
+    kept = [names[i] for i in aligned.sources]
+    skipped = unreadable + aligned.skipped
     return PersonInputs(kept, [file_sha256(n) for n in kept], np.stack(crops), np.stack(masks).astype(np.float32),
                         np.stack(feats).astype(np.float32), np.stack(exprs).astype(np.float32), skipped)  # fmt: skip
 
