@@ -63,6 +63,25 @@ def split_people(all_people, split: str, n: int, source: str | None = None):
     return [pp for pp in chosen if source is None or pp[0].startswith(source)][:n]
 
 
+def cached_edits(cache: Path, chosen, labels=LABELS):
+    """(person, label, the cached edit's arrays: photo, crop, matrix, landmarks, keep) of every person of ``chosen``
+    (``split_people``) and label whose 128 px edit is in ``cache`` (``--cache``; the others are skipped)."""
+    for person, *_ in chosen:
+        for label in labels:
+            f = cache / f"{person}_{label}.npz"
+            if f.exists():
+                yield person, label, dict(np.load(f))
+
+
+def source_split_arguments(ap) -> None:
+    """--raw, --cache, --split and --people ESSEX LONDON: the cached edits of both sources' people of a split,
+    for the scripts that look into where detail transfer's figures come from."""
+    ap.add_argument("--raw", type=Path, required=True)
+    ap.add_argument("--cache", type=Path, required=True)
+    ap.add_argument("--split", choices=("tune", "report"), default="tune")
+    ap.add_argument("--people", nargs=2, type=int, default=(5, 7), metavar=("ESSEX", "LONDON"))
+
+
 def grey(a):
     return cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float32)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_fullres import LABELS, people, reconstructions, split_people  # noqa: E402
+from bench_fullres import cached_edits, people, reconstructions, source_split_arguments, split_people  # noqa: E402
 
 from mien.detail import DEFAULT, DetailSettings, _blur, _polygon_mask, crop_flow, face_oval  # noqa: E402
 from mien.face import align  # noqa: E402
@@ -23,27 +23,22 @@ from mien.paste import editable_region  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--raw", type=Path, required=True)
-    ap.add_argument("--cache", type=Path, required=True)
-    ap.add_argument("--split", choices=("tune", "report"), default="tune")
-    ap.add_argument("--people", nargs=2, type=int, default=(5, 7), metavar=("ESSEX", "LONDON"))
+    source_split_arguments(ap)
     args = ap.parse_args()
     decoded = reconstructions(DetailSettings(reference="decoded"))
     for source, n in zip(("essex", "london"), args.people):
         sizes = []
-        for person, _ in split_people(people(args.raw), args.split, n, source):
-            for label in LABELS:
-                d = np.load(args.cache / f"{person}_{label}.npz")
-                crop, edit = align.warp_to_crop(d["photo"], d["matrix"]), d["crop"]
-                oval = _polygon_mask(face_oval(d["landmarks"], d["matrix"]), 128)
-                still = (oval > 0.99) & (np.linalg.norm(crop_flow(crop, edit), axis=2) == 0)
-                still &= editable_region(str(d["keep"])) > DEFAULT.drift_editable
-                if still.sum() <= 50:
-                    continue
-                med = lambda a, b: np.abs(np.median(  # noqa: E731
-                    _blur(a.astype(np.float32) - b, DEFAULT.residual_sigma)[still], axis=0)).max()
-                recon = decoded(d["photo"], d["matrix"])
-                sizes.append((med(edit, crop), med(edit, recon), med(recon, crop)))
+        for _, _, d in cached_edits(args.cache, split_people(people(args.raw), args.split, n, source)):
+            crop, edit = align.warp_to_crop(d["photo"], d["matrix"]), d["crop"]
+            oval = _polygon_mask(face_oval(d["landmarks"], d["matrix"]), 128)
+            still = (oval > 0.99) & (np.linalg.norm(crop_flow(crop, edit), axis=2) == 0)
+            still &= editable_region(str(d["keep"])) > DEFAULT.drift_editable
+            if still.sum() <= 50:
+                continue
+            med = lambda a, b: np.abs(np.median(  # noqa: E731
+                _blur(a.astype(np.float32) - b, DEFAULT.residual_sigma)[still], axis=0)).max()
+            recon = decoded(d["photo"], d["matrix"])
+            sizes.append((med(edit, crop), med(edit, recon), med(recon, crop)))
         s = np.mean(sizes, axis=0)
         print(f"{source}: {len(sizes)} images; largest channel of the still-face median, mean: edit - photo's crop "
               f"{s[0]:.2f}, edit - reconstruction {s[1]:.2f}, reconstruction - photo's crop {s[2]:.2f} grey levels")

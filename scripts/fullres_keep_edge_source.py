@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_fullres import LABELS, people, reconstructions, split_people  # noqa: E402
+from bench_fullres import cached_edits, people, reconstructions, source_split_arguments, split_people  # noqa: E402
 
 from mien.detail import DetailSettings, transfer_detail  # noqa: E402
 
@@ -31,24 +31,19 @@ def added(d: dict, reconstruction: np.ndarray, reference: str) -> np.ndarray:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--raw", type=Path, required=True)
-    ap.add_argument("--cache", type=Path, required=True)
-    ap.add_argument("--split", choices=("tune", "report"), default="tune")
-    ap.add_argument("--people", nargs=2, type=int, default=(5, 7), metavar=("ESSEX", "LONDON"))
+    source_split_arguments(ap)
     args = ap.parse_args()
     decoded = reconstructions(DetailSettings(reference="decoded"))
     for source, n in zip(("essex", "london"), args.people):
         rms, mean = [], []
-        for person, _ in split_people(people(args.raw), args.split, n, source):
-            for label in LABELS:
-                d = dict(np.load(args.cache / f"{person}_{label}.npz"))
-                recon = decoded(d["photo"], d["matrix"])
-                a, b = added(d, recon, "photo"), added(d, recon, "decoded-residual")
-                band = (np.abs(a).max(-1) > 1) | (np.abs(b).max(-1) > 1)
-                if not band.any():
-                    continue
-                rms.append([np.sqrt((x[band] ** 2).mean()) for x in (a, b, a - b)])
-                mean.append([x[band].mean(0) for x in (a, b)])
+        for _, _, d in cached_edits(args.cache, split_people(people(args.raw), args.split, n, source)):
+            recon = decoded(d["photo"], d["matrix"])
+            a, b = added(d, recon, "photo"), added(d, recon, "decoded-residual")
+            band = (np.abs(a).max(-1) > 1) | (np.abs(b).max(-1) > 1)
+            if not band.any():
+                continue
+            rms.append([np.sqrt((x[band] ** 2).mean()) for x in (a, b, a - b)])
+            mean.append([x[band].mean(0) for x in (a, b)])
         r, m = np.mean(rms, axis=0), np.mean(mean, axis=0)
         rgb = lambda c: "/".join(f"{x:+.2f}" for x in c)  # noqa: E731
         print(f"{source}: {len(rms)} images; what keep_after_feather adds, RMS (mean R/G/B): reference photo "

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fullres import LABELS, detail_settings, people, split_people  # noqa: E402
+from bench_fullres import LABELS, cached_edits, detail_settings, people, split_people  # noqa: E402
 from fullres_readings import read  # noqa: E402
 
 from mien.detail import FACE_OVAL, _blur, _polygon_mask, crop_plan, face_oval, plan_for  # noqa: E402
@@ -94,17 +94,14 @@ def main():
     ok: dict[str, list[bool]] = {}
     p: dict[str, list[float]] = {}
     with FaceAnalyzer() as analyzer:
-        for person, _ in split_people(people(args.raw), args.split, args.people, args.source):
-            for label in LABELS:
-                f = args.cache / f"{person}_{label}.npz"
-                if not f.exists():
-                    continue
-                i = LABELS.index(label)
-                for name, img in masks(analyzer, np.load(f), settings, variants).items():
-                    v = read(analyzer, img)
-                    ok.setdefault(name, []).append(v is not None and int(np.argmax(v)) == i)
-                    p.setdefault(name, []).append(0.0 if v is None else v[i])
-                print(person, label, file=sys.stderr, flush=True)
+        chosen = split_people(people(args.raw), args.split, args.people, args.source)
+        for person, label, d in cached_edits(args.cache, chosen):
+            i = LABELS.index(label)
+            for name, img in masks(analyzer, d, settings, variants).items():
+                v = read(analyzer, img)
+                ok.setdefault(name, []).append(v is not None and int(np.argmax(v)) == i)
+                p.setdefault(name, []).append(0.0 if v is None else v[i])
+            print(person, label, file=sys.stderr, flush=True)
     summary = {k: {"acc": round(float(np.mean(ok[k])), 4), "p": round(float(np.mean(p[k])), 4), "n": len(p[k])}
                for k in p}  # fmt: skip
     if args.json:

@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fullres import LABELS, detail_settings, people, split_people  # noqa: E402
+from bench_fullres import LABELS, cached_edits, detail_settings, people, split_people  # noqa: E402
 
 from mien.detail import transfer_detail  # noqa: E402
 from mien.face import align  # noqa: E402
@@ -102,11 +102,7 @@ def evaluate(args, chosen) -> list[dict]:
 
     rows = []
     with FaceAnalyzer() as analyzer:
-        for person, _, label in [(p, q, lab) for p, q in chosen for lab in args.labels]:
-            f = args.cache / f"{person}_{label}.npz"
-            if not f.exists():
-                continue
-            d = np.load(f)
+        for person, label, d in cached_edits(args.cache, chosen, args.labels):
             photo, crop, m, lm, keep = d["photo"], d["crop"], d["matrix"], d["landmarks"], str(d["keep"])
             row = {"person": person, "label": label, "edit_128": read(analyzer, crop),
                    "edit_128_fixed": read(analyzer, crop, align.apply_affine(m, lm[:, :2])),

@@ -32,6 +32,8 @@ MEASURES = {"eyes": eye_darkening, "under_eyes": under_eye_darkening}
 
 
 def pairs(pool: Faces128, sources: tuple[str, ...], darkening=eye_darkening) -> np.ndarray:
+    """``darkening(crop, first crop)`` for every other real crop of each person of ``sources`` against their first
+    (a value, or a tuple of values per pair: scripts/tune_squeezed_eyes.py)."""
     by: dict[str, list] = {}
     for s in pool.samples:
         if s.source in sources and s.identity:

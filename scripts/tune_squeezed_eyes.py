@@ -19,29 +19,21 @@ import math
 
 import numpy as np
 
+from tune_dark_eyes import CHECK, TUNING, pairs  # the same real pairs (scripts/ is the script's own folder)
+
 from mien.data.faces128 import Faces128
 from mien.evaluate import critic as C
 from mien.face.landmarker import FaceLandmarker
 
-TUNING = ("taiwanese", "essex94")
-CHECK = ("london",)
 
+def darkening_and_closure(landmarker: FaceLandmarker):
+    """(output, first) -> (under-eye darkening, the output's eye closure; NaN where MediaPipe finds no face)."""
 
-def pairs(pool: Faces128, sources: tuple[str, ...], landmarker: FaceLandmarker) -> list[tuple[float, float]]:
-    """(under-eye darkening, eye closure of the "output") for every other crop of a person against their first."""
-    by: dict[str, list] = {}
-    for s in pool.samples:
-        if s.source in sources and s.identity:
-            by.setdefault(s.identity, []).append(s)
-    out = []
-    for samples in by.values():
-        first = pool.image(samples[0])
-        for s in samples[1:]:
-            im = pool.image(s)
-            faces = landmarker.detect(im)
-            closure = C.eye_closure(faces[0].blendshapes) if faces else math.nan
-            out.append((C.under_eye_darkening(im, first), closure))
-    return out
+    def measure(im: np.ndarray, first: np.ndarray) -> tuple[float, float]:
+        faces = landmarker.detect(im)
+        return C.under_eye_darkening(im, first), C.eye_closure(faces[0].blendshapes) if faces else math.nan
+
+    return measure
 
 
 def main() -> None:
@@ -50,7 +42,7 @@ def main() -> None:
     args = ap.parse_args()
     pool = Faces128(split="dev")
     with FaceLandmarker() as lm:
-        tune, check = np.array(pairs(pool, TUNING, lm)), np.array(pairs(pool, CHECK, lm))
+        tune, check = (pairs(pool, group, darkening_and_closure(lm)) for group in (TUNING, CHECK))
     flagged = tune[tune[:, 0] < C.DARK_UNDER_EYES_THRESHOLD]
     cut = math.floor(float(flagged[:, 1].min()) * 20) / 20
     res = {"cut": cut, "tuning_pairs": len(tune), "tuning_flagged": len(flagged),
