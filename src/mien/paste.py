@@ -16,7 +16,9 @@ import torch.nn.functional as F
 # paste(photo, face, matrix, keep, landmarks=None) -> the photo with the face in it: photo (H, W, 3) uint8,
 # face (128, 128, 3) uint8 (the generated aligned crop), matrix the 2x3 photo -> crop matrix the crop was
 # aligned with, keep the settings' kept region ("background": only the face box the edit may redraw is
-# pasted), landmarks (keyword) the photo's MediaPipe landmarks of that face (478, 2 or 3) or None
+# pasted), landmarks (keyword) the photo's MediaPipe landmarks of that face (478, 2 or 3) or None;
+# reconstruction (keyword, given only to a paste that names it and does not set uses_reconstruction False) the
+# decoder's reconstruction of the unedited crop (128, 128, 3) uint8
 Paste = Callable[..., np.ndarray]
 
 

@@ -72,9 +72,10 @@ def realism_scores(benchmark: Benchmark, items: list[dict], out: Path, seed: int
 def _rate(flags: list[tuple[str, bool, bool]], threshold: float) -> dict:
     """Share of ``(request, darkened, squeezed)`` outputs darkened with open eyes (``rate``), overall and per
     request, and of those darkened with eyes squeezed nearly shut (``squeezed``): a squeeze, not an artefact."""
+    def share(rows, squeezed: bool) -> float:
+        return M.nanmean(np.asarray([d and s == squeezed for _, d, s in rows], float))
+
     requests = sorted({q for q, _, _ in flags})
-    share = lambda pick: M.nanmean(np.asarray([pick(d, s) for _, d, s in flags], float))  # noqa: E731
-    return {"rate": share(lambda d, s: d and not s), "n": len(flags), "threshold": threshold,
-            "by_request": {q: M.nanmean(np.asarray([d and not s for r, d, s in flags if r == q], float))
-                           for q in requests},
-            "squeezed": share(lambda d, s: d and s), "squeezed_closure": C.SQUEEZED_EYES_CLOSURE}
+    return {"rate": share(flags, False), "n": len(flags), "threshold": threshold,
+            "by_request": {q: share([f for f in flags if f[0] == q], False) for q in requests},
+            "squeezed": share(flags, True), "squeezed_closure": C.SQUEEZED_EYES_CLOSURE}
