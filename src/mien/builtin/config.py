@@ -171,6 +171,13 @@ def _field(default, help: str):
 FEEDBACK_STARTS = ("photo", "other")  # where the consistency losses' one-step prediction starts
 
 
+def check_pair_limits(other_max_pose: float | None, other_max_distance: float | None) -> None:
+    """A one-line MienError for a negative (or NaN) pair limit of the "other" start (None: no limit)."""
+    for name, limit in (("other_max_pose", other_max_pose), ("other_max_distance", other_max_distance)):
+        if limit is not None and not limit >= 0:
+            raise MienError(f"{name} {limit} must be >= 0 (None: no limit)")
+
+
 @dataclass
 class TrainConfig:
     """One training run; saved as ``train_config.json`` in the run folder."""
@@ -221,10 +228,7 @@ class TrainConfig:
     def __post_init__(self):  # checked where the config is made, so `mien train` refuses before any work
         if self.feedback_start not in FEEDBACK_STARTS:
             raise MienError(f"feedback_start {self.feedback_start!r}: choose one of {', '.join(FEEDBACK_STARTS)}")
-        for name in ("other_max_pose", "other_max_distance"):
-            limit = getattr(self, name)
-            if limit is not None and not limit >= 0:
-                raise MienError(f"{name} {limit} must be >= 0 (None: no limit)")
+        check_pair_limits(self.other_max_pose, self.other_max_distance)
 
 
 def _check_unet_kwargs(kwargs: dict) -> None:

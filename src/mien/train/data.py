@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mien.builtin.config import EXPRESSION_DIM, IDENTITY_DIM
+from mien.builtin.config import EXPRESSION_DIM, IDENTITY_DIM, check_pair_limits
 from mien.errors import MienError
 from mien.expression.targets import POSE_SCALE
 from mien.models.blendshapes import BLENDSHAPE_NAMES
@@ -128,9 +128,7 @@ class FaceLatentDataset(Dataset):
         if not 0.0 <= self_reference <= 1.0:
             raise MienError(f"self_reference {self_reference} must be a chance from 0 to 1")
         self.self_reference = self_reference
-        for name, limit in (("other_max_pose", other_max_pose), ("other_max_distance", other_max_distance)):
-            if limit is not None and not limit >= 0:
-                raise MienError(f"{name} {limit} must be >= 0 (None: no limit)")
+        check_pair_limits(other_max_pose, other_max_distance)
         self.other_max_pose, self.other_max_distance = other_max_pose, other_max_distance
         counts = np.array([len(c) for c in tensors.ref_candidates])
         self._counts, self._offsets = counts, np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -164,10 +162,10 @@ class FaceLatentDataset(Dataset):
     def batch(self, indices: torch.Tensor, epoch: int) -> dict:
         """Float32 ``latents``, ``mask`` and ``cond`` {identity, expression[, reference]} for ``indices``;
         with ``other_photo`` also ``other_latents`` (the identity photo's latent, mirrored with the sample)
-        and ``other_ok`` (True where that is another photo, not the sample's own, within the pair limits); with embeddings in the
-        tensors also ``identity_target`` (and with ``other_photo`` ``own_identity_target``, the sample's own
-        photo's embedding): the embedding of the photo whose identity
-        vector is the sample's condition (mirrored with the sample)."""
+        and ``other_ok`` (True where that is another photo, not the sample's own, within the pair limits); with
+        embeddings in the tensors also ``identity_target`` (and with ``other_photo`` ``own_identity_target``, the
+        sample's own photo's embedding): the embedding of the photo whose identity vector is the sample's
+        condition (mirrored with the sample)."""
         t = self.tensors
         ref, flip, own = (p[indices.cpu()].to(t.latents.device) for p in self.plan(epoch))
         idx = indices.to(t.latents.device)
