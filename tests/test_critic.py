@@ -145,10 +145,28 @@ def _darken_eyes(im: np.ndarray) -> np.ndarray:
     return out
 
 
+def _faces_benchmark(tmp_path, people: int, seed: int, labels: tuple[str, ...]):
+    """(the faces, a benchmark file): ``people`` people p0, p1, ... of two synthetic faces each (identity photo
+    ``p{i}_0.png``, scoring photo ``p{i}_1.png``) asked for ``labels``."""
+    import yaml
+    from PIL import Image
+
+    ims = _faces(2 * people, seed)
+    idents = []
+    for p in range(people):
+        for k in (0, 1):
+            Image.fromarray(ims[2 * p + k]).save(tmp_path / f"p{p}_{k}.png")
+        idents.append({"id": f"p{p}", "group": "g", "identity_photos": [f"p{p}_0.png"],
+                       "scoring_photos": [f"p{p}_1.png"]})
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "seeds": [0], "requests": [{"label": q} for q in labels],
+                                    "identities": idents}))
+    return ims, path
+
+
 def test_realism_scores_and_report_name_the_darkened_outputs(tmp_path):
     """A run whose 'happy' outputs have dark eyes and whose 'sad' outputs are the photo with dark under-eyes:
     each rate flags its own request only, every output gets its scores, and the report shows the worst first."""
-    import yaml
     from PIL import Image
 
     from mien.evaluate import benchmark as bm
@@ -156,16 +174,7 @@ def test_realism_scores_and_report_name_the_darkened_outputs(tmp_path):
     from mien.evaluate.report import _artefacts_section, _Images
     from mien.evaluate.scoring import DEFINITIONS
 
-    ims = _faces(16, 3)
-    idents = []
-    for p in range(8):
-        for k in (0, 1):
-            Image.fromarray(ims[2 * p + k]).save(tmp_path / f"p{p}_{k}.png")
-        idents.append({"id": f"p{p}", "group": "g", "identity_photos": [f"p{p}_0.png"],
-                       "scoring_photos": [f"p{p}_1.png"]})
-    path = tmp_path / "bench.yaml"
-    path.write_text(yaml.safe_dump({"name": "t", "seeds": [0], "requests": [{"label": "happy"}, {"label": "sad"}],
-                                    "identities": idents}))
+    ims, path = _faces_benchmark(tmp_path, 8, 3, ("happy", "sad"))
     bench = bm.load(path)
     out = tmp_path / "run"
     (out / "outputs").mkdir(parents=True)
@@ -210,22 +219,12 @@ def test_eye_closure_reads_the_blink_scores():
 def test_realism_scores_count_squeezed_eyes_apart(tmp_path):
     """The same crescent under the eyes is flagged on outputs whose blendshapes say the eyes are open and counted
     as squeezed, not flagged, on outputs whose blendshapes say they are squeezed nearly shut."""
-    import yaml
     from PIL import Image
 
     from mien.evaluate import benchmark as bm
     from mien.evaluate.realism import realism_scores
 
-    ims = _faces(8, 4)
-    idents = []
-    for p in range(4):
-        for k in (0, 1):
-            Image.fromarray(ims[2 * p + k]).save(tmp_path / f"p{p}_{k}.png")
-        idents.append({"id": f"p{p}", "group": "g", "identity_photos": [f"p{p}_0.png"],
-                       "scoring_photos": [f"p{p}_1.png"]})
-    path = tmp_path / "bench.yaml"
-    path.write_text(yaml.safe_dump({"name": "t", "seeds": [0], "requests": [{"label": "angry"}, {"label": "sad"}],
-                                    "identities": idents}))
+    ims, path = _faces_benchmark(tmp_path, 4, 4, ("angry", "sad"))
     out = tmp_path / "run"
     (out / "outputs").mkdir(parents=True)
     items = []
