@@ -201,7 +201,8 @@ def generate(args, chosen):
             photo = load_rgb(path)
             aligned = editor.align([photo])
             subject = editor.subject([photo], aligned)
-            res = editor.edit(subject, parse_request(label), GenerationSettings(), n=1, seed=0, paste=False)
+            res = editor.edit(subject, parse_request(label), GenerationSettings(**json.loads(args.generation)), n=1,
+                              seed=0, paste=False)
             np.savez(args.cache / f"{person}_{label}.npz", photo=photo, crop=res.crops[0], matrix=subject.matrix,
                      landmarks=subject.landmarks, keep=res.generation.settings.keep)  # fmt: skip
             print(f"generated {person} {label}", file=sys.stderr, flush=True)
@@ -349,6 +350,8 @@ def main():
     ap.add_argument("--cached-only", action="store_true",
                     help="generate nothing: evaluate only the chosen people's edits already in --cache")
     ap.add_argument("--settings", default="{}", help="DetailSettings fields to change, as JSON (tuning)")
+    ap.add_argument("--generation", default="{}", help="GenerationSettings fields of the edits generated into --cache, "
+                    "as JSON (e.g. '{\"colour_hold\": 1.0}'; the edits already there are not generated again)")
     ap.add_argument("--summary-only", action="store_true", help="--json without the per-image rows (smaller)")
     args = ap.parse_args()
     args.detail = detail_settings(args.settings)
@@ -359,8 +362,8 @@ def main():
     if not args.cached_only:
         generate(args, chosen)
     rows = evaluate(args, chosen)
-    result = {"settings": vars(args.detail), "split": args.split, "people": [p for p, _ in chosen], "labels": args.labels,
-              "images": len(rows),
+    result = {"settings": vars(args.detail), "generation": json.loads(args.generation), "split": args.split,
+              "people": [p for p, _ in chosen], "labels": args.labels, "images": len(rows),
               "date": time.strftime("%Y-%m-%d"), "summary": summary(rows), "rows": rows}  # fmt: skip
     if args.sheet:
         for p in contact_sheets(args, rows):

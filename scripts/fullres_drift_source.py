@@ -2,7 +2,9 @@
 reference"): over the still face pixels the drift is measured on (flow zero, inside the face oval, the model's
 kept-region weight above ``drift_editable``), the median of the low-passed difference (``residual_sigma``) of the
 edit and the photo's crop, of the edit and the decoder's reconstruction of that crop, and of the reconstruction and
-the crop; per image its largest channel, and the mean of that per source.
+the crop; per image its largest channel, and the mean of that per source. Also what one colour leaves: the RMS over
+those pixels of the edit's low-passed difference from the photo's crop less its median (the part of the still skin's
+change that drift removal cannot take out).
 
     python scripts/fullres_drift_source.py --raw /tmp/ec/raw --split tune --cache /tmp/ec/cache   # essex 5, london 7
 """
@@ -38,10 +40,13 @@ def main():
             med = lambda a, b: np.abs(np.median(  # noqa: E731
                 _blur(a.astype(np.float32) - b, DEFAULT.residual_sigma)[still], axis=0)).max()
             recon = decoded(d["photo"], d["matrix"])
-            sizes.append((med(edit, crop), med(edit, recon), med(recon, crop)))
+            low = _blur(edit.astype(np.float32) - crop, DEFAULT.residual_sigma)[still]
+            spread = float(np.sqrt(((low - np.median(low, axis=0)) ** 2).mean()))
+            sizes.append((med(edit, crop), med(edit, recon), med(recon, crop), spread))
         s = np.mean(sizes, axis=0)
         print(f"{source}: {len(sizes)} images; largest channel of the still-face median, mean: edit - photo's crop "
-              f"{s[0]:.2f}, edit - reconstruction {s[1]:.2f}, reconstruction - photo's crop {s[2]:.2f} grey levels")
+              f"{s[0]:.2f}, edit - reconstruction {s[1]:.2f}, reconstruction - photo's crop {s[2]:.2f} grey levels; "
+              f"edit - photo's crop less its median, RMS {s[3]:.2f}")
 
 
 if __name__ == "__main__":

@@ -339,7 +339,8 @@ class MienPipeline:
                 for part, scale in zip(("source_streams", "target_streams"), lora_rows):
                     streams[part] = {**streams.get(part, {}), ROW_SCALE_STREAM: scale}
         region = edit_region(s.keep, self.device, size, box)
-        ctx = GuidanceContext(s, self.model, self.nets, identity, bs, target, source, region, self.device, **streams)
+        ctx = GuidanceContext(s, self.model, self.nets, identity, bs, target, source, region, self.device, **streams,
+                              photo=photo)
         kinds = list(GUIDANCE.values())
         velocity = conditioned(self.model, cond)
         for kind in kinds:

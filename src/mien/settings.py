@@ -60,6 +60,8 @@ SWAP_DEFAULTS: dict[str, float | str] = {"guidance_identity": 3.0, "descriptor_g
                                          "guidance_contrast": 1.5, "swap_reference": "identity"}
 # The number formats of critic guidance's decode and backward pass (mien.guidance.gradient.GradientGuide).
 CRITIC_PRECISIONS = ("float32", "bfloat16")
+# What colour hold takes out of FlowEdit's state (mien.guidance.colour_hold).
+COLOUR_HOLD_BASES = ("latent", "colour")
 # What a swap's target rows take as the spatial reference (mien.pipeline, docs/swap.md).
 SWAP_REFERENCES = ("identity", "none", "scene")
 # Which rows of FlowEdit's pair take a loaded person's LoRA (mien.pipeline, docs/personalize.md).
@@ -135,6 +137,15 @@ class GenerationSettings:
                                                 "a grimace otherwise; 0 (off) for the rest", "G")
     blendshape_guidance_until: float = setting(0.3, "blendshape guidance acts while the flow time is at most T "
                                                "(1 acts at every step)", "T")
+    colour_hold: float = setting(0.0, "flowedit: after each step, take this share of the face's colour change out "
+                                 "of the edit (the median per latent channel over the cells it redraws), so the skin "
+                                 "keeps more of the photo's colour (0, the default, is off: on the tuning people it "
+                                 "also changes what the model draws and costs expressions; docs/fullres.md)", "S")
+    colour_hold_until: float = setting(1.0, "colour hold acts while the flow time is at most T (1 acts at every step)",
+                                       "T")
+    colour_hold_basis: str = setting("latent", "what colour hold takes out: 'latent' the whole per-channel offset, "
+                                     "'colour' only its part that shifts the decoded face's mean colour",
+                                     "|".join(COLOUR_HOLD_BASES))
     critic_precision: str | None = setting(
         None, "the number format of recogniser, blendshape and descriptor guidance's decode and backward pass: "
         "'bfloat16' takes half the time where the device computes in it natively (GPUs, CPUs with AVX512-BF16 or "
@@ -194,10 +205,16 @@ class GenerationSettings:
                       "it out for the per-label default: " + _policy_help("blendshape_guidance") + ")")
         if self.descriptor_guidance is not None and not 0.0 <= self.descriptor_guidance <= 10.0:
             raise bad("descriptor_guidance", self.descriptor_guidance, "is out of range; use 0 (off) to 10")
-        for name in ("recogniser_guidance_until", "blendshape_guidance_until", "descriptor_guidance_until"):
+        for name in ("recogniser_guidance_until", "blendshape_guidance_until", "descriptor_guidance_until",
+                     "colour_hold_until"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise bad(name, getattr(self, name), "is out of range; use a flow time above 0 and at most 1 (1 "
                           "guides at every step)")
+        if not 0.0 <= self.colour_hold <= 1.0:
+            raise bad("colour_hold", self.colour_hold, "is out of range; use 0 (off) to 1 (all of the colour change)")
+        if self.colour_hold_basis not in COLOUR_HOLD_BASES:
+            raise MienError(f"--colour-hold-basis {self.colour_hold_basis}: unknown basis; choose one of "
+                            f"{', '.join(COLOUR_HOLD_BASES)}")
         if self.critic_precision is not None and self.critic_precision not in CRITIC_PRECISIONS:
             raise MienError(f"--critic-precision {self.critic_precision}: unknown number format; choose one of "
                             f"{', '.join(CRITIC_PRECISIONS)}")
@@ -213,7 +230,7 @@ class GenerationSettings:
             raise bad("variety", self.variety, "is out of range; use 0 (every seed the same request) to 1")
         if self.method != "flowedit":  # FlowEdit hooks: asked for explicitly with another method, an error
             for name, off in (("guidance_contrast", 1.0), ("recogniser_guidance", 0.0), ("blendshape_guidance", 0.0),
-                              ("descriptor_guidance", 0.0)):
+                              ("descriptor_guidance", 0.0), ("colour_hold", 0.0)):
                 if getattr(self, name) not in (None, off):
                     raise MienError(f"--{name.replace('_', '-')} works with --method flowedit; drop it with "
                                     f"--method {self.method}")

@@ -9,6 +9,7 @@ blendshape.py       late FlowEdit steps toward the requested blendshapes as Medi
 recogniser.py       late FlowEdit steps toward the person's MobileFaceNet embedding
 descriptor.py       FlowEdit steps toward the person's face-api descriptor (a swap's identity)
 gradient.py         the critic step blendshape and recogniser guidance share
+colour_hold.py      FlowEdit's state held at the photo's skin colour over the redrawn face (off by default)
 
 A new kind is one module with a :class:`Guidance` subclass and one :func:`register` line.
 """
@@ -16,6 +17,7 @@ A new kind is one module with a :class:`Guidance` subclass and one :func:`regist
 from mien.guidance.base import Correction, ExpressionVelocity, Guidance, GuidanceContext, PairVelocity, chain
 from mien.guidance.blendshape import BlendshapeGuidance
 from mien.guidance.classifier_free import ClassifierFreeGuidance
+from mien.guidance.colour_hold import ColourHold
 from mien.guidance.contrast import ContrastGuidance
 from mien.guidance.descriptor import DescriptorGuidance
 from mien.guidance.recogniser import RecogniserGuidance
@@ -36,6 +38,7 @@ register(ContrastGuidance())
 register(BlendshapeGuidance())  # corrections apply in this order: blendshapes, then identity
 register(RecogniserGuidance())
 register(DescriptorGuidance())
+register(ColourHold())  # last: the state each step ends with holds the photo's colour
 
 __all__ = ["GUIDANCE", "Correction", "ExpressionVelocity", "Guidance", "GuidanceContext", "PairVelocity", "chain",
            "register"]  # fmt: skip

@@ -13,7 +13,7 @@ A generation builds its prediction in three layers, and a guidance kind may chan
    ``v(x, t, expression, streams=ctx.rows("source", "target"))``.
 3. ``correction``: a ``correct(z, t, t_next) -> z`` step applied to FlowEdit's clean state after each
    step; critic guidance by a differentiable net (:mod:`mien.guidance.recogniser`,
-   :mod:`mien.guidance.blendshape`).
+   :mod:`mien.guidance.blendshape`), or a hold on the skin's colour (:mod:`mien.guidance.colour_hold`).
 
 sdedit uses layer 1 only (the settings refuse FlowEdit-only guidance with it). Hooks are built once per
 request from a :class:`GuidanceContext` and hold no state between requests, so one pipeline serves
@@ -58,6 +58,7 @@ class GuidanceContext:
     # ROW_SCALE_STREAM, (n,)). None when every stream is the same in both.
     source_streams: Mapping[str, torch.Tensor] | None = None
     target_streams: Mapping[str, torch.Tensor] | None = None
+    photo: torch.Tensor | None = None  # (n, C, H, W) the normalised latent the edit starts from (the scene's photo)
 
     def rows(self, *blocks: str) -> dict[str, torch.Tensor] | None:
         """The per-row streams of a batch made of blocks of n rows, each ``"source"`` or ``"target"`` (FlowEdit's
