@@ -154,6 +154,29 @@ def test_a_colour_drift_over_part_of_the_face_is_removed_there_with_drift_sigma(
         assert np.abs(out[side].astype(float).mean(axis=(0, 1)) - photo[side].mean(axis=(0, 1))).max() < 2.5
 
 
+def test_a_cast_over_part_of_the_face_is_removed_there_and_a_shading_kept_with_drift_chroma_sigma():
+    """A colour cast over one side (no change of luminance) and a shadow over the other (luminance only), neither
+    moving: one colour for the face removes neither; per region (``drift_sigma``) both go; with the chroma per region
+    (``drift_chroma_sigma``) the cast goes and the shadow stays."""
+    from mien.detail import DetailSettings
+
+    photo = textured_photo(7)
+    original = align.warp_to_crop(photo, MATRIX)
+    edited = original.astype(int)
+    edited[:, 80:] += [10, -4, -6]  # a cast: its mean over the channels is zero
+    edited[:, :32] -= 12  # a shadow
+    edited = np.clip(edited, 0, 255).astype(np.uint8)
+    cast, shade = (slice(40 * 4, 90 * 4), slice(86 * 4, 100 * 4)), (slice(40 * 4, 90 * 4), slice(20 * 4, 28 * 4))
+    got = {}
+    for name, settings in (("one", DetailSettings(drift_chroma_sigma=0.0)), ("region", DetailSettings(drift_sigma=8.0)),
+                           ("chroma", DetailSettings(drift_chroma_sigma=8.0))):  # fmt: skip
+        d = transfer_detail(photo, edited, MATRIX, keep="none", settings=settings).astype(float) - photo
+        got[name] = (np.abs(d[cast].mean(axis=(0, 1))).max(), d[shade].mean())
+    assert got["one"][0] > 5 and got["one"][1] < -9  # neither removed
+    assert got["region"][0] < 2.5 and got["region"][1] > -4  # both removed
+    assert got["chroma"][0] < 2.5 and got["chroma"][1] < -9  # the cast removed, the shadow kept
+
+
 def test_a_skin_tone_shift_of_the_still_face_is_removed_where_the_expression_moves_the_centre():
     """The decoder's colour drift is measured over the still face pixels the model redraws (its soft weight above
     ``drift_editable``, 0.5). Where the expression moves the whole fully redrawn centre no pixel there is still: the
@@ -456,7 +479,8 @@ def test_with_the_decoders_reconstruction_as_reference_its_error_is_not_pasted(r
     out = transfer_detail(photo, recon, MATRIX, keep="background", settings=DetailSettings(reference=reference),
                           reconstruction=recon)  # fmt: skip
     assert np.abs(out.astype(int) - photo).max() <= 1
-    before = transfer_detail(photo, recon, MATRIX, keep="background")
+    # one colour removed for the whole face (the default removes part of the tint's chroma per region: 2.7 in red)
+    before = transfer_detail(photo, recon, MATRIX, keep="background", settings=DetailSettings(drift_chroma_sigma=0.0))
     forehead = (slice(35 * 4, 45 * 4), slice(54 * 4, 74 * 4))
     assert (before[forehead].astype(float) - photo[forehead]).mean(axis=(0, 1))[0] > 3  # the tint, in red
 

@@ -15,10 +15,11 @@ the feature rather than moving it). Here the edit only says *what changed*, and 
    resampling softens the finest texture (rounding larger ones to whole pixels tore the photo's lines).
 2. **What a warp cannot explain: the low band.** The edit minus the warped original crop, low-passed
    (Gaussian), its colour drift (the sampler's, not the decoder's: docs/fullres.md; measured over the still
-   face pixels the model redraws: globally, or per region) removed and small values set to zero (the
-   non-negative garrote, which leaves large ones nearly whole), is added at photo resolution: shading, a
-   deepened nasolabial fold, the dark of an opened mouth, a smile's cheeks. (``reference``, not the default: the
-   edit minus the decoder's reconstruction of the unedited crop instead, so the decoder's own error cancels.)
+   face pixels the model redraws: its luminance globally and its chroma per region, or all of it per region) removed
+   and small values set to zero (the non-negative garrote, which leaves large ones nearly whole), is added at photo
+   resolution: shading, a deepened nasolabial fold, the dark of an opened mouth, a smile's cheeks. (``reference``,
+   not the default: the edit minus the decoder's reconstruction of the unedited crop instead, so the decoder's own
+   error cancels.)
 3. **The mid band, by structure.** Above that low-pass the decoder returns the original's edges
    attenuated (blur); the part of the edit's mid band that a local fit on the warped original's does not
    explain is new structure (a crease, a lip line, teeth) and is added. The photo keeps its own texture
@@ -114,6 +115,10 @@ class DetailSettings:
     new_content: tuple[float, float] = (10.0, 20.0)  # size (grey levels) of the new structure (or, with
     # structure=False, of the residual) where the edit itself takes over
     drift_sigma: float = 0.0  # colour drift measured per region over still skin with this window (crop px); 0: global
+    drift_chroma_sigma: float = 8.0  # with drift_sigma 0: the drift's chroma (its part off the grey axis) measured per
+    # region with this window (crop px), its luminance still one value for the face, so a cast over part of the face is
+    # removed there while an expression's shading (a change of luminance) is kept; 0: off, the rule before
+    # (docs/fullres.md, "the drift's chroma per region": chosen on the tuning people, confirmed on the report people)
     drift_editable: float = 0.5  # the drift is measured over the still face pixels the model redraws more than this
     # (mien.paste.editable_region, its soft weight): the expression moves most of the fully redrawn centre, and at 0.99
     # (the rule before) the few still pixels left there measured a wrong drift, or none on 14 of the 84 tuning images
@@ -249,6 +254,12 @@ def _colour_drift(low: np.ndarray, still: np.ndarray, sigma: float) -> np.ndarra
     return (local * trust + glob * (1.0 - trust)).astype(np.float32)
 
 
+def _local_chroma(drift: np.ndarray, local: np.ndarray) -> np.ndarray:
+    """``drift``'s luminance (its projection on the grey axis, R = G = B) with ``local``'s chroma (the rest)."""
+    grey = lambda x: (x.mean(axis=2, keepdims=True) * np.ones(3, np.float32))  # noqa: E731
+    return (grey(drift) + local - grey(local)).astype(np.float32)
+
+
 def _shrink(x: np.ndarray, floor: float, kind: str = "soft") -> np.ndarray:
     """``x`` (..., C) with magnitudes below ``floor`` set to zero and those above shrunk: by the floor ("soft"),
     or by floor^2 / magnitude (the non-negative garrote, Breiman 1995: large values nearly unchanged)."""
@@ -379,6 +390,8 @@ def crop_plan(original: np.ndarray, edited: np.ndarray, oval: np.ndarray, editab
         redrawn = still & (editable > settings.drift_editable)
         still = still if settings.drift_fallback and redrawn.sum() <= MIN_STILL else redrawn
     drift = _colour_drift(low, still, settings.drift_sigma)
+    if settings.drift_chroma_sigma > 0 and settings.drift_sigma <= 0:
+        drift = _local_chroma(drift, _colour_drift(low, still, settings.drift_chroma_sigma))
     low -= drift
     if settings.structure:
         mid, size_of_new = _mid_band(edit, warped, low, settings, small_face[1] * settings.small_face_mid,
