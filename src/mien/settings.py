@@ -62,6 +62,9 @@ SWAP_DEFAULTS: dict[str, float | str] = {"guidance_identity": 3.0, "descriptor_g
 CRITIC_PRECISIONS = ("float32", "bfloat16")
 # What colour hold takes out of FlowEdit's state (mien.guidance.colour_hold).
 COLOUR_HOLD_BASES = ("latent", "colour")
+# What recogniser guidance scores (mien.guidance.recogniser): the TAEF2-decoded face read by MobileFaceNet, or
+# mien's latent reader distilled from it (mien.models.latent_reader; docs/performance.md, "A latent critic")
+RECOGNISER_CRITICS = ("decoded", "latent")
 # What a swap's target rows take as the spatial reference (mien.pipeline, docs/swap.md).
 SWAP_REFERENCES = ("identity", "none", "scene")
 # Which rows of FlowEdit's pair take a loaded person's LoRA (mien.pipeline, docs/personalize.md).
@@ -152,6 +155,10 @@ class GenerationSettings:
         "AMX) and reads as float32 does on the tuning people; elsewhere it is emulated and slower (default: bfloat16 "
         "where native, else float32)",
         "|".join(CRITIC_PRECISIONS))
+    recogniser_critic: str = setting(
+        "decoded", "what recogniser guidance scores: 'decoded', MobileFaceNet's embedding of the TAEF2-decoded face; "
+        "'latent', mien's latent reader, a small net distilled from it that reads the latent without decoding (less "
+        "CPU time per guided step; needs its weight file, docs/performance.md)", "|".join(RECOGNISER_CRITICS))
     variety: float = setting(0.0, "how much each seed's expression varies around the request, 0 to 1: each image's "
                              "blendshape target is the request's change from neutral scaled by a seeded factor "
                              "around 1, plus seeded jitter on the blendshapes it moves (0: every seed asks for "
@@ -218,6 +225,9 @@ class GenerationSettings:
         if self.critic_precision is not None and self.critic_precision not in CRITIC_PRECISIONS:
             raise MienError(f"--critic-precision {self.critic_precision}: unknown number format; choose one of "
                             f"{', '.join(CRITIC_PRECISIONS)}")
+        if self.recogniser_critic not in RECOGNISER_CRITICS:
+            raise MienError(f"--recogniser-critic {self.recogniser_critic}: unknown critic; choose one of "
+                            f"{', '.join(RECOGNISER_CRITICS)}")
         if self.person_rows not in PERSON_ROWS:
             raise MienError(f"--person-rows {self.person_rows}: unknown rows; choose one of {', '.join(PERSON_ROWS)}")
         if self.method != "flowedit" and self.person_rows != "both":

@@ -178,7 +178,12 @@ def _missing_message(wf: WeightFile) -> str:
 
 def locate(name: str) -> Path:
     """Path of a verified weight file, or a :class:`WeightsError` saying what to do."""
-    wf = FILES[name]
+    return locate_file(FILES[name])
+
+
+def locate_file(wf: WeightFile) -> Path:
+    """:func:`locate` for a file outside :data:`FILES` (an optional one that ``mien weights`` does not list, such
+    as mien's own latent reader, :data:`mien.models.latent_reader.WEIGHTS`)."""
     for d in search_dirs():
         p = d / wf.path
         if not p.is_file():

@@ -1,0 +1,119 @@
+"""The latent reader: MobileFaceNet's identity embedding read straight from the built-in model's latents,
+without decoding them.
+
+Why: recogniser guidance's critic (:func:`mien.guidance.recogniser.latent_embedder`) decodes each guided
+state to a 128 px face with TAEF2 and backpropagates through the decoder, 0.13 s of CPU per step, 0.9 s
+per image, most of it in the decoder's 128 px stage (docs/performance.md, "Where the time goes"). This
+small convolutional net maps the normalised (32, 16, 16) latents to the same unit 192-d embedding and is
+distilled from that critic (``scripts/train_latent_reader.py``): its targets are the decoded critic's
+embeddings of train people's latents and of noisy and interpolated states near them, and, since guidance
+follows only the direction of the score's gradient, the decoded critic's gradients of the cosine to the
+person (Sobolev training: Czarnecki et al., "Sobolev Training for Neural Networks", NeurIPS 2017).
+How well it agrees with the decoded critic, and what it does to the edits: docs/performance.md, "A latent
+critic: measured, not taken" (not yet well enough to be the default). Its weights are mien's own
+(:data:`WEIGHTS`, not in the repository), found and checked as the third-party files are.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mien.weights import WeightFile
+
+# Searched for and checked as the third-party files are (mien.weights.search_dirs), but not listed by `mien
+# weights`: only --recogniser-critic latent needs it. Trained by the two scripts the module docstring names.
+WEIGHTS = WeightFile(
+    "latent_reader", "mien/latent_reader.safetensors",
+    "40c80f48ce65fecb59858adfae73c0069bf134b7a18cbe433b9f558ab0610ffc",
+    "built by scripts/make_latent_reader_data.py and scripts/train_latent_reader.py (docs/performance.md)",
+    "Apache-2.0 (mien's own, distilled from MobileFaceNet and TAEF2)",
+    "mien's latent reader: MobileFaceNet's embedding from the built-in model's latents",
+)
+
+
+@dataclass(frozen=True)
+class LatentReaderConfig:
+    latent_channels: int = 32  # the built-in model's (TAEF2's) latent channels
+    width: int = 64  # channels at the latent's 16 x 16
+    blocks: int = 2  # residual blocks at 16 x 16
+    deep_width: int = 128  # channels at 8 x 8 and 4 x 4
+    embedding: int = 192  # MobileFaceNet's embedding size
+
+
+class Residual(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(ch, ch, 3, padding=1), nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+
+
+class LatentReader(nn.Module):
+    """(B, 32, 16, 16) normalised latents -> (B, 192) unit embeddings. SiLU throughout (smooth: the training
+    loss differentiates the input gradient again); the head is a depthwise 4 x 4 convolution, MobileFaceNet's
+    "global depthwise convolution" (Chen et al., "MobileFaceNets", 2018), so each face position keeps its own
+    weights."""
+
+    def __init__(self, config: LatentReaderConfig = LatentReaderConfig()):
+        super().__init__()
+        c = self.config = config
+        self.stem = nn.Conv2d(c.latent_channels, c.width, 3, padding=1)
+        self.blocks = nn.Sequential(*[Residual(c.width) for _ in range(c.blocks)])
+        self.down1 = nn.Conv2d(c.width, c.deep_width, 3, stride=2, padding=1)
+        self.down2 = nn.Conv2d(c.deep_width, c.deep_width, 3, stride=2, padding=1)
+        self.gdc = nn.Conv2d(c.deep_width, c.deep_width, 4, groups=c.deep_width)
+        self.head = nn.Linear(c.deep_width, c.embedding)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(z))
+        x = F.silu(self.down2(F.silu(self.down1(F.silu(x)))))
+        return F.normalize(self.head(self.gdc(x).flatten(1)), dim=1)
+
+    @classmethod
+    def from_weights(cls, path=None) -> "LatentReader":
+        """The trained reader (float32, eval, frozen) from ``path`` or the verified file that
+        :func:`mien.weights.locate` finds (a one-line :class:`mien.errors.WeightsError` when it is missing or
+        its checksum is wrong)."""
+        from safetensors import safe_open
+
+        path = path or _locate()
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k).float() for k in f.keys()}
+        config = LatentReaderConfig(**{k: int(v) for k, v in meta.items() if k in asdict(LatentReaderConfig())})
+        reader = cls(config)
+        reader.load_state_dict(state)
+        return reader.eval().requires_grad_(False)
+
+    def save(self, path) -> None:
+        """float16 weights, the config as safetensors metadata."""
+        from safetensors.torch import save_file
+
+        save_file({k: v.half().contiguous() for k, v in self.state_dict().items()}, str(path),
+                  metadata={k: str(v) for k, v in asdict(self.config).items()})  # fmt: skip
+
+
+def _locate():
+    from mien.errors import WeightsError
+    from mien.weights import locate_file, search_dirs
+
+    try:
+        return locate_file(WEIGHTS)
+    except WeightsError as e:
+        found = "has the wrong SHA256 (another version, or damaged)" if "wrong SHA256" in str(e) else "was not found"
+        where = ", ".join(str(d) for d in search_dirs())
+        raise WeightsError(f"--recogniser-critic latent: the latent reader's weights, {WEIGHTS.path} under a weights "
+                           f"folder ({where}), {found}; {WEIGHTS.url}, or use --recogniser-critic decoded") from None
+
+
+@functools.lru_cache(maxsize=4)
+def load_reader(device: torch.device | str = "cpu") -> LatentReader:
+    """The trained reader on ``device``, loaded once per process (it is frozen, so requests share it)."""
+    with torch.inference_mode(False):  # a caller's inference_mode would keep its weights out of autograd
+        return LatentReader.from_weights().to(device)
