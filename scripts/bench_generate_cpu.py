@@ -2,7 +2,7 @@
 workflow (mien.edit.Editor), from the photo file to the PNGs on disk.
 
     python scripts/bench_generate_cpu.py [--labels happy sad ...] [--repeats 3] [--threads N] [--steps 25]
-        [--critic-precision float32|bfloat16]
+        [--critic-precision float32|bfloat16] [--recogniser-critic decoded|latent]
 
 Per image: read the photo, prepare the subject (align, identity vector, reference latent; the Editor
 keeps it after the first image, as for any photo asked for again: Editor.prepare), edit at
@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--labels", "--expression", nargs="+", default=list(LABELS), help="labels to time (default: all 7)")
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: mien's default)")
     ap.add_argument("--critic-precision", default=None, help="float32 or bfloat16 (default: mien's, by the CPU)")
+    ap.add_argument("--recogniser-critic", default=None, help="decoded or latent (default: mien's, decoded)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="default: mien's (mien.threads)")
     args = ap.parse_args()
@@ -52,7 +53,8 @@ def main() -> None:
     t = time.perf_counter()
     editor = Editor.from_pretrained(args.model)
     load_s = time.perf_counter() - t
-    given = {"steps": args.steps, "critic_precision": args.critic_precision}
+    given = {"steps": args.steps, "critic_precision": args.critic_precision,
+             "recogniser_critic": args.recogniser_critic}
     settings = GenerationSettings(**{k: v for k, v in given.items() if v is not None})
     with tempfile.TemporaryDirectory() as tmp:
         for label in args.labels:

@@ -1,7 +1,7 @@
 """Where the CPU time of one generated image goes, per component, at `mien generate`'s defaults.
 
     python scripts/profile_edit.py [--labels happy fearful ...] [--repeats 3] [--threads N] [--steps 25]
-        [--critic-precision float32|bfloat16]
+        [--critic-precision float32|bfloat16] [--recogniser-critic decoded|latent]
 
 The same work as scripts/bench_generate_cpu.py (read the photo, prepare the subject, edit, paste back,
 write the PNGs and sheet), with each component wrapped in a timer that reads this process's CPU time
@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("--labels", "--expression", nargs="+", default=list(LABELS), help="labels (default: all 7)")
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: mien's default)")
     ap.add_argument("--critic-precision", default=None, help="float32 or bfloat16 (default: mien's, by the CPU)")
+    ap.add_argument("--recogniser-critic", default=None, help="decoded or latent (default: mien's, decoded)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="default: mien's (mien.threads)")
     args = ap.parse_args()
@@ -122,7 +123,8 @@ def main() -> None:
     read = T.timed("load_rgb", load_rgb)
     edit = T.timed("edit", editor.edit)
 
-    given = {"steps": args.steps, "critic_precision": args.critic_precision}
+    given = {"steps": args.steps, "critic_precision": args.critic_precision,
+             "recogniser_critic": args.recogniser_critic}
     settings = GenerationSettings(**{k: v for k, v in given.items() if v is not None})
     with tempfile.TemporaryDirectory() as tmp:
         for label in args.labels:
