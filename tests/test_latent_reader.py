@@ -99,3 +99,19 @@ def test_the_option_chooses_which_critic_scores_the_guided_step(critic, monkeypa
     assert not torch.equal(moved, z)  # a guided step moves the state...
     assert (reader.calls > 0, decode.calls > 0) == ((True, False) if critic == "latent" else (False, True))
     assert torch.equal(guide(z, 0.5, 0.46), z)  # ...and only inside the window, whichever critic
+
+
+def test_generate_reports_missing_reader_weights_before_loading_anything(isolated, monkeypatch, capsys, tmp_path):
+    from mien.cli.analyze import example_path
+    from mien.cli.main import main
+    from mien.pipeline import MienPipeline
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the missing weights were reported")
+
+    monkeypatch.setattr(MienPipeline, "from_pretrained", classmethod(refuse))
+    code = main(["generate", "--identity", str(example_path()), "--expression", "happy", "--recogniser-critic",
+                 "latent", "--out", str(tmp_path / "out")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == WeightsError.exit_code and len(err.splitlines()) == 1
+    assert err.startswith("mien: error: --recogniser-critic latent") and not (tmp_path / "out").exists()

@@ -207,6 +207,10 @@ def run(args: argparse.Namespace) -> int:
     check_overwrite(out, args.overwrite)
     check_device(args.device)
     check_model_dir(args.model)
+    if settings.recogniser_critic == "latent":
+        from mien.models.latent_reader import locate_weights
+
+        locate_weights()  # its weight file is not shipped: missing or another version, say so before any work
     if not (args.expression or args.au or args.like or args.into):
         print("mien: note: no --expression, --au or --like given, so the request is neutral (the photo's face "
               "relaxed); ask for one with e.g. --expression happy (`mien expressions` lists them)", file=sys.stderr)

@@ -82,7 +82,7 @@ class LatentReader(nn.Module):
         its checksum is wrong)."""
         from safetensors import safe_open
 
-        path = path or _locate()
+        path = path or locate_weights()
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             state = {k: f.get_tensor(k).float() for k in f.keys()}
@@ -99,7 +99,9 @@ class LatentReader(nn.Module):
                   metadata={k: str(v) for k, v in asdict(self.config).items()})  # fmt: skip
 
 
-def _locate():
+def locate_weights():
+    """The verified weight file's path, or a one-line :class:`mien.errors.WeightsError` saying what is wrong (the
+    CLI calls it before loading anything when ``--recogniser-critic latent`` is asked for)."""
     from mien.errors import WeightsError
     from mien.weights import locate_file, search_dirs
 
