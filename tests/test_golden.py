@@ -4,8 +4,8 @@ a pixel. One torch thread, as they were made (float sums depend on the thread co
 
 Bit for bit against this CPU kind's own recording where one exists (make_golden.machine_golden); on
 another kind, against the reference recording within what a CPU kind changes (make_golden's docstring):
-at most 2 grey levels per pixel, except the blendshape-guided case, whose mean difference must stay
-under 4 levels (a refactoring slip moves far more)."""
+at most 3 grey levels per pixel (an AMD EPYC of family 26 differs from it by 3 on one case), except the
+blendshape-guided case, whose mean difference must stay under 4 levels (a refactoring slip moves far more)."""
 
 import sys
 from pathlib import Path
@@ -58,6 +58,6 @@ def test_outputs_match_the_reference_recording(regenerated):
         if name in CHAOTIC:
             if diff.mean() >= 4.0:
                 off[name] = f"mean {diff.mean():.2f}"
-        elif diff.max() > 2:
+        elif diff.max() > 3:
             off[name] = f"max {int(diff.max())}"
     assert not off, f"outputs changed beyond what a CPU kind explains (grey levels per case): {off}"
