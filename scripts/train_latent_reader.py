@@ -9,7 +9,9 @@ the reader's and the decoded critic's gradients w.r.t. z of the cosine to the pe
 guidance steps along that gradient normalised, so only its direction counts). The states of ``--held`` (dev
 people: ``make_latent_reader_data.py --split dev``), else the last ``--holdout`` share of the states (whole
 batches of people), are reported after each epoch; the weights are saved as
-float16 with the config in the file's metadata. Prints one JSON line per epoch.
+float16 with the config in the file's metadata, and the file's SHA256 beside it (``OUT.sha256``, sha256sum format:
+what mien checks a rebuilt reader against; put both under a weights folder as ``mien/latent_reader.safetensors``).
+Prints one JSON line per epoch.
 """
 
 from __future__ import annotations
@@ -80,8 +82,8 @@ def main() -> None:
         print(json.dumps({"epoch": epoch + 1, "train_loss": round(total / cut, 4),
                           "held_embedding_cos": round(ce.mean().item(), 4), "held_gradient_cos": round(cg.mean().item(), 4),
                           "seconds": round(time.monotonic() - t0)}), flush=True)  # fmt: skip
-    reader.save(args.out)
-    print(f"wrote {args.out}", flush=True)
+    digest = reader.save(args.out)
+    print(f"wrote {args.out} and {args.out}.sha256 ({digest})", flush=True)
 
 
 if __name__ == "__main__":

@@ -41,18 +41,47 @@ def isolated(monkeypatch, tmp_path):
     LR.load_reader.cache_clear()
 
 
-def test_the_reader_loads_only_with_its_checksum_and_says_so_in_one_line(isolated, monkeypatch):
+def one_line_error(**kwargs) -> str:
+    with pytest.raises(WeightsError) as e:
+        LR.load_reader(**kwargs)
+    msg = str(e.value)
+    assert "\n" not in msg and "--recogniser-critic decoded" in msg
+    return msg
+
+
+def test_a_missing_reader_is_a_one_line_error_saying_how_to_build_it(isolated):
+    msg = one_line_error()
+    assert LR.WEIGHTS.path in msg and "in no weights folder" in msg
+    assert "scripts/make_latent_reader_data.py" in msg and "scripts/train_latent_reader.py" in msg
+    assert "A latent critic: measured, not taken" in msg
+
+
+def test_a_rebuilt_reader_loads_by_the_sha256_recorded_beside_it(isolated):
     path = isolated / LR.WEIGHTS.path
-    with pytest.raises(WeightsError) as missing:
-        LR.load_reader()
-    assert "not found" in str(missing.value) and "--recogniser-critic decoded" in str(missing.value)
+    path.parent.mkdir(parents=True)
+    digest = LR.LatentReader(TINY).save(path)  # as scripts/train_latent_reader.py saves it
+    assert digest != LR.WEIGHTS.sha256 and W.recorded_sha256(path) == digest == W.sha256_of(path)
+    assert W.sha256_file(path).read_text() == f"{digest}  latent_reader.safetensors\n"  # sha256sum -c reads it
+    assert LR.load_reader().config == TINY
+
+
+def test_a_damaged_reader_is_a_one_line_error(isolated):
+    path = isolated / LR.WEIGHTS.path
     path.parent.mkdir(parents=True)
     LR.LatentReader(TINY).save(path)
-    with pytest.raises(WeightsError) as bad:
-        LR.load_reader()
-    msg = str(bad.value)
-    assert "wrong SHA256" in msg and LR.WEIGHTS.path in msg and "\n" not in msg
-    monkeypatch.setattr(LR, "WEIGHTS", dataclasses.replace(LR.WEIGHTS, sha256=W.sha256_of(path)))
+    path.write_bytes(path.read_bytes()[:-1] + b"?")  # one byte changed after its SHA256 was recorded
+    msg = one_line_error()
+    assert str(path) in msg and "do not match the SHA256 recorded" in msg and "rebuild" in msg
+    W.sha256_file(path).unlink()  # no recorded SHA256 at all, and not the measured file
+    assert "have no latent_reader.safetensors.sha256" in one_line_error()
+
+
+def test_the_measured_reader_needs_no_recorded_sha256(isolated, monkeypatch):
+    path = isolated / LR.WEIGHTS.path
+    path.parent.mkdir(parents=True)
+    LR.LatentReader(TINY).save(path)
+    W.sha256_file(path).unlink()
+    monkeypatch.setattr(LR, "WEIGHTS", dataclasses.replace(LR.WEIGHTS, sha256=W.sha256_of(path)))  # the pinned one
     assert LR.load_reader().config == TINY
 
 
@@ -115,3 +144,17 @@ def test_generate_reports_missing_reader_weights_before_loading_anything(isolate
     err = capsys.readouterr().err.strip()
     assert code == WeightsError.exit_code and len(err.splitlines()) == 1
     assert err.startswith("mien: error: --recogniser-critic latent") and not (tmp_path / "out").exists()
+
+
+def test_evaluate_reports_missing_reader_weights_before_reading_the_benchmark(isolated, monkeypatch, capsys, tmp_path):
+    from mien.cli.main import main
+    from mien.evaluate import benchmark
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the benchmark was read before the missing weights were reported")
+
+    monkeypatch.setattr(benchmark, "load", refuse)
+    code = main(["evaluate", "--recogniser-critic", "latent", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == WeightsError.exit_code and len(err.splitlines()) == 1
+    assert err.startswith("mien: error: --recogniser-critic latent") and "train_latent_reader.py" in err

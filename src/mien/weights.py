@@ -164,6 +164,28 @@ def _verified(wf: WeightFile, path: Path) -> bool:
         return False
 
 
+def sha256_file(path: Path) -> Path:
+    """The checksum file beside ``path`` (``NAME.sha256``, in ``sha256sum`` format, so ``sha256sum -c`` reads it):
+    how a file built here rather than downloaded carries its own SHA256."""
+    return Path(path).with_name(Path(path).name + ".sha256")
+
+
+def write_sha256_file(path: Path) -> str:
+    """Record ``path``'s SHA256 beside it (:func:`sha256_file`) and return it."""
+    digest = sha256_of(path)
+    sha256_file(path).write_text(f"{digest}  {Path(path).name}\n")
+    return digest
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The SHA256 that :func:`write_sha256_file` recorded for ``path`` (its first word), or None without one."""
+    try:
+        words = sha256_file(path).read_text().split()
+    except OSError:
+        return None
+    return words[0].lower() if words else ""
+
+
 _VERIFIED: dict[tuple[str, str], Path] = {}
 
 
@@ -182,8 +204,8 @@ def locate(name: str) -> Path:
 
 
 def locate_file(wf: WeightFile) -> Path:
-    """:func:`locate` for a file outside :data:`FILES` (an optional one that ``mien weights`` does not list, such
-    as mien's own latent reader, :data:`mien.models.latent_reader.WEIGHTS`)."""
+    """:func:`locate` for any :class:`WeightFile`, checked against its pinned SHA256 (mien's own latent reader,
+    rebuilt rather than downloaded, is checked against its recorded one instead: mien.models.latent_reader)."""
     for d in search_dirs():
         p = d / wf.path
         if not p.is_file():

@@ -52,3 +52,12 @@ def check_device(device: str) -> None:
             raise MienError(f"--device {device}: Apple's MPS is not available here; use --device cpu")
         return
     raise MienError(f"--device {device}: mien runs on cpu, cuda or mps, not {d.type}")
+
+
+def check_critic_weights(critic: str | None) -> None:
+    """``--recogniser-critic latent`` has its weight file (not shipped: it may be missing, or damaged): a one-line
+    :class:`mien.errors.WeightsError` before any photo is read or model loaded (mien.models.latent_reader)."""
+    if critic == "latent":
+        from mien.models.latent_reader import locate_weights
+
+        locate_weights()

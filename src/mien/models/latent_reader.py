@@ -11,13 +11,17 @@ follows only the direction of the score's gradient, the decoded critic's gradien
 person (Sobolev training: Czarnecki et al., "Sobolev Training for Neural Networks", NeurIPS 2017).
 How well it agrees with the decoded critic, and what it does to the edits: docs/performance.md, "A latent
 critic: measured, not taken" (not yet well enough to be the default). Its weights are mien's own
-(:data:`WEIGHTS`, not in the repository), found and checked as the third-party files are.
+(:data:`WEIGHTS`, not in the repository), found in the weights folders as the third-party files are
+(:func:`locate_weights`). Training is not bit-reproducible, so a rebuilt reader differs from the measured one:
+a file is accepted when it is the measured one or matches the SHA256 recorded beside it
+(``latent_reader.safetensors.sha256``, written with it by :meth:`LatentReader.save`).
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +29,10 @@ from torch import nn
 
 from mien.weights import WeightFile
 
-# Searched for and checked as the third-party files are (mien.weights.search_dirs), but not listed by `mien
-# weights`: only --recogniser-critic latent needs it. Trained by the two scripts the module docstring names.
+# Searched for in the third-party files' folders (mien.weights.search_dirs), but not listed by `mien weights`:
+# only --recogniser-critic latent needs it. Trained by the two scripts the module docstring names. The SHA256 is
+# the file docs/performance.md's figures were measured with; a rebuilt file is checked against its own recorded
+# SHA256 instead (locate_weights).
 WEIGHTS = WeightFile(
     "latent_reader", "mien/latent_reader.safetensors",
     "40c80f48ce65fecb59858adfae73c0069bf134b7a18cbe433b9f558ab0610ffc",
@@ -77,9 +83,9 @@ class LatentReader(nn.Module):
 
     @classmethod
     def from_weights(cls, path=None) -> "LatentReader":
-        """The trained reader (float32, eval, frozen) from ``path`` or the verified file that
-        :func:`mien.weights.locate` finds (a one-line :class:`mien.errors.WeightsError` when it is missing or
-        its checksum is wrong)."""
+        """The trained reader (float32, eval, frozen) from ``path`` or the checked file that
+        :func:`locate_weights` finds (a one-line :class:`mien.errors.WeightsError` when it is missing or its
+        checksum is wrong)."""
         from safetensors import safe_open
 
         path = path or locate_weights()
@@ -91,27 +97,46 @@ class LatentReader(nn.Module):
         reader.load_state_dict(state)
         return reader.eval().requires_grad_(False)
 
-    def save(self, path) -> None:
-        """float16 weights, the config as safetensors metadata."""
+    def save(self, path) -> str:
+        """float16 weights, the config as safetensors metadata, and the file's SHA256 recorded beside it
+        (:func:`mien.weights.write_sha256_file`, what :func:`locate_weights` checks a rebuilt reader against);
+        returns that SHA256."""
         from safetensors.torch import save_file
+
+        from mien.weights import write_sha256_file
 
         save_file({k: v.half().contiguous() for k, v in self.state_dict().items()}, str(path),
                   metadata={k: str(v) for k, v in asdict(self.config).items()})  # fmt: skip
+        return write_sha256_file(path)
 
 
-def locate_weights():
-    """The verified weight file's path, or a one-line :class:`mien.errors.WeightsError` saying what is wrong (the
-    CLI calls it before loading anything when ``--recogniser-critic latent`` is asked for)."""
+_SECTION = 'docs/performance.md, "A latent critic: measured, not taken"'
+
+
+def locate_weights() -> Path:
+    """The weight file's path, once its content is checked: the measured file (:data:`WEIGHTS`'s SHA256) or one
+    matching the SHA256 recorded beside it. Otherwise a one-line :class:`mien.errors.WeightsError` saying what is
+    wrong and what to do (the CLI calls it before any work when ``--recogniser-critic latent`` is asked for)."""
     from mien.errors import WeightsError
-    from mien.weights import locate_file, search_dirs
+    from mien.weights import recorded_sha256, search_dirs, sha256_file, sha256_of
 
-    try:
-        return locate_file(WEIGHTS)
-    except WeightsError as e:
-        found = "has the wrong SHA256 (another version, or damaged)" if "wrong SHA256" in str(e) else "was not found"
+    head = "--recogniser-critic latent: the latent reader's weights"
+    found = [d / WEIGHTS.path for d in search_dirs() if (d / WEIGHTS.path).is_file()]
+    if not found:
         where = ", ".join(str(d) for d in search_dirs())
-        raise WeightsError(f"--recogniser-critic latent: the latent reader's weights, {WEIGHTS.path} under a weights "
-                           f"folder ({where}), {found}; {WEIGHTS.url}, or use --recogniser-critic decoded") from None
+        raise WeightsError(f"{head}, {WEIGHTS.path}, are in no weights folder ({where}); they are not shipped: build "
+                           f"them with scripts/make_latent_reader_data.py and scripts/train_latent_reader.py "
+                           f"({_SECTION}) and put the .safetensors and its .sha256 under a weights folder as "
+                           f"{WEIGHTS.path}, or use --recogniser-critic decoded")  # fmt: skip
+    path = found[0]  # the first folder's file, as for the third-party files: no silent fall-back to another
+    actual, recorded = sha256_of(path), recorded_sha256(path)
+    if actual in (WEIGHTS.sha256, recorded):
+        return path
+    beside = sha256_file(path).name
+    why = (f"do not match the SHA256 recorded in {beside} (damaged or cut short)" if recorded is not None else
+           f"have no {beside} beside them recording their SHA256 and are not the measured file ({WEIGHTS.sha256[:12]}…)")
+    raise WeightsError(f"{head}, {path}, {why}; rebuild them with scripts/train_latent_reader.py (it writes both "
+                       f"files; {_SECTION}), or use --recogniser-critic decoded")
 
 
 @functools.lru_cache(maxsize=4)
