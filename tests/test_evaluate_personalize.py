@@ -2,6 +2,7 @@
 personalised on K photos, generated tuning-free and personalised, scored on their other photos, resumed,
 split between processes, summarised."""
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import tiny_components_pipeline
 
+from mien.errors import MienError
 from mien.evaluate import personalize as pz
 from mien.evaluate.benchmark import LABELS, Photo
 from mien.personalize import LossWeights, PersonalizeConfig
@@ -151,3 +153,11 @@ def test_benchmark_loss_weight_options_set_only_their_own_term():
     assert (c.steps, c.rank, c.alpha) == (50, 4, 4.0)
     assert c.losses == LossWeights(expression=0.0)
     assert pz.lora_config(None, None, 3.0, 0.5).losses == LossWeights(identity=3.0, expression=0.5)
+
+
+def test_benchmark_lora_targets_option_sets_only_the_targets():
+    c = pz.lora_config(None, None, targets="attention+conv")
+    assert c.targets == ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]
+    assert dataclasses.replace(c, targets=PersonalizeConfig().targets) == PersonalizeConfig()
+    with pytest.raises(MienError, match="--lora-targets 'ff' is not a target set; choose one of attention, "):
+        pz.lora_config(None, None, targets="ff")

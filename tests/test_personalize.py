@@ -306,6 +306,34 @@ def test_a_stable_diffusion_shaped_unet_is_personalised(tmp_path):
     torch.testing.assert_close(velocity(again, p), velocity(model, p), rtol=0, atol=2e-3)
 
 
+@pytest.mark.parametrize("name", ["attention", "attention+conv", "attention+time", "attention+conv+time"])
+@pytest.mark.parametrize("make", [tiny_model, sd_model], ids=["built-in", "sd-shaped"])
+def test_the_lora_wraps_exactly_the_requested_target_set_and_starts_as_the_base_model(name, make):
+    from peft.tuners.lora import LoraLayer
+
+    from mien.personalize.config import lora_targets
+
+    model, p = make(), person(shape=(32, 16, 16) if make is tiny_model else (4, 8, 8))
+    base = velocity(model, p)
+    suffixes = lora_targets(name)
+    want = {n for n, m in model.backbone.unet.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+            and any(n == s or n.endswith("." + s) for s in suffixes)}  # fmt: skip
+    params = lora.add_lora(model.backbone.unet, lora.lora_config(4, 4.0, suffixes))
+    wrapped = {n for n, m in model.backbone.unet.named_modules() if isinstance(m, LoraLayer)}
+    assert wrapped == want and {n.rsplit(".", 1)[-1] for n in want} >= {s.rsplit(".", 1)[-1] for s in suffixes}
+    assert len(params) == 2 * len(want)  # A and B of each wrapped layer, nothing else trains
+    torch.testing.assert_close(velocity(model, p), base, rtol=0, atol=1e-6)  # B starts at zero
+
+
+def test_an_unknown_lora_target_set_is_a_one_line_error(tmp_path, capsys):
+    from mien.cli.main import main
+
+    assert main(["personalize", str(tmp_path / "me.jpg"), "--out", str(tmp_path / "me"), "--lora-targets", "mlp"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--lora-targets 'mlp' is not a target set; choose one of attention," in err
+    assert not (tmp_path / "me").exists()
+
+
 # --- bad input ---------------------------------------------------------------------------------------
 
 class ColourIdentity(torch.nn.Module):

@@ -95,6 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-group", type=int, metavar="N", help="--personalize: the first N people of each group")
     p.add_argument("--lora-steps", type=int, metavar="N", help="--personalize: training steps (default: mien personalize's)")
     p.add_argument("--lora-rank", type=int, metavar="R", help="--personalize: LoRA rank (default: mien personalize's)")
+    p.add_argument("--lora-targets", metavar="SET",
+                   help="--personalize: the UNet modules the LoRA wraps (default: mien personalize's, attention)")
     p.add_argument("--identity-weight", type=float, metavar="W",
                    help="--personalize: weight of the identity loss (default: mien personalize's)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved run (benchmark, items, output) and exit")
@@ -176,7 +178,8 @@ def _personalize(args: argparse.Namespace) -> int:
     ks = args.personalize
     if any(k < 1 for k in ks) or (args.per_group is not None and args.per_group < 1):
         raise MienError(f"--personalize {' '.join(map(str, ks))}: every K and --per-group must be at least 1")
-    config = pz.lora_config(args.lora_steps, args.lora_rank, args.identity_weight)  # checked before anything loads
+    config = pz.lora_config(args.lora_steps, args.lora_rank, args.identity_weight,
+                            targets=args.lora_targets)  # checked before anything loads
     settings = settings_from_args(args)
     bench = bm.load(args.benchmark).limit(args.limit)
     out = args.out or default_cache_dir() / "runs" / f"personalize-{bench.name}"
@@ -184,7 +187,7 @@ def _personalize(args: argparse.Namespace) -> int:
         people = pz.eligible(bench, ks, args.per_group)
         n = sum(len(i.identity_photos) + len(i.scoring_photos) > k for i in people for k in ks)
         print(f"personalisation benchmark {bench.source}: {len(people)} people, K {ks}, {n} runs of "
-              f"{config.steps} steps (rank {config.rank}) x 7 labels, out {out}")
+              f"{config.steps} steps (rank {config.rank}, LoRA on {', '.join(config.targets)}) x 7 labels, out {out}")
         return 0
     prepared = out / "inputs"
     if not (prepared / "people.json").is_file():

@@ -14,9 +14,10 @@ EPILOG = """\
 The photos (1 to ~20, several photos of one person, any expressions) are aligned and checked to show one
 person (face-api distance); a photo of someone else, an unreadable file or a photo without a face is
 named and left out (the run goes on; exit status 1). Training writes OUT/adapter_config.json +
-OUT/adapter_model.safetensors (a peft LoRA on the backbone's attention), OUT/inputs.safetensors (the
-aligned photos) and OUT/card.json (photos used as SHA256, base model hash, steps, time). Ctrl-C or a kill leaves a checkpoint: the same
-command resumes it. --time-budget stops in time with a usable adapter; running again continues.
+OUT/adapter_model.safetensors (a peft LoRA on the backbone's attention, or on the --lora-targets set),
+OUT/inputs.safetensors (the aligned photos) and OUT/card.json (photos used as SHA256, base model hash,
+steps, time). Ctrl-C or a kill leaves a checkpoint: the same command resumes it. --time-budget stops in
+time with a usable adapter; running again continues.
 
 examples:
   mien personalize me1.jpg me2.jpg me3.jpg --out me/
@@ -27,6 +28,7 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from mien.builtin.config import LORA_TARGET_SETS
     from mien.personalize.config import PersonalizeConfig
 
     d = PersonalizeConfig()
@@ -38,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="PERSON_DIR", help="the person folder to write")
     p.add_argument("--steps", type=int, default=d.steps, help=f"training steps (default {d.steps})")
     p.add_argument("--rank", type=int, default=d.rank, help=f"LoRA rank (default {d.rank})")
+    p.add_argument("--lora-targets", default="attention", metavar="SET",
+                   help=f"the UNet modules the LoRA wraps: {', '.join(LORA_TARGET_SETS)} (default attention: the "
+                        "attention projections; +conv adds the ResNet blocks' convolutions, +time their time-embedding "
+                        "projections; docs/personalize.md, \"LoRA targets beyond attention\")")
     p.add_argument("--time-budget", type=float, metavar="S",
                    help="stop within S seconds (from the start of the command) with a usable adapter")
     p.add_argument("--model", default="default", help="the base model folder (default: the built-in model)")
@@ -47,9 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mien.personalize.config import PersonalizeConfig
+    from mien.personalize.config import PersonalizeConfig, lora_targets
 
-    config = dataclasses.replace(PersonalizeConfig(), steps=args.steps, rank=args.rank, alpha=float(args.rank))
+    config = dataclasses.replace(PersonalizeConfig(), steps=args.steps, rank=args.rank, alpha=float(args.rank),
+                                 targets=lora_targets(args.lora_targets))  # fmt: skip
     if args.time_budget is not None and args.time_budget <= 0:
         raise MienError(f"--time-budget {args.time_budget} must be a positive number of seconds")
     from mien.cli.checks import check_device, check_out_dir

@@ -282,7 +282,7 @@ def one(pipe, base, scorer: Scorer, prepared: Path, person: dict, k: int, K: int
             "steps": res.steps_done, "rank": config.rank, "train_s": round(train_s, 2), "adapter_bytes": res.adapter_bytes,
             "processes": processes, "device": _device_name(pipe.device), "loss_first": res.losses[0]["total"],
             "person_settings": {k: v for k, v in (settings or GenerationSettings()).to_dict().items() if k.startswith("person_")},
-            "loss_last": res.losses[-1]["total"], "rows": rows}  # fmt: skip
+            "loss_last": res.losses[-1]["total"], "targets": list(config.targets), "rows": rows}  # fmt: skip
 
 
 def score_outputs(scorer, mode, labels, imgs, lats, held_desc, train_desc, train_bs, train_lat, train_crops) -> list[dict]:
@@ -357,6 +357,8 @@ def main(argv=None) -> int:
                         "personalised model is no nearer\")")
     b.add_argument("--edit-identity-weight", type=float,
                    help="weight of the identity loss at a requested expression (default: LossWeights')")
+    b.add_argument("--lora-targets", help="the UNet modules the LoRA wraps (mien personalize --lora-targets; default "
+                                          "attention)")
     add_setting_flags(b, "generation: ")
     c.add_argument("--out", required=True)
     c.add_argument("--split", choices=("report", "tune"), default="report",
@@ -375,7 +377,7 @@ def main(argv=None) -> int:
             i, n = (int(x) for x in args.shard.split("/"))
             pipe = pipeline_without_landmarker(args.device)
             config = lora_config(args.lora_steps, args.lora_rank, args.identity_weight, args.expression_weight,
-                                 args.edit_identity_weight)
+                                 args.edit_identity_weight, args.lora_targets)
             run(args.inputs, args.out, args.ks, pipe, Scorer.from_pipeline(pipe), config, settings_from_args(args),
                 shard=(i, n), minutes=args.minutes, max_runs=args.max_runs, labels=tuple(args.labels.split(",")))  # fmt: skip
         else:
@@ -390,11 +392,15 @@ def main(argv=None) -> int:
 
 
 def lora_config(steps: int | None, rank: int | None, identity_weight: float | None = None,
-                expression_weight: float | None = None, edit_identity_weight: float | None = None):
-    """The benchmark's :class:`mien.personalize.PersonalizeConfig`: the defaults with each option given."""
-    from mien.personalize.config import PersonalizeConfig
+                expression_weight: float | None = None, edit_identity_weight: float | None = None,
+                targets: str | None = None):  # fmt: skip
+    """The benchmark's :class:`mien.personalize.PersonalizeConfig`: the defaults with each option given
+    (``targets``: a name of :data:`mien.builtin.config.LORA_TARGET_SETS`)."""
+    from mien.personalize.config import PersonalizeConfig, lora_targets
 
     c = PersonalizeConfig()
+    if targets is not None:
+        c = dataclasses.replace(c, targets=lora_targets(targets))
     weights = {"identity": identity_weight, "expression": expression_weight, "edit_identity": edit_identity_weight}
     c = dataclasses.replace(c, losses=dataclasses.replace(c.losses, **{k: v for k, v in weights.items() if v is not None}))
     if rank is not None:

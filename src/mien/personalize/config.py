@@ -9,8 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mien.builtin.config import LORA_TARGETS  # the backbone's attention projections (torch-free module)
+from mien.builtin.config import LORA_TARGET_SETS, LORA_TARGETS  # torch-free module
 from mien.errors import MienError
+
+
+def lora_targets(name: str) -> list[str]:
+    """The module names of a named target set (:data:`mien.builtin.config.LORA_TARGET_SETS`); a one-line error
+    naming the sets otherwise."""
+    if name not in LORA_TARGET_SETS:
+        raise MienError(f"--lora-targets {name!r} is not a target set; choose one of {', '.join(LORA_TARGET_SETS)}")
+    return list(LORA_TARGET_SETS[name])
 
 
 @dataclass

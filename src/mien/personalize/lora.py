@@ -3,7 +3,8 @@
 A LoRA (Hu et al., "LoRA", ICLR 2022) adds a trainable low-rank update ``B A x * alpha / r`` beside each
 wrapped linear layer; ``B`` starts at zero, so the wrapped UNet first behaves exactly like the base one.
 It is injected with peft into the backbone's UNet only (:data:`mien.builtin.config.LORA_TARGETS`, the
-attention projections): the condition adapter's stream keys and values stay as trained, so the
+attention projections, by default; :data:`mien.builtin.config.LORA_TARGET_SETS` names the others, peft wrapping
+a Conv2d as it wraps a Linear): the condition adapter's stream keys and values stay as trained, so the
 expression stream the person's photos cannot teach is not overwritten. The same calls work on any
 diffusers ``UNet2DConditionModel`` (tests personalise a Stable-Diffusion-shaped one).
 
