@@ -306,7 +306,8 @@ def test_a_stable_diffusion_shaped_unet_is_personalised(tmp_path):
     torch.testing.assert_close(velocity(again, p), velocity(model, p), rtol=0, atol=2e-3)
 
 
-@pytest.mark.parametrize("name", ["attention", "attention+conv", "attention+time", "attention+conv+time"])
+@pytest.mark.parametrize("name", ["attention", "attention+conv", "attention+time", "attention+conv+time",
+                                  "attention+input"])
 @pytest.mark.parametrize("make", [tiny_model, sd_model], ids=["built-in", "sd-shaped"])
 def test_the_lora_wraps_exactly_the_requested_target_set_and_starts_as_the_base_model(name, make):
     from peft.tuners.lora import LoraLayer

@@ -29,12 +29,14 @@ LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 # Named module sets a person's LoRA may wrap (`mien personalize --lora-targets`; docs/personalize.md, "LoRA targets
 # beyond attention"). diffusers' ResnetBlock2D names, which the built-in UNet shares: ``conv1``/``conv2`` are each
 # ResNet block's 3x3 convolutions (peft's LoRA wraps Conv2d as it wraps Linear), ``time_emb_proj`` its projection
-# of the time embedding (the conditions enter through cross-attention's to_k/to_v, already in "attention").
+# of the time embedding, ``conv_in`` the first convolution, where the spatial reference latent enters (concatenated to
+# the noisy latent; the other conditions enter through cross-attention's to_k/to_v, already in "attention").
 LORA_TARGET_SETS = {
     "attention": LORA_TARGETS,
     "attention+conv": (*LORA_TARGETS, "conv1", "conv2"),
     "attention+time": (*LORA_TARGETS, "time_emb_proj"),
     "attention+conv+time": (*LORA_TARGETS, "conv1", "conv2", "time_emb_proj"),
+    "attention+input": (*LORA_TARGETS, "conv_in"),
 }
 
 

@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lora-targets", default="attention", metavar="SET",
                    help=f"the UNet modules the LoRA wraps: {', '.join(LORA_TARGET_SETS)} (default attention: the "
                         "attention projections; +conv adds the ResNet blocks' convolutions, +time their time-embedding "
-                        "projections; docs/personalize.md, \"LoRA targets beyond attention\")")
+                        "projections, +input the first convolution, where the reference photo's latent enters; "
+                        "docs/personalize.md, \"LoRA targets beyond attention\")")
     p.add_argument("--time-budget", type=float, metavar="S",
                    help="stop within S seconds (from the start of the command) with a usable adapter")
     p.add_argument("--model", default="default", help="the base model folder (default: the built-in model)")
