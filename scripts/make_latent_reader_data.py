@@ -21,10 +21,7 @@ and ``gradient`` (N, 32, 16, 16, float16) to one safetensors file.
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import random
-import tarfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -32,37 +29,17 @@ from pathlib import Path
 FACES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "faces128"
 
 
-def pick(people: int, seed: int, split: str = "train") -> list[tuple[tuple[str, str], tuple[str, str]]]:
-    """((shard, key) of a, (shard, key) of b) for ``people`` train identities with two crops of fill <= 0.2."""
+def pick(data, people: int, seed: int, split: str = "train") -> list[tuple[str, str]]:
+    """(key of a, key of b) for ``people`` identities of ``split`` with two crops of fill <= 0.2 (``data``: a
+    :class:`mien.data.faces128.Faces128`)."""
     by_id = defaultdict(list)
-    for line in open(FACES / "manifest.jsonl"):
-        r = json.loads(line)
-        if r["split"] == split and "identity" in r and r["fill"] <= 0.2:
-            by_id[r["identity"]].append((r["shard"], r["key"]))
+    for r in data.samples:
+        if r.split == split and r.identity is not None and r.fill <= 0.2:
+            by_id[r.identity].append(r.key)
     rng = random.Random(seed)
     ids = sorted(i for i, v in by_id.items() if len(v) >= 2)
     rng.shuffle(ids)
-    out = []
-    for i in ids[:people]:
-        a, b = rng.sample(by_id[i], 2)
-        out.append((a, b))
-    return out
-
-
-def read_crops(keys: dict[str, list[str]]):
-    """{key: uint8 (128, 128, 3)} of the keys, by shard."""
-    import numpy as np
-    from PIL import Image
-
-    crops = {}
-    for shard, want in keys.items():
-        want = set(want)
-        with tarfile.open(FACES / shard) as tar:
-            for m in tar:
-                key = m.name.rsplit(".", 1)[0]
-                if key in want:
-                    crops[key] = np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())).convert("RGB"))
-    return crops
+    return [tuple(rng.sample(by_id[i], 2)) for i in ids[:people]]
 
 
 def main() -> None:
@@ -79,17 +56,14 @@ def main() -> None:
     import torch.nn.functional as F
     from safetensors.torch import save_file
 
+    from mien.data.faces128 import Faces128
     from mien.guidance.recogniser import latent_embedder
     from mien.pipeline import MienPipeline
 
     torch.manual_seed(args.seed)
-    trios = pick(args.people, args.seed, args.split)
-    by_shard = defaultdict(list)
-    for pair in trios:
-        for shard, key in pair:
-            by_shard[shard].append(key)
-    crops = read_crops(by_shard)
-    trios = [(a[1], b[1]) for a, b in trios]
+    data = Faces128(FACES)
+    trios = pick(data, args.people, args.seed, args.split)
+    crops = {k: data.image(k) for pair in trios for k in pair}
     print(f"{len(trios)} people, {len(crops)} crops read", flush=True)
     pipe = MienPipeline.from_pretrained(landmarker=False)
     model, taef2, identity = pipe.model, pipe.taef2, pipe.identity

@@ -200,12 +200,7 @@ def _missing_message(wf: WeightFile) -> str:
 
 def locate(name: str) -> Path:
     """Path of a verified weight file, or a :class:`WeightsError` saying what to do."""
-    return locate_file(FILES[name])
-
-
-def locate_file(wf: WeightFile) -> Path:
-    """:func:`locate` for any :class:`WeightFile`, checked against its pinned SHA256 (mien's own latent reader,
-    rebuilt rather than downloaded, is checked against its recorded one instead: mien.models.latent_reader)."""
+    wf = FILES[name]
     for d in search_dirs():
         p = d / wf.path
         if not p.is_file():
