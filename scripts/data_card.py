@@ -16,7 +16,6 @@ no image→AU model exists in this project.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from collections import Counter, defaultdict
@@ -30,6 +29,7 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
+from mien.checksums import sha256_of  # noqa: E402
 from mien.data.faces128 import EXPRESSIONS as POSED, SOURCES, SPLITS, Faces128, default_data_dir, load_manifest  # noqa: E402
 from mien.expression.aus import AU_NAMES, AUS  # noqa: E402
 from mien.expression.basic import BASIC  # noqa: E402
@@ -51,14 +51,6 @@ COLORS = dict(zip(SOURCES, plt.get_cmap("tab10").colors))
 
 def pct(a, q):
     return [round(float(v), 2) for v in np.percentile(a, q)] if len(a) else None
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_sidecar(path: Path) -> dict[str, np.ndarray]:
@@ -92,7 +84,7 @@ def compute(data_dir: Path, ann_path: Path, out: Path) -> dict:
     samples = load_manifest(data_dir)
     man = {s.key: s for s in samples}
     R: dict = {"data_dir": str(data_dir), "annotations": str(ann_path), "manifest_rows": len(samples),
-               "sha256": {"manifest.jsonl": sha256(Path(data_dir) / "manifest.jsonl"), ann_path.name: sha256(ann_path)}}
+               "sha256": {"manifest.jsonl": sha256_of(Path(data_dir) / "manifest.jsonl"), ann_path.name: sha256_of(ann_path)}}
     pairs = [(sp, src) for sp in SPLITS for src in SOURCES if any(s.split == sp and s.source == src for s in samples)]
     R["pairs"] = [f"{sp}/{src}" for sp, src in pairs]
 

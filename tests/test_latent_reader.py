@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mien import checksums
 from mien import weights as W
 from mien.errors import MienError, WeightsError
 from mien.guidance.recogniser import RecogniserGuidance
@@ -60,8 +61,8 @@ def test_a_rebuilt_reader_loads_by_the_sha256_recorded_beside_it(isolated):
     path = isolated / LR.WEIGHTS.path
     path.parent.mkdir(parents=True)
     digest = LR.LatentReader(TINY).save(path)  # as scripts/train_latent_reader.py saves it
-    assert digest != LR.WEIGHTS.sha256 and W.recorded_sha256(path) == digest == W.sha256_of(path)
-    assert W.sha256_file(path).read_text() == f"{digest}  latent_reader.safetensors\n"  # sha256sum -c reads it
+    assert digest != LR.WEIGHTS.sha256 and checksums.recorded_sha256(path) == digest == checksums.sha256_of(path)
+    assert checksums.sidecar(path).read_text() == f"{digest}  latent_reader.safetensors\n"  # sha256sum -c reads it
     assert LR.load_reader().config == TINY
 
 
@@ -72,7 +73,7 @@ def test_a_damaged_reader_is_a_one_line_error(isolated):
     path.write_bytes(path.read_bytes()[:-1] + b"?")  # one byte changed after its SHA256 was recorded
     msg = one_line_error()
     assert str(path) in msg and "do not match the SHA256 recorded" in msg and "rebuild" in msg
-    W.sha256_file(path).unlink()  # no recorded SHA256 at all, and not the measured file
+    checksums.sidecar(path).unlink()  # no recorded SHA256 at all, and not the measured file
     assert "have no latent_reader.safetensors.sha256" in one_line_error()
 
 
@@ -80,8 +81,8 @@ def test_the_measured_reader_needs_no_recorded_sha256(isolated, monkeypatch):
     path = isolated / LR.WEIGHTS.path
     path.parent.mkdir(parents=True)
     LR.LatentReader(TINY).save(path)
-    W.sha256_file(path).unlink()
-    monkeypatch.setattr(LR, "WEIGHTS", dataclasses.replace(LR.WEIGHTS, sha256=W.sha256_of(path)))  # the pinned one
+    checksums.sidecar(path).unlink()
+    monkeypatch.setattr(LR, "WEIGHTS", dataclasses.replace(LR.WEIGHTS, sha256=checksums.sha256_of(path)))  # the pinned one
     assert LR.load_reader().config == TINY
 
 

@@ -20,7 +20,8 @@ from PIL import Image
 
 from mien.cli.main import main
 from mien.data.faces128 import Sample
-from mien.data.pack import NPZ_OVERHEAD, _chunks_by_person, read_chunk, verify
+from mien.checksums import failures
+from mien.data.pack import NPZ_OVERHEAD, _chunks_by_person, read_chunk
 from mien.data.training_view import TrainingView
 
 
@@ -271,7 +272,7 @@ def test_sha256sums_verify_and_catch_corruption(packed, tmp_path):
     assert set(sums) == {e["file"] for e in packed["meta"]["chunks"]}
     for name, h in sums.items():
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == h
-    assert verify(out) == []
+    assert failures(out / "SHA256SUMS") == []
 
     copy = tmp_path / "copy"
     copy.mkdir()
@@ -283,7 +284,7 @@ def test_sha256sums_verify_and_catch_corruption(packed, tmp_path):
     (copy / names[0]).write_bytes(bytes(data))
     (copy / names[1]).write_bytes((copy / names[1]).read_bytes()[:-10])  # truncated
     (copy / names[2]).unlink()  # missing
-    assert sorted(verify(copy)) == sorted(names[:3])
+    assert sorted(failures(copy / "SHA256SUMS")) == sorted(names[:3])
 
 
 def test_pack_without_annotations_is_a_one_line_error(pool, tmp_path, capsys):

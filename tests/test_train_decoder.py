@@ -9,10 +9,10 @@ from safetensors.torch import load_file
 
 from mien.builtin.config import ModelConfig
 from mien.builtin.model import MienModel
+from mien.checksums import sha256_of
 from mien.errors import MienError
 from mien.models.taef2 import TAEF2
 from mien.train.decoder import DECODER_FILE, DecoderTrainConfig, finetune_decoder, masked_mse, psnr
-from mien.weights import sha256_of
 
 
 def toy_faces(n=8, size=32):

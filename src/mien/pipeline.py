@@ -165,8 +165,8 @@ class MienPipeline:
     def load_person(self, directory: str | Path) -> dict:
         """Load a person's LoRA (a `mien personalize` folder) into the model; a folder made on another base
         model is a one-line error. Call it before serving requests (it changes the model)."""
+        from mien.checksums import sha256_of
         from mien.personalize.lora import ADAPTER_WEIGHTS, load_person
-        from mien.weights import sha256_of
 
         with torch.inference_mode(False):
             self.person = load_person(self.model.backbone.unet, directory, self.model.sha256)

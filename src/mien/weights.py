@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from mien.checksums import sha256_of
 from mien.errors import WeightsError
 
 ENV_VAR = "MIEN_WEIGHTS"
@@ -144,14 +145,6 @@ def search_dirs() -> list[Path]:
     return dirs
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _verified(wf: WeightFile, path: Path) -> bool:
     if sha256_of(path) == wf.sha256:
         return True
@@ -162,28 +155,6 @@ def _verified(wf: WeightFile, path: Path) -> bool:
             return all(hashlib.sha256(z.read(m)).hexdigest() == s for m, s in wf.members.items())
     except (zipfile.BadZipFile, KeyError, OSError):
         return False
-
-
-def sha256_file(path: Path) -> Path:
-    """The checksum file beside ``path`` (``NAME.sha256``, in ``sha256sum`` format, so ``sha256sum -c`` reads it):
-    how a file built here rather than downloaded carries its own SHA256."""
-    return Path(path).with_name(Path(path).name + ".sha256")
-
-
-def write_sha256_file(path: Path) -> str:
-    """Record ``path``'s SHA256 beside it (:func:`sha256_file`) and return it."""
-    digest = sha256_of(path)
-    sha256_file(path).write_text(f"{digest}  {Path(path).name}\n")
-    return digest
-
-
-def recorded_sha256(path: Path) -> str | None:
-    """The SHA256 that :func:`write_sha256_file` recorded for ``path`` (its first word), or None without one."""
-    try:
-        words = sha256_file(path).read_text().split()
-    except OSError:
-        return None
-    return words[0].lower() if words else ""
 
 
 _VERIFIED: dict[tuple[str, str], Path] = {}

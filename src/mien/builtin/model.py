@@ -25,8 +25,8 @@ from torch import nn
 from mien.builtin.adapter import ConditionAdapter
 from mien.builtin.backbone import Backbone, coarse  # noqa: F401 - coarse: part of the model's documented behaviour
 from mien.builtin.config import ModelConfig, load_json, save_json
+from mien.checksums import read_sums, sha256_of, write_sums
 from mien.errors import MienError
-from mien.weights import sha256_of
 
 CONFIG_NAME, WEIGHTS_NAME, CHECKSUM_NAME = "config.json", "model.safetensors", "SHA256SUMS"
 
@@ -46,8 +46,7 @@ def _weight_files(directory: Path) -> list[str]:
 def write_checksum(directory: str | Path) -> None:
     """``SHA256SUMS`` beside the weights (sha256sum's format), so a damaged copy is caught on load."""
     directory = Path(directory)
-    lines = [f"{sha256_of(directory / name)}  {name}\n" for name in _weight_files(directory) if (directory / name).is_file()]
-    (directory / CHECKSUM_NAME).write_text("".join(lines))
+    write_sums(directory / CHECKSUM_NAME, [name for name in _weight_files(directory) if (directory / name).is_file()])
 
 
 def verify_checksum(directory: str | Path) -> str:
@@ -56,7 +55,7 @@ def verify_checksum(directory: str | Path) -> str:
     SHA256 of the two files' hex digests joined by a space (so outputs name the pair that made them)."""
     directory = Path(directory)
     sums = directory / CHECKSUM_NAME
-    want = dict(line.split()[::-1] for line in sums.read_text().splitlines() if line.strip()) if sums.is_file() else {}
+    want = read_sums(sums) if sums.is_file() else {}
     shas = {}
     for name in _weight_files(directory):
         if not (directory / name).is_file():

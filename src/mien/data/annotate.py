@@ -207,8 +207,9 @@ def _group_table(out_dir: Path, group: str) -> pa.Table | None:
 
 def finalize(out_dir: Path, data_dir: Path) -> Path:
     """Join the groups by key (missing values NaN), add AU estimates, write the provenance JSON."""
+    from mien.checksums import sha256_of
     from mien.expression.aus import AU_NAMES, AUCalibration, blendshapes_to_aus
-    from mien.weights import FILES, locate, sha256_of
+    from mien.weights import FILES, locate
 
     tables = {g: t for g in GROUPS if (t := _group_table(out_dir, g)) is not None}
     if "landmarks" not in tables:

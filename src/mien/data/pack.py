@@ -7,12 +7,12 @@ chunks of at most ``max_mb`` MB, each one self-contained ``.npz``: the crops' or
 matrices and source sizes for the validity masks). Chunks are cut along people, so every identity
 reference of a sample lies in its own chunk and a run can train on any subset of chunks; people with
 several photos come first.
-``pack.json`` lists the chunks; ``SHA256SUMS`` lets the GPU side verify what arrived.
+``pack.json`` lists the chunks; ``SHA256SUMS`` lets the GPU side verify what arrived (``sha256sum -c``, or
+:func:`mien.checksums.failures`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mien.checksums import write_sums
 from mien.data.training_view import TrainingView
 
 # Bytes of one chunk file that belong to no image: the zip entry headers, central directory and npy
@@ -102,25 +103,13 @@ def pack(annotations: Path, out_dir: Path, data_dir: Path | None = None, split: 
         os.replace(tmp, out_dir / name)
         entries.append({"file": name, "images": int(len(idx)), "people": int(len(np.unique(view.group[idx]))),
                         "bytes": (out_dir / name).stat().st_size})
-    sums = {e["file"]: hashlib.sha256((out_dir / e["file"]).read_bytes()).hexdigest() for e in entries}
-    (out_dir / "SHA256SUMS").write_text("".join(f"{h}  {f}\n" for f, h in sums.items()))
+    write_sums(out_dir / "SHA256SUMS", [e["file"] for e in entries])
     meta = {"split": split, "images": len(view.samples), "self_ref": int(view.self_ref.sum()),
             "annotations": str(annotations), "chunks": entries,
             "expression_vector": "52 MediaPipe blendshapes, then yaw, pitch, roll in degrees / 90",
             "identity_vector": "face-api 128-D descriptor of the crop, L2-normalised"}
     (out_dir / "pack.json").write_text(json.dumps(meta, indent=1))
     return out_dir / "pack.json"
-
-
-def verify(pack_dir: Path) -> list[str]:
-    """Files whose SHA256 does not match SHA256SUMS (missing files included)."""
-    bad = []
-    for line in (Path(pack_dir) / "SHA256SUMS").read_text().splitlines():
-        h, name = line.split("  ", 1)
-        p = Path(pack_dir) / name
-        if not p.is_file() or hashlib.sha256(p.read_bytes()).hexdigest() != h:
-            bad.append(name)
-    return bad
 
 
 def read_chunk(path: Path) -> tuple[dict[str, np.ndarray], list[bytes]]:

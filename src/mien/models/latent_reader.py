@@ -99,15 +99,15 @@ class LatentReader(nn.Module):
 
     def save(self, path) -> str:
         """float16 weights, the config as safetensors metadata, and the file's SHA256 recorded beside it
-        (:func:`mien.weights.write_sha256_file`, what :func:`locate_weights` checks a rebuilt reader against);
+        (:func:`mien.checksums.write_sidecar`, what :func:`locate_weights` checks a rebuilt reader against);
         returns that SHA256."""
         from safetensors.torch import save_file
 
-        from mien.weights import write_sha256_file
+        from mien.checksums import write_sidecar
 
         save_file({k: v.half().contiguous() for k, v in self.state_dict().items()}, str(path),
                   metadata={k: str(v) for k, v in asdict(self.config).items()})  # fmt: skip
-        return write_sha256_file(path)
+        return write_sidecar(path)
 
 
 _SECTION = 'docs/performance.md, "A latent critic: measured, not taken"'
@@ -118,7 +118,8 @@ def locate_weights() -> Path:
     matching the SHA256 recorded beside it. Otherwise a one-line :class:`mien.errors.WeightsError` saying what is
     wrong and what to do (the CLI calls it before any work when ``--recogniser-critic latent`` is asked for)."""
     from mien.errors import WeightsError
-    from mien.weights import recorded_sha256, search_dirs, sha256_file, sha256_of
+    from mien.checksums import recorded_sha256, sha256_of, sidecar
+    from mien.weights import search_dirs
 
     head = "--recogniser-critic latent: the latent reader's weights"
     found = [d / WEIGHTS.path for d in search_dirs() if (d / WEIGHTS.path).is_file()]
@@ -132,7 +133,7 @@ def locate_weights() -> Path:
     actual, recorded = sha256_of(path), recorded_sha256(path)
     if actual in (WEIGHTS.sha256, recorded):
         return path
-    beside = sha256_file(path).name
+    beside = sidecar(path).name
     why = (f"do not match the SHA256 recorded in {beside} (damaged or cut short)" if recorded is not None else
            f"have no {beside} beside them recording their SHA256 and are not the measured file ({WEIGHTS.sha256[:12]}…)")
     raise WeightsError(f"{head}, {path}, {why}; rebuild them with scripts/train_latent_reader.py (it writes both "

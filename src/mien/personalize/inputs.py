@@ -12,7 +12,6 @@ photos nor MediaPipe again (the GPU machine has none).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mien.checksums import sha256_of
 from mien.errors import MienError, NoFaceError
 from mien.face.one_person import keep_one_person
 
@@ -64,10 +64,6 @@ class PersonInputs:
 
         t = {k: v.numpy() for k, v in load_file(Path(directory) / INPUTS_NAME).items()}
         return cls(list(names), list(sha256), t["crops"], t["mask"], t["features"], t["expression"])
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def feature_cells(landmarks_crop: np.ndarray, size: int = 16, cell: int = 8, dilate: int = 1) -> np.ndarray:
@@ -129,7 +125,7 @@ def prepare(landmarker, paths: list[str | Path], identity_encoder, warn=print, t
         crops.append(aligned.crops[k])
     kept = [names[i] for i in aligned.sources]
     skipped = unreadable + aligned.skipped
-    return PersonInputs(kept, [file_sha256(n) for n in kept], np.stack(crops), np.stack(masks).astype(np.float32),
+    return PersonInputs(kept, [sha256_of(n) for n in kept], np.stack(crops), np.stack(masks).astype(np.float32),
                         np.stack(feats).astype(np.float32), np.stack(exprs).astype(np.float32), skipped)  # fmt: skip
 
 
