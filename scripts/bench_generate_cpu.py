@@ -1,8 +1,8 @@
 """End-to-end CPU time of one generated image per label, with the models loaded, through the library
 workflow (mien.edit.Editor), from the photo file to the PNGs on disk.
 
-    python scripts/bench_generate_cpu.py [--labels happy sad ...] [--repeats 3] [--threads N] [--steps 25]
-        [--critic-precision float32|bfloat16] [--recogniser-critic decoded|latent]
+    python scripts/bench_generate_cpu.py [--labels happy sad ...] [--repeats 3] [--threads N]
+        [any `mien generate` setting: --steps 25 --critic-precision float32|bfloat16 --recogniser-critic decoded|latent ...]
 
 Per image: read the photo, prepare the subject (align, identity vector, reference latent; the Editor
 keeps it after the first image, as for any photo asked for again: Editor.prepare), edit at
@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mien.cli.settings_flags import add_setting_flags, settings_from_args
+
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
 
 
@@ -31,11 +33,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
     ap.add_argument("--labels", "--expression", nargs="+", default=list(LABELS), help="labels to time (default: all 7)")
-    ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: mien's default)")
-    ap.add_argument("--critic-precision", default=None, help="float32 or bfloat16 (default: mien's, by the CPU)")
-    ap.add_argument("--recogniser-critic", default=None, help="decoded or latent (default: mien's, decoded)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="default: mien's (mien.threads)")
+    add_setting_flags(ap, "generation: ")  # mien generate's own setting flags, defaults and help
     args = ap.parse_args()
     from mien.threads import configure
 
@@ -47,15 +47,12 @@ def main() -> None:
     from mien.expression.targets import parse_request
     from mien.io.image import load_rgb
     from mien.io.output import save_result
-    from mien.settings import GenerationSettings
 
     load_before = os.getloadavg()
     t = time.perf_counter()
     editor = Editor.from_pretrained(args.model)
     load_s = time.perf_counter() - t
-    given = {"steps": args.steps, "critic_precision": args.critic_precision,
-             "recogniser_critic": args.recogniser_critic}
-    settings = GenerationSettings(**{k: v for k, v in given.items() if v is not None})
+    settings = settings_from_args(args)
     with tempfile.TemporaryDirectory() as tmp:
         for label in args.labels:
             times = []

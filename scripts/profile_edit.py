@@ -1,7 +1,7 @@
 """Where the CPU time of one generated image goes, per component, at `mien generate`'s defaults.
 
-    python scripts/profile_edit.py [--labels happy fearful ...] [--repeats 3] [--threads N] [--steps 25]
-        [--critic-precision float32|bfloat16] [--recogniser-critic decoded|latent]
+    python scripts/profile_edit.py [--labels happy fearful ...] [--repeats 3] [--threads N]
+        [any `mien generate` setting: --steps 25 --critic-precision float32|bfloat16 --recogniser-critic decoded|latent ...]
 
 The same work as scripts/bench_generate_cpu.py (read the photo, prepare the subject, edit, paste back,
 write the PNGs and sheet), with each component wrapped in a timer that reads this process's CPU time
@@ -25,6 +25,8 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+
+from mien.cli.settings_flags import add_setting_flags, settings_from_args
 
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
 
@@ -74,11 +76,9 @@ class Timers:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--labels", "--expression", nargs="+", default=list(LABELS), help="labels (default: all 7)")
-    ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: mien's default)")
-    ap.add_argument("--critic-precision", default=None, help="float32 or bfloat16 (default: mien's, by the CPU)")
-    ap.add_argument("--recogniser-critic", default=None, help="decoded or latent (default: mien's, decoded)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="default: mien's (mien.threads)")
+    add_setting_flags(ap, "generation: ")  # mien generate's own setting flags, defaults and help
     args = ap.parse_args()
     from mien.threads import configure
 
@@ -95,7 +95,6 @@ def main() -> None:
     from mien.guidance.blendshape import BlendshapeGuide
     from mien.guidance.recogniser import RecogniserGuide
     from mien.io.image import load_rgb
-    from mien.settings import GenerationSettings
 
     import_cpu, import_wall = time.process_time() - c0, time.perf_counter() - w0
     c0, w0 = time.process_time(), time.perf_counter()
@@ -123,9 +122,7 @@ def main() -> None:
     read = T.timed("load_rgb", load_rgb)
     edit = T.timed("edit", editor.edit)
 
-    given = {"steps": args.steps, "critic_precision": args.critic_precision,
-             "recogniser_critic": args.recogniser_critic}
-    settings = GenerationSettings(**{k: v for k, v in given.items() if v is not None})
+    settings = settings_from_args(args)
     with tempfile.TemporaryDirectory() as tmp:
         for label in args.labels:
             totals = [0.0, 0.0]
