@@ -519,7 +519,12 @@ def test_the_decoded_reference_needs_the_reconstruction():
 
 
 def test_the_editor_decodes_the_reconstruction_exactly_when_the_default_paste_uses_it():
-    from mien.detail import DEFAULT
     from mien.paste import paste_detail
 
-    assert paste_detail.uses_reconstruction == (DEFAULT.reference != "photo")
+    photo = textured_photo(13)
+    crop = align.warp_to_crop(photo, MATRIX)
+    if paste_detail.uses_reconstruction:  # then pasting without it fails
+        with pytest.raises(ValueError, match="reconstruction"):
+            paste_detail(photo, crop, MATRIX, "background")
+    else:  # and without the flag, the paste works without it
+        assert paste_detail(photo, crop, MATRIX, "background").shape == photo.shape

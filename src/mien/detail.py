@@ -175,6 +175,11 @@ class DetailSettings:
     # reconstruction as the reference")
     reference: str = "photo"
 
+    @property
+    def uses_reconstruction(self) -> bool:
+        """Whether :func:`transfer_detail` needs ``reconstruction``: every reference but the photo's crop."""
+        return self.reference != "photo"
+
 
 DEFAULT = DetailSettings()
 REFERENCES = ("photo", "decoded", "decoded-residual")
@@ -342,7 +347,7 @@ def _reference(original: np.ndarray, reconstruction: np.ndarray | None, settings
     it, whose own error (colour cast, blur) the edit holds too and so is not taken for a change."""
     if settings.reference not in REFERENCES:
         raise ValueError(f"unknown reference {settings.reference!r}: use one of {', '.join(REFERENCES)}")
-    if settings.reference == "photo":
+    if not settings.uses_reconstruction:
         return original
     if reconstruction is None or reconstruction.shape != original.shape:
         raise ValueError(f"reference {settings.reference!r} needs the decoder's reconstruction of the unedited crop "

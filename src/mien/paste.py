@@ -13,6 +13,8 @@ from collections.abc import Callable
 import numpy as np
 import torch.nn.functional as F
 
+from mien.detail import DEFAULT as DETAIL_DEFAULT
+
 # paste(photo, face, matrix, keep, landmarks=None) -> the photo with the face in it: photo (H, W, 3) uint8,
 # face (128, 128, 3) uint8 (the generated aligned crop), matrix the 2x3 photo -> crop matrix the crop was
 # aligned with, keep the settings' kept region ("background": only the face box the edit may redraw is
@@ -56,9 +58,9 @@ def paste_detail(photo: np.ndarray, image: np.ndarray, matrix: np.ndarray, keep:
 
 
 # the editor decodes the reconstruction (one TAEF2 decode, ~0.09 s on a CPU) only for a paste that uses it:
-# paste_detail does only where DetailSettings' default reference is not "photo" (it is: docs/fullres.md, "the
-# decoder's reconstruction as the reference"); tests/test_detail.py checks the two agree
-paste_detail.uses_reconstruction = False
+# paste_detail pastes with DetailSettings' defaults, so it does exactly when their reference needs it (the default,
+# the photo's crop, does not: docs/fullres.md, "the decoder's reconstruction as the reference")
+paste_detail.uses_reconstruction = DETAIL_DEFAULT.uses_reconstruction
 
 # `mien generate --paste NAME`
 PASTES: dict[str, Paste] = {"detail": paste_detail, "crop": paste_into_photo}
