@@ -56,6 +56,14 @@ examples:
   mien train expression-space runs/annotations/annotations.parquet --out /tmp/space
 """
 
+INTERPOLATE_EXAMPLES = """\
+The folder written is a complete model (config, fp16 weights, decoder, SHA256SUMS) with interpolation.json
+naming what it was made from; use it with mien generate --model DIR or mien evaluate --model DIR.
+
+examples:
+  mien train interpolate src/mien/resources/model runs/feedback/model --alpha 0.7 --out runs/mix07
+"""
+
 
 def _config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
     """One option per field of config dataclass ``cls``; left-out options stay absent (argparse.SUPPRESS),
@@ -139,6 +147,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: the package's expression resources)")
     e.add_argument("--dry-run", action="store_true", help="print the inputs and outputs, then exit")
     e.set_defaults(run=run_expression_space)
+
+    w = tsub.add_parser("interpolate", help="a model between the shipped one and its fine-tune (weight interpolation)",
+                        description="Write a model folder whose weights lie between BASE's and TUNED's: "
+                        "BASE + ALPHA (TUNED - BASE) (WiSE-FT; mien.train.interpolate says why).",
+                        epilog=INTERPOLATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    w.add_argument("base", type=Path, help="the model fine-tuned from (a model folder; e.g. src/mien/resources/model)")
+    w.add_argument("tuned", type=Path, help="its fine-tune (the model folder a mien train --init-from run wrote)")
+    w.add_argument("--alpha", type=float, required=True, help="0: BASE, 1: TUNED, between: the line between them")
+    w.add_argument("--out", type=Path, required=True, metavar="DIR", help="the model folder to write")
+    w.set_defaults(run=run_interpolate)
 
 
 def _chunks(args: argparse.Namespace) -> list[Path] | None:
@@ -249,4 +267,11 @@ def run_expression_space(args: argparse.Namespace) -> int:
         return 0
     for line in fit_expression_space(args.annotations, out):
         print(line)
+    return 0
+
+
+def run_interpolate(args: argparse.Namespace) -> int:
+    from mien.train.interpolate import interpolate
+
+    print(json.dumps(interpolate(args.base, args.tuned, args.alpha, args.out), indent=1))
     return 0
