@@ -1,18 +1,20 @@
 """Benchmark of the full-resolution paste (docs/fullres.md): the old paste (the 128 px crop warped back,
 ``--paste crop``) against detail transfer (``--paste detail``, :mod:`mien.detail`) on the dev people that
 have their original photos (the ``*.raw.jpg`` of faces128 ``dev.tar``: London Set and Essex faces94),
-the seven labels, seed 0.
+the seven labels, seed 0 (``--seeds``: more seeds, each its own edit).
 
     tar xf shared/data/faces128/dev.tar -C /tmp/raw --wildcards '*raw.jpg'
     python scripts/bench_fullres.py --raw /tmp/raw --split tune   --people 4  --cache /tmp/fr   # choose parameters
     python scripts/bench_fullres.py --raw /tmp/raw --split report --people 12 --cache /tmp/fr --sheet /tmp/sheets
     flock notes/bench.lock python scripts/bench_fullres.py --raw /tmp/raw --cost    # 12 MP timing only
     python scripts/bench_fullres.py ... --cached-only --settings '{"structure": false}'  # another rule, same edits
+    python scripts/bench_fullres.py --raw /tmp/raw --split report --people 99 --seeds 1 2 --cache /tmp/fr  # more edits
 
 People are split by their index in key order: every fourth (0, 4, 8, ...) is a tuning person, the rest are
 report people. Per image (the metrics are defined in docs/fullres.md): sharpness ratio, ghost ratio,
 still-face colour shift, still-region PSNR, changed pixels outside the face mask, seam ratio, and face-api
-expression / identity on the re-aligned output against the 128 px crop's own.
+expression / identity on the re-aligned output against the 128 px crop's own; the outputs are also read brought
+back to the 128 px crop with the edit's own alignment (``*_at128_*``: the measurement path of the crop's own figure).
 """
 
 from __future__ import annotations
@@ -63,12 +65,17 @@ def split_people(all_people, split: str, n: int, source: str | None = None):
     return [pp for pp in chosen if source is None or pp[0].startswith(source)][:n]
 
 
-def cached_edits(cache: Path, chosen, labels=LABELS):
+def edit_file(cache: Path, person: str, label: str, seed: int = 0) -> Path:
+    """The cached 128 px edit of ``person`` and ``label`` from ``seed`` (seed 0 keeps the name it always had)."""
+    return cache / (f"{person}_{label}.npz" if seed == 0 else f"{person}_{label}_seed{seed}.npz")
+
+
+def cached_edits(cache: Path, chosen, labels=LABELS, seed: int = 0):
     """(person, label, the cached edit's arrays: photo, crop, matrix, landmarks, keep) of every person of ``chosen``
-    (``split_people``) and label whose 128 px edit is in ``cache`` (``--cache``; the others are skipped)."""
+    (``split_people``) and label whose 128 px edit from ``seed`` is in ``cache`` (``--cache``; others are skipped)."""
     for person, *_ in chosen:
         for label in labels:
-            f = cache / f"{person}_{label}.npz"
+            f = edit_file(cache, person, label, seed)
             if f.exists():
                 yield person, label, dict(np.load(f))
 
@@ -193,19 +200,20 @@ def generate(args, chosen):
     from mien.settings import GenerationSettings
 
     args.cache.mkdir(parents=True, exist_ok=True)
-    todo = [(p, path, lab) for p, path in chosen for lab in args.labels if not (args.cache / f"{p}_{lab}.npz").exists()]
+    todo = [(p, path, lab, seed) for seed in args.seeds for p, path in chosen for lab in args.labels
+            if not edit_file(args.cache, p, lab, seed).exists()]  # fmt: skip
     if not todo:
         return
     with Editor.from_pretrained() as editor:
-        for person, path, label in todo:
+        for person, path, label, seed in todo:
             photo = load_rgb(path)
             aligned = editor.align([photo])
             subject = editor.subject([photo], aligned)
             res = editor.edit(subject, parse_request(label), GenerationSettings(**json.loads(args.generation)), n=1,
-                              seed=0, paste=False)
-            np.savez(args.cache / f"{person}_{label}.npz", photo=photo, crop=res.crops[0], matrix=subject.matrix,
+                              seed=seed, paste=False)
+            np.savez(edit_file(args.cache, person, label, seed), photo=photo, crop=res.crops[0], matrix=subject.matrix,
                      landmarks=subject.landmarks, keep=res.generation.settings.keep)  # fmt: skip
-            print(f"generated {person} {label}", file=sys.stderr, flush=True)
+            print(f"generated {person} {label} seed {seed}", file=sys.stderr, flush=True)
 
 
 def reconstructions(settings: DetailSettings):
@@ -237,16 +245,18 @@ def evaluate(args, chosen) -> list[dict]:
     rows = []
     reconstruction = reconstructions(args.detail)
     with FaceAnalyzer() as analyzer:
-        for person, path, label in [(p, q, lab) for p, q in chosen for lab in args.labels]:
-            if args.cached_only and not (args.cache / f"{person}_{label}.npz").exists():
+        for seed, person, label in [(s, p, lab) for s in args.seeds for p, _ in chosen for lab in args.labels]:
+            f = edit_file(args.cache, person, label, seed)
+            if args.cached_only and not f.exists():
                 continue
-            d = np.load(args.cache / f"{person}_{label}.npz")
+            d = np.load(f)
             photo, crop, m, lm, keep = d["photo"], d["crop"], d["matrix"], d["landmarks"], str(d["keep"])
             ident = analyzer.analyze(photo)[0].faceapi
-            row = {"person": person, "label": label}
+            row = {"person": person, "label": label, "seed": seed}
             outs = {"crop": paste_into_photo(photo, crop, m, keep),
                     "detail": transfer_detail(photo, crop, m, keep, lm, args.detail, reconstruction(photo, m))}
-            for name, img in [("crop128", crop), *outs.items()]:
+            at128 = {f"{name}_at128": align.warp_to_crop(img, m) for name, img in outs.items()}
+            for name, img in [("crop128", crop), *outs.items(), *at128.items()]:
                 try:
                     a = analyzer.analyze(img)[0]
                     row[f"{name}_expression_ok"] = max(a.expression, key=a.expression.get) == label
@@ -257,7 +267,7 @@ def evaluate(args, chosen) -> list[dict]:
             for name, img in outs.items():
                 row.update({f"{name}_{k}": v for k, v in metrics(photo, img, crop, m, lm).items()})
                 if args.sheet:
-                    cv2.imwrite(str(args.cache / f"{person}_{label}_{name}.png"), img[..., ::-1])
+                    cv2.imwrite(str(f.with_name(f"{f.stem}_{name}.png")), img[..., ::-1])
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     return rows
@@ -280,13 +290,14 @@ def contact_sheets(args, rows: list[dict]) -> list[Path]:
     args.sheet.mkdir(parents=True, exist_ok=True)
     written = []
     for name, r in picks.items():
-        d = np.load(args.cache / f"{r['person']}_{r['label']}.npz")
+        f = edit_file(args.cache, r["person"], r["label"], r.get("seed", 0))
+        d = np.load(f)
         lm = d["landmarks"][:, :2]
         (x0, y0), (x1, y1) = lm.min(axis=0), lm.max(axis=0)
         pad = 0.12 * (x1 - x0)
         box = (int(max(x0 - pad, 0)), int(max(y0 - pad, 0)), int(x1 + pad), int(y1 + pad))
         tiles = [Image.fromarray(d["photo"]).crop(box)]
-        tiles += [Image.open(args.cache / f"{r['person']}_{r['label']}_{k}.png").crop(box) for k in ("crop", "detail")]
+        tiles += [Image.open(f.with_name(f"{f.stem}_{k}.png")).crop(box) for k in ("crop", "detail")]
         title = (f"{r['person']} {r['label']}: input | crop paste | detail transfer (sharpness "
                  f"{r['crop_sharpness']:.2f} / {r['detail_sharpness']:.2f})")
         path = args.sheet / f"{name}_{r['person']}_{r['label']}.png"
@@ -297,7 +308,7 @@ def contact_sheets(args, rows: list[dict]) -> list[Path]:
 
 def summary(rows: list[dict]) -> dict:
     out = {}
-    keys = sorted({k for r in rows for k in r if k not in ("person", "label") and not k.endswith("_error")})
+    keys = sorted({k for r in rows for k in r if k not in ("person", "label", "seed") and not k.endswith("_error")})
     for k in keys:
         v = [float(r[k]) for r in rows if k in r]
         out[k] = {"mean": float(np.mean(v)), "median": float(np.median(v)), "min": float(np.min(v)),
@@ -343,6 +354,8 @@ def main():
     ap.add_argument("--people", type=int, default=12)
     ap.add_argument("--source", choices=("london", "essex"), help="only this source's people")
     ap.add_argument("--labels", nargs="+", default=list(LABELS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0],
+                    help="seeds of the edits (each person and label once per seed; seed 0's cache names are unchanged)")
     ap.add_argument("--cache", type=Path, default=Path("fullres-cache"))
     ap.add_argument("--sheet", type=Path, help="write every pasted photo into --cache and contact sheets here")
     ap.add_argument("--cost", action="store_true", help="only time the full-resolution step on a 12 MP photo")
@@ -363,7 +376,7 @@ def main():
         generate(args, chosen)
     rows = evaluate(args, chosen)
     result = {"settings": vars(args.detail), "generation": json.loads(args.generation), "split": args.split,
-              "people": [p for p, _ in chosen], "labels": args.labels, "images": len(rows),
+              "people": [p for p, _ in chosen], "labels": args.labels, "seeds": args.seeds, "images": len(rows),
               "date": time.strftime("%Y-%m-%d"), "summary": summary(rows), "rows": rows}  # fmt: skip
     if args.sheet:
         for p in contact_sheets(args, rows):

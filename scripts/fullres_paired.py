@@ -5,16 +5,24 @@ its 90 % interval from a bootstrap over people (2,000 draws, seed 0; images of o
 ``--versus BEFORE AFTER``: two settings on the same images, detail transfer's figures per image (expression lost
 and gained, the mean differences of p(requested) and of the still-face colour shift with their intervals, the
 share of images whose colour shift is within 2 grey levels, and the still-region PSNR's paired median difference and
-the images more than 1 dB worse and better).
+the images more than 1 dB worse and better). ``--pool FILE...``: the rows of all files as one set of outputs (every
+source, split and seed of a run), one JSON line: for each output against the crop, besides the bootstrap interval an
+exact one that treats the images as independent (McNemar's conditional binomial: given the images whose reading
+changes, the gained share has a Clopper-Pearson interval), the mean difference of p(requested) with its bootstrap
+interval, and each seed's accuracies (how much the crop's own reading moves from one set of edits to the next).
+``--out NAME`` chooses the outputs (``detail``, ``crop``, ``detail_at128``, ``crop_at128``: the output read back at the
+crop's scale with the edit's own alignment).
 
     python scripts/fullres_paired.py docs/fullres/report_london_keepfull.json docs/fullres/report_essex_keepfull.json
     python scripts/fullres_paired.py --versus docs/fullres/report_london_smallface.json docs/fullres/report_london_drift05.json
+    python scripts/fullres_paired.py --pool /tmp/surv/res/report_*.json --out detail detail_at128
 """
 
 import json
 import sys
 
 import numpy as np
+from scipy.stats import beta
 
 
 def paired(rows: list[dict], out: str, ref: str = "crop128", draws: int = 2000) -> dict:
@@ -23,8 +31,46 @@ def paired(rows: list[dict], out: str, ref: str = "crop128", draws: int = 2000) 
     gained = sum(r[f"{out}_expression_ok"] and not r[f"{ref}_expression_ok"] for r in both)
     diff = {p: [float(r[f"{out}_expression_ok"]) - float(r[f"{ref}_expression_ok"]) for r in both if r["person"] == p]
             for p in sorted({r["person"] for r in both})}  # fmt: skip
-    return {"n": len(both), "lost": int(lost), "gained": int(gained), "diff": (gained - lost) / len(both),
-            "interval90": bootstrap_people(diff, draws, 3)}  # fmt: skip
+    return {"n": len(both), "lost": int(lost), "gained": int(gained), "diff": round((gained - lost) / len(both), 4),
+            "interval90": bootstrap_people(diff, draws, 3),
+            "exact90": exact_paired(lost, gained, len(both))}  # fmt: skip
+
+
+def exact_paired(lost: int, gained: int, n: int, level: float = 0.90) -> list[float]:
+    """The ``level`` interval of the accuracy difference (gained − lost) / n with the images independent: given the
+    lost + gained images whose reading changes, gained is binomial (McNemar's conditional test); its Clopper-Pearson
+    interval, mapped to the difference. Clustering by person is left to :func:`bootstrap_people`."""
+    m, a = lost + gained, (1 - level) / 2
+    if m == 0:
+        return [0.0, 0.0]
+    lo = beta.ppf(a, gained, m - gained + 1) if gained > 0 else 0.0
+    hi = beta.ppf(1 - a, gained + 1, m - gained) if gained < m else 1.0
+    return [round(float(m / n * (2 * q - 1)), 3) for q in (lo, hi)]
+
+
+def p_paired(rows: list[dict], out: str, ref: str = "crop128", draws: int = 2000) -> dict:
+    """The mean difference of face-api's p(requested), output minus ``ref``, with its bootstrap interval over people."""
+    diff = {}
+    for r in rows:
+        if f"{ref}_expression_p" in r and f"{out}_expression_p" in r:
+            diff.setdefault(r["person"], []).append(r[f"{out}_expression_p"] - r[f"{ref}_expression_p"])
+    return {"diff": round(float(np.mean([d for v in diff.values() for d in v])), 4),
+            "interval90": bootstrap_people(diff, draws, 4)}  # fmt: skip
+
+
+def pooled(rows: list[dict], outs: list[str]) -> dict:
+    """``--pool``: every output of ``outs`` against the crop on all ``rows``, and the accuracies per seed."""
+    def acc(rs: list[dict], name: str) -> float:
+        return round(float(np.mean([r[f"{name}_expression_ok"] for r in rs if f"{name}_expression_ok" in r])), 4)
+
+    seeds = sorted({r.get("seed", 0) for r in rows})
+    result = {"images": len(rows), "people": len({r["person"] for r in rows}), "seeds": seeds,
+              "accuracy": {name: acc(rows, name) for name in ("crop128", *outs)}}  # fmt: skip
+    for out in outs:
+        result[out] = {**paired(rows, out), "p": p_paired(rows, out)}
+    by_seed = {s: [r for r in rows if r.get("seed", 0) == s] for s in seeds}
+    result["per_seed"] = {s: {name: acc(rs, name) for name in ("crop128", *outs)} for s, rs in by_seed.items()}
+    return result
 
 
 def bootstrap_people(diff: dict[str, list[float]], draws: int = 2000, digits: int = 3) -> list[float]:
@@ -61,16 +107,27 @@ def versus(before: list[dict], after: list[dict], draws: int = 2000) -> dict:
 
 
 def main():
-    if sys.argv[1:2] == ["--versus"]:
-        before, after = (json.load(open(path))["rows"] for path in sys.argv[2:4])
+    args = sys.argv[1:]
+    outs = ["detail", "crop"]
+    if "--out" in args:
+        i = args.index("--out")
+        outs = [a for a in args[i + 1 :] if not a.startswith("--") and not a.endswith(".json")]
+        args = args[:i] + args[i + 1 + len(outs) :]
+    if args[:1] == ["--pool"]:
+        rows = [r for path in args[1:] for r in json.load(open(path))["rows"]]
+        print(json.dumps({"files": [path.rsplit("/", 1)[-1] for path in args[1:]], **pooled(rows, outs)}))
+        return
+    if args[:1] == ["--versus"]:
+        before, after = (json.load(open(path))["rows"] for path in args[1:3])
         print(json.dumps(versus(before, after)))
         return
-    for path in sys.argv[1:]:
+    for path in args:
         rows = json.load(open(path))["rows"]
-        for out in ("detail", "crop"):
+        for out in outs:
             r = paired(rows, out)
             print(f"{path} {out} vs crop128: n {r['n']} lost {r['lost']} gained {r['gained']} "
-                  f"diff {r['diff']:+.3f} 90% [{r['interval90'][0]:+.3f}, {r['interval90'][1]:+.3f}]")  # fmt: skip
+                  f"diff {r['diff']:+.3f} 90% [{r['interval90'][0]:+.3f}, {r['interval90'][1]:+.3f}] "
+                  f"exact [{r['exact90'][0]:+.3f}, {r['exact90'][1]:+.3f}]")  # fmt: skip
 
 
 if __name__ == "__main__":
