@@ -457,6 +457,35 @@ def test_the_kept_regions_soft_edge_limits_the_mask_once_with_keep_after_feather
     assert np.array_equal(new[outside], photo[outside]) and np.array_equal(old[outside], photo[outside])
 
 
+def test_a_shading_in_the_kept_regions_soft_edge_limits_the_mask_as_motion_does_with_keep_shading():
+    """With keep_shading, where the edit's low band changes the luminance without motion (a forehead shadow in the
+    kept region's soft edge) the mask there is limited as where the flow moves the face: min(1, weight / keep_full)
+    before the feather, so the shadow arrives darker; a cast that leaves the luminance as it was (a tint of zero
+    grey-axis mean) leaves the mask as without the option, and outside the grown face oval nothing changes."""
+    from mien.detail import DetailSettings, plan_for
+    from mien.paste import editable_region
+
+    photo = textured_photo(9)
+    original = align.warp_to_crop(photo, MATRIX).astype(np.float32)
+    y, x = np.mgrid[0:128, 0:128].astype(np.float32)
+    blob = np.exp(-((x - 64) ** 2 / (2 * 10.0**2) + (y - 30) ** 2 / (2 * 5.0**2)))[..., None]  # forehead, soft edge
+    shaded = np.clip(np.rint(original - 20.0 * blob), 0, 255).astype(np.uint8)
+    tinted = np.clip(np.rint(original + blob * [8.0, -4.0, -4.0]), 0, 255).astype(np.uint8)  # chroma only
+    before, after = DetailSettings(), DetailSettings(keep_shading=(4.0, 8.0))
+    alpha = lambda edited, s: plan_for(photo, edited, MATRIX, "background", None, s)["alpha"]  # noqa: E731
+    edge = (slice(28, 34), slice(60, 68))
+    weight = editable_region("background")
+    assert 0.25 <= weight[edge].min() and weight[edge].max() <= 0.65
+    assert (alpha(shaded, after)[edge] > alpha(shaded, before)[edge] + 0.1).all()
+    assert np.allclose(alpha(tinted, after), alpha(tinted, before), atol=1e-6)
+    old, new = (transfer_detail(photo, shaded, MATRIX, keep="background", settings=s) for s in (before, after))
+    dark = lambda out: float(photo[120:136, 240:272].astype(float).mean() - out[120:136, 240:272].mean())  # noqa: E731
+    assert dark(new) > 1.3 * dark(old) > 0
+    far = np.ones((SIZE, SIZE), bool)
+    far[8 * 4 : 120 * 4, 8 * 4 : 120 * 4] = False
+    assert np.array_equal(new[far], photo[far])
+
+
 def decoded(original, seed=0):
     """A stand-in for the decoder's reconstruction of ``original``: softer, with a colour cast that is not one colour
     for the whole face (a tint on the forehead, as the decoder gives some), which colour drift removal cannot take out."""

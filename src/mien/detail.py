@@ -159,6 +159,11 @@ class DetailSettings:
     # that soft edge, a dropped chin) by min(1, editable / keep_full): what the model already blended at its edge
     # is not attenuated a second time there, while still skin at the edge keeps the weight; 1: editable everywhere
     # (docs/fullres.md: chosen on the tuning people)
+    keep_shading: tuple[float, float] = (0.0, 0.0)  # where the edit's low band (colour drift removed) changes the
+    # luminance by this much (grey levels, smoothstep range), the kept region's soft edge limits the mask as where the
+    # flow moves the face (``keep_full``), so an expression's shading there (a forehead lit by raised brows, a shadow
+    # under an opened mouth) is not weakened a second time, while still skin whose colour only the edit's cast
+    # changes keeps the weight; (0, 0): off, the rule before
     feather: float = 3.0  # mask edge softening (crop px)
     keep_after_feather: bool = False  # the kept region's limit (``keep_full``) multiplies the mask after the feather,
     # not before it: the feather (an erosion by its width, then a blur) is for the face oval's hard edge; the model's
@@ -356,14 +361,18 @@ def _reference(original: np.ndarray, reconstruction: np.ndarray | None, settings
     return reconstruction
 
 
-def _keep_limit(editable: np.ndarray, flow: np.ndarray, settings: DetailSettings) -> np.ndarray:
+def _keep_limit(editable: np.ndarray, flow: np.ndarray, settings: DetailSettings,
+                low: np.ndarray | None = None) -> np.ndarray:
     """How the kept region limits the mask: ``editable`` (the model's soft weight of what it may redraw) where the
     face is still; where the flow moves it (softened over ``feather`` / 2 crop px), min(1, editable / ``keep_full``):
     the model has already blended its edit into the kept region by that weight, so a feature it moved into the
-    soft edge (a raised brow, a dropped chin) is not attenuated by it a second time."""
+    soft edge (a raised brow, a dropped chin) is not attenuated by it a second time. With ``keep_shading`` the same
+    where ``low`` (the edit's low band, colour drift removed) changes the luminance by that much."""
     if settings.keep_full >= 1.0:
         return editable
     moving = _smoothstep(np.linalg.norm(flow, axis=2), settings.still_motion, 2 * settings.still_motion)
+    if low is not None and settings.keep_shading[1] > 0:
+        moving = np.maximum(moving, _smoothstep(np.abs(low.mean(axis=2)), *settings.keep_shading))
     moving = _blur(moving, settings.feather / 2.0)
     full = np.minimum(1.0, editable / max(settings.keep_full, 1e-6))
     return editable + moving * (full - editable)
@@ -419,7 +428,7 @@ def crop_plan(original: np.ndarray, edited: np.ndarray, oval: np.ndarray, editab
                        iterations=max(1, round(settings.jaw_margin / 2)))  # fmt: skip
     moved = _remap_crop(grown, flow, border=cv2.BORDER_CONSTANT)
     alpha = np.maximum(grown, moved)
-    limit = _keep_limit(editable, flow, settings) if editable is not None else None
+    limit = _keep_limit(editable, flow, settings, low) if editable is not None else None
     if limit is not None and not settings.keep_after_feather:
         alpha *= limit
     if settings.feather > 0:
