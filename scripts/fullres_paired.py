@@ -119,7 +119,7 @@ def main():
         return
     if args[:1] == ["--versus"]:
         before, after = (json.load(open(path))["rows"] for path in args[1:3])
-        print(json.dumps(versus(before, after)))
+        print(json.dumps({"files": [path.rsplit("/", 1)[-1] for path in args[1:3]], **versus(before, after)}))
         return
     for path in args:
         rows = json.load(open(path))["rows"]
