@@ -1,0 +1,39 @@
+#!/bin/bash
+# Build the folder one device call of the latent-reader run carries (gpu_run.sh says what the call does).
+# Usage, from a worktree whose code is committed:
+#   bash docs/history/training-runs/latent-reader/build_carry.sh WORK DEST [PEOPLE]
+#   WORK: scratch folder (the people file is kept there: a rerun reuses it)
+#   DEST: the carried folder inside the checkout the device tool sends, ignored by git (e.g. /work/main/.gpu_reader)
+#   PEOPLE: train people of faces128 to edit there (default 1300: the carried folder stays under 20 MB)
+# Carried: site.tar.xz (diffusers without its pipeline subpackages, importlib_metadata, zipp, tflite, flatbuffers:
+# what the GPU image lacks), weights.tar.xz (taef2_encoder.pth, MobileFaceNet.tflite, face_landmarker.task: the
+# edit's encode, the critic, fearful's blendshape nets; face-api and MediaPipe's landmarker are not needed there, the
+# people file holds their outputs), people.npz (scripts/record_guided_states.py people), gpu_run.sh.
+set -euo pipefail
+WORK=$1 DEST=$2 PEOPLE=${3:-1300}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(git -C "$HERE" rev-parse --show-toplevel)
+PY=${PYTHON:-python}
+WEIGHTS=${MIEN_WEIGHTS:-$ROOT/../shared/weights}
+mkdir -p "$WORK"
+[ -f "$WORK/people-$PEOPLE.npz" ] || OMP_NUM_THREADS=1 "$PY" "$ROOT/scripts/record_guided_states.py" people \
+    --out "$WORK/people-$PEOPLE.npz" --people "$PEOPLE"
+SITE=$("$PY" -c "import diffusers, os; print(os.path.dirname(os.path.dirname(diffusers.__file__)))")
+rm -rf "$WORK/site" && mkdir -p "$WORK/site/diffusers/pipelines"
+(cd "$SITE" && tar c --exclude=__pycache__ --exclude=diffusers/pipelines --exclude=diffusers/modular_pipelines \
+    diffusers diffusers-*.dist-info importlib_metadata importlib_metadata-*.dist-info zipp zipp-*.dist-info \
+    tflite tflite-*.dist-info flatbuffers flatbuffers-*.dist-info) | tar x -C "$WORK/site"
+cp "$SITE"/diffusers/pipelines/*.py "$WORK/site/diffusers/pipelines/"
+rm -rf "$DEST" && mkdir -p "$DEST"
+(cd "$WORK/site" && tar cJf "$DEST/site.tar.xz" .)
+rm -rf "$WORK/w" && mkdir -p "$WORK/w/taef2" "$WORK/w/mediapipe" "$WORK/w/mobilefacenet"
+cp "$WEIGHTS/taef2/taef2_encoder.pth" "$WORK/w/taef2/"
+cp "$WEIGHTS/mediapipe/face_landmarker.task" "$WORK/w/mediapipe/"
+cp "$WEIGHTS/mobilefacenet/MobileFaceNet.tflite" "$WORK/w/mobilefacenet/"
+tar cf - -C "$WORK/w" . | xz -6 > "$DEST/weights.tar.xz"
+cp "$WORK/people-$PEOPLE.npz" "$DEST/people.npz"
+cp "$HERE/gpu_run.sh" "$DEST/"
+CARRIED=$(du -sb "$DEST" | cut -f1)
+TRACKED=$(cd "$ROOT" && git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+echo "carried $CARRIED bytes (of 20 MB); with the tracked files $((TRACKED + CARRIED)) of $((64 * 2**20))"
+[ "$CARRIED" -le 20000000 ] || { echo "over 20 MB: give fewer PEOPLE"; exit 1; }
