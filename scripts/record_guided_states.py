@@ -91,8 +91,9 @@ def make_people(args) -> None:
             out["webp"].append(np.frombuffer(data.image_bytes(keys[0]), np.uint8))
             out["blendshapes"].append(np.asarray(faces[0].blendshapes, np.float32))
             out["pose"].append(np.asarray(faces[0].pose, np.float32))
-            out["vector"].append(F.normalize(identity.condition(x).mean(0), dim=0).numpy())
-            out["embedding"].append(F.normalize(identity.mobilefacenet_unit(x).mean(0), dim=0).numpy())
+            # float16, as faces128's packs hold identity vectors: the file travels to the GPU beside the weights
+            out["vector"].append(F.normalize(identity.condition(x).mean(0), dim=0).half().numpy())
+            out["embedding"].append(F.normalize(identity.mobilefacenet_unit(x).mean(0), dim=0).half().numpy())
     webp = out.pop("webp")
     offsets = np.cumsum([0] + [len(w) for w in webp])
     arrays = {k: np.stack(v) if k not in ("key", "identity") else np.asarray(v) for k, v in out.items()}
