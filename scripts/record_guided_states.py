@@ -27,8 +27,8 @@ landmarker: the edit's own TAEF2 encode of the crop gives the latent.
 
 Output is incremental: one ``part-NNNNN.safetensors`` per ``--block`` people, written whole (a temporary name,
 then renamed), so a killed run loses at most the block under way and a rerun skips the blocks on disk.
-``--shard i/k`` takes the blocks b with b % k == i (several processes on one GPU); ``--time-budget`` stops before
-a block that would not finish in time (from the slowest block so far).
+``--shard i/k`` takes the blocks b with b % k == i (several processes on one GPU); ``--time-budget`` (seconds from
+the start, loading included) stops before a block that would not finish in time (from the slowest block so far).
 """
 
 from __future__ import annotations
@@ -232,13 +232,13 @@ def record(args) -> None:
     from mien.expression.targets import parse_request
     from mien.settings import GenerationSettings
 
+    t0, slowest = time.monotonic(), 0.0  # --time-budget counts the loading too
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     people = load_people(args.people)[: args.limit]
     todo = blocks_todo(len(people), args.block, args.shard, args.out)
     pipe = recording_pipeline(args.device)
     settings = GenerationSettings()
-    t0, slowest = time.monotonic(), 0.0
     bar = tqdm(total=sum(len(people[b * args.block: (b + 1) * args.block]) for b in todo), unit="person",
                desc=f"recording {args.shard[0]}/{args.shard[1]}")  # fmt: skip
     with Recorder() as rec:

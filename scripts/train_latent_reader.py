@@ -14,8 +14,8 @@ cosine inside the face box the guided step may move (:func:`mien.regions.edit_re
 zeroes the rest, and ``measure_latent_reader.py``'s figure is that cosine). The states of ``--held`` (dev people:
 ``make_latent_reader_data.py --split dev``), else the last ``--holdout`` share of the states (whole batches of
 people), are reported after each epoch, over the whole latent and in the face box. The learning rate follows a one-
-cycle schedule (warm-up 5 %, cosine down) over ``--epochs``, or, with ``--time-budget``, over that many seconds of
-training, stopping there. The weights are saved as float16 with the config in the file's metadata, and the file's
+cycle schedule (warm-up 5 %, cosine down) over ``--epochs``, or, with ``--time-budget``, over that many seconds from
+the start (loading included), stopping there. The weights are saved as float16 with the config in the file's metadata, and the file's
 SHA256 beside it (``OUT.sha256``, sha256sum format: what mien checks a rebuilt reader against; put both under a
 weights folder as ``mien/latent_reader.safetensors``). Prints one JSON line per epoch.
 """
@@ -95,7 +95,7 @@ def main() -> None:
     ap.add_argument("--held", type=Path, nargs="+", default=None, help="states to report on (default: the --holdout share)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--time-budget", type=float, default=None, help="seconds of training: the schedule's length")
+    ap.add_argument("--time-budget", type=float, default=None, help="seconds from the start, loading included: the schedule's length")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--grad-weight", type=float, default=1.0)
@@ -112,6 +112,7 @@ def main() -> None:
     from mien.models.latent_reader import LatentReader, LatentReaderConfig
     from mien.regions import edit_region
 
+    t0 = time.monotonic()  # --time-budget counts the loading too
     torch.manual_seed(args.seed)
     dev = torch.device(args.device)
     data = load_states(args.data)
@@ -127,7 +128,7 @@ def main() -> None:
     steps, step = args.epochs * math.ceil(cut / args.batch), 0
     print(json.dumps({"train_states": cut, "held_states": len(held["z"]), "parameters": sum(p.numel() for p in reader.parameters()),
                       **vars(args)}, default=str), flush=True)  # fmt: skip
-    t0, epoch = time.monotonic(), 0
+    epoch = 0
     while epoch < args.epochs or args.time_budget:
         reader.train()
         order = torch.randperm(cut, device=dev)

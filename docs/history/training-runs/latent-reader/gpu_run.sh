@@ -4,13 +4,14 @@
 # trained on them side by side (the shipped size and a wider one: scripts/train_latent_reader.py --face-only, the
 # last 5 % of the states held out); the readers, their .sha256 files and the logs come back in $OUT.
 # Carried (build_carry.sh): site.tar.xz, weights.tar.xz, people.npz, this script. The code is the checkout's.
-# Usage there: bash .gpu_reader/gpu_run.sh [RECORD_S] [TRAIN_S]   (seconds of recording per process, of training)
+# Usage there: bash .gpu_reader/gpu_run.sh [RECORD_S] [TRAIN_S]   (seconds for the recording processes and for the
+#   training ones, their loading included; with the unpacking, about RECORD_S + TRAIN_S + 20 in all)
 # Environment: PROCS (10), SEEDS (seeds per person and label, 4), DEVICE (cuda), RUN (/root/run), LIMIT (people),
 #   SKIP_RECORD=1 (train again on the states a still-warm machine kept in $RUN/states), WIDE ("96 192 3": width,
 #   deep width, blocks of the wider reader), BATCH (256), LR (2e-3).
 set -u
 G=$(cd "$(dirname "$0")" && pwd)
-RECORD_S=${1:-270} TRAIN_S=${2:-150}
+RECORD_S=${1:-280} TRAIN_S=${2:-180}
 R=${RUN:-/root/run} DEVICE=${DEVICE:-cuda} PROCS=${PROCS:-10}
 OUT=${OUT:?set OUT}
 mkdir -p "$R/site" "$R/weights" "$R/logs"
