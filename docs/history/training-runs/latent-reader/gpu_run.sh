@@ -1,8 +1,8 @@
 #!/bin/bash
 # One device call of the latent-reader run: real guided states of the carried train people recorded on the GPU
 # (PROCS processes side by side, each its share of blocks: scripts/record_guided_states.py record), then two readers
-# trained on them side by side (the shipped size and a wider one: scripts/train_latent_reader.py --face-only, the
-# last 5 % of the states held out); the readers, their .sha256 files and the logs come back in $OUT.
+# trained on them side by side (the shipped size and a wider one: scripts/train_latent_reader.py, the last 5 % of the
+# states held out; EXTRA: more of its flags); the readers, their .sha256 files and the logs come back in $OUT.
 # Carried (build_carry.sh): site.tar.xz, weights.tar.xz, people.npz, this script. The code is the checkout's.
 # Usage there: bash .gpu_reader/gpu_run.sh [RECORD_S] [TRAIN_S]   (seconds for the recording processes and for the
 #   training ones, their loading included; with the unpacking, about RECORD_S + TRAIN_S + 20 in all)
@@ -32,7 +32,7 @@ echo "recorded: $(ls "$R/states" | wc -l) part files, $(du -sh "$R/states" | cut
 train() {  # name, then train_latent_reader.py's size flags
   local name=$1; shift
   python3 scripts/train_latent_reader.py --data "$R/states" --out "$OUT/$name.safetensors" --device "$DEVICE" \
-    --time-budget "$TRAIN_S" --batch "${BATCH:-256}" --lr "${LR:-2e-3}" --face-only "$@" > "$R/logs/train-$name.log" 2>&1
+    --time-budget "$TRAIN_S" --batch "${BATCH:-256}" --lr "${LR:-2e-3}" ${EXTRA:-} "$@" > "$R/logs/train-$name.log" 2>&1
 }
 read -r W D B <<< "${WIDE:-96 192 3}"
 train reader &
