@@ -149,7 +149,7 @@ def main() -> None:
             total, seen = total + loss.item() * len(idx), seen + len(idx)
         epoch += 1
         reader.eval()
-        print(json.dumps({"epoch": epoch, "train_loss": round(total / max(seen, 1), 4), **evaluate(reader, held, region, dev),
+        print(json.dumps({"epoch": epoch, "train_loss": round(total / seen, 4) if seen else None, **evaluate(reader, held, region, dev),
                           "seconds": round(time.monotonic() - t0)}), flush=True)  # fmt: skip
         if seen < cut:  # the time budget ended inside this epoch
             break
