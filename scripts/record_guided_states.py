@@ -19,10 +19,11 @@ computes it (the same call, in the step's precision: bfloat16 where the device h
 paths are the real ones. Also ``label`` (index into :data:`LABELS`), ``t`` (the step's flow time) and ``person``.
 
 ``people`` picks train people of faces128 (two or more crops of fill <= 0.2 first, drawn with ``--seed``, then
-single crops; the first crop is the photo edited, up to three make the person: :meth:`mien.pipeline.MienPipeline.identity_input`
-averages them so) and stores what :class:`mien.pipeline.IdentityInput` needs: the edited crop's WebP bytes as
-faces128 holds them, its MediaPipe blendshapes and head pose, the identity condition (face-api) and the
-MobileFaceNet target, both averaged over the crops. So ``record`` needs neither face-api nor MediaPipe's
+single crops; the first crop is the photo edited, up to three make the person:
+:meth:`mien.pipeline.MienPipeline.identity_input` averages them so) and stores what
+:class:`mien.pipeline.IdentityInput` needs: the edited crop's WebP bytes as faces128 holds them, its MediaPipe
+blendshapes and head pose, the identity condition (face-api) and the MobileFaceNet target, both averaged over the
+crops. So ``record`` needs neither face-api nor MediaPipe's
 landmarker: the edit's own TAEF2 encode of the crop gives the latent.
 
 Output is incremental: one ``part-NNNNN.safetensors`` per ``--block`` people, written whole (a temporary name,
@@ -112,7 +113,8 @@ def load_people(path) -> list[dict]:
     rows = []
     for i in range(len(d["key"])):
         crop = np.asarray(Image.open(io.BytesIO(d["webp"][off[i]: off[i + 1]].tobytes())).convert("RGB"))
-        rows.append({"crop": crop, **{k: d[k][i] for k in ("key", "identity", "blendshapes", "pose", "vector", "embedding")}})
+        fields = ("key", "identity", "blendshapes", "pose", "vector", "embedding")
+        rows.append({"crop": crop, **{k: d[k][i] for k in fields}})
     return rows
 
 

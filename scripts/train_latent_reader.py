@@ -15,9 +15,9 @@ zeroes the rest, and ``measure_latent_reader.py``'s figure is that cosine). The 
 ``make_latent_reader_data.py --split dev``), else the last ``--holdout`` share of the states (whole batches of
 people), are reported after each epoch, over the whole latent and in the face box. The learning rate follows a one-
 cycle schedule (warm-up 5 %, cosine down) over ``--epochs``, or, with ``--time-budget``, over that many seconds from
-the start (loading included), stopping there. The weights are saved as float16 with the config in the file's metadata, and the file's
-SHA256 beside it (``OUT.sha256``, sha256sum format: what mien checks a rebuilt reader against; put both under a
-weights folder as ``mien/latent_reader.safetensors``). Prints one JSON line per epoch.
+the start (loading included), stopping there. The weights are saved as float16 with the config in the file's
+metadata, and the file's SHA256 beside it (``OUT.sha256``, sha256sum format: what mien checks a rebuilt reader
+against; put both under a weights folder as ``mien/latent_reader.safetensors``). Prints one JSON line per epoch.
 """
 
 from __future__ import annotations
@@ -86,16 +86,19 @@ def evaluate(reader, held: dict, region, device, batch: int = 256) -> dict:
         _, cf = losses(reader, *part, region=region, create_graph=False)
         sums += torch.stack([ce.sum(), cg.sum(), cf.sum()]).detach().cpu()
     ce, cg, cf = (sums / len(held["z"])).tolist()
-    return {"held_embedding_cos": round(ce, 4), "held_gradient_cos": round(cg, 4), "held_gradient_face_cos": round(cf, 4)}
+    return {"held_embedding_cos": round(ce, 4), "held_gradient_cos": round(cg, 4),
+            "held_gradient_face_cos": round(cf, 4)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, nargs="+", required=True, help="states files or folders of them to train on")
-    ap.add_argument("--held", type=Path, nargs="+", default=None, help="states to report on (default: the --holdout share)")
+    ap.add_argument("--held", type=Path, nargs="+", default=None,
+                    help="states to report on (default: the --holdout share)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--time-budget", type=float, default=None, help="seconds from the start, loading included: the schedule's length")
+    ap.add_argument("--time-budget", type=float, default=None,
+                    help="seconds from the start, loading included: the schedule's length")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--grad-weight", type=float, default=1.0)
@@ -126,8 +129,9 @@ def main() -> None:
     train_region = region if args.face_only else None
     opt = torch.optim.AdamW(reader.parameters(), lr=args.lr, weight_decay=1e-4)
     steps, step = args.epochs * math.ceil(cut / args.batch), 0
-    print(json.dumps({"train_states": cut, "held_states": len(held["z"]), "parameters": sum(p.numel() for p in reader.parameters()),
-                      **vars(args)}, default=str), flush=True)  # fmt: skip
+    size = sum(p.numel() for p in reader.parameters())
+    head = {"train_states": cut, "held_states": len(held["z"]), "parameters": size, **vars(args)}
+    print(json.dumps(head, default=str), flush=True)
     epoch = 0
     while epoch < args.epochs or args.time_budget:
         reader.train()
@@ -149,7 +153,8 @@ def main() -> None:
             total, seen = total + loss.item() * len(idx), seen + len(idx)
         epoch += 1
         reader.eval()
-        print(json.dumps({"epoch": epoch, "train_loss": round(total / seen, 4) if seen else None, **evaluate(reader, held, region, dev),
+        loss = round(total / seen, 4) if seen else None
+        print(json.dumps({"epoch": epoch, "train_loss": loss, **evaluate(reader, held, region, dev),
                           "seconds": round(time.monotonic() - t0)}), flush=True)  # fmt: skip
         if seen < cut:  # the time budget ended inside this epoch
             break
