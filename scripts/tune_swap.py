@@ -10,7 +10,8 @@ Action Units on top of each label's target (``"AU1=2,AU5=3"``, as ``mien generat
 ``intensity`` the label's intensity (``--intensity``, default 1), ``two_stage`` (true) a two-stage swap: the plain
 swap at the swap defaults (stage 1, once per pair), then :func:`restage` toward the label with the config's settings
 resolved as an edit's (stage 2; docs/swap.md, "Two-stage swap: tuning"), ``own`` (true) no swap: the edit of A's own
-selfie, pasted into the selfie and scored against it (what the edit reads on the same people).
+selfie, pasted into the selfie and scored against it (what the edit reads on the same people), ``model`` a saved model
+folder instead of the built-in model (as ``mien generate --model``; docs/swap.md, "The interpolated model").
 Per swap one JSON line: the swap benchmark's measures of the pasted photo (:func:`mien.evaluate.swap.score_output`:
 face-api distance to A's and B's scoring photos, pose error, face-api's label) plus MobileFaceNet's mean
 cosine to A's and to B's scoring photos (``cos_a``, ``cos_b``: the check that stays independent of
@@ -19,7 +20,8 @@ descriptor guidance) and the generation's CPU seconds. Finished (config, item) l
 config has, so the rows compare the same swaps; only the ``--labels`` asked for), with what face-api reads instead
 of the label most often. ``--sheet OUT.jpg --summary FILE... --rank CONFIG`` writes a
 contact sheet instead: per row the selfie, the scene (both aligned) and each config's face, for the median
-and the worst swaps of CONFIG by face-api distance to A (every swap when there are at most 8).
+and the worst swaps of CONFIG by face-api distance to A among the ``--labels`` asked for (``--rows`` of each, 4
+by default; every swap when there are at most twice that).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def load_benchmark(name: str):
     return bm.load(path if path.is_file() else bm.dev_path().with_name(name))
 
 
-def sheet(files: list[Path], rank: str, out: Path, bench, n: int = 4) -> None:
+def sheet(files: list[Path], rank: str, out: Path, bench, labels: list[str], n: int = 4) -> None:
     from mien.evaluate.swap import pairs
     from mien.face.landmarker import FaceLandmarker
     from mien.io.grid import grid
@@ -71,8 +73,9 @@ def sheet(files: list[Path], rank: str, out: Path, bench, n: int = 4) -> None:
     for f in files:
         for line in f.read_text().splitlines():
             r = json.loads(line)
-            by.setdefault(r["config"], {})[r["item"]] = r
-            folder[r["config"]] = f.with_suffix("")
+            if r["label"] in labels:
+                by.setdefault(r["config"], {})[r["item"]] = r
+                folder[r["config"]] = f.with_suffix("")
     common = sorted(set.intersection(*(set(v) for v in by.values())), key=lambda i: by[rank][i].get("dist_a", 9))
     mid = len(common) // 2
     picked = common if len(common) <= 2 * n else common[mid - n // 2: mid + n - n // 2] + common[-n:]
@@ -116,11 +119,12 @@ def restage(editor, subject, first, request, settings):
 def config(spec: dict, label: str):
     """(paste name, request, settings, mode) of one config (module docstring) for ``label``: ``paste``, ``au``,
     ``intensity``, ``two_stage`` and ``own`` shape the paste, the request and what is made (mode "swap", "two_stage"
-    or "own"), every other key is a GenerationSettings field."""
+    or "own"), ``model`` is read by :func:`main`, every other key is a GenerationSettings field."""
     from mien.expression.targets import parse_request
     from mien.settings import GenerationSettings
 
     spec = dict(spec)
+    spec.pop("model", None)  # which model makes it: main's editors
     how = spec.pop("paste", "crop")
     au = spec.pop("au", None)  # AUs set on top of the label's target ("AU1=3,AU5=2"): a stronger request
     intensity = spec.pop("intensity", 1.0)  # the label's intensity (mien generate --intensity)
@@ -138,9 +142,11 @@ def main() -> None:
     ap.add_argument("--summary", type=Path, nargs="+", help="summarise these JSON lines files instead")
     ap.add_argument("--sheet", type=Path, help="with --summary: write a contact sheet here instead")
     ap.add_argument("--rank", help="with --sheet: the config whose median and worst swaps are shown")
+    ap.add_argument("--rows", type=int, default=4, help="with --sheet: how many median and how many worst swaps")
     args = ap.parse_args()
     if args.sheet:
-        return sheet(args.summary, args.rank, args.sheet, load_benchmark(args.benchmark))
+        return sheet(args.summary, args.rank, args.sheet, load_benchmark(args.benchmark), args.labels.split(","),
+                     args.rows)
     if args.summary:
         return summary(args.summary, args.labels.split(","))
 
@@ -164,7 +170,8 @@ def main() -> None:
     done = set()
     if args.out.is_file():
         done = {(r["config"], r["item"]) for r in map(json.loads, args.out.read_text().splitlines())}
-    editor, analyzer = Editor.from_pretrained(), FaceAnalyzer("cpu")
+    analyzer = FaceAnalyzer("cpu")
+    editors = {m: Editor.from_pretrained(m) for m in {c.get("model", "default") for c in configs.values()}}
 
     def describe(photos):
         found = [analyzer.analyze(bench.image(p)) for p in photos]
@@ -173,8 +180,9 @@ def main() -> None:
 
     for pair in chosen:
         selfie, scene_rgb = bench.image(pair.selfie), bench.image(pair.scene)
-        subject = editor.prepare([selfie], [str(pair.selfie)])
-        scene = editor.scene(scene_rgb, 0, str(pair.scene))
+        inputs = {m: (e.prepare([selfie], [str(pair.selfie)]), e.scene(scene_rgb, 0, str(pair.scene)))
+                  for m, e in editors.items()}  # each model encodes its own latents
+        subject, scene = inputs[next(iter(editors))]
         (a_desc, a_mfn), (b_desc, b_mfn) = describe(pair.a_scoring), describe(pair.b_scoring)
         scene_face = analyzer.analyze(scene_rgb)[0]
         weight = footprint(scene_rgb, scene.matrix)
@@ -185,6 +193,8 @@ def main() -> None:
                 if (name, item) in done:
                     continue
                 how, request, settings, mode = config(spec, lab)
+                editor = editors[spec.get("model", "default")]
+                subject, scene = inputs[spec.get("model", "default")]
                 paste = PASTES[how]
                 cpu = time.process_time()
                 if mode == "two_stage":
@@ -219,7 +229,8 @@ def main() -> None:
                 print(json.dumps({k: rec.get(k) for k in ("config", "item", "cpu_s", "dist_a", "dist_b", "cos_a",
                                                           "cos_b", "faceapi", "pose_err")}), flush=True)  # fmt: skip
     analyzer.close()
-    editor.close()
+    for e in editors.values():
+        e.close()
 
 
 if __name__ == "__main__":

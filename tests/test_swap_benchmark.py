@@ -153,6 +153,8 @@ def test_tune_swap_configs_shape_the_request_and_the_settings():
     how, request, settings, mode = tune.config({"paste": "detail"}, "happy")
     assert how == "detail" and request.aus == {} and request.intensity == 1.0 and settings.guidance_identity is None
     assert tune.config({"two_stage": True}, "happy")[3] == "two_stage" and tune.config({"own": True}, "sad")[3] == "own"
+    how, request, settings, mode = tune.config({"model": "runs/other", "guidance_contrast": 1}, "fearful")  # main's key
+    assert mode == "swap" and settings.guidance_contrast == 1
 
 
 def test_an_output_without_a_face_is_counted_not_fatal():
