@@ -18,7 +18,7 @@ cosine to A's and to B's scoring photos (``cos_a``, ``cos_b``: the check that st
 descriptor guidance) and the generation's CPU seconds. Finished (config, item) lines are skipped on a rerun.
 ``--summary FILE...`` prints one row per config of the given JSON lines files instead (only the items every
 config has, so the rows compare the same swaps; only the ``--labels`` asked for), with what face-api reads instead
-of the label most often. ``--sheet OUT.jpg --summary FILE... --rank CONFIG`` writes a
+of the label most often (packed lines too: :func:`read_lines`). ``--sheet OUT.jpg --summary FILE... --rank CONFIG`` writes a
 contact sheet instead: per row the selfie, the scene (both aligned) and each config's face, for the median
 and the worst swaps of CONFIG by face-api distance to A among the ``--labels`` asked for (``--rows`` of each, 4
 by default; every swap when there are at most twice that).
@@ -35,10 +35,23 @@ import numpy as np
 from PIL import Image
 
 
+def read_lines(f: Path) -> list[dict]:
+    """The swaps of a JSON lines file: one a line, or a packed line (one config and label, each other field a list
+    with a value per swap, ``item`` included: how docs/history stores a run compactly) unpacked."""
+    rows = []
+    for r in map(json.loads, f.read_text().splitlines()):
+        if isinstance(r["item"], list):
+            lists = {k: v for k, v in r.items() if isinstance(v, list)}
+            rows += [{**r, **{k: v[i] for k, v in lists.items()}} for i in range(len(r["item"]))]
+        else:
+            rows.append(r)
+    return rows
+
+
 def summary(files: list[Path], labels: list[str]) -> None:
     from collections import Counter
 
-    rows = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    rows = [r for f in files for r in read_lines(f)]
     rows = [r for r in rows if r["label"] in labels]
     by = {}
     for r in rows:
@@ -71,8 +84,7 @@ def sheet(files: list[Path], rank: str, out: Path, bench, labels: list[str], n: 
 
     by, folder = {}, {}
     for f in files:
-        for line in f.read_text().splitlines():
-            r = json.loads(line)
+        for r in read_lines(f):
             if r["label"] in labels:
                 by.setdefault(r["config"], {})[r["item"]] = r
                 folder[r["config"]] = f.with_suffix("")

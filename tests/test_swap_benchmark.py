@@ -250,3 +250,21 @@ def test_swap_report_merge_takes_the_named_paste(tmp_path):
     detail = merge.rows_of(base, new, "detail")
     assert [r["faceapi"] for r in detail] == ["happy", "angry"] and [r["dist_a"] for r in detail] == [0.65, 0.55]
     assert [r["faceapi"] for r in merge.rows_of(base, {}, "detail")] == ["sad", "angry"]
+
+
+def test_tune_swap_reads_a_packed_line_as_its_swaps(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "tune_swap.py"
+    spec = importlib.util.spec_from_file_location("tune_swap", path)
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    one = {"config": "now", "label": "fearful", "item": "a>b:fearful", "dist_a": 0.5, "faceapi": "angry"}
+    packed = {"config": "now", "label": "fearful", "settings": {}, "item": ["a>b:fearful", "b>c:fearful"],
+              "dist_a": [0.5, 0.7], "faceapi": ["angry", "fearful"]}
+    (tmp_path / "x.jsonl").write_text(json.dumps(one) + "\n" + json.dumps(packed) + "\n")
+    rows = tune.read_lines(tmp_path / "x.jsonl")
+    assert rows[0] == one and rows[1] == {**one, "settings": {}}
+    assert rows[2]["item"] == "b>c:fearful" and rows[2]["dist_a"] == 0.7 and rows[2]["faceapi"] == "fearful"
