@@ -18,19 +18,9 @@ WEIGHTS=${MIEN_WEIGHTS:-$ROOT/../shared/weights}
 mkdir -p "$WORK"
 [ -f "$WORK/people-$PEOPLE.npz" ] || OMP_NUM_THREADS=1 "$PY" "$ROOT/scripts/record_guided_states.py" people \
     --out "$WORK/people-$PEOPLE.npz" --people "$PEOPLE"
-SITE=$("$PY" -c "import diffusers, os; print(os.path.dirname(os.path.dirname(diffusers.__file__)))")
-rm -rf "$WORK/site" && mkdir -p "$WORK/site/diffusers/pipelines"
-(cd "$SITE" && tar c --exclude=__pycache__ --exclude=diffusers/pipelines --exclude=diffusers/modular_pipelines \
-    diffusers diffusers-*.dist-info importlib_metadata importlib_metadata-*.dist-info zipp zipp-*.dist-info \
-    tflite tflite-*.dist-info flatbuffers flatbuffers-*.dist-info) | tar x -C "$WORK/site"
-cp "$SITE"/diffusers/pipelines/*.py "$WORK/site/diffusers/pipelines/"
 rm -rf "$DEST" && mkdir -p "$DEST"
-(cd "$WORK/site" && tar cJf "$DEST/site.tar.xz" .)
-rm -rf "$WORK/w" && mkdir -p "$WORK/w/taef2" "$WORK/w/mediapipe" "$WORK/w/mobilefacenet"
-cp "$WEIGHTS/taef2/taef2_encoder.pth" "$WORK/w/taef2/"
-cp "$WEIGHTS/mediapipe/face_landmarker.task" "$WORK/w/mediapipe/"
-cp "$WEIGHTS/mobilefacenet/MobileFaceNet.tflite" "$WORK/w/mobilefacenet/"
-tar cf - -C "$WORK/w" . | xz -6 > "$DEST/weights.tar.xz"
+. "$HERE/../carry_site_weights.sh"
+carry_site_and_weights
 cp "$WORK/people-$PEOPLE.npz" "$DEST/people.npz"
 cp "$HERE/gpu_run.sh" "$DEST/"
 CARRIED=$(du -sb "$DEST" | cut -f1)

@@ -18,21 +18,9 @@ for f in "$DATA"/*.tar; do ln -sf "$f" "$WORK/sub/"; done
 rm -rf "$WORK/pack"
 "$PY" -m mien data pack --annotations "$WORK/ann/annotations.parquet" --data "$WORK/sub" --out "$WORK/pack" \
     --max-mb ${MAXMB:-19} --threads 1
-# diffusers without its pipeline subpackages (training_utils imports pipelines/pipeline_utils.py), plus the
-# pure-Python packages mien needs there; all from the local environment, whose versions constraints.txt pins
-SITE=$("$PY" -c "import diffusers, os; print(os.path.dirname(os.path.dirname(diffusers.__file__)))")
-rm -rf "$WORK/site" && mkdir -p "$WORK/site/diffusers/pipelines"
-(cd "$SITE" && tar c --exclude=__pycache__ --exclude=diffusers/pipelines --exclude=diffusers/modular_pipelines \
-    diffusers diffusers-*.dist-info importlib_metadata importlib_metadata-*.dist-info zipp zipp-*.dist-info \
-    tflite tflite-*.dist-info flatbuffers flatbuffers-*.dist-info) | tar x -C "$WORK/site"
-cp "$SITE"/diffusers/pipelines/*.py "$WORK/site/diffusers/pipelines/"
 rm -rf "$DEST" && mkdir -p "$DEST/pack"
-(cd "$WORK/site" && tar cJf "$DEST/site.tar.xz" .)
-mkdir -p "$WORK/w/taef2" "$WORK/w/mediapipe" "$WORK/w/mobilefacenet"
-cp "$WEIGHTS/taef2/taef2_encoder.pth" "$WORK/w/taef2/"
-cp "$WEIGHTS/mediapipe/face_landmarker.task" "$WORK/w/mediapipe/"
-cp "$WEIGHTS/mobilefacenet/MobileFaceNet.tflite" "$WORK/w/mobilefacenet/"
-tar cf - -C "$WORK/w" . | xz -6 > "$DEST/weights.tar.xz"
+. "$HERE/../carry_site_weights.sh"
+carry_site_and_weights
 # the code: when DEST is inside this checkout, its tracked src/ travels anyway; otherwise a copy of HEAD's
 if [ "$(git -C "$DEST/.." rev-parse --show-toplevel)" != "$ROOT" ]; then
   git -C "$ROOT" archive HEAD src | tar x -C "$DEST"
