@@ -54,3 +54,12 @@ def test_models_of_different_configs_are_refused_in_one_line(tmp_path, capsys):
 def test_alpha_outside_the_segment_is_refused(pair, tmp_path, capsys):
     assert main(["train", "interpolate", *map(str, pair), "--alpha", "1.5", "--out", str(tmp_path / "o")]) != 0
     assert "--alpha must lie in [0, 1]" in capsys.readouterr().err
+
+
+def test_writing_over_one_of_the_models_is_refused(pair, capsys):
+    base, tuned = pair
+    before = (tuned / "model.safetensors").read_bytes()
+    assert main(["train", "interpolate", str(base), str(tuned), "--alpha", "0.5", "--out", str(tuned)]) != 0
+    assert "one of the two models" in capsys.readouterr().err
+    assert (tuned / "model.safetensors").read_bytes() == before
+

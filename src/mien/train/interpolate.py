@@ -31,6 +31,8 @@ def interpolate(base: str | Path, tuned: str | Path, alpha: float, out: str | Pa
     if not 0.0 <= alpha <= 1.0:
         raise MienError(f"--alpha must lie in [0, 1] (0: the base model, 1: the fine-tune), got {alpha:g}")
     base, tuned, out = Path(base), Path(tuned), Path(out)
+    if out.resolve() in (base.resolve(), tuned.resolve()):
+        raise MienError(f"--out {out} is one of the two models: write the interpolated model to a new folder")
     hashes = {"base": verify_checksum(base), "tuned": verify_checksum(tuned)}
     a, b = MienModel.from_pretrained(base), MienModel.from_pretrained(tuned)
     if to_dict(a.config) != to_dict(b.config):
