@@ -7,6 +7,7 @@ import torch
 
 from mien.builtin.config import ModelConfig
 from mien.builtin.model import MienModel
+from mien.errors import MienError
 from mien.cli.main import main
 from mien.train.interpolate import interpolate
 
@@ -62,4 +63,17 @@ def test_writing_over_one_of_the_models_is_refused(pair, capsys):
     assert main(["train", "interpolate", str(base), str(tuned), "--alpha", "0.5", "--out", str(tuned)]) != 0
     assert "one of the two models" in capsys.readouterr().err
     assert (tuned / "model.safetensors").read_bytes() == before
+
+
+def test_only_moves_the_named_part(pair, tmp_path):
+    from mien.builtin.model import joined_state
+
+    base, tuned = pair
+    interpolate(base, tuned, 1.0, tmp_path / "u", only=("unet",))
+    b, t, u = (joined_state(_weights(p)) for p in (base, tuned, tmp_path / "u"))
+    assert all(torch.equal(u[k], b[k]) for k in u if not k.startswith("unet"))
+    assert all(torch.allclose(u[k], t[k], rtol=1e-3, atol=1e-4) for k in u if k.startswith("unet"))
+    assert any(not torch.equal(b[k], t[k]) for k in u if k.startswith("unet"))
+    with pytest.raises(MienError, match="no weight name starts with it"):
+        interpolate(base, tuned, 1.0, tmp_path / "x", only=("nothing",))
 

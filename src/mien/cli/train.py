@@ -62,6 +62,8 @@ naming what it was made from; use it with mien generate --model DIR or mien eval
 
 examples:
   mien train interpolate src/mien/resources/model runs/feedback/model --alpha 0.7 --out runs/mix07
+  mien train interpolate src/mien/resources/model runs/feedback/model --alpha 1 --only unet --out runs/unet
+                                                       the fine-tune's backbone with the base's condition streams
 """
 
 
@@ -156,6 +158,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("tuned", type=Path, help="its fine-tune (the model folder a mien train --init-from run wrote)")
     w.add_argument("--alpha", type=float, required=True, help="0: BASE, 1: TUNED, between: the line between them")
     w.add_argument("--out", type=Path, required=True, metavar="DIR", help="the model folder to write")
+    w.add_argument("--only", metavar="PREFIX[,PREFIX]", default="",
+                   help="move only the weights whose names start so: unet (the backbone), streams (the identity and "
+                   "expression streams), stream_kv (their keys and values in every cross-attention); default all")
     w.set_defaults(run=run_interpolate)
 
 
@@ -273,5 +278,6 @@ def run_expression_space(args: argparse.Namespace) -> int:
 def run_interpolate(args: argparse.Namespace) -> int:
     from mien.train.interpolate import interpolate
 
-    print(json.dumps(interpolate(args.base, args.tuned, args.alpha, args.out), indent=1))
+    only = tuple(p for p in args.only.split(",") if p)
+    print(json.dumps(interpolate(args.base, args.tuned, args.alpha, args.out, only=only), indent=1))
     return 0
