@@ -154,8 +154,10 @@ def identity_input(pipe, person: dict):
 
 
 class Recorder:
-    """Replaces :meth:`RecogniserGuide.gradient` while active: the step's own gradient, computed once, and kept with
-    its state, embedding and target (``measure_latent_reader.py`` hooks the same method)."""
+    """While active, every :class:`RecogniserGuide` step keeps its state, the critic's embedding of it, the target and
+    the step's own gradient: the step runs as in mien, once (:meth:`GradientGuide.gradient`), with the guide's
+    ``embed`` wrapped for that call to keep the embedding it computes (``measure_latent_reader.py`` hooks the same
+    method)."""
 
     def __init__(self):
         self.rows = defaultdict(list)
@@ -164,22 +166,26 @@ class Recorder:
     def __enter__(self) -> "Recorder":
         from mien.guidance.recogniser import RecogniserGuide
 
-        self._original, self._class = RecogniserGuide.gradient, RecogniserGuide
-        recorder = self
+        self._class, self._original = RecogniserGuide, RecogniserGuide.gradient
+        gradient, recorder = self._original, self
 
-        def gradient(guide, z, precision):  # GradientGuide.gradient's computation, the embedding kept
-            import torch
+        def kept_gradient(guide, z, precision):
+            embed, seen = guide.embed, []
 
-            with torch.inference_mode(False), torch.enable_grad(), torch.autocast(
-                    z.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):  # fmt: skip
-                zz = z.detach().clone().requires_grad_(True)
-                e = guide.embed(zz)
-                target = guide.target.clone().expand(len(zz), -1)
-                (g,) = torch.autograd.grad((e * target).sum(1).float().sum(), zz)
-            recorder.keep(zz.detach(), e.detach().float(), target.float(), g.float())
-            return g.float()
+            def keeping(zz):
+                e = embed(zz)
+                seen.append(e.detach().float())
+                return e
 
-        RecogniserGuide.gradient = gradient
+            guide.embed = keeping
+            try:
+                g = gradient(guide, z, precision)
+            finally:
+                guide.embed = embed
+            recorder.keep(z.detach(), seen[-1], guide.target.clone().float().expand(len(z), -1), g)
+            return g
+
+        RecogniserGuide.gradient = kept_gradient
         return self
 
     def __exit__(self, *exc) -> None:
