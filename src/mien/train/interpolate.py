@@ -25,7 +25,8 @@ from mien.errors import MienError
 RECORD_NAME = "interpolation.json"  # what the folder was made from, beside the weights
 
 
-def interpolate(base: str | Path, tuned: str | Path, alpha: float, out: str | Path, only: tuple[str, ...] = ()) -> dict:
+def interpolate(base: str | Path, tuned: str | Path, alpha: float, out: str | Path,
+                only: tuple[str, ...] = ()) -> dict:
     """Write ``out`` as a model folder whose weights are ``base + alpha (tuned - base)`` (fp16, as every
     saved model), with base's config and decoder; returns the record written to ``out/interpolation.json``.
     ``only``: move just the weights whose saved names start with one of these prefixes (``unet``, ``streams``,
@@ -58,7 +59,7 @@ def interpolate(base: str | Path, tuned: str | Path, alpha: float, out: str | Pa
     if decoder:
         shutil.copy(base / decoder, out / decoder)
     write_checksum(out)
-    record = {"base": str(base), "tuned": str(tuned), "alpha": alpha, "only": list(only), **{f"{k}_sha256": v for k, v in hashes.items()},
-              "sha256": verify_checksum(out)}  # fmt: skip
+    record = {"base": str(base), "tuned": str(tuned), "alpha": alpha, "only": list(only),
+              **{f"{k}_sha256": v for k, v in hashes.items()}, "sha256": verify_checksum(out)}  # fmt: skip
     (out / RECORD_NAME).write_text(json.dumps(record, indent=1) + "\n")
     return record
