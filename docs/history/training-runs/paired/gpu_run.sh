@@ -5,7 +5,8 @@
 # site.tar.xz (diffusers 0.42.1 without its pipelines, importlib_metadata, zipp, tflite, flatbuffers),
 # weights.tar.xz (taef2_encoder.pth, face_landmarker.task, MobileFaceNet.tflite), pack/ (chunks).
 # Usage there: bash .gpu_b18/gpu_run.sh BUDGET_S    (BUDGET_S: each training process's --time-budget)
-# Environment: WARMUP (steps, default 200), NOMODELS=1 (return the logs only), EXTRA (more mien train flags),
+# Environment: WARMUP (steps, default 200), NOMODELS=1 (return the logs only), EXTRA (more mien train flags, every run),
+#   EXTRA_<NAME> (more flags for run NAME only),
 #   RUNS: the candidates, "NAME:EXPRESSION_WEIGHT:IDENTITY_WEIGHT[:FEEDBACK_START] ..." (default: the first sweep,
 #   "flow:0:0 e05i2:0.5:2 e2i2:2:2"; FEEDBACK_START photo or other, mien train --feedback-start).
 set -u
@@ -34,7 +35,7 @@ run() {  # name expression_weight identity_weight [feedback_start]
   python3 -m mien train --chunks $CHUNKS --cache $R/latents --init-from src/mien/resources/model --config-from-init \
     --flip-prob 0.5 --lr 1e-4 --warmup-steps ${WARMUP:-200} --steps 100000 --log-every 50 --checkpoint-every 500 \
     --expression-weight $2 --identity-weight $3 --feedback-start ${4:-photo} --out $R/$1 --time-budget $BUDGET --parts-to $R/parts/$1 \
-    ${EXTRA:-} > $R/parts/$1.log 2>&1
+    ${EXTRA:-} $(eval echo \${EXTRA_$1:-}) > $R/parts/$1.log 2>&1
 }
 RUNS=${RUNS:-"flow:0:0 e05i2:0.5:2 e2i2:2:2"}
 for c in $RUNS; do run ${c//:/ } & done
