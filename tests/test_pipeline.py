@@ -315,3 +315,52 @@ def test_progress_callback_reports_every_step_of_either_method(tiny_pipe, photo)
         seen = []
         tiny_pipe(ident, ExpressionRequest(mix={"happy": 1.0}), settings, callback=lambda i, total, info: seen.append((i, total)))
         assert seen == [(1, 3), (2, 3), (3, 3)], settings.method
+
+
+def test_several_people_in_one_batch_get_what_their_own_calls_give(tiny_pipe, photo):
+    """Mechanics, on a random tiny model (woken up, so identity and expression count): a list of people is one
+    batch, each person's rows with their own identity streams, photo, pose, own expression and recogniser target,
+    and each person's images are those of their own call with the same seeds: exactly without critic guidance, up to
+    float rounding with recogniser guidance (on the last step only: a random critic's normalised gradient
+    multiplies rounding differences about a hundredfold a step)."""
+    a = tiny_pipe.identity_input(tiny_aligned(photo))
+    other = tiny_aligned(np.ascontiguousarray(photo[::-1, ::-1]))
+    other.faces[0] = replace_face(other.faces[0], pose=(12.0, -5.0, 3.0), blendshapes=np.roll(a.blendshapes, 7))
+    b = tiny_pipe.identity_input(other)
+    assert not torch.allclose(a.vector, b.vector) and not torch.allclose(a.embedding, b.embedding)
+    plain = dict(steps=4, guidance_contrast=1.5, blendshape_guidance=0.0, recogniser_guidance=0.0)
+    guided = dict(plain, recogniser_guidance=1.0, recogniser_guidance_until=0.3, critic_precision="float32")
+    req = ExpressionRequest(mix={"fearful": 1.0})
+    saved = {k: v.clone() for k, v in tiny_pipe.model.state_dict().items()}
+    try:
+        with torch.no_grad():
+            for p in tiny_pipe.model.parameters():
+                if not p.any():
+                    p.normal_(0, 0.5)
+        runs = {}
+        for name, kw in (("plain", plain), ("guided", guided)):
+            both = tiny_pipe([a, b], req, S(**kw), n=2, seed=[3, 20])
+            alone = [tiny_pipe(a, req, S(**kw), n=2, seed=3), tiny_pipe(b, req, S(**kw), n=2, seed=20)]
+            runs[name] = both.latents, torch.cat([g.latents for g in alone])
+        swapped = tiny_pipe(b, req, S(**plain), n=2, seed=3).latents  # b with a's seeds: the person decides
+    finally:
+        tiny_pipe.model.load_state_dict(saved)
+    assert both.seeds == [3, 4, 20, 21] and both.expression.shape == (2, 55)
+    assert np.allclose(both.expression, np.stack([g.expression for g in alone]))
+    torch.testing.assert_close(*runs["plain"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(*runs["guided"], atol=1e-4, rtol=0)
+    assert (runs["guided"][0] - runs["plain"][0]).abs().flatten(1).max(1).values.min() > 0.5  # the guidance moved
+    assert (swapped - runs["plain"][1][:2]).abs().max() > 0.05
+    assert tiny_pipe([a, b], req, S(steps=2), n=1, seed=5).seeds == [5, 6]  # one first seed: rows count on
+    from mien.errors import MienError
+
+    with pytest.raises(MienError, match="one first seed per person"):
+        tiny_pipe([a, b], req, S(steps=2), n=1, seed=[5])
+    with pytest.raises(MienError, match="one person into the scene"):
+        tiny_pipe([a, b], req, S(steps=2), n=1, scene=a)
+
+
+def replace_face(face, **changes):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**{**vars(face), **changes})

@@ -51,6 +51,17 @@ class AlignedPhotos:
     sources: list[int] = field(default_factory=list)  # index of each usable photo in the photos given
 
 
+def rows_of(values: list[torch.Tensor], n: int) -> torch.Tensor:
+    """(len(values) * n, ...): each value (a person's) repeated over its n rows, one value after another, in the
+    memory layout of the first (TAEF2's latents are channels-last; the UNet's float sums depend on the layout).
+    One value is only expanded."""
+    rows = [v[None].expand(n, *v.shape) for v in values]
+    if len(rows) == 1:
+        return rows[0]
+    channels_last = rows[0].dim() == 4 and values[0][None].is_contiguous(memory_format=torch.channels_last)
+    return torch.cat(rows).contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
 def align_photo(landmarker, rgb: np.ndarray, face: int = 0) -> tuple[np.ndarray, object]:
     """(aligned 128 px crop, MediaPipe face) of a face in a photo (``face``: 0 the largest, 1 the next...)."""
     crop, found, _ = align_photo_matrix(landmarker, rgb, face)
@@ -127,7 +138,7 @@ class Generation:
     images: list[np.ndarray]  # uint8 128x128x3
     seeds: list[int]
     request: str
-    expression: np.ndarray  # (55,) the conditioning vector used
+    expression: np.ndarray  # (55,) the conditioning vector used; (P, 55), one per person, for P people
     settings: GenerationSettings  # resolved: every value concrete
     model_hash: str = ""
     latents: torch.Tensor | None = None  # (n, 32, 16, 16) raw TAEF2 latents of the images
@@ -252,12 +263,13 @@ class MienPipeline:
         return reference_blendshapes(self.landmarker, rgb)
 
     # -- generation -------------------------------------------------------------------------------
-    def _identity_streams(self, person: IdentityInput, n: int) -> dict[str, torch.Tensor]:
+    def _identity_streams(self, person: IdentityInput | list[IdentityInput], n: int) -> dict[str, torch.Tensor]:
         """A person's identity stream for n rows: the identity vector and (for models with one) the spatial
-        reference, the latent of their first usable photo."""
-        out = {"identity": person.vector[None].expand(n, -1).to(self.device)}
+        reference, the latent of their first usable photo; for a list of people, n rows each, one after another."""
+        people = [person] if isinstance(person, IdentityInput) else person
+        out = {"identity": rows_of([p.vector for p in people], n).to(self.device)}
         if self.model.config.reference:
-            out["reference"] = person.latent[None].expand(n, -1, -1, -1).to(self.device)
+            out["reference"] = rows_of([p.latent for p in people], n).to(self.device)
         return out
 
     def _person_lora_rows(self, s: GenerationSettings, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -273,10 +285,16 @@ class MienPipeline:
         return (torch.zeros_like(target) if s.person_rows == "target" else target), target
 
     @torch.inference_mode()  # no autograd bookkeeping; critic guidance steps out of it (mien.guidance.gradient)
-    def __call__(self, identity: IdentityInput, request, settings: GenerationSettings | None = None, n: int = 1,
-                 seed: int = 0, callback: ProgressCallback | None = None,
+    def __call__(self, identity: IdentityInput | list[IdentityInput], request,
+                 settings: GenerationSettings | None = None, n: int = 1, seed: int | list[int] = 0,
+                 callback: ProgressCallback | None = None,
                  scene: IdentityInput | None = None) -> Generation:  # fmt: skip
         """``n`` images of ``identity`` with the expression of ``request`` (image i from seed ``seed + i``).
+
+        ``identity`` may be a list of people: one batch of ``n`` images of each, person after person, each row
+        with its own person's identity streams, photo, pose, own expression and recogniser target, so each
+        person's images are theirs alone (what separate calls give, up to float rounding); person k's images
+        take the seeds ``seed[k] + i`` (``seed`` a list, one per person) or ``seed + k * n + i``.
 
         ``settings`` (:class:`mien.settings.GenerationSettings`; default: the defaults) are resolved for the
         request (:meth:`GenerationSettings.resolve`) and recorded in the result. ``method="flowedit"`` moves
@@ -300,9 +318,16 @@ class MienPipeline:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise MienError(f"--n {n} must be a whole number of at least 1")
         backbone = self.model.backbone  # the latent shape and the face box are its own
+        people = [identity] if isinstance(identity, IdentityInput) else list(identity)
+        firsts = [seed + k * n for k in range(len(people))] if isinstance(seed, numbers.Integral) else list(seed)
+        if not people or len(firsts) != len(people):
+            raise MienError(f"{len(people)} people and {len(firsts)} seeds: give one first seed per person")
         swap = scene is not None and scene is not identity
-        scene = scene if swap else identity  # the face that is edited: its latent, pose and own expression
-        for name, person in (("identity", identity), ("scene", scene)):
+        if swap and len(people) > 1:
+            raise MienError("a swap (--into) puts one person into the scene: edit several people without it")
+        scenes = [scene] if swap else people  # the faces that are edited: their latents, poses and own expressions
+        scene = scenes[0]
+        for name, person in [("identity", p) for p in people] + [("scene", p) for p in scenes]:
             if tuple(person.latent.shape) != backbone.latent_shape:
                 raise MienError(f"the {name}'s latent is {tuple(person.latent.shape)} but this model denoises "
                                 f"{backbone.latent_shape} latents; prepare the {name} with this pipeline")
@@ -310,36 +335,37 @@ class MienPipeline:
         s = (settings or GenerationSettings()).resolve(request, swap=swap, native_bfloat16=self.native_bfloat16)
         check_swap_settings(s, swap)
         bs = blendshape_target(request, self.prototypes, self.calibration, swap=swap)  # SWAP_LABEL_AUS in a swap
-        expr = expression_vector(bs, scene.pose)
-        target = torch.from_numpy(expr)[None].expand(n, -1).float().to(self.device)
+        exprs = [expression_vector(bs, p.pose) for p in scenes]
+        target = rows_of([torch.from_numpy(e) for e in exprs], n).float().to(self.device)
         if s.variety > 0:  # each seed its own target around the request (--variety)
             from mien.expression.targets import varied_target
 
-            rows = [expression_vector(varied_target(bs, self.prototypes.neutral, s.variety, seed + i), scene.pose)
-                    for i in range(n)]
+            rows = [expression_vector(varied_target(bs, self.prototypes.neutral, s.variety, first + i), p.pose)
+                    for p, first in zip(scenes, firsts) for i in range(n)]
             target = torch.from_numpy(np.stack(rows)).float().to(self.device)
-        cond = {**self._identity_streams(identity, n), "expression": target}
+        cond = {**self._identity_streams(people, n), "expression": target}
         if swap and "reference" in cond and s.swap_reference != "identity":  # --swap-reference (docs/swap.md)
             cond["reference"] = (torch.zeros_like(cond["reference"]) if s.swap_reference == "none"
                                  else self._identity_streams(scene, n)["reference"])  # fmt: skip
-        seeds = [seed + i for i in range(n)]
-        photo = self.model.normalize(scene.latent[None].to(self.device)).expand(n, -1, -1, -1)
+        seeds = [first + i for first in firsts for i in range(n)]
+        photo = rows_of([self.model.normalize(p.latent[None].to(self.device))[0] for p in scenes], n)
         source = None
-        if s.method == "flowedit":  # the photo's own expression
-            source = torch.from_numpy(expression_vector(scene.blendshapes, scene.pose))[None]
-            source = source.expand(n, -1).float().to(self.device)
+        if s.method == "flowedit":  # the photos' own expressions
+            source = rows_of([torch.from_numpy(expression_vector(p.blendshapes, p.pose)) for p in scenes], n)
+            source = source.float().to(self.device)
         streams = {}
         if swap:  # the source rows are the scene's person: its identity vector and spatial reference
             streams["source_streams"] = self._identity_streams(scene, n)
             streams["target_streams"] = {name: cond[name] for name in streams["source_streams"]}
-        lora_rows = self._person_lora_rows(s, n)
+        lora_rows = self._person_lora_rows(s, len(seeds))
         if lora_rows is not None:  # the person's LoRA scale per row (--person-rows, --person-scale)
             cond[ROW_SCALE_STREAM] = lora_rows[1]
             if s.person_rows == "target":  # (flowedit only: GenerationSettings refuses it with sdedit)
                 for part, scale in zip(("source_streams", "target_streams"), lora_rows):
                     streams[part] = {**streams.get(part, {}), ROW_SCALE_STREAM: scale}
         region = edit_region(s.keep, self.device, size, box)
-        ctx = GuidanceContext(s, self.model, self.nets, identity, bs, target, source, region, self.device, **streams,
+        who = people[0] if len(people) == 1 else people  # guidance reads each row's person (person_rows)
+        ctx = GuidanceContext(s, self.model, self.nets, who, bs, target, source, region, self.device, **streams,
                               photo=photo)
         kinds = list(GUIDANCE.values())
         velocity = conditioned(self.model, cond)
@@ -365,4 +391,5 @@ class MienPipeline:
         images = [(im.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8) for im in rgb]
         with torch.inference_mode(False):  # an ordinary tensor for the caller (inference tensors cannot enter autograd)
             latents = z.cpu().clone()
+        expr = exprs[0] if len(exprs) == 1 else np.stack(exprs)
         return Generation(images, seeds, request.describe(), expr, s, self.model_hash, latents, self.person_hash)

@@ -46,7 +46,7 @@ class GuidanceContext:
     settings: Any  # mien.settings.GenerationSettings, resolved (every value concrete)
     model: Any  # the denoising backbone: velocity(), normalize(), denormalize()
     nets: Mapping[str, Any]  # nets loaded with the pipeline: "taef2", "identity", "blendshapes"
-    identity: Any  # mien.pipeline.IdentityInput
+    identity: Any  # mien.pipeline.IdentityInput; a list of them when one batch edits several people (person_rows)
     target_blendshapes: np.ndarray  # (52,) the request's blendshape target
     target_expression: torch.Tensor  # (n, 55) the target rows' expression condition
     source_expression: torch.Tensor | None  # (n, 55) the photo's own expression (FlowEdit's source); None for sdedit
@@ -68,6 +68,17 @@ class GuidanceContext:
             return None
         parts = {"source": self.source_streams, "target": self.target_streams}
         return {name: torch.cat([parts[b][name] for b in blocks]) for name in self.source_streams}
+
+    def person_rows(self, name: str) -> torch.Tensor | None:
+        """The person's ``name`` ("vector", "embedding") as a guide's target, (1, d); when the batch edits several
+        people (``identity`` a list), (R, d): each row its own person's (their rows come one person after another,
+        as many each). None when a person lacks it."""
+        people = self.identity if isinstance(self.identity, list) else [self.identity]
+        values = [getattr(p, name) for p in people]
+        if any(v is None for v in values):
+            return None
+        rows = torch.stack(values).to(self.device)
+        return rows if len(people) == 1 else rows.repeat_interleave(len(self.target_expression) // len(people), 0)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Normalised latents -> RGB in [0, 1], differentiably (what a critic of the clean state judges)."""

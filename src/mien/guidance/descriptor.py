@@ -49,7 +49,7 @@ class DescriptorGuidance(Guidance):
         if s.descriptor_guidance <= 0:
             return None
         embed = latent_descriptor(ctx.model, ctx.nets["taef2"], ctx.nets["identity"])
-        target = ctx.identity.vector[None].to(ctx.device)
+        target = ctx.person_rows("vector")
         # the cosine score of RecogniserGuide, on face-api's descriptor
         return RecogniserGuide(embed, target, ctx.region, s.descriptor_guidance, s.descriptor_guidance_until,
                                s.critic_precision)

@@ -87,7 +87,8 @@ class RecogniserGuidance(Guidance):
         s = ctx.settings
         if s.recogniser_guidance <= 0:
             return None
-        if ctx.identity.embedding is None:
+        target = ctx.person_rows("embedding")
+        if target is None:
             from mien.errors import MienError
 
             raise MienError("recogniser guidance needs MobileFaceNet in the pipeline's IdentityEncoder (as "
@@ -98,6 +99,5 @@ class RecogniserGuidance(Guidance):
             embed = reader_embedder(load_reader(ctx.device))
         else:
             embed = latent_embedder(ctx.model, ctx.nets["taef2"], ctx.nets["identity"])
-        target = ctx.identity.embedding[None].to(ctx.device)
         return RecogniserGuide(embed, target, ctx.region, s.recogniser_guidance, s.recogniser_guidance_until,
                                s.critic_precision)
