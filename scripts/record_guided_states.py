@@ -6,7 +6,7 @@ sees in edits of the train people, and what the decoded critic says of them.
     # 2. their edits (CPU or GPU; needs only the people file, the built-in model, TAEF2's encoder, MobileFaceNet
     #    and MediaPipe's face_landmarker.task for fearful's blendshape guidance)
     OMP_NUM_THREADS=1 python scripts/record_guided_states.py record --people people.npz --out states/ [--device cuda]
-        [--seeds 1] [--shard 0/1] [--time-budget S]
+        [--seeds 1] [--people-per-batch 1] [--shard 0/1] [--time-budget S]
     python scripts/train_latent_reader.py --data states/ ...
 
 Why: the reader distilled from synthetic near-face states (``make_latent_reader_data.py``) agrees with the decoded
@@ -25,6 +25,11 @@ single crops; the first crop is the photo edited, up to three make the person:
 blendshapes and head pose, the identity condition (face-api) and the MobileFaceNet target, both averaged over the
 crops. So ``record`` needs neither face-api nor MediaPipe's
 landmarker: the edit's own TAEF2 encode of the crop gives the latent.
+
+``--people-per-batch P`` edits P people in one batch (one label at a time: the labels' settings differ), P x
+``--seeds`` rows per sampler step, each row with its own person's inputs (:class:`mien.pipeline.MienPipeline` takes a
+list of people), so a step's fixed cost (a GPU's kernel launches) is shared; it records what P = 1 records, in the
+same order, up to float rounding. Blocks are then at least P people.
 
 Output is incremental: one ``part-NNNNN.safetensors`` per ``--block`` people, written whole (a temporary name,
 then renamed), so a killed run loses at most the block under way and a rerun skips the blocks on disk.
@@ -161,7 +166,7 @@ class Recorder:
 
     def __init__(self):
         self.rows = defaultdict(list)
-        self.label, self.person, self.t = 0, 0, 0.0
+        self.label, self.person, self.t = 0, 0, 0.0  # person: one index, or one per row of the batch
 
     def __enter__(self) -> "Recorder":
         from mien.guidance.recogniser import RecogniserGuide
@@ -201,17 +206,23 @@ class Recorder:
         import torch
 
         self.rows["label"].append(torch.full((n,), self.label, dtype=torch.int8))
-        self.rows["person"].append(torch.full((n,), self.person, dtype=torch.int32))
+        person = torch.as_tensor(self.person, dtype=torch.int32).expand(len(ok))
+        self.rows["person"].append(person[torch.from_numpy(ok)].clone())
         self.rows["t"].append(torch.full((n,), self.t, dtype=torch.float32))
 
     def step(self, t: float) -> None:
         self.t = t
 
     def take(self) -> dict:
+        """The states kept so far, person after person (a batch of several people keeps them step by step)."""
         import torch
 
         rows, self.rows = self.rows, defaultdict(list)
-        return {k: torch.cat(v).contiguous() for k, v in rows.items()}
+        out = {k: torch.cat(v) for k, v in rows.items()}
+        if not out:
+            return out
+        order = torch.argsort(out["person"], stable=True)
+        return {k: v[order].contiguous() for k, v in out.items()}
 
 
 def blocks_todo(n_people: int, block: int, shard: tuple[int, int], out: Path) -> list[int]:
@@ -244,6 +255,7 @@ def record(args) -> None:
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     people = load_people(args.people)[: args.limit]
+    args.block = max(args.block, args.people_per_batch)
     todo = blocks_todo(len(people), args.block, args.shard, args.out)
     pipe = recording_pipeline(args.device)
     settings = GenerationSettings()
@@ -255,15 +267,17 @@ def record(args) -> None:
                 print(f"stopping: the next block would pass --time-budget {args.time_budget} s", flush=True)
                 break
             start = time.monotonic()
-            for p in range(b * args.block, min((b + 1) * args.block, len(people))):
-                subject = identity_input(pipe, people[p])
-                rec.person = p
+            block = range(b * args.block, min((b + 1) * args.block, len(people)))
+            for g in range(0, len(block), args.people_per_batch):
+                group = block[g: g + args.people_per_batch]
+                subjects = [identity_input(pipe, people[p]) for p in group]
+                rec.person = torch.tensor(group, dtype=torch.int32).repeat_interleave(args.seeds)
                 for li, label in enumerate(LABELS):
                     rec.label = li
-                    seed = args.seed * 1_000_000 + (p * len(LABELS) + li) * args.seeds
-                    pipe(subject, parse_request(label), settings, n=args.seeds, seed=seed,
+                    seeds = [args.seed * 1_000_000 + (p * len(LABELS) + li) * args.seeds for p in group]
+                    pipe(subjects, parse_request(label), settings, n=args.seeds, seed=seeds,
                          callback=lambda step, total, info: rec.step(float(info["t"])))  # fmt: skip
-                bar.update(1)
+                bar.update(len(group))
             write_part(part_path(args.out, b), rec.take())
             slowest = max(slowest, time.monotonic() - start)
     bar.close()
@@ -291,7 +305,8 @@ def main() -> None:
     r.add_argument("--out", type=Path, required=True, help="folder of part files (created; a rerun resumes)")
     r.add_argument("--device", default="cpu")
     r.add_argument("--seeds", type=int, default=1, help="seeds per person and label, one batch")
-    r.add_argument("--block", type=int, default=8, help="people per part file")
+    r.add_argument("--people-per-batch", type=int, default=1, help="people edited in one batch, --seeds rows each")
+    r.add_argument("--block", type=int, default=8, help="people per part file (at least --people-per-batch)")
     r.add_argument("--shard", type=shard, default=(0, 1), help="i/k: this process's blocks of k")
     r.add_argument("--limit", type=int, default=None, help="only the first N people")
     r.add_argument("--time-budget", type=float, default=None, help="seconds; stop before a block that would pass it")

@@ -112,3 +112,51 @@ def test_training_reads_folders_of_part_files_and_saves_a_reader_of_the_size_ask
     reader = LatentReader.from_weights(out)
     assert (reader.config.width, reader.config.deep_width, reader.config.blocks) == (8, 8, 1)
     assert out.with_name(out.name + ".sha256").is_file()
+
+
+def test_people_in_one_batch_record_what_one_at_a_time_records(tmp_path, monkeypatch):
+    """``record --people-per-batch 2`` on tiny random components (tests/conftest.py), two people, every label at
+    mien's defaults (7 steps, not 25: seconds): the same states, targets, gradients, labels, times and people, in the
+    same order, as one person a batch, up to float rounding (none here)."""
+    from functools import partial
+
+    import numpy as np
+    from conftest import tiny_aligned, tiny_components_pipeline
+
+    from mien import settings
+    from mien.cli.analyze import example_path
+    from mien.io.image import load_rgb
+
+    pipe = tiny_components_pipeline()
+    photo = load_rgb(example_path())
+    people = []
+    for k, rgb in enumerate((photo, np.ascontiguousarray(photo[::-1, ::-1]))):
+        aligned = tiny_aligned(rgb)
+        subject = pipe.identity_input(aligned)
+        pose = np.asarray([12.0 * k, -5.0 * k, 3.0 * k], np.float32)
+        people.append({"crop": aligned.crops[0], "key": f"p{k}", "identity": f"p{k}", "pose": pose,
+                       "blendshapes": np.roll(subject.blendshapes, 7 * k).astype(np.float32),
+                       "vector": subject.vector.numpy(), "embedding": subject.embedding.numpy()})
+    monkeypatch.setattr(record, "load_people", lambda path: people)
+    monkeypatch.setattr(record, "recording_pipeline", lambda device: pipe)
+    monkeypatch.setattr(settings, "GenerationSettings", partial(settings.GenerationSettings, steps=7))  # 2 guided
+    kept = {}
+    for p in (1, 2):
+        out = tmp_path / f"p{p}"
+        argv = ["record", "record", "--people", "unused.npz", "--out", str(out), "--seeds", "2",
+                "--people-per-batch", str(p)]
+        monkeypatch.setattr(sys, "argv", argv)
+        record.main()
+        from safetensors.torch import load_file
+
+        kept[p] = load_file(str(out / "part-00000.safetensors"))
+    one, two = kept[1], kept[2]
+    assert one.keys() == two.keys() and len(one["z"]) == 2 * 7 * 2 * 2  # people, labels, seeds, guided steps
+    for k in ("label", "person", "t"):
+        assert torch.equal(one[k], two[k]), k
+    assert one["person"].tolist() == [0] * 28 + [1] * 28
+    assert not torch.allclose(one["target"][0], one["target"][-1])  # each person's own target
+    for k in ("z", "embedding", "target"):
+        torch.testing.assert_close(two[k], one[k], atol=1e-4, rtol=0)
+    cos = F.cosine_similarity(two["gradient"].float().flatten(1), one["gradient"].float().flatten(1))
+    assert cos.min() > 0.999
