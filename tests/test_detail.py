@@ -557,3 +557,28 @@ def test_the_editor_decodes_the_reconstruction_exactly_when_the_default_paste_us
             paste_detail(photo, crop, MATRIX, "background")
     else:  # and without the flag, the paste works without it
         assert paste_detail(photo, crop, MATRIX, "background").shape == photo.shape
+
+
+@pytest.mark.parametrize("scale", [1.0, 4.0])
+def test_small_face_whole_takes_the_edits_faint_shading_on_a_small_face_only(scale):
+    """The edit darkens a cheek patch by 1.5 grey levels per channel (2.6 in RGB), under the residual's floor (3), which
+    detail transfer drops as decoder noise. With ``small_face_whole`` 1 a face the crop samples at the photo's
+    resolution takes the edit itself over the whole mask, so the cheek comes out darker by about that; off (the
+    default) the photo's cheek stays. On a large face (4 photo px per crop px) the setting changes nothing."""
+    from mien.detail import DetailSettings
+
+    photo, m, lm = small_face_with_eyes(scale)
+    original = align.warp_to_crop(photo, m)
+    edited = original.astype(np.float32)
+    edited[76:100, 52:76] -= 1.5
+    edited = np.clip(np.rint(edited), 0, 255).astype(np.uint8)
+    def run(**kw):
+        return transfer_detail(photo, edited, m, keep="none", landmarks=lm, settings=DetailSettings(**kw))
+
+    on, off = run(small_face_whole=1.0), run()
+    if scale > 1.5:
+        assert np.array_equal(on, off)
+        return
+    cheek = (slice(80, 96), slice(56, 72))  # (scale 1: crop px = photo px)
+    darker = lambda out: float(photo[cheek].mean() - out[cheek].astype(float).mean())  # noqa: E731
+    assert darker(on) > 1.0 and abs(darker(off)) < 0.3

@@ -154,6 +154,11 @@ class DetailSettings:
     small_face_mid: float = 1.0  # on such a face the photo's mid band (at crop scale: its feature edges themselves, not
     # texture finer than the crop) gives way to the edit's by this times 1 - photo_detail_weight, where the edit
     # attenuated it (the mid-band rule keeps the photo's there, taking the attenuation for the decoder's blur); 0: off
+    small_face_whole: float = 0.0  # on such a face the edit itself (the photo's fine band laid over it as elsewhere)
+    # is taken over the whole mask by this times 1 - photo_detail_weight, not only inside the feature regions, so the
+    # photo's own edges there (an interlaced video frame's comb) give way to the edit's; 0: off, the rule before (Essex
+    # report people +0.7 points of face-api's reading for sharpness and still skin: docs/fullres.md, "where Essex's
+    # reading goes")
     keep_full: float = 0.5  # the mask is limited by the kept region: times editable (mien.paste.editable_region,
     # the model's own soft weight of what it may redraw), but where the flow moves the face (brows raised into
     # that soft edge, a dropped chin) by min(1, editable / keep_full): what the model already blended at its edge
@@ -423,6 +428,8 @@ def crop_plan(original: np.ndarray, edited: np.ndarray, oval: np.ndarray, editab
     if polygons and weight > 0:
         region = _blur(_feature_region(polygons, flow, settings), settings.feature_sigma)
         new = np.maximum(new, weight * region)
+    if settings.small_face_whole > 0 and weight > 0:
+        new = np.maximum(new, min(weight * settings.small_face_whole, 1.0))
     # the mask: the oval, grown a little, united with where the flow moves it (a dropped jaw, raised brows)
     grown = cv2.dilate(oval_mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)),
                        iterations=max(1, round(settings.jaw_margin / 2)))  # fmt: skip
