@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fullres import LABELS, detail_settings, metrics, people, photo_mask, sharpness, split_people  # noqa: E402
+from bench_fullres import (  # noqa: E402
+    LABELS, detail_settings, edit_file, metrics, people, photo_mask, sharpness, split_people)
 from fullres_paired import bootstrap_people  # noqa: E402
 
 from mien.detail import FACE_OVAL, DetailSettings, transfer_detail  # noqa: E402
@@ -76,6 +77,7 @@ def main():
     ap.add_argument("--people", type=int, default=5)
     ap.add_argument("--source", choices=("london", "essex"))
     ap.add_argument("--cache", type=Path, required=True, help="bench_fullres.py's --cache (the edits)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="the edits of these seeds (bench --seeds)")
     ap.add_argument("--unsharp", type=float, nargs="*", default=[], help="amounts for the first variant, sharpened")
     ap.add_argument("--json", type=Path, help="one line per variant: its summary (and per-image p with --rows)")
     ap.add_argument("--rows", action="store_true")
@@ -83,8 +85,8 @@ def main():
     from mien.analysis import FaceAnalyzer
 
     chosen = split_people(people(args.raw), args.split, args.people, args.source)
-    items = [(p, lab, np.load(args.cache / f"{p}_{lab}.npz")) for p, _ in chosen for lab in LABELS
-             if (args.cache / f"{p}_{lab}.npz").exists()]  # fmt: skip
+    items = [(p, lab, np.load(edit_file(args.cache, p, lab, seed))) for seed in args.seeds for p, _ in chosen
+             for lab in LABELS if edit_file(args.cache, p, lab, seed).exists()]  # fmt: skip
     named = [v.split("=", 1) for v in args.variants]
     runs = [(n, s, 0.0) for n, s in named] + [(f"{named[0][0]}+unsharp{a:g}", named[0][1], a) for a in args.unsharp]
     lines, base = [], None
