@@ -11,6 +11,9 @@ import difflib
 import os
 import re
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
 
 from mien import __version__
 from mien.errors import MienError
@@ -118,13 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        from mien.threads import configure
-
-        args.threads = configure(getattr(args, "threads", None))  # before any command imports torch
-        return int(args.run(args) or 0)
-    except MienError as e:
-        print(f"mien: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return report_user_errors("mien", lambda: _run(args))
     except BrokenPipeError:  # e.g. `mien expressions --terms | head`
         sys.stderr.close()
         return 0
@@ -137,3 +134,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mien: internal error: {type(e).__name__}: {e} (rerun with MIEN_DEBUG=1 for the traceback "
               "and report it)", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _run(args: argparse.Namespace) -> int | None:
+    from mien.threads import configure
+
+    args.threads = configure(getattr(args, "threads", None))  # before any command imports torch
+    return args.run(args)
+
+
+def report_user_errors(prog: str, run: Callable[[], int | None]) -> int:
+    """``run()``'s exit status, with a :class:`MienError` (bad input) printed as the one line ``PROG: error: MESSAGE``
+    and its exit code, never a traceback. One place for the rule, shared by `mien` and the scripts (run_script), so
+    a script's bad setting reads exactly like the CLI's."""
+    try:
+        return int(run() or 0)
+    except MienError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+def run_script(main: Callable[[], int | None]) -> NoReturn:
+    """Run a script's ``main()`` (scripts/*.py) and exit with its status, bad input reported as `mien` reports it:
+    one line naming the script, exit 2 (or the error's own code), no traceback. A missing input file counts as bad
+    input here (a script reads the paths it is given directly, where `mien`'s commands check theirs first);
+    MIEN_DEBUG=1 shows its traceback. Other errors keep theirs: a bug in a measurement script is for its author."""
+    prog = Path(sys.argv[0]).name
+
+    def paths_checked() -> int | None:
+        try:
+            return main()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
+            if os.environ.get("MIEN_DEBUG") or e.filename is None:
+                raise
+            raise MienError(f"{e.filename}: {(e.strerror or 'not found').lower()}; check the path") from None
+
+    raise SystemExit(report_user_errors(prog, paths_checked))
