@@ -392,4 +392,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from mien.cli import run_script
+
+    run_script(main)

@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="default: mien's (mien.threads)")
     add_setting_flags(ap, "generation: ")  # mien generate's own setting flags, defaults and help
     args = ap.parse_args()
+    settings = settings_from_args(args)  # a bad setting is reported before the model loads
     from mien.threads import configure
 
     threads = configure(args.threads)  # before torch is imported
@@ -52,7 +53,6 @@ def main() -> None:
     t = time.perf_counter()
     editor = Editor.from_pretrained(args.model)
     load_s = time.perf_counter() - t
-    settings = settings_from_args(args)
     with tempfile.TemporaryDirectory() as tmp:
         for label in args.labels:
             times = []
@@ -75,4 +75,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from mien.cli import run_script
+
+    run_script(main)

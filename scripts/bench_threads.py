@@ -138,4 +138,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from mien.cli import run_script
+
+    run_script(main)

@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="default: mien's (mien.threads)")
     add_setting_flags(ap, "generation: ")  # mien generate's own setting flags, defaults and help
     args = ap.parse_args()
+    settings = settings_from_args(args)  # a bad setting is reported before the model loads
     from mien.threads import configure
 
     threads = configure(args.threads)
@@ -122,7 +123,6 @@ def main() -> None:
     read = T.timed("load_rgb", load_rgb)
     edit = T.timed("edit", editor.edit)
 
-    settings = settings_from_args(args)
     with tempfile.TemporaryDirectory() as tmp:
         for label in args.labels:
             totals = [0.0, 0.0]
@@ -152,4 +152,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from mien.cli import run_script
+
+    run_script(main)
