@@ -258,7 +258,7 @@ def record(args) -> None:
     args.block = max(args.block, args.people_per_batch)
     todo = blocks_todo(len(people), args.block, args.shard, args.out)
     pipe = recording_pipeline(args.device)
-    settings = GenerationSettings()
+    settings = GenerationSettings(critic_precision=args.critic_precision)
     bar = tqdm(total=sum(len(people[b * args.block: (b + 1) * args.block]) for b in todo), unit="person",
                desc=f"recording {args.shard[0]}/{args.shard[1]}")  # fmt: skip
     with Recorder() as rec:
@@ -307,6 +307,8 @@ def main() -> None:
     r.add_argument("--seeds", type=int, default=1, help="seeds per person and label, one batch")
     r.add_argument("--people-per-batch", type=int, default=1, help="people edited in one batch, --seeds rows each")
     r.add_argument("--block", type=int, default=8, help="people per part file (at least --people-per-batch)")
+    r.add_argument("--critic-precision", choices=("float32", "bfloat16"), default=None,
+                   help="the critic step's number format (default: mien's, by the device)")
     r.add_argument("--shard", type=shard, default=(0, 1), help="i/k: this process's blocks of k")
     r.add_argument("--limit", type=int, default=None, help="only the first N people")
     r.add_argument("--time-budget", type=float, default=None, help="seconds; stop before a block that would pass it")
