@@ -7,7 +7,7 @@
 # Carried (build_carry.sh): site.tar.xz, weights.tar.xz, people.npz, this script. The code is the checkout's.
 # Usage there: bash .gpu_reader/gpu_run.sh [RECORD_S] [TRAIN_S]   (seconds for the recording processes and for the
 #   training ones, their loading included; with the unpacking, about RECORD_S + TRAIN_S + 20 in all)
-# Environment: PROCS (4), PPB (people per batch and per part file, 32: PPB x SEEDS rows a sampler step; about 50 MB of
+# Environment: PROCS (4), PPB (people per batch and per part file, 32: PPB x SEEDS rows a sampler step; about 52 MiB of
 #   activations a row in the critic's bfloat16 backward, measured on a CPU, so about 7 GB a process at 128 rows),
 #   SEEDS (seeds per person and label, 4), DEVICE (cuda), RUN (/root/run), LIMIT (people),
 #   SKIP_RECORD=1 (train again on the states a still-warm machine kept in $RUN/states), WIDE ("96 192 3": width,

@@ -29,5 +29,5 @@ printf '#!/bin/sh\nPYTHONPATH="$PYTHONPATH:%s" exec %s -S "$@"\n' "$SIM/site" "$
 chmod +x "$SIM/bin/python3"
 cd "$SIM/repo"
 env -u MIEN_WEIGHTS -u MIEN_DATA PATH="$SIM/bin:$PATH" XDG_CACHE_HOME="$SIM/cache" HOME="$SIM" OUT="$SIM/out" \
-  RUN="$SIM/run" DEVICE=cpu PROCS=${PROCS:-2} PPB=${PPB:-2} SEEDS=${SEEDS:-1} LIMIT=${LIMIT:-3} WIDE="16 16 1" BATCH=16 \
-  bash .gpu_reader/gpu_run.sh ${RECORD_S:-120} ${TRAIN_S:-20}
+  RUN="$SIM/run" DEVICE=cpu PROCS=${PROCS:-2} PPB=${PPB:-2} SEEDS=${SEEDS:-1} LIMIT=${LIMIT:-3} WIDE="16 16 1" \
+  BATCH=16 bash .gpu_reader/gpu_run.sh ${RECORD_S:-120} ${TRAIN_S:-20}
