@@ -18,7 +18,7 @@ WEIGHTS=${MIEN_WEIGHTS:-$ROOT/../shared/weights}
 mkdir -p "$WORK"
 [ -f "$WORK/people-$PEOPLE.npz" ] || OMP_NUM_THREADS=1 "$PY" "$ROOT/scripts/record_guided_states.py" people \
     --out "$WORK/people-$PEOPLE.npz" --people "$PEOPLE"
-rm -rf "$DEST" && mkdir -p "$DEST"
+rm -rf "$DEST" && mkdir -p "$DEST" && DEST=$(cd "$DEST" && pwd)  # absolute: the packing cds elsewhere
 . "$HERE/../carry_site_weights.sh"
 carry_site_and_weights
 cp "$WORK/people-$PEOPLE.npz" "$DEST/people.npz"
