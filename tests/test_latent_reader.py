@@ -105,6 +105,8 @@ class Counting:
 
 def context(critic: str):
     """A request's guidance context with stub decoded-critic nets that count their calls."""
+    from mien.guidance import GuidanceContext
+
     settings = GenerationSettings(recogniser_critic=critic).resolve(SimpleNamespace(mix={"happy": 1.0}))
     decode = Counting(lambda z, clamp=True: torch.sigmoid(F.interpolate(z[:, :3], size=128)))
     read = Counting(lambda x: F.normalize(x.flatten(1)[:, :192], dim=1))
@@ -112,8 +114,7 @@ def context(critic: str):
     model = SimpleNamespace(denormalize=lambda z: z)
     identity = SimpleNamespace(embedding=F.normalize(torch.randn(192), dim=0))
     region = torch.ones(1, 1, 16, 16)
-    ctx = SimpleNamespace(settings=settings, model=model, nets=nets, identity=identity, region=region,
-                          device=torch.device("cpu"))  # fmt: skip
+    ctx = GuidanceContext(settings, model, nets, identity, None, torch.zeros(1, 55), None, region, torch.device("cpu"))
     return ctx, decode
 
 
