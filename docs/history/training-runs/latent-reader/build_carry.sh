@@ -4,7 +4,8 @@
 #   bash docs/history/training-runs/latent-reader/build_carry.sh WORK DEST [PEOPLE]
 #   WORK: scratch folder (the people file is kept there: a rerun reuses it)
 #   DEST: the carried folder inside the checkout the device tool sends, ignored by git (e.g. /work/main/.gpu_reader)
-#   PEOPLE: train people of faces128 to edit there (default 1300: the carried folder stays under 20 MB)
+#   PEOPLE: train people of faces128 to edit there (default 1300; faces128 has 1,938 with
+#   two or more crops, 10.5 MB of people file: the call's whole carry, tracked files included, must stay under 65.8 MB)
 # Carried: site.tar.xz (diffusers without its pipeline subpackages, importlib_metadata, zipp, tflite, flatbuffers:
 # what the GPU image lacks), weights.tar.xz (taef2_encoder.pth, MobileFaceNet.tflite, face_landmarker.task: the
 # edit's encode, the critic, fearful's blendshape nets; face-api and MediaPipe's landmarker are not needed there, the
@@ -25,5 +26,6 @@ cp "$WORK/people-$PEOPLE.npz" "$DEST/people.npz"
 cp "$HERE/gpu_run.sh" "$DEST/"
 CARRIED=$(du -sb "$DEST" | cut -f1)
 TRACKED=$(cd "$ROOT" && git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
-echo "carried $CARRIED bytes (of 20 MB); with the tracked files $((TRACKED + CARRIED)) of $((64 * 2**20))"
-[ "$CARRIED" -le 20000000 ] || { echo "over 20 MB: give fewer PEOPLE"; exit 1; }
+# 65.8 MB: the most a call has carried (the device tool counts a per-file overhead on top of the 64 MiB)
+echo "carried $CARRIED bytes; with the tracked files $((TRACKED + CARRIED)) of 65800000"
+[ $((TRACKED + CARRIED)) -le 65800000 ] || { echo "over 65.8 MB with the tracked files: give fewer PEOPLE"; exit 1; }
