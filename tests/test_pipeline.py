@@ -2,6 +2,7 @@
 and the shared face models for behaviour (``shared_dir``).
 """
 
+import contextlib
 import json
 
 import numpy as np
@@ -16,6 +17,21 @@ from mien.expression.targets import ExpressionRequest
 from mien.io.image import load_rgb
 from mien.pipeline import MienPipeline
 from mien.settings import GenerationSettings as S
+
+
+@contextlib.contextmanager
+def awake(pipe):
+    """A random tiny model starts its stream attention and expression projections at zero, so it ignores the
+    expression and the identity: inside the block those weights are random, after it the model is as it was."""
+    saved = {k: v.clone() for k, v in pipe.model.state_dict().items()}
+    try:
+        with torch.no_grad():
+            for p in pipe.model.parameters():
+                if not p.any():
+                    p.normal_(0, 0.5)
+        yield
+    finally:
+        pipe.model.load_state_dict(saved)
 
 
 @pytest.fixture(scope="module")
@@ -160,16 +176,8 @@ def test_flowedit_to_the_photos_own_expression_returns_the_photo(tiny_pipe, phot
     same = tiny_pipe(ident, own, S(steps=5, method="flowedit", strength=1.0, keep="none", recogniser_guidance=0.0), n=2, seed=3)  # FlowEdit alone (the guidance moves the face: test below)
     assert same.settings.method == "flowedit"
     torch.testing.assert_close(same.latents, ident.latent[None].expand(2, -1, -1, -1), atol=1e-5, rtol=0)
-    # a random tiny model starts its stream attention at zero (it ignores the expression): wake it up
-    saved = {k: v.clone() for k, v in tiny_pipe.model.state_dict().items()}
-    try:
-        with torch.no_grad():
-            for p in tiny_pipe.model.parameters():
-                if not p.any():
-                    p.normal_(0, 0.5)
+    with awake(tiny_pipe):
         moved = tiny_pipe(ident, ExpressionRequest(mix={"surprised": 1.0}), S(steps=5, method="flowedit", strength=1.0, keep="background"), n=1, seed=3).latents[0]
-    finally:
-        tiny_pipe.model.load_state_dict(saved)
     kept_cells = regions.keep_mask("background")[0, 0] == 1
     assert (moved - ident.latent)[:, ~kept_cells].abs().max() > 0.05
     assert (moved - ident.latent)[:, kept_cells].abs().max() < 1e-4
@@ -266,12 +274,7 @@ def test_contrast_guidance_follows_the_labels_and_pushes_only_what_the_request_c
           for lab in ("angry", "happy")}  # fmt: skip
     assert rg == {"angry": RECOGNISER_GUIDANCE_WITH_CONTRAST, "happy": RECOGNISER_GUIDANCE}
     assert tiny_pipe(ident, ExpressionRequest(mix={"angry": 1.0}), S(guidance_contrast=1.0, **kw), n=1, seed=3).settings.guidance_contrast == 1.0
-    saved = {k: v.clone() for k, v in tiny_pipe.model.state_dict().items()}
-    try:  # the random tiny model's expression projections start at zero: give them weights
-        with torch.no_grad():
-            for p in tiny_pipe.model.parameters():
-                if not p.any():
-                    p.normal_(0, 0.5)
+    with awake(tiny_pipe):
         own = ExpressionRequest(like=ident.blendshapes)
         a = tiny_pipe(ident, own, S(guidance_contrast=1.0, **kw), n=1, seed=3).latents[0]
         b = tiny_pipe(ident, own, S(guidance_contrast=3.0, **kw), n=1, seed=3).latents[0]
@@ -280,8 +283,6 @@ def test_contrast_guidance_follows_the_labels_and_pushes_only_what_the_request_c
         c = tiny_pipe(ident, sad, S(guidance_contrast=1.0, **kw), n=1, seed=3).latents[0]
         d = tiny_pipe(ident, sad, S(guidance_contrast=3.0, **kw), n=1, seed=3).latents[0]
         assert (c - d).abs().max() > 1e-3
-    finally:
-        tiny_pipe.model.load_state_dict(saved)
     with pytest.raises(MienError, match="guidance-contrast"):
         tiny_pipe(ident, ExpressionRequest(mix={"sad": 1.0}), S(method="sdedit", guidance_contrast=2.0, **kw), n=1, seed=3)
     with pytest.raises(MienError, match="out of range"):
@@ -331,20 +332,13 @@ def test_several_people_in_one_batch_get_what_their_own_calls_give(tiny_pipe, ph
     plain = dict(steps=4, guidance_contrast=1.5, blendshape_guidance=0.0, recogniser_guidance=0.0)
     guided = dict(plain, recogniser_guidance=1.0, recogniser_guidance_until=0.3, critic_precision="float32")
     req = ExpressionRequest(mix={"fearful": 1.0})
-    saved = {k: v.clone() for k, v in tiny_pipe.model.state_dict().items()}
-    try:
-        with torch.no_grad():
-            for p in tiny_pipe.model.parameters():
-                if not p.any():
-                    p.normal_(0, 0.5)
+    with awake(tiny_pipe):
         runs = {}
         for name, kw in (("plain", plain), ("guided", guided)):
             both = tiny_pipe([a, b], req, S(**kw), n=2, seed=[3, 20])
             alone = [tiny_pipe(a, req, S(**kw), n=2, seed=3), tiny_pipe(b, req, S(**kw), n=2, seed=20)]
             runs[name] = both.latents, torch.cat([g.latents for g in alone])
         swapped = tiny_pipe(b, req, S(**plain), n=2, seed=3).latents  # b with a's seeds: the person decides
-    finally:
-        tiny_pipe.model.load_state_dict(saved)
     assert both.seeds == [3, 4, 20, 21] and both.expression.shape == (2, 55)
     assert np.allclose(both.expression, np.stack([g.expression for g in alone]))
     torch.testing.assert_close(*runs["plain"], atol=1e-6, rtol=0)
