@@ -18,8 +18,8 @@ crop's scale with the edit's own alignment).
     python scripts/fullres_paired.py --pool /tmp/surv/res/report_*.json --out detail detail_at128
 """
 
+import argparse
 import json
-import sys
 
 import numpy as np
 from scipy.stats import beta
@@ -107,23 +107,27 @@ def versus(before: list[dict], after: list[dict], draws: int = 2000) -> dict:
 
 
 def main():
-    args = sys.argv[1:]
-    outs = ["detail", "crop"]
-    if "--out" in args:
-        i = args.index("--out")
-        outs = [a for a in args[i + 1 :] if not a.startswith("--") and not a.endswith(".json")]
-        args = args[:i] + args[i + 1 + len(outs) :]
-    if args[:1] == ["--pool"]:
-        rows = [r for path in args[1:] for r in json.load(open(path))["rows"]]
-        print(json.dumps({"files": [path.rsplit("/", 1)[-1] for path in args[1:]], **pooled(rows, outs)}))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("files", nargs="+", help="bench_fullres.py --json files")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--versus", action="store_true", help="two files: BEFORE AFTER, the same images")
+    mode.add_argument("--pool", action="store_true", help="the rows of all files as one set of outputs")
+    ap.add_argument("--out", nargs="+", default=["detail", "crop"], help="the outputs read against the crop")
+    args = ap.parse_args()
+    names = [path.rsplit("/", 1)[-1] for path in args.files]
+    if args.pool:
+        rows = [r for path in args.files for r in json.load(open(path))["rows"]]
+        print(json.dumps({"files": names, **pooled(rows, args.out)}))
         return
-    if args[:1] == ["--versus"]:
-        before, after = (json.load(open(path))["rows"] for path in args[1:3])
-        print(json.dumps({"files": [path.rsplit("/", 1)[-1] for path in args[1:3]], **versus(before, after)}))
+    if args.versus:
+        if len(args.files) != 2:
+            ap.error(f"--versus takes two files, BEFORE and AFTER; got {len(args.files)}")
+        before, after = (json.load(open(path))["rows"] for path in args.files)
+        print(json.dumps({"files": names, **versus(before, after)}))
         return
-    for path in args:
+    for path in args.files:
         rows = json.load(open(path))["rows"]
-        for out in outs:
+        for out in args.out:
             r = paired(rows, out)
             print(f"{path} {out} vs crop128: n {r['n']} lost {r['lost']} gained {r['gained']} "
                   f"diff {r['diff']:+.3f} 90% [{r['interval90'][0]:+.3f}, {r['interval90'][1]:+.3f}] "

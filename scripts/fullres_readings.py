@@ -65,20 +65,32 @@ def readings(analyzer, name: str, img: np.ndarray, m: np.ndarray, lm: np.ndarray
             f"{name}_128": read(analyzer, crop), f"{name}_128_fixed": read(analyzer, crop, lm128)}  # fmt: skip
 
 
+def crop_scale_transfer(p: dict, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Detail transfer's face computed at crop resolution from its plan ``p`` (mien.detail.plan_for) and the 128 px
+    edit ``crop``, without the photo's fine band: (the photo's crop moved by the flow, that plus the residual with
+    the edit itself, its colour drift removed, where ``new``), float32. What the diagnostic scripts read in place of
+    transfer_detail's full-resolution face."""
+    from mien.detail import _remap_crop
+
+    new = p["new"][..., None]
+    warped = _remap_crop(p["original"].astype(np.float32), p["flow"])
+    return warped, (warped + p["residual"]) * (1 - new) + (crop.astype(np.float32) - p["drift"]) * new
+
+
 def stages(analyzer, photo, crop, m, lm, keep, settings) -> dict:
     """The 128 px readings of detail transfer's steps computed at crop resolution (plan_for), each inside the
     output's mask with the original crop outside: the edit (``edit_masked``); less its colour drift
     (``edit_nodrift``; ``edit_nodrift_whole``: without the mask); the original crop moved by the flow; plus the
     residual; plus the edit itself where ``new`` (the output at crop resolution, without the photo's fine band)."""
-    from mien.detail import _remap_crop, plan_for
+    from mien.detail import plan_for
 
     p = plan_for(photo, crop, m, keep, lm, settings)
     orig = p["original"]
-    a, new = p["alpha"][..., None], p["new"][..., None]
+    a = p["alpha"][..., None]
     edit = crop.astype(np.float32) - p["drift"]
-    warped = _remap_crop(orig.astype(np.float32), p["flow"])
+    warped, final = crop_scale_transfer(p, crop)
     stage = {"edit_masked": crop.astype(np.float32), "edit_nodrift": edit, "stage_flow": warped,
-             "stage_residual": warped + p["residual"], "stage_final": (warped + p["residual"]) * (1 - new) + edit * new}
+             "stage_residual": warped + p["residual"], "stage_final": final}
     u8 = lambda x: np.clip(np.rint(orig * (1 - a) + x * a), 0, 255).astype(np.uint8)  # noqa: E731
     out = {k: read(analyzer, u8(v)) for k, v in stage.items()}
     out["edit_nodrift_whole"] = read(analyzer, np.clip(np.rint(edit), 0, 255).astype(np.uint8))

@@ -31,9 +31,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_fullres import LABELS, detail_settings, edit_file, people, sharpness, split_people  # noqa: E402
 from fullres_ablate import inner_face  # noqa: E402
-from fullres_readings import read  # noqa: E402
+from fullres_readings import crop_scale_transfer, read  # noqa: E402
 
-from mien.detail import FACE_OVAL, _remap_crop, crop_plan, face_oval, plan_for, transfer_detail  # noqa: E402
+from mien.detail import FACE_OVAL, crop_plan, face_oval, plan_for, transfer_detail  # noqa: E402
 from mien.face import align  # noqa: E402
 from mien.paste import editable_region  # noqa: E402
 
@@ -50,8 +50,7 @@ def images(d: dict, lm_edit: np.ndarray, settings) -> tuple[dict, dict]:
     over = lambda x, w=a: u8(orig + w * (x - orig))  # noqa: E731
     own = crop_plan(p["original"], crop, lm_edit[list(FACE_OVAL), :2], editable_region(keep, 128), settings)["alpha"]
     free = crop_plan(p["original"], crop, face_oval(lm, m), None, settings)["alpha"]
-    new = p["new"][..., None]
-    transfer = (_remap_crop(orig, p["flow"]) + p["residual"]) * (1 - new) + (edit - p["drift"]) * new
+    transfer = crop_scale_transfer(p, crop)[1]
     out = transfer_detail(photo, crop, m, keep, lm, settings)
     small = {"edit": crop, "mask": over(edit), "mask_edit_oval": over(edit, np.maximum(a, own[..., None])),
              "mask_no_keep": over(edit, free[..., None]), "mask_no_drift": over(edit - p["drift"]),
