@@ -582,3 +582,34 @@ def test_small_face_whole_takes_the_edits_faint_shading_on_a_small_face_only(sca
     cheek = (slice(80, 96), slice(56, 72))  # (scale 1: crop px = photo px)
     darker = lambda out: float(photo[cheek].mean() - out[cheek].astype(float).mean())  # noqa: E731
     assert darker(on) > 1.0 and abs(darker(off)) < 0.3
+
+
+def test_an_interlaced_photos_comb_is_removed_inside_the_mask_with_deinterlace():
+    """A video frame whose odd rows (one field) were taken after the face moved 3 px sideways: its comb measure is
+    well above ``deinterlace_comb``, and with ``deinterlace`` (the default "vertical", and "fields") a zero edit's
+    output inside the face is de-interlaced (its comb below 1), while outside the mask every pixel is the photo's. A
+    progressive photo comes out bit for bit as with the setting off."""
+    from mien.detail import FACE_OVAL, TEMPLATE_OVAL_128, DetailSettings, comb, face_box, plan_for
+
+    progressive = textured_photo(5)
+    interlaced = progressive.copy()
+    interlaced[1::2] = np.roll(progressive, 3, axis=1)[1::2]
+    lm = np.zeros((478, 3))
+    lm[list(FACE_OVAL), :2] = TEMPLATE_OVAL_128 * 4
+    box = face_box(lm, MATRIX, progressive.shape[:2])
+    assert comb(progressive, box) < 1.02 and comb(interlaced, box) > 3.0  # (1.00 and 3.59 when written)
+
+    def run(photo, **kw):
+        edited = align.warp_to_crop(photo, MATRIX)
+        return transfer_detail(photo, edited, MATRIX, keep="none", landmarks=lm, settings=DetailSettings(**kw))
+
+    assert DetailSettings().deinterlace == "vertical"  # the default
+    assert np.array_equal(run(progressive), run(progressive, deinterlace=""))
+    inner = (180, 200, 330, 330)  # inside the face, photo px
+    for kind in ("vertical", "fields"):
+        on, off = run(interlaced, deinterlace=kind), run(interlaced, deinterlace="")
+        assert comb(on, inner) < 1.0 and comb(off, inner) > 3.0  # ("vertical" 0.86 when written)
+        alpha = plan_for(interlaced, align.warp_to_crop(interlaced, MATRIX), MATRIX, "none", lm)["alpha"]
+        mask = cv2.warpAffine(alpha, MATRIX, on.shape[1::-1], flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR) > 0
+        outside = ~cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        assert np.array_equal(on[outside], interlaced[outside]) and (on != off).any(axis=2)[mask].mean() > 0.3
