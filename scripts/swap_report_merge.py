@@ -6,7 +6,8 @@
 BASE: a ring run's per-swap scores (one JSON line a swap with ``real_b`` and a ``crop`` and a ``detail`` row, as
 docs/history/eval-runs/swap/report30_builtin.jsonl). NEW: ``scripts/tune_swap.py`` lines on the same ring with the
 same paste as ``--paste`` (default ``crop``; tune_swap's config key ``paste``), of one config (``--config``, default
-the only one). Every swap of NEW replaces BASE's swap of the same
+the only one); a packed line (one config and label, every other field a list with a value per swap, as
+docs/history stores a run compactly) counts as its swaps. Every swap of NEW replaces BASE's swap of the same
 item; the rest are BASE's (their generation is unchanged where a change touches only NEW's labels, so they are the
 same outputs). Prints the summary over BASE's items both ways: verified as A, impostor, impostor on the pairs whose
 real photos stay apart (``real_b`` 0), pose error and face-api's rate per label, against the real-photo rates;
@@ -34,6 +35,15 @@ def real_rates(summary: Path, paste: str = "crop") -> dict[str, float]:
     """{label: face-api's rate on the real photos} of a swap run's ``summary.json`` (its ``paste`` section)."""
     per_label = json.loads(Path(summary).read_text())[paste]["per_label"]
     return {lab: per_label[lab]["real_rate"] for lab in LABELS}
+
+
+def read_lines(path: Path) -> list[dict]:
+    """The swaps of a JSON lines file, a packed line unpacked (as ``scripts/tune_swap.py``'s ``read_lines``)."""
+    rows = []
+    for r in map(json.loads, Path(path).read_text().splitlines()):
+        n = len(r["item"]) if isinstance(r["item"], list) else None
+        rows += [r] if n is None else [{k: v[i] if isinstance(v, list) else v for k, v in r.items()} for i in range(n)]
+    return rows
 
 
 def rows_of(base: list[dict], new: dict[str, dict], paste: str = "crop") -> list[dict]:
@@ -80,7 +90,7 @@ def main() -> None:
     args = ap.parse_args()
     real = real_rates(args.real, args.paste)
     base = [json.loads(line) for line in args.base.read_text().splitlines()]
-    lines = [json.loads(line) for line in args.new.read_text().splitlines()]
+    lines = read_lines(args.new)
     names = {r["config"] for r in lines}
     if args.config is None and len(names) != 1:
         raise SystemExit(f"{args.new} has configs {sorted(names)}; pick one with --config")

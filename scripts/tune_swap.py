@@ -11,7 +11,11 @@ Action Units on top of each label's target (``"AU1=2,AU5=3"``, as ``mien generat
 swap at the swap defaults (stage 1, once per pair), then :func:`restage` toward the label with the config's settings
 resolved as an edit's (stage 2; docs/swap.md, "Two-stage swap: tuning"), ``own`` (true) no swap: the edit of A's own
 selfie, pasted into the selfie and scored against it (what the edit reads on the same people), ``model`` a saved model
-folder instead of the built-in model (as ``mien generate --model``; docs/swap.md, "The interpolated model").
+folder instead of the built-in model (as ``mien generate --model``; docs/swap.md, "The interpolated model"),
+``detail`` the detail paste's :class:`mien.detail.DetailSettings` fields changed from their defaults
+(``{"paste": "detail", "detail": {"deinterlace": ""}}``: the detail paste without de-interlacing). Configs that
+differ only in ``paste`` and ``detail`` share one generation per swap (made once, pasted each way: a paired
+comparison of pastes; ``crop_of`` names the config whose generation a line reuses, ``cpu_s`` is that generation's).
 Per swap one JSON line: the swap benchmark's measures of the pasted photo (:func:`mien.evaluate.swap.score_output`:
 face-api distance to A's and B's scoring photos, pose error, face-api's label) plus MobileFaceNet's mean
 cosine to A's and to B's scoring photos (``cos_a``, ``cos_b``: the check that stays independent of
@@ -21,7 +25,8 @@ config has, so the rows compare the same swaps; only the ``--labels`` asked for)
 of the label most often (packed lines too: :func:`read_lines`). ``--sheet OUT.jpg --summary FILE... --rank CONFIG`` writes a
 contact sheet instead: per row the selfie, the scene (both aligned) and each config's face, for the median
 and the worst swaps of CONFIG by face-api distance to A among the ``--labels`` asked for (``--rows`` of each, 4
-by default; every swap when there are at most twice that).
+by default; every swap when there are at most twice that). ``--pack OUT --summary FILE...`` writes their swaps as
+packed lines instead (one a config and label, the measures rounded; :func:`pack`): how docs/history keeps a run.
 """
 
 from __future__ import annotations
@@ -67,6 +72,27 @@ def summary(files: list[Path], labels: list[str]) -> None:
               f"{m('p_label') if all('p_label' in r for r in rs) else float('nan'):.2f} "
               f"{m('pose_err'):.1f} {m('cpu_s'):.0f}  (n={len(rs)})  "
               + ", ".join(f"{k} {v}" for k, v in Counter(r["faceapi"] for r in rs if not r["label_ok"]).most_common(3)))
+
+
+# the fields a packed line keeps (pack), with the decimals they keep
+PACKED = {"item": None, "outside_max": 0, "seam": 4, "no_face": None, "dist_a": 4, "dist_b": 4, "pose_err": 2,
+          "faceapi": None, "p_label": 4}
+
+
+def pack(files: list[Path], out: Path, labels: list[str]) -> None:
+    """The swaps of ``files`` (of the ``labels``) as packed lines in ``out``: one line a config and label, its config,
+    settings and label once, every field of :data:`PACKED` a list with a value per swap (None where a swap has none;
+    ``no_face`` only where a swap has no face), compact JSON; :func:`read_lines` unpacks them."""
+    groups = {}
+    for r in (r for f in files for r in read_lines(f) if r["label"] in labels):
+        groups.setdefault((r["config"], r["label"]), []).append(r)
+    keep = lambda v, d: v if d is None or v is None else round(v, d) if d else int(v)  # noqa: E731
+    with out.open("w") as f:
+        for (name, lab), rows in groups.items():
+            fields = {k: [keep(r.get(k), d) for r in rows] for k, d in PACKED.items()}
+            fields = {k: v for k, v in fields.items() if any(x is not None and x is not False for x in v)}
+            line = {"config": name, "settings": rows[0].get("settings", {}), "label": lab, **fields}
+            f.write(json.dumps(line, separators=(",", ":")) + "\n")
 
 
 def load_benchmark(name: str):
@@ -128,6 +154,32 @@ def restage(editor, subject, first, request, settings):
     return editor.pipeline(identity, request, settings, n=1, seed=first.generation.seeds[0]).images[0]
 
 
+PASTE_KEYS = ("paste", "detail")  # config keys that change only how the generated face is pasted
+
+
+def generation_key(spec: dict) -> str:
+    """What a config's generation depends on: the config without :data:`PASTE_KEYS` (configs with the same key make
+    the same face for the same swap, so main makes it once)."""
+    return json.dumps({k: v for k, v in spec.items() if k not in PASTE_KEYS}, sort_keys=True)
+
+
+def paste_of(spec: dict):
+    """The paste function of a config: :data:`mien.paste.PASTES`' ``paste`` (default ``crop``), for ``detail`` with
+    the config's ``detail`` fields of :class:`mien.detail.DetailSettings` changed from the defaults."""
+    import dataclasses
+    import functools
+
+    from mien.detail import DEFAULT, transfer_detail
+    from mien.paste import PASTES
+
+    how, over = spec.get("paste", "crop"), spec.get("detail")
+    if over is None:
+        return PASTES[how]
+    if how != "detail":
+        raise SystemExit(f"config key 'detail' needs \"paste\": \"detail\", not {how!r}")
+    return functools.partial(transfer_detail, settings=dataclasses.replace(DEFAULT, **over))
+
+
 def config(spec: dict, label: str):
     """(paste name, request, settings, mode) of one config (module docstring) for ``label``: ``paste``, ``au``,
     ``intensity``, ``two_stage`` and ``own`` shape the paste, the request and what is made (mode "swap", "two_stage"
@@ -137,6 +189,7 @@ def config(spec: dict, label: str):
 
     spec = dict(spec)
     spec.pop("model", None)  # which model makes it: main's editors
+    spec.pop("detail", None)  # the detail paste's settings: paste_of
     how = spec.pop("paste", "crop")
     au = spec.pop("au", None)  # AUs set on top of the label's target ("AU1=3,AU5=2"): a stronger request
     intensity = spec.pop("intensity", 1.0)  # the label's intensity (mien generate --intensity)
@@ -155,7 +208,10 @@ def main() -> None:
     ap.add_argument("--sheet", type=Path, help="with --summary: write a contact sheet here instead")
     ap.add_argument("--rank", help="with --sheet: the config whose median and worst swaps are shown")
     ap.add_argument("--rows", type=int, default=4, help="with --sheet: how many median and how many worst swaps")
+    ap.add_argument("--pack", type=Path, help="with --summary: write their swaps here as packed lines instead")
     args = ap.parse_args()
+    if args.pack:
+        return pack(args.summary, args.pack, args.labels.split(","))
     if args.sheet:
         return sheet(args.summary, args.rank, args.sheet, load_benchmark(args.benchmark), args.labels.split(","),
                      args.rows)
@@ -166,7 +222,6 @@ def main() -> None:
     from mien.analysis import FaceAnalyzer
     from mien.edit import Editor
     from mien.evaluate.swap import faces_of, footprint, pairs, score_output
-    from mien.paste import PASTES
 
     configs = {}
     for c in args.config:
@@ -179,9 +234,11 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     shots = args.out.with_suffix("")
     shots.mkdir(exist_ok=True)
-    done = set()
+    done, done_cpu = set(), {}
     if args.out.is_file():
-        done = {(r["config"], r["item"]) for r in map(json.loads, args.out.read_text().splitlines())}
+        for r in map(json.loads, args.out.read_text().splitlines()):
+            done.add((r["config"], r["item"]))
+            done_cpu[(r["config"], r["item"])] = r.get("cpu_s", 0.0)
     analyzer = FaceAnalyzer("cpu")
     editors = {m: Editor.from_pretrained(m) for m in {c.get("model", "default") for c in configs.values()}}
 
@@ -199,17 +256,29 @@ def main() -> None:
         scene_face = analyzer.analyze(scene_rgb)[0]
         weight = footprint(scene_rgb, scene.matrix)
         first = None  # a two-stage config's stage 1: the plain swap, the same for every label and config
+        made = {}  # (generation_key, label) -> (the 128 px face, its generation's CPU seconds, the config that made it)
         for name, spec in configs.items():
             for lab in labels:
                 item = f"{pair.a}>{pair.b}:{lab}"
                 if (name, item) in done:
                     continue
-                how, request, settings, mode = config(spec, lab)
+                _, request, settings, mode = config(spec, lab)
                 editor = editors[spec.get("model", "default")]
                 subject, scene = inputs[spec.get("model", "default")]
-                paste = PASTES[how]
+                paste = paste_of(spec)
+                base = item.replace(":", "_").replace(">", "_into_")
+                key, shared = (generation_key(spec), lab), None
+                if key not in made:  # a config that differs only in its paste made it before this run: its face
+                    for other in configs:
+                        if other != name and generation_key(configs[other]) == key[0] \
+                                and (shots / f"{other}_{base}.png").is_file() and (other, item) in done:
+                            made[key] = (np.asarray(Image.open(shots / f"{other}_{base}.png").convert("RGB")),
+                                         done_cpu.get((other, item), 0.0), other)  # fmt: skip
+                            break
                 cpu = time.process_time()
-                if mode == "two_stage":
+                if key in made:
+                    crop, cpu, shared = made[key]
+                elif mode == "two_stage":
                     if first is None:
                         plain = editor.scene_request(None, scene)
                         first = editor.edit(subject, plain, None, n=1, seed=0, paste=False, into=scene)
@@ -220,7 +289,9 @@ def main() -> None:
                 else:
                     crop = editor.edit(subject, request, settings, n=1, seed=0, paste=False,
                                        into=None if mode == "own" else scene).crops[0]  # fmt: skip
-                cpu = time.process_time() - cpu
+                if shared is None:
+                    cpu = time.process_time() - cpu
+                    made[key] = (crop, cpu, name)
                 if mode == "own":  # the edit of A's own selfie, pasted into it and scored against it
                     output = paste(selfie, crop, subject.matrix, "background", landmarks=subject.landmarks)
                     row = score_output(analyzer, output, selfie, footprint(selfie, subject.matrix),
@@ -232,10 +303,9 @@ def main() -> None:
                 if faces:
                     row["cos_a"] = float((a_mfn @ faces[0].mobilefacenet).mean())
                     row["cos_b"] = float((b_mfn @ faces[0].mobilefacenet).mean())
-                base = item.replace(":", "_").replace(">", "_into_")
                 Image.fromarray(crop).save(shots / f"{name}_{base}.png")
                 rec = {"config": name, "settings": configs[name], "item": item, "label": lab, "cpu_s": round(cpu, 1),
-                       **row}  # fmt: skip
+                       **({"crop_of": shared} if shared else {}), **row}  # fmt: skip
                 with args.out.open("a") as f:
                     f.write(json.dumps(rec) + "\n")
                 print(json.dumps({k: rec.get(k) for k in ("config", "item", "cpu_s", "dist_a", "dist_b", "cos_a",

@@ -155,6 +155,18 @@ def test_tune_swap_configs_shape_the_request_and_the_settings():
     assert tune.config({"two_stage": True}, "happy")[3] == "two_stage" and tune.config({"own": True}, "sad")[3] == "own"
     how, request, settings, mode = tune.config({"model": "runs/other", "guidance_contrast": 1}, "fearful")  # main's key
     assert mode == "swap" and settings.guidance_contrast == 1
+    off = {"paste": "detail", "detail": {"deinterlace": ""}, "guidance_contrast": 1}
+    how, request, settings, mode = tune.config(off, "fearful")  # the detail paste's settings: not a generation's
+    assert how == "detail" and settings.guidance_contrast == 1
+    # configs differing only in how they paste share a generation; the detail settings reach the paste
+    assert tune.generation_key(off) == tune.generation_key({"guidance_contrast": 1})
+    assert tune.generation_key(off) != tune.generation_key({"guidance_contrast": 2, "paste": "detail"})
+    assert tune.paste_of({}).__name__ == "paste_into_photo"
+    assert tune.paste_of({"paste": "detail"}).__name__ == "paste_detail"
+    detail = tune.paste_of(off).keywords["settings"]
+    assert detail.deinterlace == "" and detail.snap == 0.5  # the rest the defaults
+    with pytest.raises(SystemExit):
+        tune.paste_of({"detail": {"deinterlace": ""}})  # detail settings for the crop paste
 
 
 def test_an_output_without_a_face_is_counted_not_fatal():
@@ -268,3 +280,12 @@ def test_tune_swap_reads_a_packed_line_as_its_swaps(tmp_path):
     rows = tune.read_lines(tmp_path / "x.jsonl")
     assert rows[0] == one and rows[1] == {**one, "settings": {}}
     assert rows[2]["item"] == "b>c:fearful" and rows[2]["dist_a"] == 0.7 and rows[2]["faceapi"] == "fearful"
+    tune.pack([tmp_path / "x.jsonl"], tmp_path / "packed.jsonl", ["fearful"])  # one line per config and label
+    (line,) = (tmp_path / "packed.jsonl").read_text().splitlines()
+    assert json.loads(line)["item"] == ["a>b:fearful", "a>b:fearful", "b>c:fearful"] and ": " not in line
+    assert tune.read_lines(tmp_path / "packed.jsonl")[2]["dist_a"] == 0.7
+    merge_path = path.with_name("swap_report_merge.py")  # the merge reads packed lines too
+    spec = importlib.util.spec_from_file_location("swap_report_merge", merge_path)
+    merge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge)
+    assert merge.read_lines(tmp_path / "x.jsonl") == rows
