@@ -38,6 +38,23 @@ def test_depthwise_conv_with_multiplier_matches_direct_sum():
     torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prelu_is_the_where_formula_bit_for_bit(dtype):
+    # PRELU is spelled x * slope for speed (docs/performance.md); its values and gradients must stay those of
+    # reference/prelu.h's where(x >= 0, x, alpha * x), zeros included, with a bfloat16 x as under autocast.
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 4, 3).to(dtype)
+    x[0, 0, 0] = 0.0
+    alpha = torch.rand(1, 1, 3)
+    g = torch.randn(2, 5, 4, 3)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    want = torch.where(xa >= 0, xa, xa * alpha)
+    got = OPS["PRELU"]([xb, alpha], {})
+    assert got.dtype == want.dtype and torch.equal(got, want)
+    (ga,), (gb,) = torch.autograd.grad(want, xa, g), torch.autograd.grad(got, xb, g)
+    assert torch.equal(ga, gb)
+
+
 def test_strided_slice_keeps_the_batch_when_the_graph_drops_it():
     # face_blendshapes.tflite ends with [1,52] -> [52] (shrink axis 0); a batch of 3 stays (3, 52).
     opts = {"BeginMask": 2, "EndMask": 2, "ShrinkAxisMask": 1, "EllipsisMask": 0, "NewAxisMask": 0,
