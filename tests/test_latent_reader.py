@@ -103,11 +103,11 @@ class Counting:
         return self.fn(*args, **kwargs)
 
 
-def context(critic: str):
+def context(critic: str, **given):
     """A request's guidance context with stub decoded-critic nets that count their calls."""
     from mien.guidance import GuidanceContext
 
-    settings = GenerationSettings(recogniser_critic=critic).resolve(SimpleNamespace(mix={"happy": 1.0}))
+    settings = GenerationSettings(recogniser_critic=critic, **given).resolve(SimpleNamespace(mix={"happy": 1.0}))
     decode = Counting(lambda z, clamp=True: torch.sigmoid(F.interpolate(z[:, :3], size=128)))
     read = Counting(lambda x: F.normalize(x.flatten(1)[:, :192], dim=1))
     nets = {"taef2": SimpleNamespace(decode=decode), "identity": SimpleNamespace(mobilefacenet_unit=read)}
@@ -160,3 +160,65 @@ def test_evaluate_reports_missing_reader_weights_before_reading_the_benchmark(is
     err = capsys.readouterr().err.strip()
     assert code == WeightsError.exit_code and len(err.splitlines()) == 1
     assert err.startswith("mien: error: --recogniser-critic latent") and "train_latent_reader.py" in err
+
+
+def edit_states(critic: str, monkeypatch, **given) -> tuple[list[torch.Tensor], list[str]]:
+    """The states of a stand-in 25-step FlowEdit's guided window (each step a fixed random move, then the guide) and
+    which critic scored each guided step ("reader" or "decoded"), with a tiny random reader."""
+    from mien.guidance.recogniser import guided_times
+    from mien.sampling import flow_times
+
+    torch.manual_seed(0)
+    reader = Counting(LR.LatentReader(TINY).eval().requires_grad_(False))
+    monkeypatch.setattr(LR, "load_reader", lambda device: reader)
+    ctx, decode = context(critic, **given)
+    guide = RecogniserGuidance().correction(ctx)
+    ts = flow_times(ctx.settings.steps, ctx.settings.strength)
+    assert len(guided_times(ctx.settings.steps, 1.0, 0.3)) == 7  # the last 7 of 25 steps, t <= 0.3
+    z, states, who = torch.randn(1, 32, 16, 16), [], []
+    moves = torch.Generator().manual_seed(1)
+    for t, t_next in zip(ts[:-1].tolist(), ts[1:].tolist()):
+        z = z + 0.01 * torch.randn(z.shape, generator=moves)
+        before = (reader.calls, decode.calls)
+        z = guide(z, t, t_next)
+        if (reader.calls, decode.calls) != before:
+            who.append("reader" if reader.calls > before[0] else "decoded")
+        states.append(z.clone())
+    return states, who
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_hybrid_takes_the_reader_early_and_the_decoded_face_on_the_last_steps(precision, monkeypatch):
+    states, who = edit_states("hybrid", monkeypatch, recogniser_decoded_steps=2, critic_precision=precision)
+    assert who == ["reader"] * 5 + ["decoded"] * 2
+    latent, _ = edit_states("latent", monkeypatch, critic_precision=precision)
+    decoded, _ = edit_states("decoded", monkeypatch, critic_precision=precision)
+    assert all(torch.equal(a, b) for a, b in zip(states[:-2], latent[:-2]))  # the same as latent up to the switch
+    assert not torch.equal(states[-1], latent[-1]) and not torch.equal(states[-1], decoded[-1])
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_hybrid_at_its_ends_is_the_latent_or_the_decoded_critic_bit_for_bit(precision, monkeypatch):
+    latent, _ = edit_states("latent", monkeypatch, critic_precision=precision)
+    decoded, _ = edit_states("decoded", monkeypatch, critic_precision=precision)
+    none, who = edit_states("hybrid", monkeypatch, recogniser_decoded_steps=0, critic_precision=precision)
+    assert who == ["reader"] * 7 and all(torch.equal(a, b) for a, b in zip(none, latent))
+    for n in (7, 25):  # every guided step, or more than there are
+        every, who = edit_states("hybrid", monkeypatch, recogniser_decoded_steps=n, critic_precision=precision)
+        assert who == ["decoded"] * 7 and all(torch.equal(a, b) for a, b in zip(every, decoded))
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "2"])
+def test_a_bad_number_of_decoded_steps_is_a_one_line_error(value):
+    with pytest.raises(MienError) as e:
+        GenerationSettings(recogniser_critic="hybrid", recogniser_decoded_steps=value)
+    assert str(e.value).startswith(f"--recogniser-decoded-steps {value} is out of range") and "\n" not in str(e.value)
+
+
+def test_the_cli_takes_the_hybrid_critic_and_its_steps(capsys):
+    from mien.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = capsys.readouterr().out
+    assert "hybrid" in out and "--recogniser-decoded-steps N" in out

@@ -63,8 +63,9 @@ CRITIC_PRECISIONS = ("float32", "bfloat16")
 # What colour hold takes out of FlowEdit's state (mien.guidance.colour_hold).
 COLOUR_HOLD_BASES = ("latent", "colour")
 # What recogniser guidance scores (mien.guidance.recogniser): the TAEF2-decoded face read by MobileFaceNet, or
-# mien's latent reader distilled from it (mien.models.latent_reader; docs/performance.md, "A latent critic")
-RECOGNISER_CRITICS = ("decoded", "latent")
+# mien's latent reader distilled from it (mien.models.latent_reader; docs/performance.md, "A latent critic"), or
+# the reader on the early guided steps and the decoded face on the last recogniser_decoded_steps ("hybrid")
+RECOGNISER_CRITICS = ("decoded", "latent", "hybrid")
 # What a swap's target rows take as the spatial reference (mien.pipeline, docs/swap.md).
 SWAP_REFERENCES = ("identity", "none", "scene")
 # Which rows of FlowEdit's pair take a loaded person's LoRA (mien.pipeline, docs/personalize.md).
@@ -158,7 +159,14 @@ class GenerationSettings:
     recogniser_critic: str = setting(
         "decoded", "what recogniser guidance scores: 'decoded', MobileFaceNet's embedding of the TAEF2-decoded face; "
         "'latent', mien's latent reader, a small net distilled from it that reads the latent without decoding (less "
-        "CPU time per guided step; needs its weight file, docs/performance.md)", "|".join(RECOGNISER_CRITICS))
+        "CPU time per guided step; needs its weight file, docs/performance.md); 'hybrid', the latent reader on the "
+        "early guided steps and the decoded face on the last --recogniser-decoded-steps, where the person's detail "
+        "settles",
+        "|".join(RECOGNISER_CRITICS))
+    recogniser_decoded_steps: int = setting(
+        2, "with --recogniser-critic hybrid: how many of the last recogniser-guided steps the decoded face scores (0: "
+        "the latent reader scores every step, as 'latent'; the number of guided steps or more: every step, as "
+        "'decoded'); ignored by the other critics", "N")
     variety: float = setting(0.0, "how much each seed's expression varies around the request, 0 to 1: each image's "
                              "blendshape target is the request's change from neutral scaled by a seeded factor "
                              "around 1, plus seeded jitter on the blendshapes it moves (0: every seed asks for "
@@ -228,6 +236,9 @@ class GenerationSettings:
         if self.recogniser_critic not in RECOGNISER_CRITICS:
             raise MienError(f"--recogniser-critic {self.recogniser_critic}: unknown critic; choose one of "
                             f"{', '.join(RECOGNISER_CRITICS)}")
+        if not isinstance(self.recogniser_decoded_steps, numbers.Integral) or self.recogniser_decoded_steps < 0:
+            raise bad("recogniser_decoded_steps", self.recogniser_decoded_steps, "is out of range; use a whole number "
+                      "of guided steps, 0 or more")
         if self.person_rows not in PERSON_ROWS:
             raise MienError(f"--person-rows {self.person_rows}: unknown rows; choose one of {', '.join(PERSON_ROWS)}")
         if self.method != "flowedit" and self.person_rows != "both":

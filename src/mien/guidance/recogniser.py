@@ -26,7 +26,9 @@ Choices (figures on benchmarks/dev-wild.yaml in docs/history/model-card-defaults
 - The decoded face, not the latent, by default: ``recogniser_critic="latent"`` scores the latent with mien's
   latent reader (:mod:`mien.models.latent_reader`, :func:`reader_embedder`), 0.03 s of CPU per image instead of
   0.6-0.9 s, but its gradient agrees with the decoded critic's at cosine 0.2 and the tuning people verify 0.80
-  against 0.97 (docs/performance.md, "A latent critic: measured, not taken").
+  against 0.97 (docs/performance.md, "A latent critic: measured, not taken"). ``recogniser_critic="hybrid"``
+  scores the early guided steps with the reader and the last ``recogniser_decoded_steps`` with the decoded face,
+  where detail, and with it the person, settles (docs/performance.md, "A hybrid critic").
 """
 
 from __future__ import annotations
@@ -44,13 +46,27 @@ class RecogniserGuide(GradientGuide):
     and the person's.
 
     ``embed`` maps the sampler's latents to (B, 192) unit embeddings, differentiably; ``target`` (B or 1,
-    192) are unit embeddings of the person; ``region`` as in :class:`GradientGuide`.
+    192) are unit embeddings of the person; ``region`` as in :class:`GradientGuide`. ``late_embed``, when given,
+    replaces ``embed`` on the steps with flow time t <= ``late_until`` (the hybrid critic: the latent reader early,
+    the decoded face late).
+
+    The two critics' steps are comparable as they stand: :class:`GradientGuide` normalises each step's gradient
+    to RMS 1 per image, so either critic moves the state by the same length, ``scale * (t - t_next)``, and only
+    the direction is the critic's. Switching critics changes where a step points, never how far it goes.
     """
 
     def __init__(self, embed: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor, region: torch.Tensor,
-                 scale: float, until: float, precision: str = "float32"):  # fmt: skip
+                 scale: float, until: float, precision: str = "float32",
+                 late_embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 late_until: float = -1.0):  # fmt: skip
         super().__init__(self.similarity, region, scale, until, precision)
+        self.early_embed, self.late_embed, self.late_until = embed, late_embed, float(late_until)
         self.embed, self.target = embed, target
+
+    def __call__(self, z: torch.Tensor, t: float, t_next: float) -> torch.Tensor:
+        late = self.late_embed is not None and t <= self.late_until + 1e-9  # 1e-9: grid rounding, as ``until``
+        self.embed = self.late_embed if late else self.early_embed
+        return super().__call__(z, t, t_next)
 
     def similarity(self, z: torch.Tensor) -> torch.Tensor:
         """(B,) cosine between each image's embedding and the person's."""
@@ -79,7 +95,8 @@ def reader_embedder(reader) -> Callable[[torch.Tensor], torch.Tensor]:
 
 class RecogniserGuidance(Guidance):
     """``--recogniser-guidance`` and ``--recogniser-guidance-until`` (FlowEdit; 0 is off); ``--recogniser-critic``
-    chooses what scores the face (the decoded face, or the latent reader)."""
+    chooses what scores the face (the decoded face, the latent reader, or the reader early and the decoded face on
+    the last ``--recogniser-decoded-steps`` guided steps)."""
 
     name = "recogniser"
 
@@ -93,11 +110,37 @@ class RecogniserGuidance(Guidance):
 
             raise MienError("recogniser guidance needs MobileFaceNet in the pipeline's IdentityEncoder (as "
                             "MienPipeline.from_pretrained builds it), or pass recogniser_guidance=0")
+        if s.recogniser_critic == "hybrid":  # the reader early, the decoded face on the last n guided steps
+            guided = guided_times(s.steps, s.strength, s.recogniser_guidance_until)
+            n = min(s.recogniser_decoded_steps, len(guided))
+            late_until = guided[-n] if n else -1.0  # the flow time from which the decoded face scores; -1: never
+            if n == len(guided):  # every guided step decoded: the reader is never read (nor needs its file)
+                return self.guide(ctx, target, decoded_embedder(ctx))
+            from mien.models.latent_reader import load_reader
+
+            return self.guide(ctx, target, reader_embedder(load_reader(ctx.device)),
+                              decoded_embedder(ctx) if n else None, late_until)
         if s.recogniser_critic == "latent":
             from mien.models.latent_reader import load_reader
 
-            embed = reader_embedder(load_reader(ctx.device))
-        else:
-            embed = latent_embedder(ctx.model, ctx.nets["taef2"], ctx.nets["identity"])
+            return self.guide(ctx, target, reader_embedder(load_reader(ctx.device)))
+        return self.guide(ctx, target, decoded_embedder(ctx))
+
+    @staticmethod
+    def guide(ctx: GuidanceContext, target: torch.Tensor, embed, late_embed=None, late_until: float = -1.0):
+        s = ctx.settings
         return RecogniserGuide(embed, target, ctx.region, s.recogniser_guidance, s.recogniser_guidance_until,
-                               s.critic_precision)
+                               s.critic_precision, late_embed, late_until)
+
+
+def decoded_embedder(ctx: GuidanceContext) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The decoded critic of a request's nets (:func:`latent_embedder`)."""
+    return latent_embedder(ctx.model, ctx.nets["taef2"], ctx.nets["identity"])
+
+
+def guided_times(steps: int, strength: float, until: float) -> list[float]:
+    """The flow times t of the FlowEdit steps that recogniser guidance takes (t <= ``until``), in the order they
+    run: FlowEdit's grid (:func:`mien.sampling.flow_times`, as :func:`mien.editing` steps along it)."""
+    from mien.sampling import flow_times
+
+    return [float(t) for t in flow_times(steps, strength)[:-1] if float(t) <= until + 1e-9]

@@ -113,15 +113,16 @@ class LatentReader(nn.Module):
 _SECTION = 'docs/performance.md, "A latent critic: measured, not taken"'
 
 
-def locate_weights() -> Path:
+def locate_weights(critic: str = "latent") -> Path:
     """The weight file's path, once its content is checked: the measured file (:data:`WEIGHTS`'s SHA256) or one
     matching the SHA256 recorded beside it. Otherwise a one-line :class:`mien.errors.WeightsError` saying what is
-    wrong and what to do (the CLI calls it before any work when ``--recogniser-critic latent`` is asked for)."""
+    wrong and what to do (the CLI calls it before any work when ``--recogniser-critic latent`` or ``hybrid``, named
+    by ``critic``, is asked for)."""
     from mien.errors import WeightsError
     from mien.checksums import recorded_sha256, sha256_of, sidecar
     from mien.weights import search_dirs
 
-    head = "--recogniser-critic latent: the latent reader's weights"
+    head = f"--recogniser-critic {critic}: the latent reader's weights"
     found = [d / WEIGHTS.path for d in search_dirs() if (d / WEIGHTS.path).is_file()]
     if not found:
         where = ", ".join(str(d) for d in search_dirs())
