@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mien.errors import MienError
+
 ROOT = Path(__file__).resolve().parents[1]
 TUNE = ["--benchmark", "src/mien/resources/benchmarks/dev-wild.yaml", "--limit", "14", "--sweep-identities", "0",
         "--threads", "1"]
@@ -48,6 +50,14 @@ def line(run: str, command: str, results: Path) -> str:
     return json.dumps(out, separators=(",", ":"))
 
 
+def call(command: list[str], env: dict, **kwargs) -> None:
+    """``command`` in the checkout; a failure stops the script with one line (the child has printed its own)."""
+    done = subprocess.run(command, cwd=ROOT, env=env, **kwargs)
+    if done.returncode:
+        what = " ".join(command[2:4]) if command[1] == "-m" else Path(command[1]).name
+        raise MienError(f"{what} failed (exit {done.returncode}); its message is above")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 2], help="the N of --recogniser-decoded-steps")
@@ -63,16 +73,17 @@ def main() -> None:
         runs += [("decoded", []), ("latent", ["--recogniser-critic", "latent"])]
     for name, options in runs:
         out = args.out / name
-        subprocess.run([sys.executable, "-m", "mien", "evaluate", *TUNE, *options, "--out", str(out), "--fresh"],
-                       cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        call([sys.executable, "-m", "mien", "evaluate", *TUNE, *options, "--out", str(out), "--fresh"], env,
+            stdout=subprocess.DEVNULL)
         command = ("" if name == "decoded" else reader) + " ".join(["mien evaluate", *TUNE, *options])
         print(line(f"tune14_{name}", command, out / "results.json"), flush=True)
     if args.profile:
         for name, options in runs:
             print(json.dumps({"profile": name, "options": " ".join(options)}), flush=True)
-            subprocess.run([sys.executable, "scripts/profile_edit.py", "--repeats", "2", "--threads", "1", *options],
-                           cwd=ROOT, env=env, check=True)  # fmt: skip
+            call([sys.executable, "scripts/profile_edit.py", "--repeats", "2", "--threads", "1", *options], env)
 
 
 if __name__ == "__main__":
-    main()
+    from mien.cli import run_script
+
+    run_script(main)
