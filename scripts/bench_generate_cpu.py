@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from mien.cli.settings_flags import add_setting_flags, settings_from_args
+from mien.machine import cpu_kind
 
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
 
@@ -68,7 +68,7 @@ def main() -> None:
                               "settings": result.generation.settings.to_dict(), "threads": threads}), flush=True)
     editor.close()
     print(json.dumps({"model_load_s": round(load_s, 2), "threads": threads,
-                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "cpu": platform.processor() or platform.machine(),
+                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "cpu": cpu_kind(),
                       "logical_cpus": os.cpu_count(), "torch": torch.__version__, "model_hash": editor.model_hash,
                       "loadavg_before": [round(x, 2) for x in load_before],
                       "loadavg_after": [round(x, 2) for x in os.getloadavg()]}))

@@ -61,3 +61,13 @@ def test_outputs_match_the_reference_recording(regenerated):
         elif diff.max() > 3:
             off[name] = f"max {int(diff.max())}"
     assert not off, f"outputs changed beyond what a CPU kind explains (grey levels per case): {off}"
+
+
+def test_evaluation_records_name_the_cpu_kind_the_golden_file_is_keyed_by():
+    # runs compare output for output only within one CPU kind (mien.machine): the evaluation record and the golden
+    # recording must name it alike, or a record cannot be matched to the recording its outputs are checked against
+    from mien.evaluate.run import versions
+
+    kind = versions()["cpu"]
+    assert make_golden.machine_golden().name == f"golden-{kind}.npz"
+    assert torch.backends.cpu.get_cpu_capability() in kind

@@ -91,25 +91,10 @@ def generate_all(pipe) -> dict[str, np.ndarray]:
 
 
 def machine_key() -> str:
-    """The CPU kind outputs are reproducible within: vendor, CPU family and PyTorch's CPU capability (e.g.
-    AuthenticAMD-25-AVX512). The family counts because one capability spans generations whose kernels round
-    differently: an AMD EPYC of family 26 (Zen 5) differs from family 25's (Zen 4) recording by up to 2 grey
-    levels on most cases, with the same AVX512 capability."""
-    import platform
+    """The CPU kind outputs are reproducible within (:func:`mien.machine.cpu_kind`)."""
+    from mien.machine import cpu_kind
 
-    import torch
-
-    info = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    vendor = info.get("vendor_id") or platform.processor() or platform.machine()
-    family = info.get("cpu family", "")
-    return "-".join(x for x in (vendor, family, torch.backends.cpu.get_cpu_capability()) if x).replace(" ", "_")
+    return cpu_kind()
 
 
 def machine_golden() -> Path:

@@ -255,7 +255,11 @@ def guidance_sweep(benchmark: Benchmark, generator: Generator, cache: AnalysisCa
 
 
 def versions() -> dict:
-    out = {"mien": __version__, "python": platform.python_version(), "platform": platform.platform()}
+    from mien.machine import cpu_kind
+
+    # the CPU kind: outputs agree bit for bit only within one (mien.machine)
+    out = {"mien": __version__, "python": platform.python_version(), "platform": platform.platform(),
+           "cpu": cpu_kind()}
     from importlib.metadata import PackageNotFoundError, version
 
     for name in ("numpy", "scipy", "torch", "mediapipe"):
