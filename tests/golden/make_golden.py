@@ -12,7 +12,7 @@ Float sums differ between CPU kinds (vendor and the vector instructions PyTorch'
 guidance that reads the decoded face through a network at every late step (blendshape guidance) amplifies
 a one-ulp difference into a different picture: on an AMD EPYC of family 25 (AVX512) the reference recording's
 fearful case differs by 2.1 grey levels on average, every other case by at most 2 levels; on one of family 26,
-by up to 3 levels (angry). So each CPU kind
+by up to 3 levels (angry). So each CPU kind (golden-AuthenticAMD-25-AVX512.npz, golden-AuthenticAMD-26-AVX512.npz)
 may keep its own recording, which the test compares bit for bit; on a kind without one, the test compares
 with the reference recording within the tolerances of tests/test_golden.py.
 
