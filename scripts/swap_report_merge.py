@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from mien.evaluate.swap import DLIB_THRESHOLD, LABELS, summarise
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tune_swap import read_lines  # noqa: E402  (a packed line unpacked into its swaps)
 
 # the report ring's summary.json, pruned to the real-photo rates (face-api's rate per label on the benchmark's
 # labelled photos, mien.evaluate.swap.real_rates; docs/swap.md says how it was made)
@@ -35,15 +39,6 @@ def real_rates(summary: Path, paste: str = "crop") -> dict[str, float]:
     """{label: face-api's rate on the real photos} of a swap run's ``summary.json`` (its ``paste`` section)."""
     per_label = json.loads(Path(summary).read_text())[paste]["per_label"]
     return {lab: per_label[lab]["real_rate"] for lab in LABELS}
-
-
-def read_lines(path: Path) -> list[dict]:
-    """The swaps of a JSON lines file, a packed line unpacked (as ``scripts/tune_swap.py``'s ``read_lines``)."""
-    rows = []
-    for r in map(json.loads, Path(path).read_text().splitlines()):
-        n = len(r["item"]) if isinstance(r["item"], list) else None
-        rows += [r] if n is None else [{k: v[i] if isinstance(v, list) else v for k, v in r.items()} for i in range(n)]
-    return rows
 
 
 def rows_of(base: list[dict], new: dict[str, dict], paste: str = "crop") -> list[dict]:
