@@ -620,7 +620,8 @@ def deinterlaced_source(photo: np.ndarray, matrix: np.ndarray, size: int, landma
     if not settings.deinterlace:
         return photo
     if settings.deinterlace not in DEINTERLACE:
-        deinterlace(photo[:1, :1], (0, 0, 1, 1), settings.deinterlace)  # raises: an unknown kind
+        raise ValueError(f"unknown deinterlace {settings.deinterlace!r}: use one of "
+                         f"{', '.join(k for k in DEINTERLACE if k)}")
     if comb(photo, face_box(landmarks, matrix, photo.shape[:2])) <= settings.deinterlace_comb:
         return photo
     corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64)
