@@ -236,11 +236,22 @@ class TrainConfig:
     other_max_distance: float | None = _field(
         None, "feedback start 'other' judges only pairs whose identity vectors (L2-normalised face-api "
         "descriptors) lie at most this far apart (None: every pair; mien.train.data)")
+    source_weights: dict[str, float] = field(default_factory=dict, metadata={"help": (
+        "per-source sampling weight, SOURCE=W: each photo of the source is drawn W times per epoch (the source is "
+        "the key's prefix, e.g. tw, cfp, lag, celeba; faces128's names such as taiwanese also do); a fraction "
+        "draws that share of the source's photos once more, a fresh choice each epoch; 0 leaves the source out; "
+        "unnamed sources 1 (mien.train.data.SourceDraw)"), "flag": "source-weight"})  # fmt: skip
 
     def __post_init__(self):  # checked where the config is made, so `mien train` refuses before any work
         if self.feedback_start not in FEEDBACK_STARTS:
             raise MienError(f"feedback_start {self.feedback_start!r}: choose one of {', '.join(FEEDBACK_STARTS)}")
         check_pair_limits(self.other_max_pose, self.other_max_distance)
+        if not isinstance(self.source_weights, dict):
+            raise MienError(f"source_weights must map source names to weights, got {self.source_weights!r}")
+        for name, w in self.source_weights.items():
+            if not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 <= w < float("inf"):
+                raise MienError(f"source weight {name}={w!r} must be a number >= 0")
+        self.source_weights = {str(k): float(w) for k, w in self.source_weights.items()}
 
 
 def _check_unet_kwargs(kwargs: dict) -> None:

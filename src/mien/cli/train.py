@@ -77,13 +77,29 @@ def _config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
         text = f"{f.metadata.get('help', cls.__name__ + '.' + f.name)} (default {f.default!r})".replace("%", "%%")
         if f.type in (bool, "bool"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+        elif str(f.type) == "dict[str, float]":  # repeatable NAME=VALUE, e.g. --source-weight tw=4
+            text = text.replace(f"(default {f.default!r})", "(repeatable; default none)")
+            parser.add_argument("--" + f.metadata.get("flag", f.name.replace("_", "-")), dest=f.name,
+                                type=_name_value, action="append", default=argparse.SUPPRESS,
+                                metavar="NAME=VALUE", help=text)  # fmt: skip
         else:
             kind = {"int": int, "float": float, "float | None": float}.get(str(f.type), str)
             parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=f.name.upper(), help=text)
 
 
+def _name_value(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if sep and name:
+            return name, float(value)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r} is not NAME=NUMBER (e.g. tw=4)")
+
+
 def _given(args: argparse.Namespace, cls) -> dict:
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return {k: dict(v) if isinstance(v, list) else v for k, v in given.items()}  # NAME=VALUE lists -> dicts
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -184,6 +200,8 @@ def resolve_builtin(args: argparse.Namespace):
         raise MienError(f"--synthetic needs at least 2 samples, got {args.synthetic}")
     base = load_json(TrainConfig, args.train_config) if args.train_config else TrainConfig()
     given = _given(args, TrainConfig)
+    if "source_weights" in given:  # the flags name sources over the file's
+        given["source_weights"] = {**base.source_weights, **given["source_weights"]}
     if getattr(args, "pack", None):
         given["pack"] = str(args.pack)
     train_cfg = dataclasses.replace(base, **given)
@@ -221,6 +239,11 @@ def run_builtin(args: argparse.Namespace) -> int:
         # random latents have no photos to embed, so the identity loss has no target
         raise MienError("--synthetic data has no identity embeddings for the identity loss: "
                         "add --identity-weight 0, or train on --pack/--chunks")  # fmt: skip
+    if train_cfg.source_weights:  # unknown sources refused before the data is encoded
+        from mien.train.data import SourceDraw
+        from mien.train.latents import chunk_sources
+
+        SourceDraw.of(None if args.synthetic else chunk_sources(chunks), train_cfg.source_weights)
     tensors = synthetic_tensors(args.synthetic, train_cfg.seed) if args.synthetic else None
     s = train_builtin(model_cfg, train_cfg, tensors, args.out, args.time_budget, args.stop_after, chunks=chunks,
                       cache=args.cache, parts_to=args.parts_to, start=start, bench=args.bench)  # fmt: skip

@@ -33,6 +33,13 @@ photos alike, so it is read from the unmirrored vectors. The distance is Euclide
 photos' identity vectors (L2-normalised face-api descriptors, mien.data.training_view), as face-api
 compares faces. docs/training.md, "Which pairs the other start judges", gives the limits' pass rates.
 
+Per-source sampling weights (``TrainConfig.source_weights``, :class:`SourceDraw`): each photo of a source of
+weight w is drawn w times per epoch. The posed sets are where the consistency losses teach editing: the
+Taiwanese photos are one person posing several expressions in one sitting (same light, pose within a few
+degrees), so a pair of them differs mainly in expression, the change an edit asks for; the other sources'
+pairs also differ in pose, light and age (docs/training.md, "Which pairs the other start judges").
+Weighting a source up shows the model more of those pairs without leaving the rest out.
+
 Randomness is a pure function of (seed, epoch): resuming at any step rebuilds the same batches.
 """
 
@@ -49,6 +56,8 @@ from mien.errors import MienError
 from mien.expression.targets import POSE_SCALE
 from mien.models.blendshapes import BLENDSHAPE_NAMES
 
+# faces128's source names whose keys start otherwise (mien.data.faces128.SOURCES); the rest are their own prefix
+SOURCE_PREFIXES = {"taiwanese": "tw", "utkface": "utk", "essex94": "essex"}
 POSE_NAMES = ("yaw", "pitch", "roll")  # expression[52:55], degrees / 90 (config.EXPRESSION_DIM)
 EXPRESSION_NAMES = (*BLENDSHAPE_NAMES, *POSE_NAMES)
 
@@ -83,6 +92,7 @@ class TrainTensors:
     # loss's targets (mien.train.loss_consistency); None when that loss is off
     embedding: torch.Tensor | None = None
     embedding_mirrored: torch.Tensor | None = None
+    source: np.ndarray | None = None  # (N,) str: each photo's source, its key's prefix (key_sources); None: unknown
 
     def __post_init__(self):
         n = self.latents.shape[0]
@@ -98,6 +108,8 @@ class TrainTensors:
                 raise MienError(f"training tensors: {name} should be {shape}, got {tuple(getattr(self, name).shape)}")
         if len(self.ref_candidates) != n:
             raise MienError(f"training tensors: {len(self.ref_candidates)} ref_candidates for {n} samples")
+        if self.source is not None and len(self.source) != n:
+            raise MienError(f"training tensors: {len(self.source)} sources for {n} samples")
 
     def __len__(self) -> int:
         return self.latents.shape[0]
@@ -106,7 +118,63 @@ class TrainTensors:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return TrainTensors(move(self.latents), move(self.mask), move(self.identity), move(self.expression),
                             self.ref_candidates, move(self.latents_mirrored), move(self.embedding),
-                            move(self.embedding_mirrored))  # fmt: skip
+                            move(self.embedding_mirrored), self.source)  # fmt: skip
+
+
+def key_sources(keys) -> np.ndarray:
+    """The source of each faces128 key: its prefix before the first '_' (cfp, lag, celeba, tw, ...)."""
+    return np.array([str(k).split("_", 1)[0] for k in keys])
+
+
+class SourceDraw:
+    """The samples of each epoch under per-source weights: a photo of a source of weight w is drawn
+    floor(w) times, and round(frac(w) x the source's photos) of them, chosen afresh from (seed, epoch),
+    once more; so every epoch has the same length and a source's share is w times its unweighted share
+    (weight 0.5: half its photos each epoch, a different half; 0: none). Unnamed sources weigh 1.
+    ``SourceDraw.of`` gives None when every weight is 1: the epoch is every sample once, as without weights.
+    Why: the posed pairs (one person, one sitting, different expressions) are the pairs that teach editing;
+    weighting their source up shows the model more of them without leaving the other sources out."""
+
+    def __init__(self, source: np.ndarray, weights: dict[str, float], seed: int = 0):
+        known = sorted(set(source.tolist()))
+        w = np.ones(len(source))
+        for name, weight in weights.items():
+            prefix = SOURCE_PREFIXES.get(name, name)
+            if prefix not in known:
+                raise MienError(f"source weight {name}={weight:g}: no such source in the training data; "
+                                f"its sources are {', '.join(known)}")  # fmt: skip
+            w[source == prefix] = weight
+        self._source, self.seed, whole = source, seed, np.floor(w).astype(np.int64)
+        self._base = np.repeat(np.arange(len(source)), whole)
+        self._extra = []  # (the source's photos, how many of them are drawn once more each epoch)
+        for name in known:
+            members = np.flatnonzero(source == name)
+            k = int(round((w[members[0]] - whole[members[0]]) * len(members)))
+            if k:
+                self._extra.append((members, k))
+        self.size = len(self._base) + sum(k for _, k in self._extra)
+
+    @classmethod
+    def of(cls, source: np.ndarray | None, weights: dict[str, float], seed: int = 0) -> "SourceDraw | None":
+        ones = all(w == 1 for w in weights.values())
+        if source is None:
+            if ones:
+                return None
+            raise MienError("source weights need each photo's source (the pack's keys): train on --pack or "
+                            "--chunks, or leave --source-weight out")  # fmt: skip
+        draw = cls(source, weights, seed)  # checks the names
+        return None if ones else draw
+
+    def samples(self, epoch: int) -> np.ndarray:
+        """(size,) int64 sample indices of the epoch, unshuffled (the loop permutes them)."""
+        rng = np.random.default_rng([self.seed, epoch, 1])
+        extra = [rng.choice(members, k, replace=False) for members, k in self._extra]
+        return np.concatenate([self._base, *extra]).astype(np.int64)
+
+    def draws(self) -> dict[str, int]:
+        """Draws per epoch of each source (the run's log says them)."""
+        names, counts = np.unique(self._source[self.samples(0)], return_counts=True)
+        return {str(n): int(c) for n, c in zip(names, counts)}
 
 
 class FaceLatentDataset(Dataset):

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from mien.data.pack import read_chunk
 from mien.face.align import validity_mask
-from mien.train.data import TrainTensors
+from mien.train.data import TrainTensors, key_sources
 
 
 def _decode(b: bytes) -> np.ndarray:
@@ -59,6 +59,15 @@ def encode_chunk(path: Path, taef2, device, batch: int = 512, embed=None) -> dic
     return out
 
 
+def chunk_sources(paths: list[Path]) -> np.ndarray:
+    """Each photo's source (its key's prefix) in the chunks, in :func:`load_chunks`' order; no image is read."""
+    parts = []
+    for p in paths:
+        with np.load(p) as z:
+            parts.append(key_sources(z["key"]))
+    return np.concatenate(parts) if parts else np.array([], dtype=str)
+
+
 def load_chunks(paths: list[Path], cache: Path, taef2, device, embed=None) -> tuple[TrainTensors, dict]:
     """Encode (or load from ``cache``) each chunk and join them into one :class:`TrainTensors`."""
     cache.mkdir(parents=True, exist_ok=True)
@@ -82,6 +91,6 @@ def load_chunks(paths: list[Path], cache: Path, taef2, device, embed=None) -> tu
         others = m[m != i]
         refs.append(others if len(others) else np.array([i]))
     tensors = TrainTensors(cat["latents"], cat["mask"], cat["identity"], cat["expression"], refs, cat["latents_mirrored"],
-                           cat.get("embedding"), cat.get("embedding_mirrored"))  # fmt: skip
+                           cat.get("embedding"), cat.get("embedding_mirrored"), chunk_sources(paths))  # fmt: skip
     info = {"images": len(group), "people": len(members), "self_ref": int(sum(len(r) == 1 and r[0] == i for i, r in enumerate(refs)))}
     return tensors, info

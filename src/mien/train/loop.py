@@ -32,7 +32,7 @@ from mien.builtin.config import ModelConfig, TrainConfig, from_dict, load_json, 
 from mien.builtin.loss import FlowMatchingLoss
 from mien.builtin.model import MienModel
 from mien.errors import MienError
-from mien.train.data import FaceLatentDataset, TrainTensors, latent_stats
+from mien.train.data import FaceLatentDataset, SourceDraw, TrainTensors, latent_stats
 from mien.train.loss_consistency import LOSS_NAMES, ConsistencyFeedback, FeedbackNets, feedback_step
 
 CHECKPOINT, LOSS_CSV, LOSS_PNG, FINAL = "checkpoint.pt", "loss.csv", "loss.png", "model"
@@ -86,7 +86,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, tensors: TrainTensors,
                              other_max_pose=train_cfg.other_max_pose,
                              other_max_distance=train_cfg.other_max_distance)  # fmt: skip
     loss_fn = FlowMatchingLoss(train_cfg.t_sampling)
-    batches = _batch_indices(len(data), train_cfg, accelerator)
+    batches = _batch_indices(len(data), train_cfg, accelerator, tensors.source)
     log = _LossLog(out / LOSS_CSV, step, accelerator.is_main_process, feedback is not None)
     save_s = step_s = 0.0
     end = train_cfg.steps if stop_after is None else min(train_cfg.steps, stop_after)
@@ -145,19 +145,26 @@ def _feedback(cfg: TrainConfig, net: MienModel, nets: FeedbackNets | None, devic
                                cfg.feedback_samples, cfg.feedback_start)  # fmt: skip
 
 
-def _batch_indices(n: int, cfg: TrainConfig, accelerator: Accelerator):
-    """step -> (epoch, this process's sample indices); one fixed permutation per (seed, epoch)."""
-    if n < cfg.batch_size:
-        raise MienError(f"batch_size {cfg.batch_size} is larger than the {n} training samples")
+def _batch_indices(n: int, cfg: TrainConfig, accelerator: Accelerator, source=None):
+    """step -> (epoch, this process's sample indices); one fixed permutation per (seed, epoch) of the epoch's
+    draws: every sample once, or with ``cfg.source_weights`` (``source``: each sample's) each source's samples
+    as often as its weight says (``SourceDraw``; all weights 1: the same indices as none)."""
+    draw = SourceDraw.of(source, cfg.source_weights, cfg.seed)
+    size = n if draw is None else draw.size
+    if size < cfg.batch_size:
+        raise MienError(f"batch_size {cfg.batch_size} is larger than the {size} training samples of an epoch")
     if cfg.batch_size % accelerator.num_processes:
         raise MienError(f"batch_size {cfg.batch_size} must divide over {accelerator.num_processes} processes")
-    per_epoch, cache = n // cfg.batch_size, {}
+    if draw is not None:
+        accelerator.print(f"source weights {cfg.source_weights}: {size} draws per epoch of {n} photos, {draw.draws()}")
+    per_epoch, cache = size // cfg.batch_size, {}
 
     def indices(step: int):
         epoch, pos = divmod(step, per_epoch)
         if epoch not in cache:
             cache.clear()
-            cache[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+            perm = torch.randperm(size, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+            cache[epoch] = perm if draw is None else torch.from_numpy(draw.samples(epoch))[perm]
         chunk = cache[epoch][pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
         return epoch, chunk[accelerator.process_index :: accelerator.num_processes]
 
