@@ -6,7 +6,7 @@
 # weights.tar.xz (taef2_encoder.pth, face_landmarker.task, MobileFaceNet.tflite), pack/ (chunks).
 # Usage there: bash .gpu_b18/gpu_run.sh BUDGET_S    (BUDGET_S: each training process's --time-budget)
 # Environment: WARMUP (steps, default 200), NOMODELS=1 (return the logs only), EXTRA (more mien train flags, every run),
-#   EXTRA_<NAME> (more flags for run NAME only),
+#   EXTRA_<NAME> (more flags for run NAME only, e.g. EXTRA_TW4="--source-weight tw=4"),
 #   RUNS: the candidates, "NAME:EXPRESSION_WEIGHT:IDENTITY_WEIGHT[:FEEDBACK_START] ..." (default: the first sweep,
 #   "flow:0:0 e05i2:0.5:2 e2i2:2:2"; FEEDBACK_START photo or other, mien train --feedback-start).
 set -u
