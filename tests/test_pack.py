@@ -6,6 +6,7 @@ read or written and nothing here needs ../shared. The checks are invariants of t
 person split, every kept sample exactly once, the size limit), not a particular chunk order.
 """
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -83,6 +84,30 @@ def test_all_singletons_fill_chunks_to_the_limit():
     chunks = _chunks_by_person(_view(group), sizes, max_bytes=10_000)
     check_chunks(chunks, group, sizes, 10_000)
     assert sorted(len(c) for c in chunks) == [10] * 10
+
+
+def test_first_people_lead_the_chunks_and_the_rest_keep_their_order():
+    rng = np.random.default_rng(3)
+    group = rng.permutation(np.repeat(np.arange(30), rng.choice([1, 2, 4], size=30)))
+    sizes = rng.integers(500, 3000, size=len(group))
+    first = np.isin(group, [4, 11, 25])  # these people's images
+    plain = _chunks_by_person(_view(group), sizes, 8000)
+    led = _chunks_by_person(_view(group), sizes, 8000, first)
+    check_chunks(led, group, sizes, 8000)
+    people = [int(g) for c in led for g in dict.fromkeys(group[c])]  # people in chunk order
+    assert set(people[:3]) == {4, 11, 25}
+    assert people[3:] == [int(g) for c in plain for g in dict.fromkeys(group[c]) if g not in (4, 11, 25)]
+
+
+def test_first_names_an_unknown_source_in_one_line():
+    from mien.data.pack import _first_mask
+    from mien.errors import MienError
+
+    view = _view([1, 1, 2])
+    view.samples[0] = dataclasses.replace(view.samples[0], key="tw_2011a01")
+    assert _first_mask(view, ("taiwanese",)).tolist() == [True, False, False]
+    with pytest.raises(MienError, match="--first lag: no such source"):
+        _first_mask(view, ("lag",))
 
 
 # --- read_chunk on a hand-made chunk --------------------------------------------------------------

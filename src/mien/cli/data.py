@@ -16,6 +16,7 @@ examples:
   mien annotate --limit 200 && mien data pack --out /tmp/pack      a small pack to look at
   mien data pack --annotations runs/annotations/annotations.parquet --max-mb 24
   mien train --pack .carry/pack --out runs/builtin                 then train on it (mien train --help)
+  mien data pack --max-mb 10.6 --first tw                          every Taiwanese performer in chunk-00
 """
 
 
@@ -39,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "with the code)")
     pk.add_argument("--data", type=Path, help="faces128 folder (default: $MIEN_DATA or ../shared/data/faces128)")
     pk.add_argument("--max-mb", type=float, default=24.0, help="chunk size limit in MB (default 24: two fit one 64 MB GPU job upload)")
+    pk.add_argument("--first", action="append", default=[], metavar="SOURCE",
+                    help="put this source's people (a key prefix: tw, cfp, lag, celeba; repeatable) into the first "
+                         "chunks, ahead of the others, e.g. the posed pairs that `mien train --source-weight` "
+                         "weights up, when a run carries chunk-00 only")
     pk.set_defaults(run=run_pack)
     p.set_defaults(run=lambda a: p.print_help() or 2)
 
@@ -51,7 +56,8 @@ def run_pack(args: argparse.Namespace) -> int:
 
     if not args.annotations.is_file():
         raise MienError(f"{args.annotations} not found; run `mien annotate` first (or pass --annotations)")
-    meta = json.loads(pack(args.annotations, args.out, data_dir=args.data, max_mb=args.max_mb).read_text())
+    meta = json.loads(pack(args.annotations, args.out, data_dir=args.data, max_mb=args.max_mb,
+                           first=tuple(args.first)).read_text())
     for c in meta["chunks"]:
         print(f"{args.out / c['file']}: {c['images']} images, {c['people']} people, {c['bytes'] / 1e6:.1f} MB")
     print(f"{meta['images']} images in {len(meta['chunks'])} chunks ({meta['self_ref']} with no other photo of the person)")

@@ -51,7 +51,10 @@ def row_bytes(view: TrainingView) -> int:
     return math.ceil(sum(a.nbytes for a in _arrays(view, idx, [b""] * len(idx)).values()) / len(idx))
 
 
-def _chunks_by_person(view: TrainingView, sizes: np.ndarray, max_bytes: int) -> list[np.ndarray]:
+def _chunks_by_person(view: TrainingView, sizes: np.ndarray, max_bytes: int,
+                      first: np.ndarray | None = None) -> list[np.ndarray]:
+    """Images cut into chunks of at most ``max_bytes`` along people; ``first`` (per image, bool): the people
+    it marks go ahead of all others (see :func:`pack`)."""
     order = np.argsort(view.group, kind="stable")
     bounds = np.flatnonzero(np.diff(view.group[order])) + 1
     people = np.split(order, bounds)
@@ -61,6 +64,8 @@ def _chunks_by_person(view: TrainingView, sizes: np.ndarray, max_bytes: int) -> 
     rng = np.random.default_rng(0)
     people = [people[i] for i in rng.permutation(len(people))]
     people = [p for p in people if len(p) > 1] + [p for p in people if len(p) == 1]
+    if first is not None:  # stable: within each part the order above
+        people = [p for p in people if first[p[0]]] + [p for p in people if not first[p[0]]]
     chunks, cur, cur_bytes = [], [], 0
     for p in people:
         b = int(sizes[p].sum())
@@ -74,8 +79,24 @@ def _chunks_by_person(view: TrainingView, sizes: np.ndarray, max_bytes: int) -> 
     return chunks
 
 
+def _first_mask(view: TrainingView, first: tuple[str, ...]) -> np.ndarray:
+    from mien.errors import MienError
+    from mien.train.data import SOURCE_PREFIXES, key_sources
+
+    source = key_sources([s.key for s in view.samples])
+    known = sorted(set(source))
+    for name in first:
+        if SOURCE_PREFIXES.get(name, name) not in known:
+            raise MienError(f"--first {name}: no such source in the data; its sources are {', '.join(known)}")
+    return np.isin(source, [SOURCE_PREFIXES.get(n, n) for n in first])
+
+
 def pack(annotations: Path, out_dir: Path, data_dir: Path | None = None, split: str = "train",
-         max_mb: float = 24.0, progress: bool = True) -> Path:
+         max_mb: float = 24.0, progress: bool = True, first: tuple[str, ...] = ()) -> Path:
+    """Pack the split's training view into chunks (module docstring). ``first``: sources (key prefixes such as
+    ``tw``, or faces128's names such as ``taiwanese``) whose people go into the first chunks ahead of the
+    others, so a run that carries only chunk-00 has all of them (the posed pairs that ``mien train
+    --source-weight`` weights up, docs/training.md)."""
     from tqdm import tqdm
 
     from mien.data.annotate import load_annotations  # pyarrow: not needed (nor present) on the GPU side
@@ -92,7 +113,8 @@ def pack(annotations: Path, out_dir: Path, data_dir: Path | None = None, split: 
     # Per image: its WebP bytes + its conditions, counted as the file stores them, so a chunk of several
     # people never exceeds max_mb (one person larger than that still gets a chunk of their own).
     sizes = np.array([len(blobs[s.key]) for s in view.samples]) + row_bytes(view)
-    chunks = _chunks_by_person(view, sizes, int(max_mb * 1e6) - NPZ_OVERHEAD)
+    chunks = _chunks_by_person(view, sizes, int(max_mb * 1e6) - NPZ_OVERHEAD,
+                               _first_mask(view, first) if first else None)
     entries = []
     for c, idx in enumerate(chunks):
         name = f"chunk-{c:02d}.npz"
