@@ -30,9 +30,35 @@ def test_the_reader_gives_unit_embeddings_and_round_trips_through_its_file(tmp_p
     assert torch.allclose(back(z), e, atol=2e-2)  # float16 weights
 
 
+def test_int8_storage_is_half_the_size_and_computes_in_float32(tmp_path):
+    torch.manual_seed(0)
+    reader = LR.LatentReader(LR.LatentReaderConfig(width=16, blocks=1, deep_width=16)).eval()
+    reader.save(tmp_path / "f16.safetensors")
+    reader.save(tmp_path / "i8.safetensors", storage="int8")
+    assert (tmp_path / "i8.safetensors").stat().st_size < 0.6 * (tmp_path / "f16.safetensors").stat().st_size
+    back = LR.LatentReader.from_weights(tmp_path / "i8.safetensors")
+    assert all(p.dtype == torch.float32 for p in back.state_dict().values())
+    z = torch.randn(4, 32, 16, 16)
+    assert F.cosine_similarity(back(z), reader(z)).min() > 0.999
+    with pytest.raises(ValueError):
+        reader.save(tmp_path / "x.safetensors", storage="int4")
+
+
 @pytest.fixture
 def isolated(monkeypatch, tmp_path):
-    """A weights folder of the test's own in MIEN_WEIGHTS, an empty cache, no ../shared fallback."""
+    """A weights folder of the test's own in MIEN_WEIGHTS, an empty cache, no ../shared fallback, and no shipped
+    reader (its path points into an empty folder)."""
+    monkeypatch.setattr(LR, "packaged_path", lambda: tmp_path / "model" / LR.PACKAGED)
+    yield from weights_folder(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def folders(monkeypatch, tmp_path):
+    """As ``isolated``, with the shipped reader where the package has it."""
+    yield from weights_folder(monkeypatch, tmp_path)
+
+
+def weights_folder(monkeypatch, tmp_path):
     monkeypatch.setenv(W.ENV_VAR, str(tmp_path / "w"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(W, "_checkout_shared", lambda: None)
@@ -40,6 +66,47 @@ def isolated(monkeypatch, tmp_path):
     LR.load_reader.cache_clear()
     yield tmp_path / "w"
     LR.load_reader.cache_clear()
+
+
+def test_the_shipped_reader_loads_and_matches_its_checksum(folders):
+    from mien.checksums import read_sums, sha256_of
+
+    path = LR.locate_weights()
+    assert path == LR.packaged_path() and path.parent.name == "model"  # beside the built-in model
+    assert sha256_of(path) == LR.WEIGHTS.sha256 == read_sums(path.with_name("SHA256SUMS"))[LR.PACKAGED]
+    assert path.stat().st_size <= 1.1e6  # the tracked tree's budget: int8 storage
+    assert LR.WEIGHTS.sha256 in (path.parent / "README.md").read_text()  # the model card names it
+    reader = LR.load_reader()
+    assert reader.config == LR.LatentReaderConfig(width=96, blocks=3, deep_width=192)
+    assert all(p.dtype == torch.float32 and not p.requires_grad for p in reader.parameters())
+    e = reader(torch.randn(2, 32, 16, 16))
+    assert torch.allclose(e.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_a_reader_in_a_weights_folder_overrides_the_shipped_one(folders):
+    path = folders / LR.WEIGHTS.path
+    path.parent.mkdir(parents=True)
+    LR.LatentReader(TINY).save(path)
+    assert LR.locate_weights() == path and LR.load_reader().config == TINY
+
+
+def test_a_damaged_shipped_reader_is_a_one_line_error(folders, monkeypatch, tmp_path):
+    import shutil
+
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for name in (LR.PACKAGED, "SHA256SUMS"):
+        shutil.copy(LR.packaged_path().with_name(name), copy / name)
+    monkeypatch.setattr(LR, "packaged_path", lambda: copy / LR.PACKAGED)
+    assert LR.locate_weights() == copy / LR.PACKAGED
+    data = bytearray((copy / LR.PACKAGED).read_bytes())
+    data[-1] ^= 1  # one bit of a weight
+    (copy / LR.PACKAGED).write_bytes(bytes(data))
+    msg = one_line_error()
+    assert str(copy / LR.PACKAGED) in msg and "does not match its checksum in SHA256SUMS" in msg
+    assert "reinstall mien" in msg
+    (copy / "SHA256SUMS").write_text("")
+    assert "has no line for latent_reader.safetensors" in one_line_error()
 
 
 def one_line_error(**kwargs) -> str:
@@ -50,11 +117,10 @@ def one_line_error(**kwargs) -> str:
     return msg
 
 
-def test_a_missing_reader_is_a_one_line_error_saying_how_to_build_it(isolated):
+def test_a_missing_shipped_reader_is_a_one_line_error_saying_what_to_do(isolated):
     msg = one_line_error()
-    assert LR.WEIGHTS.path in msg and "in no weights folder" in msg
-    assert "scripts/make_latent_reader_data.py" in msg and "scripts/train_latent_reader.py" in msg
-    assert "A latent critic: measured, not taken" in msg
+    assert "the shipped file" in msg and "is missing" in msg and "reinstall mien" in msg
+    assert LR.WEIGHTS.path in msg  # where a reader of one's own goes instead
 
 
 def test_a_rebuilt_reader_loads_by_the_sha256_recorded_beside_it(isolated):
@@ -75,9 +141,10 @@ def test_a_damaged_reader_is_a_one_line_error(isolated):
     assert str(path) in msg and "do not match the SHA256 recorded" in msg and "rebuild" in msg
     checksums.sidecar(path).unlink()  # no recorded SHA256 at all, and not the measured file
     assert "have no latent_reader.safetensors.sha256" in one_line_error()
+    assert "remove them to use the shipped reader" in one_line_error()
 
 
-def test_the_measured_reader_needs_no_recorded_sha256(isolated, monkeypatch):
+def test_the_shipped_reader_needs_no_recorded_sha256(isolated, monkeypatch):
     path = isolated / LR.WEIGHTS.path
     path.parent.mkdir(parents=True)
     LR.LatentReader(TINY).save(path)
@@ -159,7 +226,7 @@ def test_evaluate_reports_missing_reader_weights_before_reading_the_benchmark(is
     code = main(["evaluate", "--recogniser-critic", "latent", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == WeightsError.exit_code and len(err.splitlines()) == 1
-    assert err.startswith("mien: error: --recogniser-critic latent") and "train_latent_reader.py" in err
+    assert err.startswith("mien: error: --recogniser-critic latent") and "reinstall mien" in err
 
 
 def edit_states(critic: str, monkeypatch, **given) -> tuple[list[torch.Tensor], list[str]]:

@@ -6,15 +6,20 @@ state to a 128 px face with TAEF2 and backpropagates through the decoder, 0.13 s
 per image, most of it in the decoder's 128 px stage (docs/performance.md, "Where the time goes"). This
 small convolutional net maps the normalised (32, 16, 16) latents to the same unit 192-d embedding and is
 distilled from that critic (``scripts/train_latent_reader.py``): its targets are the decoded critic's
-embeddings of train people's latents and of noisy and interpolated states near them, and, since guidance
-follows only the direction of the score's gradient, the decoded critic's gradients of the cosine to the
-person (Sobolev training: Czarnecki et al., "Sobolev Training for Neural Networks", NeurIPS 2017).
+embeddings of the states recogniser-guided steps see in edits of train people (and, for smaller readers, of
+noisy and interpolated states near their latents), and, since guidance follows only the direction of the score's
+gradient, the decoded critic's gradients of the cosine to the person (Sobolev training: Czarnecki et al.,
+"Sobolev Training for Neural Networks", NeurIPS 2017). The default critic, ``hybrid``, reads the early guided
+steps with it and the last two with the decoded face.
 How well it agrees with the decoded critic, and what it does to the edits: docs/performance.md, "A latent
-critic: measured, not taken" (not yet well enough to be the default). Its weights are mien's own
-(:data:`WEIGHTS`, not in the repository), found in the weights folders as the third-party files are
-(:func:`locate_weights`). Training is not bit-reproducible, so a rebuilt reader differs from the measured one:
-a file is accepted when it is the measured one or matches the SHA256 recorded beside it
+critic: measured, not taken" and "A hybrid critic". Its weights are mien's own and ship with the package, beside
+the built-in model (:data:`PACKAGED`: 8-bit weights with a float scale per output channel, 1.07 MB; listed in the
+model folder's ``SHA256SUMS``, described in its model card). A reader in a weights folder (``MIEN_WEIGHTS``, the
+user cache, ``../shared/weights``, as ``mien/latent_reader.safetensors``) takes its place, for trying another
+reader (:func:`locate_weights`). Training is not bit-reproducible, so a rebuilt reader differs from the shipped
+one: a weights-folder file is accepted when it is the shipped one or matches the SHA256 recorded beside it
 (``latent_reader.safetensors.sha256``, written with it by :meth:`LatentReader.save`).
+``scripts/ship_latent_reader.py`` turns a trained reader into the shipped file.
 """
 
 from __future__ import annotations
@@ -29,17 +34,25 @@ from torch import nn
 
 from mien.weights import WeightFile
 
-# Searched for in the third-party files' folders (mien.weights.search_dirs), but not listed by `mien weights`:
-# only --recogniser-critic latent needs it. Trained by the two scripts the module docstring names. The SHA256 is
-# the file docs/performance.md's figures were measured with; a rebuilt file is checked against its own recorded
-# SHA256 instead (locate_weights).
+# Shipped in the built-in model's folder (PACKAGED) and listed in its SHA256SUMS; a file of the same path in a
+# weights folder (mien.weights.search_dirs) overrides it. Not listed by `mien weights`: it is no third-party file.
+# The SHA256 is the shipped file's; a rebuilt file is checked against its own recorded SHA256 instead
+# (locate_weights).
 WEIGHTS = WeightFile(
     "latent_reader", "mien/latent_reader.safetensors",
-    "40c80f48ce65fecb59858adfae73c0069bf134b7a18cbe433b9f558ab0610ffc",
-    "built by scripts/make_latent_reader_data.py and scripts/train_latent_reader.py (docs/performance.md)",
+    "880b48f03ea7d61aae03dc8f1fa13808492e2c5ca8c0095c61c3f13aa6fa88a0",
+    "shipped in src/mien/resources/model/ (its model card: how it was trained); scripts/ship_latent_reader.py",
     "Apache-2.0 (mien's own, distilled from MobileFaceNet and TAEF2)",
     "mien's latent reader: MobileFaceNet's embedding from the built-in model's latents",
 )
+
+
+# How a reader file stores its weights (LatentReader.save): "float16", or "int8", each weight tensor of two or more
+# dimensions as 8-bit integers with a float32 scale per output channel (``NAME`` + SCALE_SUFFIX) and the rest in
+# float16: half float16's size, the form the package ships (docs/performance.md, "A hybrid critic").
+STORAGES = ("float16", "int8")
+PACKAGED = "latent_reader.safetensors"  # its name in the built-in model's folder (packaged_path)
+SCALE_SUFFIX = ".qscale"
 
 
 @dataclass(frozen=True)
@@ -85,39 +98,90 @@ class LatentReader(nn.Module):
     def from_weights(cls, path=None) -> "LatentReader":
         """The trained reader (float32, eval, frozen) from ``path`` or the checked file that
         :func:`locate_weights` finds (a one-line :class:`mien.errors.WeightsError` when it is missing or its
-        checksum is wrong)."""
+        checksum is wrong); either storage (:data:`STORAGES`) computes in float32."""
         from safetensors import safe_open
 
         path = path or locate_weights()
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            state = {k: f.get_tensor(k).float() for k in f.keys()}
+            keys = set(f.keys())
+            state = {}
+            for k in sorted(keys - {k for k in keys if k.endswith(SCALE_SUFFIX)}):
+                t = f.get_tensor(k).float()
+                if k + SCALE_SUFFIX in keys:  # int8: one float32 scale per output channel
+                    t = t * f.get_tensor(k + SCALE_SUFFIX).float().view(-1, *[1] * (t.dim() - 1))
+                state[k] = t
         config = LatentReaderConfig(**{k: int(v) for k, v in meta.items() if k in asdict(LatentReaderConfig())})
         reader = cls(config)
         reader.load_state_dict(state)
         return reader.eval().requires_grad_(False)
 
-    def save(self, path) -> str:
-        """float16 weights, the config as safetensors metadata, and the file's SHA256 recorded beside it
+    def save(self, path, storage: str = "float16") -> str:
+        """The weights in ``storage`` (:data:`STORAGES`: float16, or int8 with a scale per output channel, the
+        shipped form), the config as safetensors metadata, and the file's SHA256 recorded beside it
         (:func:`mien.checksums.write_sidecar`, what :func:`locate_weights` checks a rebuilt reader against);
         returns that SHA256."""
         from safetensors.torch import save_file
 
         from mien.checksums import write_sidecar
 
-        save_file({k: v.half().contiguous() for k, v in self.state_dict().items()}, str(path),
-                  metadata={k: str(v) for k, v in asdict(self.config).items()})  # fmt: skip
+        if storage not in STORAGES:
+            raise ValueError(f"storage {storage!r}: one of {', '.join(STORAGES)}")
+        tensors = {}
+        for k, v in self.state_dict().items():
+            v = v.detach().float().cpu()
+            if storage == "int8" and v.dim() >= 2:
+                scale = v.abs().amax(dim=tuple(range(1, v.dim()))).clamp_min(1e-12) / 127
+                tensors[k] = (v / scale.view(-1, *[1] * (v.dim() - 1))).round().clamp(-127, 127).to(torch.int8)
+                tensors[k + SCALE_SUFFIX] = scale
+            else:
+                tensors[k] = v.half()
+        save_file({k: t.contiguous() for k, t in tensors.items()}, str(path),
+                  metadata={**{k: str(v) for k, v in asdict(self.config).items()}, "storage": storage})
         return write_sidecar(path)
 
 
 _SECTION = 'docs/performance.md, "A latent critic: measured, not taken"'
 
 
+def packaged_path() -> Path:
+    """The shipped reader: ``latent_reader.safetensors`` in the built-in model's folder, listed in its
+    ``SHA256SUMS``."""
+    from importlib import resources
+
+    return Path(str(resources.files("mien") / "resources" / "model")) / PACKAGED
+
+
+def _checked_packaged(head: str) -> Path:
+    """:func:`packaged_path`, once it matches its line in the model folder's ``SHA256SUMS``."""
+    from mien.checksums import read_sums, sha256_of
+    from mien.errors import WeightsError
+
+    path = packaged_path()
+    sums = path.with_name("SHA256SUMS")
+    fix = ("reinstall mien to get an intact copy, put a reader under a weights folder as "
+           f"{WEIGHTS.path} (docs/performance.md, \"A hybrid critic\"), or use --recogniser-critic decoded")
+    if not path.is_file():
+        raise WeightsError(f"{head}: the shipped file {path} is missing; {fix}")
+    try:
+        want = read_sums(sums).get(PACKAGED)
+    except OSError:
+        want = None
+    if want is None:
+        raise WeightsError(f"{head}: {sums} has no line for {PACKAGED}, so the shipped file cannot be checked; {fix}")
+    if sha256_of(path) != want:
+        raise WeightsError(f"{head}: the shipped file {path} does not match its checksum in {sums.name} (damaged or "
+                           f"replaced); {fix}")
+    return path
+
+
 def locate_weights(critic: str = "latent") -> Path:
-    """The weight file's path, once its content is checked: the measured file (:data:`WEIGHTS`'s SHA256) or one
-    matching the SHA256 recorded beside it. Otherwise a one-line :class:`mien.errors.WeightsError` saying what is
-    wrong and what to do (the CLI calls it before any work when ``--recogniser-critic latent`` or ``hybrid``, named
-    by ``critic``, is asked for)."""
+    """The weight file's path, once its content is checked. A reader in a weights folder
+    (:func:`mien.weights.search_dirs`, as ``mien/latent_reader.safetensors``) comes first, for trying another reader:
+    it is taken when it is the shipped file (:data:`WEIGHTS`'s SHA256) or matches the SHA256 recorded beside it.
+    Without one, the shipped reader (:func:`packaged_path`), checked against the model folder's ``SHA256SUMS``.
+    Otherwise a one-line :class:`mien.errors.WeightsError` saying what is wrong and what to do (the CLI calls it
+    before any work when ``--recogniser-critic latent`` or ``hybrid``, named by ``critic``, is asked for)."""
     from mien.errors import WeightsError
     from mien.checksums import recorded_sha256, sha256_of, sidecar
     from mien.weights import search_dirs
@@ -125,20 +189,16 @@ def locate_weights(critic: str = "latent") -> Path:
     head = f"--recogniser-critic {critic}: the latent reader's weights"
     found = [d / WEIGHTS.path for d in search_dirs() if (d / WEIGHTS.path).is_file()]
     if not found:
-        where = ", ".join(str(d) for d in search_dirs())
-        raise WeightsError(f"{head}, {WEIGHTS.path}, are in no weights folder ({where}); they are not shipped: build "
-                           f"them with scripts/make_latent_reader_data.py and scripts/train_latent_reader.py "
-                           f"({_SECTION}) and put the .safetensors and its .sha256 under a weights folder as "
-                           f"{WEIGHTS.path}, or use --recogniser-critic decoded")  # fmt: skip
+        return _checked_packaged(head)
     path = found[0]  # the first folder's file, as for the third-party files: no silent fall-back to another
     actual, recorded = sha256_of(path), recorded_sha256(path)
     if actual in (WEIGHTS.sha256, recorded):
         return path
     beside = sidecar(path).name
     why = (f"do not match the SHA256 recorded in {beside} (damaged or cut short)" if recorded is not None else
-           f"have no {beside} beside them recording their SHA256 and are not the measured file ({WEIGHTS.sha256[:12]}…)")
+           f"have no {beside} beside them recording their SHA256 and are not the shipped file ({WEIGHTS.sha256[:12]}…)")
     raise WeightsError(f"{head}, {path}, {why}; rebuild them with scripts/train_latent_reader.py (it writes both "
-                       f"files; {_SECTION}), or use --recogniser-critic decoded")
+                       f"files; {_SECTION}), remove them to use the shipped reader, or use --recogniser-critic decoded")
 
 
 @functools.lru_cache(maxsize=4)
