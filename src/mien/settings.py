@@ -7,8 +7,10 @@ kept and the plain conditional prediction (both classifier-free scales 1: one UN
 source and target together). FlowEdit moves the identity photo by the difference between the model's
 predictions for the requested expression and for the photo's own, so what they agree on stays the
 photo's. Late in the edit it steps the face toward the identity photos' MobileFaceNet embedding
-(recogniser guidance, :mod:`mien.guidance.recogniser`), in bfloat16 where the device computes in it natively
-(``critic_precision``: less time, the same quality on the tuning people, docs/performance.md). ``--method
+(recogniser guidance, :mod:`mien.guidance.recogniser`), read by the shipped latent reader on the early guided
+steps and by MobileFaceNet on the decoded face on the last two (``recogniser_critic`` "hybrid": a third of the
+decoded face's time, docs/performance.md, "A hybrid critic"), the decode in bfloat16 where the device computes in
+it natively (``critic_precision``: less time, the same quality on the tuning people, docs/performance.md). ``--method
 sdedit --strength 0.8 --guidance-identity 6 --guidance-expression 3`` re-noises and redraws the face instead.
 The model card (src/mien/resources/model/README.md) has the measurements behind each default.
 
@@ -64,7 +66,8 @@ CRITIC_PRECISIONS = ("float32", "bfloat16")
 COLOUR_HOLD_BASES = ("latent", "colour")
 # What recogniser guidance scores (mien.guidance.recogniser): the TAEF2-decoded face read by MobileFaceNet, or
 # mien's latent reader distilled from it (mien.models.latent_reader; docs/performance.md, "A latent critic"), or
-# the reader on the early guided steps and the decoded face on the last recogniser_decoded_steps ("hybrid")
+# the reader on the early guided steps and the decoded face on the last recogniser_decoded_steps ("hybrid", the
+# default: docs/performance.md, "A hybrid critic")
 RECOGNISER_CRITICS = ("decoded", "latent", "hybrid")
 # What a swap's target rows take as the spatial reference (mien.pipeline, docs/swap.md).
 SWAP_REFERENCES = ("identity", "none", "scene")
@@ -157,11 +160,12 @@ class GenerationSettings:
         "where native, else float32)",
         "|".join(CRITIC_PRECISIONS))
     recogniser_critic: str = setting(
-        "decoded", "what recogniser guidance scores: 'decoded', MobileFaceNet's embedding of the TAEF2-decoded face; "
-        "'latent', mien's latent reader, a small net distilled from it that reads the latent without decoding (less "
-        "CPU time per guided step; needs its weight file, docs/performance.md); 'hybrid', the latent reader on the "
-        "early guided steps and the decoded face on the last --recogniser-decoded-steps, where the person's detail "
-        "settles",
+        "hybrid", "what recogniser guidance scores: 'hybrid', mien's latent reader (a small net shipped with the model, "
+        "distilled from the decoded critic, that reads the latent without decoding) on the early guided steps and "
+        "MobileFaceNet's embedding of the TAEF2-decoded face on the last --recogniser-decoded-steps, where the "
+        "person's detail settles: a third of 'decoded''s CPU time, verifying within 0.02 of it on the tuning and "
+        "report people (docs/performance.md, \"A hybrid critic\"); 'decoded', the decoded face on every guided step; "
+        "'latent', the reader on every step (least time, less of the person)",
         "|".join(RECOGNISER_CRITICS))
     recogniser_decoded_steps: int = setting(
         2, "with --recogniser-critic hybrid: how many of the last recogniser-guided steps the decoded face scores (0: "

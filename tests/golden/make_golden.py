@@ -20,7 +20,12 @@ Each case is (name, request spec, settings, n); settings are keyword arguments o
 :class:`mien.settings.GenerationSettings` (None = the per-label default). Every case runs critic guidance in
 float32 (``critic_precision``): its default follows the CPU (bfloat16 where the CPU has bfloat16 instructions,
 docs/performance.md), and the recordings must not depend on that; tests/test_recogniser_guidance.py checks the
-bfloat16 step.
+bfloat16 step. Every case also names its recogniser critic, the decoded face (``recogniser_critic``), as the
+recordings were made with it: the default is now the hybrid critic (the shipped latent reader early, the decoded
+face on the last two guided steps; docs/performance.md, "A hybrid critic"), whose outputs differ, and the recording
+of one CPU kind (family 25) cannot be remade where the default changed. tests/test_latent_reader.py checks the
+hybrid critic's steps (the latent critic's up to the switch, the decoded one's from it, bit for bit) and
+tests/test_pipeline.py runs the shipped model at the defaults.
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ def generate_case(pipe, identity, spec: dict, settings: dict, n: int) -> np.ndar
     """(n, 128, 128, 3) uint8 outputs of one case with today's pipeline API."""
     from mien.settings import GenerationSettings
 
-    settings = {"critic_precision": "float32", **settings}  # as recorded, whatever this CPU's default (docstring)
+    settings = {"critic_precision": "float32", "recogniser_critic": "decoded", **settings}  # as recorded (docstring)
     out = pipe(identity, build_request(pipe, spec), GenerationSettings(**settings), n=n, seed=SEED)
     return np.stack(out.images)
 

@@ -55,9 +55,9 @@ def check_device(device: str) -> None:
 
 
 def check_critic_weights(critic: str | None) -> None:
-    """``--recogniser-critic latent`` (or ``hybrid``) has its weight file (not shipped: it may be missing, or
-    damaged): a one-line :class:`mien.errors.WeightsError` before any photo is read or model loaded
-    (mien.models.latent_reader)."""
+    """``--recogniser-critic latent`` or ``hybrid`` (the default) has its weight file, the shipped reader or one in a
+    weights folder that overrides it, intact: a one-line :class:`mien.errors.WeightsError` before any photo is read
+    or model loaded (mien.models.latent_reader)."""
     if critic in ("latent", "hybrid"):
         from mien.models.latent_reader import locate_weights
 

@@ -23,12 +23,13 @@ Choices (figures on benchmarks/dev-wild.yaml in docs/history/model-card-defaults
 - The step is the gradient, zeroed outside the face box (the kept background stays the photo's) and
   normalised to RMS 1 per image over the whole latent, times ``scale * (t - t_next)``, so the total
   move does not depend on the number of steps.
-- The decoded face, not the latent, by default: ``recogniser_critic="latent"`` scores the latent with mien's
-  latent reader (:mod:`mien.models.latent_reader`, :func:`reader_embedder`), 0.03 s of CPU per image instead of
-  0.6-0.9 s, but its gradient agrees with the decoded critic's at cosine 0.2 and the tuning people verify 0.80
-  against 0.97 (docs/performance.md, "A latent critic: measured, not taken"). ``recogniser_critic="hybrid"``
-  scores the early guided steps with the reader and the last ``recogniser_decoded_steps`` with the decoded face,
-  where detail, and with it the person, settles (docs/performance.md, "A hybrid critic").
+- The hybrid critic by default: ``recogniser_critic="hybrid"`` scores the early guided steps with mien's latent
+  reader (:mod:`mien.models.latent_reader`, :func:`reader_embedder`; shipped with the model), which reads the latent
+  without decoding it, and the last ``recogniser_decoded_steps`` (2) with the decoded face, where detail, and with it
+  the person, settles: a third of the decoded critic's time, verifying within 0.02 of it on the tuning and report
+  people (docs/performance.md, "A hybrid critic"). ``"decoded"`` decodes every guided step (0.6-0.9 s of CPU per
+  image); ``"latent"`` reads every step with the reader (0.03 s), whose gradient agrees with the decoded critic's
+  at cosine 0.37 and keeps less of the person (docs/performance.md, "A latent critic: measured, not taken").
 """
 
 from __future__ import annotations
