@@ -160,12 +160,12 @@ class GenerationSettings:
         "where native, else float32)",
         "|".join(CRITIC_PRECISIONS))
     recogniser_critic: str = setting(
-        "hybrid", "what recogniser guidance scores: 'hybrid', mien's latent reader (a small net shipped with the model, "
-        "distilled from the decoded critic, that reads the latent without decoding) on the early guided steps and "
-        "MobileFaceNet's embedding of the TAEF2-decoded face on the last --recogniser-decoded-steps, where the "
-        "person's detail settles: a third of 'decoded''s CPU time, verifying within 0.02 of it on the tuning and "
-        "report people (docs/performance.md, \"A hybrid critic\"); 'decoded', the decoded face on every guided step; "
-        "'latent', the reader on every step (least time, less of the person)",
+        "hybrid", "what recogniser guidance scores: 'hybrid', mien's latent reader (a small net shipped with the "
+        "model, distilled from the decoded critic, that reads the latent without decoding) on the early guided steps "
+        "and MobileFaceNet's embedding of the TAEF2-decoded face on the last --recogniser-decoded-steps, where the "
+        "person's detail settles: a third of the decoded critic's guidance time, verifying within 0.02 of it on the "
+        "tuning and report people (docs/performance.md, \"A hybrid critic\"); 'decoded', the decoded face on every "
+        "guided step; 'latent', the reader on every step (least time, less of the person)",
         "|".join(RECOGNISER_CRITICS))
     recogniser_decoded_steps: int = setting(
         2, "with --recogniser-critic hybrid: how many of the last recogniser-guided steps the decoded face scores (0: "

@@ -196,7 +196,8 @@ def locate_weights(critic: str = "latent") -> Path:
         return path
     beside = sidecar(path).name
     why = (f"do not match the SHA256 recorded in {beside} (damaged or cut short)" if recorded is not None else
-           f"have no {beside} beside them recording their SHA256 and are not the shipped file ({WEIGHTS.sha256[:12]}…)")
+           f"have no {beside} beside them recording their SHA256 and are not the shipped file "
+           f"({WEIGHTS.sha256[:12]}…)")
     raise WeightsError(f"{head}, {path}, {why}; rebuild them with scripts/train_latent_reader.py (it writes both "
                        f"files; {_SECTION}), remove them to use the shipped reader, or use --recogniser-critic decoded")
 
