@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python scripts/measure_latent_reader.py [--benchmark dev-wild.yaml] [--skip 14] [--people 6]
 
-Runs edits at mien's defaults (decoded critic) for ``--people`` identities of the benchmark after the first
+Runs edits at mien's defaults with the decoded critic (``--recogniser-critic decoded``) for ``--people`` identities of the benchmark after the first
 ``--skip`` (dev people: the reader trains on train people only), every label, seed 0, and at each recogniser-
 guided step compares, on the state the step sees: the reader's unit embedding against the decoded critic's
 (float32), and the reader's gradient of the cosine to the person against the decoded critic's, both over the
@@ -77,7 +77,7 @@ def main() -> None:
 
     RecogniserGuide.gradient = hooked
     bench = load(args.benchmark)
-    settings = GenerationSettings()
+    settings = GenerationSettings(recogniser_critic="decoded")  # the states and steps of the decoded critic
     for ident in bench.identities[args.skip: args.skip + args.people]:
         subject = editor.prepare([bench.image(p) for p in ident.identity_photos])
         for label in args.labels:

@@ -258,7 +258,9 @@ def record(args) -> None:
     args.block = max(args.block, args.people_per_batch)
     todo = blocks_todo(len(people), args.block, args.shard, args.out)
     pipe = recording_pipeline(args.device)
-    settings = GenerationSettings(critic_precision=args.critic_precision)
+    # the decoded critic on every guided step: its embeddings and gradients are the reader's targets (the default,
+    # the hybrid critic, would record the reader's own on the early steps)
+    settings = GenerationSettings(critic_precision=args.critic_precision, recogniser_critic="decoded")
     bar = tqdm(total=sum(len(people[b * args.block: (b + 1) * args.block]) for b in todo), unit="person",
                desc=f"recording {args.shard[0]}/{args.shard[1]}")  # fmt: skip
     with Recorder() as rec:

@@ -70,7 +70,7 @@ def main() -> None:
     runs = [(f"hybrid_n{n}", ["--recogniser-critic", "hybrid", "--recogniser-decoded-steps", str(n)])
             for n in args.steps]
     if args.baselines:
-        runs += [("decoded", []), ("latent", ["--recogniser-critic", "latent"])]
+        runs += [("decoded", ["--recogniser-critic", "decoded"]), ("latent", ["--recogniser-critic", "latent"])]
     for name, options in runs:
         out = args.out / name
         call([sys.executable, "-m", "mien", "evaluate", *TUNE, *options, "--out", str(out), "--fresh"], env,
