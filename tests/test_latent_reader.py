@@ -153,6 +153,15 @@ def test_the_shipped_reader_needs_no_recorded_sha256(isolated, monkeypatch):
     assert LR.load_reader().config == TINY
 
 
+def test_an_edit_takes_the_hybrid_critic_and_a_swap_the_decoded_one_unless_asked():
+    request = SimpleNamespace(mix={"happy": 1.0})
+    assert GenerationSettings().resolve(request).recogniser_critic == "hybrid"
+    assert GenerationSettings().resolve(request, swap=True).recogniser_critic == "decoded"
+    for critic in ("decoded", "latent", "hybrid"):  # asked for: whatever the request
+        for swap in (False, True):
+            assert GenerationSettings(recogniser_critic=critic).resolve(request, swap=swap).recogniser_critic == critic
+
+
 def test_unknown_critic_is_a_one_line_error():
     with pytest.raises(MienError) as e:
         GenerationSettings(recogniser_critic="pixels")

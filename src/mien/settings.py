@@ -9,7 +9,7 @@ predictions for the requested expression and for the photo's own, so what they a
 photo's. Late in the edit it steps the face toward the identity photos' MobileFaceNet embedding
 (recogniser guidance, :mod:`mien.guidance.recogniser`), read by the shipped latent reader on the early guided
 steps and by MobileFaceNet on the decoded face on the last two (``recogniser_critic`` "hybrid": a third of the
-decoded face's time, docs/performance.md, "A hybrid critic"), the decode in bfloat16 where the device computes in
+decoded face's time, docs/performance.md, "A hybrid critic"; a swap decodes every guided step), the decode in bfloat16 where the device computes in
 it natively (``critic_precision``: less time, the same quality on the tuning people, docs/performance.md). ``--method
 sdedit --strength 0.8 --guidance-identity 6 --guidance-expression 3`` re-noises and redraws the face instead.
 The model card (src/mien/resources/model/README.md) has the measurements behind each default.
@@ -58,17 +58,22 @@ RECOGNISER_GUIDANCE_WITH_CONTRAST = 0.3
 # guidance_contrast: the least contrast guidance of a swap, on every request that does not ask for happy (the label
 # policy's larger values still apply): in a swap it is the gain of the expression part of the move alone
 # (mien.guidance.contrast). Not on happy, for the reason LABEL_POLICY gives: on the tuning pairs it drew sunglasses.
+# recogniser_critic: the decoded face on every guided step, since on the swap tuning pairs the hybrid critic verified
+# fewer swaps as the selfie's person (29 against 32 of 42; docs/performance.md, "The report split in full, and the
+# default").
 SWAP_DEFAULTS: dict[str, float | str] = {"guidance_identity": 3.0, "descriptor_guidance": 0.0,
-                                         "guidance_contrast": 1.5, "swap_reference": "identity"}
+                                         "guidance_contrast": 1.5, "swap_reference": "identity",
+                                         "recogniser_critic": "decoded"}
 # The number formats of critic guidance's decode and backward pass (mien.guidance.gradient.GradientGuide).
 CRITIC_PRECISIONS = ("float32", "bfloat16")
 # What colour hold takes out of FlowEdit's state (mien.guidance.colour_hold).
 COLOUR_HOLD_BASES = ("latent", "colour")
 # What recogniser guidance scores (mien.guidance.recogniser): the TAEF2-decoded face read by MobileFaceNet, or
 # mien's latent reader distilled from it (mien.models.latent_reader; docs/performance.md, "A latent critic"), or
-# the reader on the early guided steps and the decoded face on the last recogniser_decoded_steps ("hybrid", the
-# default: docs/performance.md, "A hybrid critic")
+# the reader on the early guided steps and the decoded face on the last recogniser_decoded_steps ("hybrid", an
+# edit's default: docs/performance.md, "A hybrid critic")
 RECOGNISER_CRITICS = ("decoded", "latent", "hybrid")
+RECOGNISER_CRITIC = "hybrid"  # an edit's default (a swap's: SWAP_DEFAULTS)
 # What a swap's target rows take as the spatial reference (mien.pipeline, docs/swap.md).
 SWAP_REFERENCES = ("identity", "none", "scene")
 # Which rows of FlowEdit's pair take a loaded person's LoRA (mien.pipeline, docs/personalize.md).
@@ -159,13 +164,14 @@ class GenerationSettings:
         "AMX) and reads as float32 does on the tuning people; elsewhere it is emulated and slower (default: bfloat16 "
         "where native, else float32)",
         "|".join(CRITIC_PRECISIONS))
-    recogniser_critic: str = setting(
-        "hybrid", "what recogniser guidance scores: 'hybrid', mien's latent reader (a small net shipped with the "
+    recogniser_critic: str | None = setting(
+        None, "what recogniser guidance scores: 'hybrid', mien's latent reader (a small net shipped with the "
         "model, distilled from the decoded critic, that reads the latent without decoding) on the early guided steps "
         "and MobileFaceNet's embedding of the TAEF2-decoded face on the last --recogniser-decoded-steps, where the "
         "person's detail settles: a third of the decoded critic's guidance time, verifying within 0.02 of it on the "
         "tuning and report people (docs/performance.md, \"A hybrid critic\"); 'decoded', the decoded face on every "
-        "guided step; 'latent', the reader on every step (least time, less of the person)",
+        "guided step; 'latent', the reader on every step (least time, less of the person) (default "
+        f"{RECOGNISER_CRITIC}; {SWAP_DEFAULTS['recogniser_critic']} for swaps, --into)",
         "|".join(RECOGNISER_CRITICS))
     recogniser_decoded_steps: int = setting(
         2, "with --recogniser-critic hybrid: how many of the last recogniser-guided steps the decoded face scores (0: "
@@ -237,7 +243,7 @@ class GenerationSettings:
         if self.critic_precision is not None and self.critic_precision not in CRITIC_PRECISIONS:
             raise MienError(f"--critic-precision {self.critic_precision}: unknown number format; choose one of "
                             f"{', '.join(CRITIC_PRECISIONS)}")
-        if self.recogniser_critic not in RECOGNISER_CRITICS:
+        if self.recogniser_critic is not None and self.recogniser_critic not in RECOGNISER_CRITICS:
             raise MienError(f"--recogniser-critic {self.recogniser_critic}: unknown critic; choose one of "
                             f"{', '.join(RECOGNISER_CRITICS)}")
         if not isinstance(self.recogniser_decoded_steps, numbers.Integral) or self.recogniser_decoded_steps < 0:
@@ -292,6 +298,7 @@ class GenerationSettings:
                                    guidance_identity=swap_default("guidance_identity", 1.0),
                                    descriptor_guidance=swap_default("descriptor_guidance", 0.0),
                                    swap_reference=swap_default("swap_reference", SWAP_REFERENCES[0]),
+                                   recogniser_critic=swap_default("recogniser_critic", RECOGNISER_CRITIC),
                                    critic_precision=self.critic_precision
                                    or CRITIC_PRECISIONS[1 if native_bfloat16 else 0])  # fmt: skip
 

@@ -54,8 +54,15 @@ def check_device(device: str) -> None:
     raise MienError(f"--device {device}: mien runs on cpu, cuda or mps, not {d.type}")
 
 
+def critic_default(swap: bool) -> str:
+    """The recogniser critic a request takes when none is given: an edit's, or a swap's (mien.settings)."""
+    from mien.settings import RECOGNISER_CRITIC, SWAP_DEFAULTS
+
+    return str(SWAP_DEFAULTS["recogniser_critic"]) if swap else RECOGNISER_CRITIC
+
+
 def check_critic_weights(critic: str | None) -> None:
-    """``--recogniser-critic latent`` or ``hybrid`` (the default) has its weight file, the shipped reader or one in a
+    """``--recogniser-critic latent`` or ``hybrid`` (an edit's default) has its weight file, the shipped reader or one in a
     weights folder that overrides it, intact: a one-line :class:`mien.errors.WeightsError` before any photo is read
     or model loaded (mien.models.latent_reader)."""
     if critic in ("latent", "hybrid"):

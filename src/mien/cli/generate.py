@@ -174,7 +174,7 @@ def check_model_dir(model: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mien.cli.checks import check_critic_weights, check_device, check_out_dir
+    from mien.cli.checks import check_critic_weights, check_device, check_out_dir, critic_default
     from mien.errors import NoFaceError
     from mien.io.image import load_rgb
     from mien.io.output import check_overwrite, next_run_dir
@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     check_overwrite(out, args.overwrite)
     check_device(args.device)
     check_model_dir(args.model)
-    check_critic_weights(settings.recogniser_critic)
+    check_critic_weights(settings.recogniser_critic or critic_default(swap=bool(args.into)))
     if not (args.expression or args.au or args.like or args.into):
         print("mien: note: no --expression, --au or --like given, so the request is neutral (the photo's face "
               "relaxed); ask for one with e.g. --expression happy (`mien expressions` lists them)", file=sys.stderr)

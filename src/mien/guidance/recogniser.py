@@ -28,7 +28,7 @@ Choices (figures on benchmarks/dev-wild.yaml in docs/history/model-card-defaults
   without decoding it, and the last ``recogniser_decoded_steps`` (2) with the decoded face, where detail, and with it
   the person, settles: a third of the decoded critic's time, verifying within 0.02 of it on the tuning and report
   people (docs/performance.md, "A hybrid critic"). ``"decoded"`` decodes every guided step (0.6-0.9 s of CPU per
-  image); ``"latent"`` reads every step with the reader (0.03 s), whose gradient agrees with the decoded critic's
+  image; a swap's default, mien.settings.SWAP_DEFAULTS, where the hybrid critic kept less of the selfie's person); ``"latent"`` reads every step with the reader (0.03 s), whose gradient agrees with the decoded critic's
   at cosine 0.37 and keeps less of the person (docs/performance.md, "A latent critic: measured, not taken").
 """
 
