@@ -45,8 +45,13 @@ def storage_check(trained, shipped) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("trained", type=Path, help="the trained reader's .safetensors")
-    ap.add_argument("--storage", default="int8", help="int8 (shipped) or float16")
+    ap.add_argument("--storage", default="int8", choices=("int8", "float16"), help="int8 (shipped) or float16")
     args = ap.parse_args()
+    if not args.trained.is_file():
+        from mien.errors import MienError
+
+        raise MienError(f"{args.trained}: no such file; give the trained reader's .safetensors "
+                        "(scripts/train_latent_reader.py --out)")
     from mien.checksums import read_sums, sha256_of, sidecar
     from mien.models import latent_reader as LR
 
@@ -67,4 +72,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from mien.cli import run_script
+
+    run_script(main)
