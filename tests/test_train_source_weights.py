@@ -11,7 +11,8 @@ import torch
 from mien.builtin import TrainConfig
 from mien.cli.main import main
 from mien.errors import MienError
-from mien.train.data import SourceDraw, key_sources
+from mien.data.faces128 import key_sources
+from mien.train.data import SourceDraw
 from mien.train.latents import chunk_sources
 from mien.train.loop import _batch_indices
 

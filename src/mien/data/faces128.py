@@ -42,11 +42,32 @@ MANIFEST = "manifest.jsonl"
 # so that a typo fails loudly instead of selecting nothing.
 SPLITS = ("train", "dev")
 SOURCES = ("utkface", "celeba", "cfp", "lag", "taiwanese", "london", "essex94")
+# The sources whose keys start otherwise than their name; the rest are their own key prefix (key_sources).
+KEY_PREFIXES = {"taiwanese": "tw", "utkface": "utk", "essex94": "essex"}
 EXPRESSIONS = ("neutral", "happy", "sad", "angry", "disgusted", "fearful", "surprised")
 
 _REQUIRED = ("key", "shard", "split", "source", "affine", "src_size", "fill")
 _CORE = frozenset(_REQUIRED) | {"identity", "expression"}
 _FIX = "re-copy it from shared/data/faces128, or set MIEN_DATA to a complete copy"
+
+
+def key_sources(keys) -> np.ndarray:
+    """The source of each key: its prefix before the first '_' (cfp, lag, celeba, tw, ...), what a training pack's
+    keys carry (mien.data.pack) and per-source training weights name (mien.train.data.SourceDraw)."""
+    return np.array([str(k).split("_", 1)[0] for k in keys])
+
+
+def source_prefix(name: str, known, what: str) -> str:
+    """``name`` (a key prefix, or a :data:`SOURCES` name such as ``taiwanese``) as the key prefix among ``known``;
+    a :class:`mien.errors.MienError` starting with ``what`` and listing ``known`` when the data holds no such
+    source."""
+    from mien.errors import MienError
+
+    prefix = KEY_PREFIXES.get(name, name)
+    if prefix not in known:
+        raise MienError(f"{what}: no such source in the data; its sources are {', '.join(sorted(known))}")
+    return prefix
+
 
 Affine = tuple[tuple[float, float, float], tuple[float, float, float]]
 

@@ -80,15 +80,11 @@ def _chunks_by_person(view: TrainingView, sizes: np.ndarray, max_bytes: int,
 
 
 def _first_mask(view: TrainingView, first: tuple[str, ...]) -> np.ndarray:
-    from mien.errors import MienError
-    from mien.train.data import SOURCE_PREFIXES, key_sources
+    from mien.data.faces128 import key_sources, source_prefix
 
     source = key_sources([s.key for s in view.samples])
-    known = sorted(set(source))
-    for name in first:
-        if SOURCE_PREFIXES.get(name, name) not in known:
-            raise MienError(f"--first {name}: no such source in the data; its sources are {', '.join(known)}")
-    return np.isin(source, [SOURCE_PREFIXES.get(n, n) for n in first])
+    known = set(source.tolist())
+    return np.isin(source, [source_prefix(name, known, f"--first {name}") for name in first])
 
 
 def pack(annotations: Path, out_dir: Path, data_dir: Path | None = None, split: str = "train",

@@ -52,12 +52,11 @@ import torch
 from torch.utils.data import Dataset
 
 from mien.builtin.config import EXPRESSION_DIM, IDENTITY_DIM, check_pair_limits
+from mien.data.faces128 import key_sources, source_prefix
 from mien.errors import MienError
 from mien.expression.targets import POSE_SCALE
 from mien.models.blendshapes import BLENDSHAPE_NAMES
 
-# faces128's source names whose keys start otherwise (mien.data.faces128.SOURCES); the rest are their own prefix
-SOURCE_PREFIXES = {"taiwanese": "tw", "utkface": "utk", "essex94": "essex"}
 POSE_NAMES = ("yaw", "pitch", "roll")  # expression[52:55], degrees / 90 (config.EXPRESSION_DIM)
 EXPRESSION_NAMES = (*BLENDSHAPE_NAMES, *POSE_NAMES)
 
@@ -121,11 +120,6 @@ class TrainTensors:
                             move(self.embedding_mirrored), self.source)  # fmt: skip
 
 
-def key_sources(keys) -> np.ndarray:
-    """The source of each faces128 key: its prefix before the first '_' (cfp, lag, celeba, tw, ...)."""
-    return np.array([str(k).split("_", 1)[0] for k in keys])
-
-
 class SourceDraw:
     """The samples of each epoch under per-source weights: a photo of a source of weight w is drawn
     floor(w) times, and round(frac(w) x the source's photos) of them, chosen afresh from (seed, epoch),
@@ -139,11 +133,7 @@ class SourceDraw:
         known = sorted(set(source.tolist()))
         w = np.ones(len(source))
         for name, weight in weights.items():
-            prefix = SOURCE_PREFIXES.get(name, name)
-            if prefix not in known:
-                raise MienError(f"source weight {name}={weight:g}: no such source in the training data; "
-                                f"its sources are {', '.join(known)}")  # fmt: skip
-            w[source == prefix] = weight
+            w[source == source_prefix(name, known, f"source weight {name}={weight:g}")] = weight
         self._source, self.seed, whole = source, seed, np.floor(w).astype(np.int64)
         self._base = np.repeat(np.arange(len(source)), whole)
         self._extra = []  # (the source's photos, how many of them are drawn once more each epoch)

@@ -21,7 +21,8 @@ from safetensors.torch import load_file, save_file
 
 from mien.data.pack import read_chunk
 from mien.face.align import validity_mask
-from mien.train.data import TrainTensors, key_sources
+from mien.data.faces128 import key_sources
+from mien.train.data import TrainTensors
 
 
 def _decode(b: bytes) -> np.ndarray:
