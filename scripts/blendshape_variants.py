@@ -1,6 +1,7 @@
 """Cheaper blendshape guidance for fearful: the variants of docs/performance.md ("Cheaper blendshape guidance").
 
-    python scripts/blendshape_variants.py cosines [--people 14:20]           gradients on real guided states
+    python scripts/blendshape_variants.py cosines [--people 14:20] [--reader R.safetensors ...]
+                                                                              gradients on real guided states
     python scripts/blendshape_variants.py run VARIANT evaluate ARGS...        `mien evaluate` with VARIANT patched in
     python scripts/blendshape_variants.py run VARIANT profile ARGS...         scripts/profile_edit.py likewise
 
@@ -16,7 +17,9 @@ VARIANT is "default" or parts joined by "+":
 ``cosines`` edits dev-wild's people A:B (after the 14 tuning people by default) for fearful at the defaults with
 ``--recogniser-critic latent``, keeps every blendshape-guided step's state and prints one JSON line: the cosine
 of each way's gradient (inside the face box) to the float32 one, of consecutive steps' gradients, and the CPU
-seconds per read (median).
+seconds per read (median). ``--reader`` adds blendshape readers (:mod:`mien.models.latent_reader`, 52 outputs) as
+ways: the gradient of the same closeness with the reader's blendshapes of the latent, no decode, in float32; each
+also by flow time (``by_t``: the mean cosine at each guided step, the hybrid critic's early steps first).
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ def apply(variant: str) -> None:
     B.BlendshapeGuide.__call__ = call
 
 
-def cosines(people: str) -> None:
+def cosines(people: str, readers=()) -> None:
     from mien.threads import configure
 
     configure(1)
@@ -98,7 +101,7 @@ def cosines(people: str) -> None:
 
     def keep(self, z, t, t_next):
         if self.scale > 0 and t <= self.until + 1e-9:
-            states.append((who, z.detach().clone(), self.target.detach().clone(), self.region.detach().clone()))
+            states.append((who, z.detach().clone(), self.target.detach().clone(), self.region.detach().clone(), t))
         return step(self, z, t, t_next)
 
     BlendshapeGuide.__call__ = keep
@@ -128,13 +131,27 @@ def cosines(people: str) -> None:
     for name, (precision, read, prelu) in ways.items():
         ops.OPS["PRELU"] = prelu
         grads[name], seconds[name] = [], []
-        for _, z, target, region in states:
+        for _, z, target, region, _ in states:
             guide = BlendshapeGuide(decoded(pipe.model, pipe.taef2, read), target, region, 1.0, 0.3, precision)
             c = time.process_time()
             g = guide.gradient(z, precision)
             seconds[name].append(time.process_time() - c)
             grads[name].append((g * region).flatten())
     ops.OPS["PRELU"] = slope
+    from mien.guidance.blendshape import reader_blendshapes
+    from mien.models.latent_reader import LatentReader
+
+    for path in readers:
+        name = f"reader {path}"
+        ways[name] = None
+        measure = reader_blendshapes(LatentReader.from_weights(path))
+        grads[name], seconds[name] = [], []
+        for _, z, target, region, _ in states:
+            guide = BlendshapeGuide(measure, target, region, 1.0, 0.3, "float32")
+            c = time.process_time()
+            g = guide.gradient(z, "float32")
+            seconds[name].append(time.process_time() - c)
+            grads[name].append((g * region).flatten())
 
     def summary(pairs):
         v = sorted(c for c in (F.cosine_similarity(x, y, 0).item() for x, y in pairs) if c == c)  # NaN: not finite
@@ -146,6 +163,10 @@ def cosines(people: str) -> None:
         out[name] = {"cos_to_float32": summary(zip(grads[name], grads["float32"])),
                      "cos_next_step": summary((grads[name][i], grads[name][i + 1]) for i in same),
                      "cpu_s_per_read": round(sorted(seconds[name])[len(states) // 2], 4)}
+        by_t: dict = {}
+        for (_, _, _, _, t), x, y in zip(states, grads[name], grads["float32"]):
+            by_t.setdefault(round(t, 3), []).append(F.cosine_similarity(x, y, 0).item())
+        out[name]["by_t"] = {t: round(sum(v) / len(v), 3) for t, v in sorted(by_t.items(), reverse=True)}
     print(json.dumps(out, separators=(",", ":")))
 
 
@@ -165,7 +186,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["cosines"])
     ap.add_argument("--people", default="14:20", help="dev-wild identities A:B (default 14:20)")
-    cosines(ap.parse_args().people)
+    ap.add_argument("--reader", nargs="*", default=[], help="blendshape readers' .safetensors to compare too")
+    args = ap.parse_args()
+    cosines(args.people, args.reader)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,12 @@ cycle schedule (warm-up 5 %, cosine down) over ``--epochs``, or, with ``--time-b
 the start (loading included), stopping there. The weights are saved as float16 with the config in the file's
 metadata, and the file's SHA256 beside it (``OUT.sha256``, sha256sum format: what mien checks a rebuilt reader
 against; put both under a weights folder as ``mien/latent_reader.safetensors``). Prints one JSON line per epoch.
+
+``--blendshapes`` trains the blendshape reader instead (52 sigmoid outputs, ``unit=0``) on
+``record_blendshape_states.py``'s part files: the loss per state is ``--value-weight`` times the squared error of the
+51 blendshapes guidance reads (``_neutral`` left out) plus ``grad_weight`` times ``1 - cos`` between the reader's
+and the decoded critic's gradients w.r.t. z of blendshape guidance's closeness (minus the squared distance to the
+target); put the file under a weights folder as ``mien/blendshape_reader.safetensors``.
 """
 
 from __future__ import annotations
@@ -29,6 +35,23 @@ import time
 from pathlib import Path
 
 NAMES = ("z", "embedding", "target", "gradient")
+BLENDSHAPE_NAMES = ("z", "blendshapes", "target", "gradient")  # record_blendshape_states.py's part files
+
+
+def blendshape_losses(reader, z, blendshapes, target, gradient, region=None, create_graph: bool = True):
+    """(squared errors of the 51 guided blendshapes, gradient cosines), each (B,): the blendshape reader against the
+    decoded critic; the gradient is that of blendshape guidance's closeness (mien.guidance.blendshape)."""
+    import torch
+    import torch.nn.functional as F
+
+    z = z.float().clone().requires_grad_(True)
+    b = reader(z)
+    closeness = -(b - target)[:, 1:].pow(2).sum(1)
+    (g,) = torch.autograd.grad(closeness.sum(), z, create_graph=create_graph)
+    gradient = gradient.float()
+    if region is not None:
+        g, gradient = g * region, gradient * region
+    return (b - blendshapes)[:, 1:].pow(2).sum(1), F.cosine_similarity(g.flatten(1), gradient.flatten(1), dim=1)
 
 
 def losses(reader, z, embedding, target, gradient, region=None, create_graph: bool = True):
@@ -65,29 +88,31 @@ def states_files(paths: list[Path]) -> list[Path]:
     return out
 
 
-def load_states(paths: list[Path]) -> dict:
+def load_states(paths: list[Path], names=NAMES) -> dict:
     import torch
     from safetensors.torch import load_file
 
     parts = [load_file(p) for p in states_files(paths)]
-    return {k: torch.cat([q[k] for q in parts]) for k in NAMES}
+    return {k: torch.cat([q[k] for q in parts]) for k in names}
 
 
-def evaluate(reader, held: dict, region, device, batch: int = 256) -> dict:
-    """Mean embedding cosine and gradient cosines (whole latent, face box) over ``held``."""
+def evaluate(reader, held: dict, region, device, batch: int = 256, blendshapes: bool = False) -> dict:
+    """Mean embedding cosine (the blendshape reader: squared error) and gradient cosines (whole latent, face box)
+    over ``held``."""
     import torch
 
     if not len(held["z"]):
         return {}
+    names, fn = (BLENDSHAPE_NAMES, blendshape_losses) if blendshapes else (NAMES, losses)
     sums = torch.zeros(3)
     for i in range(0, len(held["z"]), batch):
-        part = [held[k][i: i + batch].to(device) for k in NAMES]
-        ce, cg = losses(reader, *part, create_graph=False)
-        _, cf = losses(reader, *part, region=region, create_graph=False)
+        part = [held[k][i: i + batch].to(device) for k in names]
+        ce, cg = fn(reader, *part, create_graph=False)
+        _, cf = fn(reader, *part, region=region, create_graph=False)
         sums += torch.stack([ce.sum(), cg.sum(), cf.sum()]).detach().cpu()
     ce, cg, cf = (sums / len(held["z"])).tolist()
-    return {"held_embedding_cos": round(ce, 4), "held_gradient_cos": round(cg, 4),
-            "held_gradient_face_cos": round(cf, 4)}
+    return {"held_blendshape_sq_error" if blendshapes else "held_embedding_cos": round(ce, 4),
+            "held_gradient_cos": round(cg, 4), "held_gradient_face_cos": round(cf, 4)}
 
 
 def main() -> None:
@@ -102,6 +127,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--grad-weight", type=float, default=1.0)
+    ap.add_argument("--blendshapes", action="store_true",
+                    help="train the blendshape reader on record_blendshape_states.py's files (module docstring)")
+    ap.add_argument("--value-weight", type=float, default=1.0, help="--blendshapes: the squared error's weight")
     ap.add_argument("--face-only", action="store_true", help="the gradient cosine inside the face box only")
     ap.add_argument("--holdout", type=float, default=0.05)
     ap.add_argument("--width", type=int, default=None, help="channels at 16 x 16 (LatentReaderConfig.width)")
@@ -118,12 +146,15 @@ def main() -> None:
     t0 = time.monotonic()  # --time-budget counts the loading too
     torch.manual_seed(args.seed)
     dev = torch.device(args.device)
-    data = load_states(args.data)
+    names = BLENDSHAPE_NAMES if args.blendshapes else NAMES
+    data = load_states(args.data, names)
     n = len(data["z"])
     cut = n if args.held else n - int(n * args.holdout) // 32 * 32
-    train = {k: data[k][:cut].to(dev) for k in NAMES}
-    held = load_states(args.held) if args.held else {k: data[k][cut:] for k in NAMES}
+    train = {k: data[k][:cut].to(dev) for k in names}
+    held = load_states(args.held, names) if args.held else {k: data[k][cut:] for k in names}
     sizes = {k: getattr(args, k) for k in ("width", "deep_width", "blocks") if getattr(args, k) is not None}
+    if args.blendshapes:  # MediaPipe's 52 scores, each through a sigmoid
+        sizes.update(embedding=train["blendshapes"].shape[1], unit=0)
     reader = LatentReader(LatentReaderConfig(**sizes)).to(dev)
     region = edit_region("background", dev)  # the face box guidance moves, at the default keep
     train_region = region if args.face_only else None
@@ -144,8 +175,12 @@ def main() -> None:
             for g in opt.param_groups:
                 g["lr"] = one_cycle(frac, args.lr)
             idx = order[i: i + args.batch]
-            ce, cg = losses(reader, *(train[k][idx] for k in NAMES), region=train_region)
-            loss = (1 - ce).mean() + args.grad_weight * (1 - cg).mean()
+            if args.blendshapes:
+                err, cg = blendshape_losses(reader, *(train[k][idx] for k in names), region=train_region)
+                loss = args.value_weight * err.mean() + args.grad_weight * (1 - cg).mean()
+            else:
+                ce, cg = losses(reader, *(train[k][idx] for k in names), region=train_region)
+                loss = (1 - ce).mean() + args.grad_weight * (1 - cg).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -154,7 +189,7 @@ def main() -> None:
         epoch += 1
         reader.eval()
         loss = round(total / seen, 4) if seen else None
-        print(json.dumps({"epoch": epoch, "train_loss": loss, **evaluate(reader, held, region, dev),
+        print(json.dumps({"epoch": epoch, "train_loss": loss, **evaluate(reader, held, region, dev, blendshapes=args.blendshapes),
                           "seconds": round(time.monotonic() - t0)}), flush=True)  # fmt: skip
         if seen < cut:  # the time budget ended inside this epoch
             break

@@ -48,7 +48,7 @@ def test_int8_storage_is_half_the_size_and_computes_in_float32(tmp_path):
 def isolated(monkeypatch, tmp_path):
     """A weights folder of the test's own in MIEN_WEIGHTS, an empty cache, no ../shared fallback, and no shipped
     reader (its path points into an empty folder)."""
-    monkeypatch.setattr(LR, "packaged_path", lambda: tmp_path / "model" / LR.PACKAGED)
+    monkeypatch.setattr(LR, "packaged_path", lambda kind="recogniser": tmp_path / "model" / LR.PACKAGED)
     yield from weights_folder(monkeypatch, tmp_path)
 
 
@@ -97,7 +97,7 @@ def test_a_damaged_shipped_reader_is_a_one_line_error(folders, monkeypatch, tmp_
     copy.mkdir()
     for name in (LR.PACKAGED, "SHA256SUMS"):
         shutil.copy(LR.packaged_path().with_name(name), copy / name)
-    monkeypatch.setattr(LR, "packaged_path", lambda: copy / LR.PACKAGED)
+    monkeypatch.setattr(LR, "packaged_path", lambda kind="recogniser": copy / LR.PACKAGED)
     assert LR.locate_weights() == copy / LR.PACKAGED
     data = bytearray((copy / LR.PACKAGED).read_bytes())
     data[-1] ^= 1  # one bit of a weight

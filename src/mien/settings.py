@@ -74,6 +74,12 @@ COLOUR_HOLD_BASES = ("latent", "colour")
 # edit's default: docs/performance.md, "A hybrid critic")
 RECOGNISER_CRITICS = ("decoded", "latent", "hybrid")
 RECOGNISER_CRITIC = "hybrid"  # an edit's default (a swap's: SWAP_DEFAULTS)
+# What blendshape guidance reads the face with (mien.guidance.blendshape): the TAEF2-decoded face read by MediaPipe's
+# nets, mien's blendshape reader distilled from it (mien.models.latent_reader, kind "blendshape"), or the reader on
+# the early guided steps and the decoded face on the last blendshape_decoded_steps (docs/performance.md, "A
+# blendshape reader")
+BLENDSHAPE_CRITICS = ("decoded", "latent", "hybrid")
+BLENDSHAPE_CRITIC = "decoded"  # the default of edits and swaps
 # What a swap's target rows take as the spatial reference (mien.pipeline, docs/swap.md).
 SWAP_REFERENCES = ("identity", "none", "scene")
 # Which rows of FlowEdit's pair take a loaded person's LoRA (mien.pipeline, docs/personalize.md).
@@ -149,6 +155,16 @@ class GenerationSettings:
                                                 "a grimace otherwise; 0 (off) for the rest", "G")
     blendshape_guidance_until: float = setting(0.3, "blendshape guidance acts while the flow time is at most T "
                                                "(1 acts at every step)", "T")
+    blendshape_critic: str | None = setting(
+        None, "what blendshape guidance reads the face with: 'decoded', MediaPipe's nets on the TAEF2-decoded face at "
+        "every guided step; 'hybrid', mien's blendshape reader (a small net shipped with the model, distilled from "
+        "the decoded critic, that reads the latent without decoding) on the early guided steps and the decoded face "
+        "on the last --blendshape-decoded-steps (less time); 'latent', the reader on every step (least time) "
+        f"(default {BLENDSHAPE_CRITIC}; docs/performance.md, \"A blendshape reader\")", "|".join(BLENDSHAPE_CRITICS))
+    blendshape_decoded_steps: int = setting(
+        2, "with --blendshape-critic hybrid: how many of the last blendshape-guided steps the decoded face reads (0: "
+        "the blendshape reader reads every step, as 'latent'; the number of guided steps or more: every step, as "
+        "'decoded'); ignored by the other critics", "N")
     colour_hold: float = setting(0.0, "flowedit: after each step, take this share of the face's colour change out "
                                  "of the edit (the median per latent channel over the cells it redraws), so the skin "
                                  "keeps more of the photo's colour (0, the default, is off: on the tuning people it "
@@ -249,6 +265,12 @@ class GenerationSettings:
         if not isinstance(self.recogniser_decoded_steps, numbers.Integral) or self.recogniser_decoded_steps < 0:
             raise bad("recogniser_decoded_steps", self.recogniser_decoded_steps, "is out of range; use a whole number "
                       "of guided steps, 0 or more")
+        if self.blendshape_critic is not None and self.blendshape_critic not in BLENDSHAPE_CRITICS:
+            raise MienError(f"--blendshape-critic {self.blendshape_critic}: unknown critic; choose one of "
+                            f"{', '.join(BLENDSHAPE_CRITICS)}")
+        if not isinstance(self.blendshape_decoded_steps, numbers.Integral) or self.blendshape_decoded_steps < 0:
+            raise bad("blendshape_decoded_steps", self.blendshape_decoded_steps, "is out of range; use a whole number "
+                      "of guided steps, 0 or more")
         if self.person_rows not in PERSON_ROWS:
             raise MienError(f"--person-rows {self.person_rows}: unknown rows; choose one of {', '.join(PERSON_ROWS)}")
         if self.method != "flowedit" and self.person_rows != "both":
@@ -299,6 +321,7 @@ class GenerationSettings:
                                    descriptor_guidance=swap_default("descriptor_guidance", 0.0),
                                    swap_reference=swap_default("swap_reference", SWAP_REFERENCES[0]),
                                    recogniser_critic=swap_default("recogniser_critic", RECOGNISER_CRITIC),
+                                   blendshape_critic=self.blendshape_critic or BLENDSHAPE_CRITIC,
                                    critic_precision=self.critic_precision
                                    or CRITIC_PRECISIONS[1 if native_bfloat16 else 0])  # fmt: skip
 

@@ -61,11 +61,14 @@ def critic_default(swap: bool) -> str:
     return str(SWAP_DEFAULTS["recogniser_critic"]) if swap else RECOGNISER_CRITIC
 
 
-def check_critic_weights(critic: str | None) -> None:
+def check_critic_weights(critic: str | None, blendshape_critic: str | None = None) -> None:
     """``--recogniser-critic latent`` or ``hybrid`` (an edit's default) has its weight file, the shipped reader or one in a
-    weights folder that overrides it, intact: a one-line :class:`mien.errors.WeightsError` before any photo is read
-    or model loaded (mien.models.latent_reader)."""
-    if critic in ("latent", "hybrid"):
-        from mien.models.latent_reader import locate_weights
+    weights folder that overrides it, intact, and so has ``--blendshape-critic latent`` or ``hybrid`` the blendshape
+    reader's: a one-line :class:`mien.errors.WeightsError` before any photo is read or model loaded
+    (mien.models.latent_reader)."""
+    from mien.models.latent_reader import locate_weights
 
+    if critic in ("latent", "hybrid"):
         locate_weights(critic)
+    if blendshape_critic in ("latent", "hybrid"):
+        locate_weights(blendshape_critic, kind="blendshape")

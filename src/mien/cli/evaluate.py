@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     from mien.cli.checks import check_critic_weights, check_device, check_out_dir, critic_default
 
     check_device(args.device)  # before the benchmark's photos are read
-    check_critic_weights(given_settings(args).get("recogniser_critic") or critic_default(swap=bool(args.swap)))
+    check_critic_weights(given_settings(args).get("recogniser_critic") or critic_default(swap=bool(args.swap)),
+                         given_settings(args).get("blendshape_critic"))
     if args.out is not None:
         check_out_dir(args.out)
     from mien.evaluate import benchmark as bm

@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     check_overwrite(out, args.overwrite)
     check_device(args.device)
     check_model_dir(args.model)
-    check_critic_weights(settings.recogniser_critic or critic_default(swap=bool(args.into)))
+    check_critic_weights(settings.recogniser_critic or critic_default(swap=bool(args.into)), settings.blendshape_critic)
     if not (args.expression or args.au or args.like or args.into):
         print("mien: note: no --expression, --au or --like given, so the request is neutral (the photo's face "
               "relaxed); ask for one with e.g. --expression happy (`mien expressions` lists them)", file=sys.stderr)

@@ -11,6 +11,14 @@ late step the state moves along the gradient of minus the squared distance betwe
 the decoded face (:class:`mien.models.face_mesh.AlignedBlendshapes`: MediaPipe's mesh and blendshape
 nets in PyTorch, on a fixed crop of the aligned face) and the request's target.
 
+What reads the face is ``blendshape_critic`` (:data:`mien.settings.BLENDSHAPE_CRITICS`): the decoded face on every
+guided step (``decoded``, the default: 0.12 s of CPU a step, 7 steps for fearful); mien's blendshape reader
+(:mod:`mien.models.latent_reader`, ``kind="blendshape"``), a small net distilled from this critic that reads the
+normalised latent without decoding it (``latent``); or the reader on the early guided steps and the decoded face on
+the last ``blendshape_decoded_steps`` (``hybrid``), as recogniser guidance's hybrid critic does. Each step's
+gradient is normalised (:class:`mien.guidance.gradient.GradientGuide`), so a critic chooses only where a step
+points. Figures: docs/performance.md, "A blendshape reader".
+
 ``mien evaluate``'s blendshape classifier and AU figures read the same blendshapes, so with this
 guidance on they are no longer independent checks of the expression; face-api's expression classifier
 still is.
@@ -29,12 +37,23 @@ from mien.guidance.gradient import GradientGuide, decoded
 
 class BlendshapeGuide(GradientGuide):
     """Blendshape guidance: the score is minus the squared distance between the decoded face's 52
-    blendshapes (``measure``: latents -> (B, 52), differentiable) and ``target`` (1 or B, 52)."""
+    blendshapes (``measure``: latents -> (B, 52), differentiable) and ``target`` (1 or B, 52).
+
+    ``late_measure``, when given, replaces ``measure`` on the steps with flow time t <= ``late_until`` (the hybrid
+    critic: the blendshape reader early, the decoded face late)."""
 
     def __init__(self, measure: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor, region: torch.Tensor,
-                 scale: float, until: float, precision: str = "float32"):  # fmt: skip
+                 scale: float, until: float, precision: str = "float32",
+                 late_measure: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 late_until: float = -1.0):  # fmt: skip
         super().__init__(self.closeness, region, scale, until, precision)
+        self.early_measure, self.late_measure, self.late_until = measure, late_measure, float(late_until)
         self.measure, self.target = measure, target
+
+    def __call__(self, z: torch.Tensor, t: float, t_next: float) -> torch.Tensor:
+        late = self.late_measure is not None and t <= self.late_until + 1e-9  # 1e-9: grid rounding, as ``until``
+        self.measure = self.late_measure if late else self.early_measure
+        return super().__call__(z, t, t_next)
 
     def closeness(self, z: torch.Tensor) -> torch.Tensor:
         """(B,) minus the squared distance between each image's blendshapes and the target (MediaPipe's
@@ -49,9 +68,21 @@ def latent_blendshapes(model, taef2, blendshapes) -> Callable[[torch.Tensor], to
     return decoded(model, taef2, blendshapes)
 
 
+def reader_blendshapes(reader) -> Callable[[torch.Tensor], torch.Tensor]:
+    """z -> the blendshape reader's (B, 52) blendshapes, always in float32 (as
+    :func:`mien.guidance.recogniser.reader_embedder`: the small net gains nothing from bfloat16)."""
+
+    def measure(z: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(z.device.type, enabled=False):
+            return reader(z.float())
+
+    return measure
+
+
 class BlendshapeGuidance(Guidance):
-    """``--blendshape-guidance`` and ``--blendshape-guidance-until`` (FlowEdit; 0 is off). Its nets
-    (:class:`mien.models.face_mesh.AlignedBlendshapes`) are the pipeline's, loaded with it."""
+    """``--blendshape-guidance`` and ``--blendshape-guidance-until`` (FlowEdit; 0 is off); ``--blendshape-critic``
+    chooses what reads the face (module docstring). Its nets (:class:`mien.models.face_mesh.AlignedBlendshapes`)
+    are the pipeline's, loaded with it; the blendshape reader is loaded once per process when a critic needs it."""
 
     name = "blendshape"
 
@@ -59,7 +90,33 @@ class BlendshapeGuidance(Guidance):
         s = ctx.settings
         if s.blendshape_guidance <= 0:
             return None
-        measure = latent_blendshapes(ctx.model, ctx.nets["taef2"], ctx.nets["blendshapes"])
         goal = torch.from_numpy(np.asarray(ctx.target_blendshapes, np.float32))[None].to(ctx.device)
-        return BlendshapeGuide(measure, goal, ctx.region, s.blendshape_guidance, s.blendshape_guidance_until,
-                               s.critic_precision)
+        early, late, late_until = self.critics(ctx)
+        return BlendshapeGuide(early, goal, ctx.region, s.blendshape_guidance, s.blendshape_guidance_until,
+                               s.critic_precision, late, late_until)
+
+    @staticmethod
+    def critics(ctx: GuidanceContext):
+        """(the early steps' measure, the late steps' measure or None, the flow time from which the late one reads)
+        by ``blendshape_critic``."""
+        s = ctx.settings
+
+        def decoded_measure():
+            return latent_blendshapes(ctx.model, ctx.nets["taef2"], ctx.nets["blendshapes"])
+
+        def reader_measure():
+            from mien.models.latent_reader import load_reader
+
+            return reader_blendshapes(load_reader(ctx.device, "blendshape"))
+
+        if s.blendshape_critic == "hybrid":  # the reader early, the decoded face on the last n guided steps
+            from mien.guidance.recogniser import guided_times
+
+            guided = guided_times(s.steps, s.strength, s.blendshape_guidance_until)
+            n = min(s.blendshape_decoded_steps, len(guided))
+            if n == len(guided):  # every guided step decoded: the reader is never read (nor needs its file)
+                return decoded_measure(), None, -1.0
+            return reader_measure(), decoded_measure() if n else None, guided[-n] if n else -1.0
+        if s.blendshape_critic == "latent":
+            return reader_measure(), None, -1.0
+        return decoded_measure(), None, -1.0

@@ -20,6 +20,13 @@ reader (:func:`locate_weights`). Training is not bit-reproducible, so a rebuilt 
 one: a weights-folder file is accepted when it is the shipped one or matches the SHA256 recorded beside it
 (``latent_reader.safetensors.sha256``, written with it by :meth:`LatentReader.save`).
 ``scripts/ship_latent_reader.py`` turns a trained reader into the shipped file.
+
+The same net with 52 outputs through a sigmoid (``unit=0``) is the blendshape reader: MediaPipe's 52 blendshapes as
+:class:`mien.models.face_mesh.AlignedBlendshapes` reads them on the decoded face, distilled likewise from blendshape
+guidance's decoded critic on fearful's blendshape-guided states of train people (``scripts/record_blendshape_states.py``,
+``scripts/train_latent_reader.py --blendshapes``): :data:`BLENDSHAPE_WEIGHTS`, shipped as
+``blendshape_reader.safetensors`` beside the recogniser's reader, read by ``--blendshape-critic latent`` and
+``hybrid`` (docs/performance.md, "A blendshape reader").
 """
 
 from __future__ import annotations
@@ -47,11 +54,24 @@ WEIGHTS = WeightFile(
 )
 
 
+# The blendshape reader (module docstring): the same rules, its own files.
+BLENDSHAPE_WEIGHTS = WeightFile(
+    "blendshape_reader", "mien/blendshape_reader.safetensors",
+    "4538eceaa598970f073a865d12e8a70df0f682905496bd50c2f84c607fe2e451",
+    "shipped in src/mien/resources/model/ (its model card: how it was trained); scripts/ship_latent_reader.py "
+    "--blendshapes",
+    "Apache-2.0 (mien's own, distilled from MediaPipe's face mesh and blendshape nets and TAEF2)",
+    "mien's blendshape reader: MediaPipe's 52 blendshapes from the built-in model's latents",
+)
+
+
 # How a reader file stores its weights (LatentReader.save): "float16", or "int8", each weight tensor of two or more
 # dimensions as 8-bit integers with a float32 scale per output channel (``NAME`` + SCALE_SUFFIX) and the rest in
 # float16: half float16's size, the form the package ships (docs/performance.md, "A hybrid critic").
 STORAGES = ("float16", "int8")
 PACKAGED = "latent_reader.safetensors"  # its name in the built-in model's folder (packaged_path)
+BLENDSHAPE_PACKAGED = "blendshape_reader.safetensors"
+KINDS = ("recogniser", "blendshape")  # which reader: MobileFaceNet's embedding, or MediaPipe's blendshapes
 SCALE_SUFFIX = ".qscale"
 
 
@@ -61,7 +81,8 @@ class LatentReaderConfig:
     width: int = 64  # channels at the latent's 16 x 16
     blocks: int = 2  # residual blocks at 16 x 16
     deep_width: int = 128  # channels at 8 x 8 and 4 x 4
-    embedding: int = 192  # MobileFaceNet's embedding size
+    embedding: int = 192  # outputs: MobileFaceNet's embedding size (the blendshape reader: 52)
+    unit: int = 1  # 1: unit-length outputs (an embedding); 0: each output through a sigmoid (blendshape scores)
 
 
 class Residual(nn.Module):
@@ -92,7 +113,8 @@ class LatentReader(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(z))
         x = F.silu(self.down2(F.silu(self.down1(F.silu(x)))))
-        return F.normalize(self.head(self.gdc(x).flatten(1)), dim=1)
+        out = self.head(self.gdc(x).flatten(1))
+        return F.normalize(out, dim=1) if self.config.unit else torch.sigmoid(out)
 
     @classmethod
     def from_weights(cls, path=None) -> "LatentReader":
@@ -144,66 +166,79 @@ class LatentReader(nn.Module):
 _SECTION = 'docs/performance.md, "A latent critic: measured, not taken"'
 
 
-def packaged_path() -> Path:
-    """The shipped reader: ``latent_reader.safetensors`` in the built-in model's folder, listed in its
-    ``SHA256SUMS``."""
+def packaged_path(kind: str = "recogniser") -> Path:
+    """The shipped reader: ``latent_reader.safetensors`` (``kind`` "blendshape": ``blendshape_reader.safetensors``)
+    in the built-in model's folder, listed in its ``SHA256SUMS``."""
     from importlib import resources
 
-    return Path(str(resources.files("mien") / "resources" / "model")) / PACKAGED
+    return Path(str(resources.files("mien") / "resources" / "model")) / _files(kind)[1]
 
 
-def _checked_packaged(head: str) -> Path:
+def _files(kind: str) -> tuple[WeightFile, str, str]:
+    """(its WeightFile, its shipped name, the option that chooses another critic) of reader ``kind``."""
+    if kind == "blendshape":
+        return BLENDSHAPE_WEIGHTS, BLENDSHAPE_PACKAGED, "--blendshape-critic"
+    if kind == "recogniser":
+        return WEIGHTS, PACKAGED, "--recogniser-critic"
+    raise ValueError(f"reader kind {kind!r}: one of {', '.join(KINDS)}")
+
+
+def _checked_packaged(head: str, kind: str = "recogniser") -> Path:
     """:func:`packaged_path`, once it matches its line in the model folder's ``SHA256SUMS``."""
     from mien.checksums import read_sums, sha256_of
     from mien.errors import WeightsError
 
-    path = packaged_path()
+    weights, packaged, option = _files(kind)
+    path = packaged_path(kind)
     sums = path.with_name("SHA256SUMS")
     fix = ("reinstall mien to get an intact copy, put a reader under a weights folder as "
-           f"{WEIGHTS.path} (docs/performance.md, \"A hybrid critic\"), or use --recogniser-critic decoded")
+           f"{weights.path} (docs/performance.md, \"A hybrid critic\"), or use {option} decoded")
     if not path.is_file():
         raise WeightsError(f"{head}: the shipped file {path} is missing; {fix}")
     try:
-        want = read_sums(sums).get(PACKAGED)
+        want = read_sums(sums).get(packaged)
     except OSError:
         want = None
     if want is None:
-        raise WeightsError(f"{head}: {sums} has no line for {PACKAGED}, so the shipped file cannot be checked; {fix}")
+        raise WeightsError(f"{head}: {sums} has no line for {packaged}, so the shipped file cannot be checked; {fix}")
     if sha256_of(path) != want:
         raise WeightsError(f"{head}: the shipped file {path} does not match its checksum in {sums.name} (damaged or "
                            f"replaced); {fix}")
     return path
 
 
-def locate_weights(critic: str = "latent") -> Path:
+def locate_weights(critic: str = "latent", kind: str = "recogniser") -> Path:
     """The weight file's path, once its content is checked. A reader in a weights folder
     (:func:`mien.weights.search_dirs`, as ``mien/latent_reader.safetensors``) comes first, for trying another reader:
     it is taken when it is the shipped file (:data:`WEIGHTS`'s SHA256) or matches the SHA256 recorded beside it.
     Without one, the shipped reader (:func:`packaged_path`), checked against the model folder's ``SHA256SUMS``.
     Otherwise a one-line :class:`mien.errors.WeightsError` saying what is wrong and what to do (the CLI calls it
-    before any work when ``--recogniser-critic latent`` or ``hybrid``, named by ``critic``, is asked for)."""
+    before any work when ``--recogniser-critic latent`` or ``hybrid``, named by ``critic``, is asked for).
+    ``kind`` "blendshape": the blendshape reader's file (:data:`BLENDSHAPE_WEIGHTS`), for ``--blendshape-critic``."""
     from mien.errors import WeightsError
     from mien.checksums import recorded_sha256, sha256_of, sidecar
     from mien.weights import search_dirs
 
-    head = f"--recogniser-critic {critic}: the latent reader's weights"
-    found = [d / WEIGHTS.path for d in search_dirs() if (d / WEIGHTS.path).is_file()]
+    weights, _, option = _files(kind)
+    head = f"{option} {critic}: the {'blendshape' if kind == 'blendshape' else 'latent'} reader's weights"
+    found = [d / weights.path for d in search_dirs() if (d / weights.path).is_file()]
     if not found:
-        return _checked_packaged(head)
+        return _checked_packaged(head, kind)
     path = found[0]  # the first folder's file, as for the third-party files: no silent fall-back to another
     actual, recorded = sha256_of(path), recorded_sha256(path)
-    if actual in (WEIGHTS.sha256, recorded):
+    if actual in (weights.sha256, recorded):
         return path
     beside = sidecar(path).name
     why = (f"do not match the SHA256 recorded in {beside} (damaged or cut short)" if recorded is not None else
            f"have no {beside} beside them recording their SHA256 and are not the shipped file "
-           f"({WEIGHTS.sha256[:12]}…)")
+           f"({weights.sha256[:12]}…)")
     raise WeightsError(f"{head}, {path}, {why}; rebuild them with scripts/train_latent_reader.py (it writes both "
-                       f"files; {_SECTION}), remove them to use the shipped reader, or use --recogniser-critic decoded")
+                       f"files; {_SECTION}), remove them to use the shipped reader, or use {option} decoded")
 
 
 @functools.lru_cache(maxsize=4)
-def load_reader(device: torch.device | str = "cpu") -> LatentReader:
-    """The trained reader on ``device``, loaded once per process (it is frozen, so requests share it)."""
+def load_reader(device: torch.device | str = "cpu", kind: str = "recogniser") -> LatentReader:
+    """The trained reader (``kind``: :data:`KINDS`) on ``device``, loaded once per process (it is frozen, so requests
+    share it)."""
     with torch.inference_mode(False):  # a caller's inference_mode would keep its weights out of autograd
-        return LatentReader.from_weights().to(device)
+        return LatentReader.from_weights(locate_weights(kind=kind)).to(device)
