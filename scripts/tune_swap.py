@@ -19,7 +19,8 @@ comparison of pastes; ``crop_of`` names the config whose generation a line reuse
 Per swap one JSON line: the swap benchmark's measures of the pasted photo (:func:`mien.evaluate.swap.score_output`:
 face-api distance to A's and B's scoring photos, pose error, face-api's label) plus MobileFaceNet's mean
 cosine to A's and to B's scoring photos (``cos_a``, ``cos_b``: the check that stays independent of
-descriptor guidance) and the generation's CPU seconds. Finished (config, item) lines are skipped on a rerun.
+descriptor guidance) and the generation's CPU seconds. ``--seed N`` (default 0) seeds every generation (a line
+of another seed than 0 says ``seed``); finished (config, item, seed) lines are skipped on a rerun.
 ``--summary FILE...`` prints one row per config of the given JSON lines files instead (only the items every
 config has, so the rows compare the same swaps; only the ``--labels`` asked for), with what face-api reads instead
 of the label most often (packed lines too: :func:`read_lines`). ``--sheet OUT.jpg --summary FILE... --rank CONFIG`` writes a
@@ -80,18 +81,20 @@ PACKED = {"item": None, "outside_max": 0, "seam": 4, "no_face": None, "dist_a": 
 
 
 def pack(files: list[Path], out: Path, labels: list[str]) -> None:
-    """The swaps of ``files`` (of the ``labels``) as packed lines in ``out``: one line a config and label, its config,
-    settings and label once, every field of :data:`PACKED` a list with a value per swap (None where a swap has none;
-    ``no_face`` only where a swap has no face), compact JSON; :func:`read_lines` unpacks them."""
+    """The swaps of ``files`` (of the ``labels``) as packed lines in ``out``: one line a config, label and seed, its
+    config, settings, label and seed (where not 0) once, every field of :data:`PACKED` a list with a value per swap
+    (None where a swap has none; ``no_face`` only where a swap has no face), compact JSON; :func:`read_lines` unpacks
+    them."""
     groups = {}
     for r in (r for f in files for r in read_lines(f) if r["label"] in labels):
-        groups.setdefault((r["config"], r["label"]), []).append(r)
+        groups.setdefault((r["config"], r["label"], r.get("seed", 0)), []).append(r)
     keep = lambda v, d: v if d is None or v is None else round(v, d) if d else int(v)  # noqa: E731
     with out.open("w") as f:
-        for (name, lab), rows in groups.items():
+        for (name, lab, seed), rows in groups.items():
             fields = {k: [keep(r.get(k), d) for r in rows] for k, d in PACKED.items()}
             fields = {k: v for k, v in fields.items() if any(x is not None and x is not False for x in v)}
-            line = {"config": name, "settings": rows[0].get("settings", {}), "label": lab, **fields}
+            line = {"config": name, "settings": rows[0].get("settings", {}), "label": lab,
+                    **({"seed": seed} if seed else {}), **fields}
             f.write(json.dumps(line, separators=(",", ":")) + "\n")
 
 
@@ -127,8 +130,10 @@ def sheet(files: list[Path], rank: str, out: Path, bench, labels: list[str], n: 
         rows.append([align_photo(landmarker, bench.image(photo))[0] for photo in (pair.selfie, pair.scene)])
         captions.append(["", label])
         for name in by:
-            rows[-1].append(Image.open(folder[name] / f"{name}_{item.replace(':', '_').replace('>', '_into_')}.png"))
             r = by[name][item]
+            seed = f"_s{r['seed']}" if r.get("seed") else ""  # a seed other than 0: its face's file says it
+            base = item.replace(":", "_").replace(">", "_into_")
+            rows[-1].append(Image.open(folder[name] / f"{name}_{base}{seed}.png"))
             captions[-1].append(f"{name} {r.get('dist_a', 0):.2f} {r.get('faceapi', '')[:4]}")
     landmarker.close()
     grid(rows, captions).save(out, quality=90)
@@ -204,6 +209,7 @@ def main() -> None:
     ap.add_argument("--labels", default="neutral,happy,sad,angry,fearful,disgusted,surprised")
     ap.add_argument("--config", action="append", help="NAME=JSON settings (repeatable)")
     ap.add_argument("--out", type=Path, help="JSON lines file (appended; outputs beside it)")
+    ap.add_argument("--seed", type=int, default=0, help="the generations' seed (default 0)")
     ap.add_argument("--summary", type=Path, nargs="+", help="summarise these JSON lines files instead")
     ap.add_argument("--sheet", type=Path, help="with --summary: write a contact sheet here instead")
     ap.add_argument("--rank", help="with --sheet: the config whose median and worst swaps are shown")
@@ -237,8 +243,9 @@ def main() -> None:
     done, done_cpu = set(), {}
     if args.out.is_file():
         for r in map(json.loads, args.out.read_text().splitlines()):
-            done.add((r["config"], r["item"]))
-            done_cpu[(r["config"], r["item"])] = r.get("cpu_s", 0.0)
+            if r.get("seed", 0) == args.seed:
+                done.add((r["config"], r["item"]))
+                done_cpu[(r["config"], r["item"])] = r.get("cpu_s", 0.0)
     analyzer = FaceAnalyzer("cpu")
     editors = {m: Editor.from_pretrained(m) for m in {c.get("model", "default") for c in configs.values()}}
 
@@ -266,7 +273,7 @@ def main() -> None:
                 editor = editors[spec.get("model", "default")]
                 subject, scene = inputs[spec.get("model", "default")]
                 paste = paste_of(spec)
-                base = item.replace(":", "_").replace(">", "_into_")
+                base = item.replace(":", "_").replace(">", "_into_") + (f"_s{args.seed}" if args.seed else "")
                 key, shared = (generation_key(spec), lab), None
                 if key not in made:  # a config that differs only in its paste made it before this run: its face
                     for other in configs:
@@ -281,13 +288,13 @@ def main() -> None:
                 elif mode == "two_stage":
                     if first is None:
                         plain = editor.scene_request(None, scene)
-                        first = editor.edit(subject, plain, None, n=1, seed=0, paste=False, into=scene)
+                        first = editor.edit(subject, plain, None, n=1, seed=args.seed, paste=False, into=scene)
                         first_cpu = time.process_time() - cpu
                         cpu = time.process_time()
                     crop = restage(editor, subject, first, request, settings)
                     cpu -= first_cpu  # every swap counts its stage 1 once
                 else:
-                    crop = editor.edit(subject, request, settings, n=1, seed=0, paste=False,
+                    crop = editor.edit(subject, request, settings, n=1, seed=args.seed, paste=False,
                                        into=None if mode == "own" else scene).crops[0]  # fmt: skip
                 if shared is None:
                     cpu = time.process_time() - cpu
@@ -305,7 +312,8 @@ def main() -> None:
                     row["cos_b"] = float((b_mfn @ faces[0].mobilefacenet).mean())
                 Image.fromarray(crop).save(shots / f"{name}_{base}.png")
                 rec = {"config": name, "settings": configs[name], "item": item, "label": lab, "cpu_s": round(cpu, 1),
-                       **({"crop_of": shared} if shared else {}), **row}  # fmt: skip
+                       **({"seed": args.seed} if args.seed else {}), **({"crop_of": shared} if shared else {}),
+                       **row}  # fmt: skip
                 with args.out.open("a") as f:
                     f.write(json.dumps(rec) + "\n")
                 print(json.dumps({k: rec.get(k) for k in ("config", "item", "cpu_s", "dist_a", "dist_b", "cos_a",

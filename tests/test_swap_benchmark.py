@@ -289,3 +289,38 @@ def test_tune_swap_reads_a_packed_line_as_its_swaps(tmp_path):
     merge = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(merge)
     assert merge.read_lines(tmp_path / "x.jsonl") == rows
+
+
+def test_tune_swap_packs_each_seed_apart_and_the_merge_pools_runs(tmp_path):
+    """tune_swap.py --seed N: a line of another seed than 0 says its seed; pack keeps one line a config, label and
+    seed; swap_report_merge.py pools several runs' swaps per label (docs/swap.md, "Disgusted and fearful over three
+    seeds")."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "tune_swap.py"
+    spec = importlib.util.spec_from_file_location("tune_swap", path)
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    def line(item, seed, label):
+        return {"config": "v", "item": item, "label": "fearful", "dist_a": 0.5, "dist_b": 0.7, "pose_err": 1.0,
+                "faceapi": label, **({"seed": seed} if seed else {})}
+
+    (tmp_path / "x.jsonl").write_text("\n".join(json.dumps(r) for r in (
+        line("a>b:fearful", 0, "angry"), line("a>b:fearful", 1, "fearful"), line("b>c:fearful", 1, "sad"))) + "\n")
+    tune.pack([tmp_path / "x.jsonl"], tmp_path / "p.jsonl", ["fearful"])
+    packed = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [p.get("seed") for p in packed] == [None, 1] and packed[1]["item"] == ["a>b:fearful", "b>c:fearful"]
+    assert [r.get("seed", 0) for r in tune.read_lines(tmp_path / "p.jsonl")] == [0, 1, 1]
+
+    spec = importlib.util.spec_from_file_location("swap_report_merge", path.with_name("swap_report_merge.py"))
+    merge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge)
+    base = [{"item": i, "real_b": b, "crop": line(i, 0, "neutral")} for i, b in (("a>b:fearful", 0.0),
+                                                                                ("b>c:fearful", 1.0))]
+    seed0 = merge.rows_of(base, {"a>b:fearful": line("a>b:fearful", 0, "angry")})[:1]
+    seed1 = merge.rows_of(base, {r["item"]: r for r in tune.read_lines(tmp_path / "p.jsonl") if r.get("seed") == 1})
+    (text,) = merge.pooled([seed0, seed1], {lab: 0.5 for lab in LABELS})
+    assert text.split()[:5] == ["pooled", "fearful", "0/1", "1/2", "|"]
+    assert "n 3 rate 0.333 real 0.500 ratio 0.67 (misses 0.8)" in text and "apart 0.000 (2)" in text
