@@ -67,7 +67,8 @@ def summary(files: list[Path], labels: list[str]) -> None:
           "label_ok  p_label  pose_mae  cpu_s  (n)  read instead")
     for name, items in by.items():
         rs = [items[i] for i in sorted(common) if not items[i].get("no_face")]
-        m = lambda k: float(np.mean([r[k] for r in rs]))  # noqa: E731
+        rs = [{"label_ok": r["faceapi"] == r["label"], **r} for r in rs]  # a packed line keeps no label_ok
+        m = lambda k: float(np.mean([r[k] for r in rs])) if all(k in r for r in rs) else float("nan")  # noqa: E731
         print(f"{name:>10} {np.mean([r['dist_a'] < 0.6 for r in rs]):.2f} {np.mean([r['dist_b'] < 0.6 for r in rs]):.2f} "
               f"{m('dist_a'):.3f} {m('dist_b'):.3f} {m('cos_a'):.3f} {m('cos_b'):.3f} {m('label_ok'):.2f} "
               f"{m('p_label') if all('p_label' in r for r in rs) else float('nan'):.2f} "

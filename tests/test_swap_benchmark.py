@@ -291,7 +291,7 @@ def test_tune_swap_reads_a_packed_line_as_its_swaps(tmp_path):
     assert merge.read_lines(tmp_path / "x.jsonl") == rows
 
 
-def test_tune_swap_packs_each_seed_apart_and_the_merge_pools_runs(tmp_path):
+def test_tune_swap_packs_each_seed_apart_and_the_merge_pools_runs(tmp_path, capsys):
     """tune_swap.py --seed N: a line of another seed than 0 says its seed; pack keeps one line a config, label and
     seed; swap_report_merge.py pools several runs' swaps per label (docs/swap.md, "Disgusted and fearful over three
     seeds")."""
@@ -313,6 +313,9 @@ def test_tune_swap_packs_each_seed_apart_and_the_merge_pools_runs(tmp_path):
     packed = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [p.get("seed") for p in packed] == [None, 1] and packed[1]["item"] == ["a>b:fearful", "b>c:fearful"]
     assert [r.get("seed", 0) for r in tune.read_lines(tmp_path / "p.jsonl")] == [0, 1, 1]
+    tune.summary([tmp_path / "p.jsonl"], ["fearful"])  # packed lines keep no label_ok nor cosines: still a row
+    row = capsys.readouterr().out.splitlines()[1].split()  # a config's swaps by item: seed 1's a>b, b>c
+    assert row[:3] == ["v", "1.00", "0.00"] and row[7] == "0.50" and row[-2:] == ["sad", "1"]
 
     spec = importlib.util.spec_from_file_location("swap_report_merge", path.with_name("swap_report_merge.py"))
     merge = importlib.util.module_from_spec(spec)
