@@ -24,67 +24,28 @@ import argparse
 import os
 import runpy
 import time
-from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
+_RG = runpy.run_path(str(HERE / "record_guided_states.py"))  # its people file, pipeline, part files and recorder
 
 
-class BlendshapeRecorder:
+class BlendshapeRecorder(_RG["Recorder"]):
     """While active, every :class:`mien.guidance.blendshape.BlendshapeGuide` step keeps its state, the critic's
-    blendshapes of it, the target and the step's own gradient (the step runs once, as in mien)."""
+    blendshapes of it, the target and the step's own gradient in float32 (the step runs once, as in mien), with
+    ``label`` fearful's index."""
+
+    critic, value, gradient_dtype = "measure", "blendshapes", "float32"
 
     def __init__(self):
-        self.rows = defaultdict(list)
-        self.person, self.t = 0, 0.0
+        super().__init__()
+        self.label = _RG["LABELS"].index("fearful")
 
-    def __enter__(self):
+    @staticmethod
+    def guide_class():
         from mien.guidance.blendshape import BlendshapeGuide
 
-        self._class, self._original = BlendshapeGuide, BlendshapeGuide.gradient
-        gradient, recorder = self._original, self
-
-        def kept_gradient(guide, z, precision):
-            measure, seen = guide.measure, []
-
-            def keeping(zz):
-                b = measure(zz)
-                seen.append(b.detach().float())
-                return b
-
-            guide.measure = keeping
-            try:
-                g = gradient(guide, z, precision)
-            finally:
-                guide.measure = measure
-            recorder.keep(z.detach(), seen[-1], guide.target.clone().float().expand(len(z), -1), g)
-            return g
-
-        BlendshapeGuide.gradient = kept_gradient
-        return self
-
-    def __exit__(self, *exc):
-        self._class.gradient = self._original
-
-    def keep(self, z, b, target, g):
-        import torch
-
-        ok = np.isfinite(g.flatten(1).sum(1).cpu().numpy())
-        if not ok.any():
-            return
-        n = int(ok.sum())
-        for k, v in (("z", z), ("blendshapes", b), ("target", target), ("gradient", g.float())):
-            self.rows[k].append(v[ok].cpu())
-        self.rows["person"].append(torch.full((n,), self.person, dtype=torch.int32))
-        self.rows["t"].append(torch.full((n,), self.t, dtype=torch.float32))
-
-    def take(self) -> dict:
-        import torch
-
-        rows, self.rows = self.rows, defaultdict(list)
-        return {k: torch.cat(v).contiguous() for k, v in rows.items()}
+        return BlendshapeGuide
 
 
 def main() -> None:
@@ -106,7 +67,7 @@ def main() -> None:
     from mien.expression.targets import parse_request
     from mien.settings import GenerationSettings
 
-    rg = runpy.run_path(str(HERE / "record_guided_states.py"))
+    rg = _RG
     t0, slowest = time.monotonic(), 0.0
     args.out.mkdir(parents=True, exist_ok=True)
     people = rg["load_people"](args.people)[args.first:]

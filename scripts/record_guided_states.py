@@ -162,35 +162,44 @@ class Recorder:
     """While active, every :class:`RecogniserGuide` step keeps its state, the critic's embedding of it, the target and
     the step's own gradient: the step runs as in mien, once (:meth:`GradientGuide.gradient`), with the guide's
     ``embed`` wrapped for that call to keep the embedding it computes (``measure_latent_reader.py`` hooks the same
-    method)."""
+    method). A subclass records another guide by naming it (:meth:`guide_class`), the guide's critic attribute
+    (``critic``), the key its reading is kept under (``value``) and the gradient's dtype
+    (``record_blendshape_states.py``)."""
+
+    critic, value, gradient_dtype = "embed", "embedding", "float16"
 
     def __init__(self):
         self.rows = defaultdict(list)
         self.label, self.person, self.t = 0, 0, 0.0  # person: one index, or one per row of the batch
 
-    def __enter__(self) -> "Recorder":
+    @staticmethod
+    def guide_class():
         from mien.guidance.recogniser import RecogniserGuide
 
-        self._class, self._original = RecogniserGuide, RecogniserGuide.gradient
-        gradient, recorder = self._original, self
+        return RecogniserGuide
+
+    def __enter__(self) -> "Recorder":
+        self._class = self.guide_class()
+        self._original = self._class.gradient
+        gradient, recorder, attr = self._original, self, self.critic
 
         def kept_gradient(guide, z, precision):
-            embed, seen = guide.embed, []
+            critic, seen = getattr(guide, attr), []
 
             def keeping(zz):
-                e = embed(zz)
+                e = critic(zz)
                 seen.append(e.detach().float())
                 return e
 
-            guide.embed = keeping
+            setattr(guide, attr, keeping)
             try:
                 g = gradient(guide, z, precision)
             finally:
-                guide.embed = embed
+                setattr(guide, attr, critic)
             recorder.keep(z.detach(), seen[-1], guide.target.clone().float().expand(len(z), -1), g)
             return g
 
-        RecogniserGuide.gradient = kept_gradient
+        self._class.gradient = kept_gradient
         return self
 
     def __exit__(self, *exc) -> None:
@@ -201,10 +210,11 @@ class Recorder:
         if not ok.any():
             return
         n = int(ok.sum())
-        for k, v in (("z", z), ("embedding", e), ("target", target), ("gradient", g.half())):
-            self.rows[k].append(v[ok].cpu())
         import torch
 
+        gradient = g.to(getattr(torch, self.gradient_dtype))
+        for k, v in (("z", z), (self.value, e), ("target", target), ("gradient", gradient)):
+            self.rows[k].append(v[ok].cpu())
         self.rows["label"].append(torch.full((n,), self.label, dtype=torch.int8))
         person = torch.as_tensor(self.person, dtype=torch.int32).expand(len(ok))
         self.rows["person"].append(person[torch.from_numpy(ok)].clone())

@@ -160,3 +160,27 @@ def test_people_in_one_batch_record_what_one_at_a_time_records(tmp_path, monkeyp
         torch.testing.assert_close(two[k], one[k], atol=1e-4, rtol=0)
     cos = F.cosine_similarity(two["gradient"].float().flatten(1), one["gradient"].float().flatten(1))
     assert cos.min() > 0.999
+
+
+def test_the_blendshape_recorder_keeps_the_blendshape_steps_and_leaves_the_recogniser_steps_alone():
+    """record_blendshape_states.py's recorder is record_guided_states.py's, pointed at blendshape guidance."""
+    from mien.guidance.blendshape import BlendshapeGuide
+    from mien.guidance.gradient import GradientGuide
+    from mien.guidance.recogniser import RecogniserGuide
+
+    torch.manual_seed(0)
+    weight = torch.randn(52, 32 * 16 * 16) / 50
+    measure = lambda z: torch.sigmoid(z.flatten(1) @ weight.T)  # noqa: E731 - a stand-in critic
+    guide = BlendshapeGuide(measure, torch.rand(1, 52), torch.ones(1, 1, 16, 16), 1.0, 0.3)
+    z = torch.randn(2, 32, 16, 16)
+    expected = GradientGuide.gradient(guide, z, "float32")
+    with script("record_blendshape_states").BlendshapeRecorder() as rec:
+        assert RecogniserGuide.gradient is GradientGuide.gradient  # only the blendshape guide is wrapped
+        rec.person = 3
+        rec.step(0.1)
+        got = guide.gradient(z, "float32")
+    assert BlendshapeGuide.gradient is GradientGuide.gradient  # restored
+    kept = rec.take()
+    assert torch.allclose(got, expected, atol=1e-6) and kept["gradient"].dtype == torch.float32
+    assert torch.equal(kept["gradient"], got) and torch.allclose(kept["blendshapes"], measure(z), atol=1e-6)
+    assert kept["label"].tolist() == [4, 4] and kept["person"].tolist() == [3, 3] and kept["target"].shape == (2, 52)
