@@ -152,3 +152,34 @@ def tiny_aligned(photo):
     face = SimpleNamespace(pose=(0.0, 0.0, 0.0), blendshapes=np.asarray(Prototypes.load().neutral, np.float32),
                            landmarks=landmarks)
     return AlignedPhotos([crop], [face], [], [m], [0])
+
+
+class Counting:
+    """Counts calls of a stand-in net (which critic a guided step asked)."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.fn(*args, **kwargs)
+
+
+def walk_guided_window(guide, steps: int, strength: float, reader: Counting, decode: Counting):
+    """The states of a stand-in FlowEdit of ``steps`` steps (each step a fixed random move, then ``guide``) and which
+    critic scored each guided step: "reader" when ``reader`` was called, else "decoded" when ``decode`` was."""
+    import torch
+
+    from mien.sampling import flow_times
+
+    ts = flow_times(steps, strength)
+    z, states, who = torch.randn(1, 32, 16, 16), [], []
+    moves = torch.Generator().manual_seed(1)
+    for t, t_next in zip(ts[:-1].tolist(), ts[1:].tolist()):
+        z = z + 0.01 * torch.randn(z.shape, generator=moves)
+        before = (reader.calls, decode.calls)
+        z = guide(z, t, t_next)
+        if (reader.calls, decode.calls) != before:
+            who.append("reader" if reader.calls > before[0] else "decoded")
+        states.append(z.clone())
+    return states, who

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import Counting, walk_guided_window
 from mien.errors import MienError, WeightsError
 from mien.guidance.blendshape import BlendshapeGuidance
 from mien.models import latent_reader as LR
@@ -25,20 +26,10 @@ def test_the_blendshape_reader_gives_scores_in_0_1_and_round_trips_through_its_f
     assert LR.LatentReader.from_weights(tmp_path / "b.safetensors").config == TINY  # unit=0 travels in the metadata
 
 
-class Counting:
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return self.fn(*args, **kwargs)
-
-
 def edit_states(critic: str, monkeypatch, **given):
     """The states of a stand-in 25-step FlowEdit's guided window for fearful (each step a fixed random move, then
     blendshape guidance) and which critic read each guided step ("reader" or "decoded")."""
     from mien.guidance import GuidanceContext
-    from mien.sampling import flow_times
 
     torch.manual_seed(0)
     reader = Counting(LR.LatentReader(TINY).eval().requires_grad_(False))
@@ -54,16 +45,7 @@ def edit_states(critic: str, monkeypatch, **given):
     ctx = GuidanceContext(settings, model, nets, None, target, torch.zeros(1, 55), None, torch.ones(1, 1, 16, 16),
                           torch.device("cpu"))
     guide = BlendshapeGuidance().correction(ctx)
-    ts = flow_times(settings.steps, settings.strength)
-    z, states, who = torch.randn(1, 32, 16, 16), [], []
-    moves = torch.Generator().manual_seed(1)
-    for t, t_next in zip(ts[:-1].tolist(), ts[1:].tolist()):
-        z = z + 0.01 * torch.randn(z.shape, generator=moves)
-        before = (reader.calls, decode.calls)
-        z = guide(z, t, t_next)
-        if (reader.calls, decode.calls) != before:
-            who.append("reader" if reader.calls > before[0] else "decoded")
-        states.append(z.clone())
+    states, who = walk_guided_window(guide, settings.steps, settings.strength, reader, decode)
     assert set(asked) <= {"blendshape"}  # never the recogniser's reader
     return states, who
 

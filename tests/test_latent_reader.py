@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from mien import checksums
 from mien import weights as W
+from conftest import Counting, walk_guided_window
 from mien.errors import MienError, WeightsError
 from mien.guidance.recogniser import RecogniserGuidance
 from mien.models import latent_reader as LR
@@ -168,17 +169,6 @@ def test_unknown_critic_is_a_one_line_error():
     assert "--recogniser-critic pixels" in str(e.value) and "decoded, latent" in str(e.value)
 
 
-class Counting:
-    """Counts calls of a stand-in net."""
-
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return self.fn(*args, **kwargs)
-
-
 def context(critic: str, **given):
     """A request's guidance context with stub decoded-critic nets that count their calls."""
     from mien.guidance import GuidanceContext
@@ -242,24 +232,14 @@ def edit_states(critic: str, monkeypatch, **given) -> tuple[list[torch.Tensor], 
     """The states of a stand-in 25-step FlowEdit's guided window (each step a fixed random move, then the guide) and
     which critic scored each guided step ("reader" or "decoded"), with a tiny random reader."""
     from mien.guidance.recogniser import guided_times
-    from mien.sampling import flow_times
 
     torch.manual_seed(0)
     reader = Counting(LR.LatentReader(TINY).eval().requires_grad_(False))
     monkeypatch.setattr(LR, "load_reader", lambda device: reader)
     ctx, decode = context(critic, **given)
     guide = RecogniserGuidance().correction(ctx)
-    ts = flow_times(ctx.settings.steps, ctx.settings.strength)
     assert len(guided_times(ctx.settings.steps, 1.0, 0.3)) == 7  # the last 7 of 25 steps, t <= 0.3
-    z, states, who = torch.randn(1, 32, 16, 16), [], []
-    moves = torch.Generator().manual_seed(1)
-    for t, t_next in zip(ts[:-1].tolist(), ts[1:].tolist()):
-        z = z + 0.01 * torch.randn(z.shape, generator=moves)
-        before = (reader.calls, decode.calls)
-        z = guide(z, t, t_next)
-        if (reader.calls, decode.calls) != before:
-            who.append("reader" if reader.calls > before[0] else "decoded")
-        states.append(z.clone())
+    states, who = walk_guided_window(guide, ctx.settings.steps, ctx.settings.strength, reader, decode)
     return states, who
 
 
