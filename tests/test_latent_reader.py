@@ -231,7 +231,7 @@ def test_evaluate_reports_missing_reader_weights_before_reading_the_benchmark(is
 def edit_states(critic: str, monkeypatch, **given) -> tuple[list[torch.Tensor], list[str]]:
     """The states of a stand-in 25-step FlowEdit's guided window (each step a fixed random move, then the guide) and
     which critic scored each guided step ("reader" or "decoded"), with a tiny random reader."""
-    from mien.guidance.recogniser import guided_times
+    from mien.guidance.gradient import guided_times
 
     torch.manual_seed(0)
     reader = Counting(LR.LatentReader(TINY).eval().requires_grad_(False))

@@ -259,18 +259,13 @@ class GenerationSettings:
         if self.critic_precision is not None and self.critic_precision not in CRITIC_PRECISIONS:
             raise MienError(f"--critic-precision {self.critic_precision}: unknown number format; choose one of "
                             f"{', '.join(CRITIC_PRECISIONS)}")
-        if self.recogniser_critic is not None and self.recogniser_critic not in RECOGNISER_CRITICS:
-            raise MienError(f"--recogniser-critic {self.recogniser_critic}: unknown critic; choose one of "
-                            f"{', '.join(RECOGNISER_CRITICS)}")
-        if not isinstance(self.recogniser_decoded_steps, numbers.Integral) or self.recogniser_decoded_steps < 0:
-            raise bad("recogniser_decoded_steps", self.recogniser_decoded_steps, "is out of range; use a whole number "
-                      "of guided steps, 0 or more")
-        if self.blendshape_critic is not None and self.blendshape_critic not in BLENDSHAPE_CRITICS:
-            raise MienError(f"--blendshape-critic {self.blendshape_critic}: unknown critic; choose one of "
-                            f"{', '.join(BLENDSHAPE_CRITICS)}")
-        if not isinstance(self.blendshape_decoded_steps, numbers.Integral) or self.blendshape_decoded_steps < 0:
-            raise bad("blendshape_decoded_steps", self.blendshape_decoded_steps, "is out of range; use a whole number "
-                      "of guided steps, 0 or more")
+        for kind, critics in (("recogniser", RECOGNISER_CRITICS), ("blendshape", BLENDSHAPE_CRITICS)):
+            critic, steps = getattr(self, f"{kind}_critic"), getattr(self, f"{kind}_decoded_steps")
+            if critic is not None and critic not in critics:
+                raise MienError(f"--{kind}-critic {critic}: unknown critic; choose one of {', '.join(critics)}")
+            if not isinstance(steps, numbers.Integral) or steps < 0:
+                raise bad(f"{kind}_decoded_steps", steps, "is out of range; use a whole number of guided steps, 0 or "
+                          "more")
         if self.person_rows not in PERSON_ROWS:
             raise MienError(f"--person-rows {self.person_rows}: unknown rows; choose one of {', '.join(PERSON_ROWS)}")
         if self.method != "flowedit" and self.person_rows != "both":

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from mien.guidance.base import Correction, Guidance, GuidanceContext
-from mien.guidance.gradient import GradientGuide, decoded
+from mien.guidance.gradient import GradientGuide, critic_plan, decoded, in_float32
 
 
 class BlendshapeGuide(GradientGuide):
@@ -69,14 +69,8 @@ def latent_blendshapes(model, taef2, blendshapes) -> Callable[[torch.Tensor], to
 
 
 def reader_blendshapes(reader) -> Callable[[torch.Tensor], torch.Tensor]:
-    """z -> the blendshape reader's (B, 52) blendshapes, always in float32 (as
-    :func:`mien.guidance.recogniser.reader_embedder`: the small net gains nothing from bfloat16)."""
-
-    def measure(z: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(z.device.type, enabled=False):
-            return reader(z.float())
-
-    return measure
+    """z -> the blendshape reader's (B, 52) blendshapes, in float32 (:func:`mien.guidance.gradient.in_float32`)."""
+    return in_float32(reader)
 
 
 class BlendshapeGuidance(Guidance):
@@ -109,14 +103,8 @@ class BlendshapeGuidance(Guidance):
 
             return reader_blendshapes(load_reader(ctx.device, "blendshape"))
 
-        if s.blendshape_critic == "hybrid":  # the reader early, the decoded face on the last n guided steps
-            from mien.guidance.recogniser import guided_times
-
-            guided = guided_times(s.steps, s.strength, s.blendshape_guidance_until)
-            n = min(s.blendshape_decoded_steps, len(guided))
-            if n == len(guided):  # every guided step decoded: the reader is never read (nor needs its file)
-                return decoded_measure(), None, -1.0
-            return reader_measure(), decoded_measure() if n else None, guided[-n] if n else -1.0
-        if s.blendshape_critic == "latent":
-            return reader_measure(), None, -1.0
-        return decoded_measure(), None, -1.0
+        reader_early, decoded_late, late_until = critic_plan(s.blendshape_critic, s.steps, s.strength,
+                                                             s.blendshape_guidance_until, s.blendshape_decoded_steps)
+        if not reader_early:
+            return decoded_measure(), None, -1.0
+        return reader_measure(), decoded_measure() if decoded_late else None, late_until

@@ -82,3 +82,39 @@ def decoded(model, taef2, read: Callable[[torch.Tensor], torch.Tensor]) -> Calla
         return read(taef2.decode(model.denormalize(z), clamp=False).clamp(0, 1))
 
     return scored
+
+
+def in_float32(net: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """z -> ``net(z)`` always in float32, whatever autocast is around it: how a latent reader
+    (:class:`mien.models.latent_reader.LatentReader`) scores, since the small net gains nothing from bfloat16 and its
+    gradient is all the guidance reads."""
+
+    def scored(z: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(z.device.type, enabled=False):
+            return net(z.float())
+
+    return scored
+
+
+def guided_times(steps: int, strength: float, until: float) -> list[float]:
+    """The flow times t of the FlowEdit steps a critic guidance takes (t <= ``until``), in the order they run:
+    FlowEdit's grid (:func:`mien.sampling.flow_times`, as :func:`mien.editing` steps along it)."""
+    from mien.sampling import flow_times
+
+    return [float(t) for t in flow_times(steps, strength)[:-1] if float(t) <= until + 1e-9]
+
+
+def critic_plan(critic: str, steps: int, strength: float, until: float, decoded_steps: int) -> tuple[bool, bool, float]:
+    """What reads a guidance's steps for ``critic`` (mien.settings' RECOGNISER_CRITICS and BLENDSHAPE_CRITICS):
+    (the latent reader on the early steps, the decoded face on the late ones, the flow time from which the decoded
+    face reads; -1: never). "decoded": the decoded face throughout; "latent": the reader throughout; "hybrid": the
+    reader, then the decoded face on the last ``decoded_steps`` guided steps — all of them decoded when that is every
+    step (the reader is then never read, nor needs its file)."""
+    if critic == "latent":
+        return True, False, -1.0
+    if critic == "hybrid":
+        guided = guided_times(steps, strength, until)
+        n = min(decoded_steps, len(guided))
+        if n < len(guided):
+            return True, n > 0, guided[-n] if n else -1.0
+    return False, False, -1.0

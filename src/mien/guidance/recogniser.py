@@ -39,7 +39,7 @@ from collections.abc import Callable
 import torch
 
 from mien.guidance.base import Correction, Guidance, GuidanceContext
-from mien.guidance.gradient import GradientGuide, decoded
+from mien.guidance.gradient import GradientGuide, critic_plan, decoded, in_float32
 
 
 class RecogniserGuide(GradientGuide):
@@ -84,14 +84,8 @@ def latent_embedder(model, taef2, identity) -> Callable[[torch.Tensor], torch.Te
 
 def reader_embedder(reader) -> Callable[[torch.Tensor], torch.Tensor]:
     """z -> the latent reader's unit embeddings (:class:`mien.models.latent_reader.LatentReader`, distilled from
-    :func:`latent_embedder`), always in float32: the small net gains nothing from bfloat16 and its gradient is
-    all the guidance reads."""
-
-    def embed(z: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(z.device.type, enabled=False):
-            return reader(z.float())
-
-    return embed
+    :func:`latent_embedder`), in float32 (:func:`mien.guidance.gradient.in_float32`)."""
+    return in_float32(reader)
 
 
 class RecogniserGuidance(Guidance):
@@ -111,21 +105,14 @@ class RecogniserGuidance(Guidance):
 
             raise MienError("recogniser guidance needs MobileFaceNet in the pipeline's IdentityEncoder (as "
                             "MienPipeline.from_pretrained builds it), or pass recogniser_guidance=0")
-        if s.recogniser_critic == "hybrid":  # the reader early, the decoded face on the last n guided steps
-            guided = guided_times(s.steps, s.strength, s.recogniser_guidance_until)
-            n = min(s.recogniser_decoded_steps, len(guided))
-            late_until = guided[-n] if n else -1.0  # the flow time from which the decoded face scores; -1: never
-            if n == len(guided):  # every guided step decoded: the reader is never read (nor needs its file)
-                return self.guide(ctx, target, decoded_embedder(ctx))
-            from mien.models.latent_reader import load_reader
+        reader_early, decoded_late, late_until = critic_plan(s.recogniser_critic, s.steps, s.strength,
+                                                             s.recogniser_guidance_until, s.recogniser_decoded_steps)
+        if not reader_early:
+            return self.guide(ctx, target, decoded_embedder(ctx))
+        from mien.models.latent_reader import load_reader
 
-            return self.guide(ctx, target, reader_embedder(load_reader(ctx.device)),
-                              decoded_embedder(ctx) if n else None, late_until)
-        if s.recogniser_critic == "latent":
-            from mien.models.latent_reader import load_reader
-
-            return self.guide(ctx, target, reader_embedder(load_reader(ctx.device)))
-        return self.guide(ctx, target, decoded_embedder(ctx))
+        return self.guide(ctx, target, reader_embedder(load_reader(ctx.device)),
+                          decoded_embedder(ctx) if decoded_late else None, late_until)
 
     @staticmethod
     def guide(ctx: GuidanceContext, target: torch.Tensor, embed, late_embed=None, late_until: float = -1.0):
@@ -137,11 +124,3 @@ class RecogniserGuidance(Guidance):
 def decoded_embedder(ctx: GuidanceContext) -> Callable[[torch.Tensor], torch.Tensor]:
     """The decoded critic of a request's nets (:func:`latent_embedder`)."""
     return latent_embedder(ctx.model, ctx.nets["taef2"], ctx.nets["identity"])
-
-
-def guided_times(steps: int, strength: float, until: float) -> list[float]:
-    """The flow times t of the FlowEdit steps that recogniser guidance takes (t <= ``until``), in the order they
-    run: FlowEdit's grid (:func:`mien.sampling.flow_times`, as :func:`mien.editing` steps along it)."""
-    from mien.sampling import flow_times
-
-    return [float(t) for t in flow_times(steps, strength)[:-1] if float(t) <= until + 1e-9]
