@@ -1,9 +1,10 @@
 """How CPU generation time holds up when the machine is not idle, per thread setting: one command.
 
-    python scripts/bench_threads.py [--repeats 3] [--label happy] [--configs 1:PASSIVE 2:ACTIVE ...]
+    python scripts/bench_threads.py [--repeats 3] [--label happy] [--configs auto:unset 1:PASSIVE 2:ACTIVE ...]
 
-For each thread configuration (threads:OMP_WAIT_POLICY; default: mien's default, and PyTorch's own
-default of every logical CPU with OpenMP's usual spinning) it times one image at `mien generate`'s
+For each thread configuration (threads:OMP_WAIT_POLICY, threads a number or ``auto``, mien's default of
+mien.threads; default: mien's default, and PyTorch's own default of every logical CPU with OpenMP's usual
+spinning) it times one image at `mien generate`'s
 defaults with the models loaded (mien.edit.Editor; the first image dropped) in three situations:
 
   idle        nothing else of ours running;
@@ -70,26 +71,31 @@ def worker(args) -> None:
                       "max_s": round(max(times), 3), "n": len(times)}), flush=True)
 
 
-def run_worker(cfg: tuple[int, str], label: str, repeats: int, concurrent: int = 1) -> dict:
+def _threads(cfg: tuple[int | None, str]) -> list[str]:
+    return [] if cfg[0] is None else ["--threads", str(cfg[0])]
+
+
+def run_worker(cfg: tuple[int | None, str], label: str, repeats: int, concurrent: int = 1) -> dict:
     env = _env(cfg)
-    cmd = [sys.executable, __file__, "--worker", "--threads", str(cfg[0]), "--label", label, "--repeats", str(repeats),
+    cmd = [sys.executable, __file__, "--worker", *_threads(cfg), "--label", label, "--repeats", str(repeats),
            "--concurrent", str(concurrent)]  # fmt: skip
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def _env(cfg: tuple[int, str]) -> dict:
+def _env(cfg: tuple[int | None, str]) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    # "unset": present but empty, so OpenMP keeps its own default and mien's setdefault leaves it alone
-    env["OMP_WAIT_POLICY"] = "" if cfg[1] == "unset" else cfg[1]
-    env["OMP_NUM_THREADS"] = str(cfg[0])
+    if cfg[1] != "unset":  # "unset": OpenMP's own default (mien sets none)
+        env["OMP_WAIT_POLICY"] = cfg[1]
+    if cfg[0] is not None:  # auto: mien chooses
+        env["OMP_NUM_THREADS"] = str(cfg[0])
     return env
 
 
-def oneshot(cfg: tuple[int, str], label: str) -> float:
+def oneshot(cfg: tuple[int | None, str], label: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "mien", "--threads", str(cfg[0]), "generate", "--example", "--expression",
+        subprocess.run([sys.executable, "-m", "mien", *_threads(cfg), "generate", "--example", "--expression",
                         label, "--n", "1", "--out", str(Path(tmp) / "o")], env=_env(cfg), capture_output=True,
                        check=True)  # fmt: skip
         return round(time.perf_counter() - t, 2)
@@ -97,8 +103,8 @@ def oneshot(cfg: tuple[int, str], label: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--configs", nargs="+", help="threads:POLICY (PASSIVE, ACTIVE or unset); default: mien's default "
-                    "and PyTorch's (all logical CPUs, policy unset)")
+    ap.add_argument("--configs", nargs="+", help="threads:POLICY (threads a number or auto; POLICY PASSIVE, ACTIVE or "
+                    "unset); default: mien's default (auto:unset) and PyTorch's (all logical CPUs, policy unset)")
     ap.add_argument("--label", default="happy")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--scenarios", nargs="+", default=["idle", "beside", "two-at-once", "oneshot"])
@@ -109,15 +115,13 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         return worker(args)
-    from mien.threads import default_threads
-
     if args.configs:
-        configs = [(int(c.split(":")[0]), c.split(":")[1]) for c in args.configs]
+        configs = [(None if c.split(":")[0] == "auto" else int(c.split(":")[0]), c.split(":")[1]) for c in args.configs]
     else:
-        configs = [(default_threads(), "PASSIVE"), (os.cpu_count() or 1, "unset")]
+        configs = [(None, "unset"), (os.cpu_count() or 1, "unset")]
     for cfg in configs:
         for scenario in args.scenarios:
-            row = {"threads": cfg[0], "omp_wait_policy": cfg[1], "scenario": scenario, "label": args.label,
+            row = {"threads": "auto" if cfg[0] is None else cfg[0], "omp_wait_policy": cfg[1], "scenario": scenario, "label": args.label,
                    "load1": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
             if scenario == "idle":
                 row.update(run_worker(cfg, args.label, args.repeats))
@@ -126,7 +130,7 @@ def main() -> None:
             elif scenario == "oneshot":
                 row["oneshot_s"] = oneshot(cfg, args.label)
             elif scenario == "beside":
-                bg = subprocess.Popen([sys.executable, __file__, "--worker", "--forever", "--threads", str(cfg[0]),
+                bg = subprocess.Popen([sys.executable, __file__, "--worker", "--forever", *_threads(cfg),
                                        "--label", args.label], env=_env(cfg), stdout=subprocess.PIPE, text=True)
                 try:
                     bg.stdout.readline()  # "ready": loaded and generating

@@ -183,3 +183,28 @@ def walk_guided_window(guide, steps: int, strength: float, reader: Counting, dec
             who.append("reader" if reader.calls > before[0] else "decoded")
         states.append(z.clone())
     return states, who
+
+
+def pytest_configure(config):
+    """One CPU thread for the whole run, whatever the machine: the float sums of batched and single calls then
+    agree to the tolerances the mechanics tests state, results do not depend on how busy the machine is, and
+    a 2-core machine running other jobs does not crawl (mien.threads). Tests of the thread rule set their own."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _threads_as_they_were():
+    """A `mien` command run in-process turns on mien's auto thread count (mien.threads) for the whole process;
+    a later test (the golden comparisons at one thread) must not inherit it, nor the count it chose."""
+    import sys
+
+    from mien import threads
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch else None
+    yield
+    threads._AUTO["on"] = False
+    if before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)

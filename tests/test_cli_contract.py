@@ -152,27 +152,58 @@ def test_threads_flag_before_or_after_the_command(no_model_load, capsys, monkeyp
     assert "--threads 0 must be at least 1" in error_line(capsys)
 
 
-def test_default_threads_leave_a_core_free(monkeypatch):
+def test_auto_threads_take_every_core_only_while_nothing_else_runs(monkeypatch):
     from mien import threads
 
-    monkeypatch.setattr(threads, "physical_cores", lambda: 2)
-    assert threads.default_threads() == 1
     monkeypatch.setattr(threads, "physical_cores", lambda: 8)
     assert threads.default_threads() == 7
     monkeypatch.setattr(threads, "physical_cores", lambda: 1)
     assert threads.default_threads() == 1
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(threads, "physical_cores", lambda: 2)
+    assert threads.default_threads() == 1
+    for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", threads.AUTO_MARK):
+        monkeypatch.delenv(name, raising=False)
     import torch
 
     before = torch.get_num_threads()
+    others = {"n": 0}
+    monkeypatch.setattr(threads, "others_running", lambda: others["n"])
     try:
-        assert threads.configure() == 1
-        assert threads.os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-        monkeypatch.setenv("OMP_NUM_THREADS", "2")
-        assert threads.configure() == 2  # the user's environment wins over the default
+        assert threads.configure() == 2 and torch.get_num_threads() == 2  # an idle machine: every core
+        assert threads.os.environ["GOMP_SPINCOUNT"] == str(threads.SPINCOUNT) and "OMP_WAIT_POLICY" not in threads.os.environ
+        others["n"] = 1  # another process is generating
+        with threads.generating("cpu"):
+            assert torch.get_num_threads() == 1
+        others["n"] = 0
+        with threads.generating("cpu"):
+            assert torch.get_num_threads() == 2
+            with threads.generating("cpu"):  # a second request in this process at the same time
+                assert torch.get_num_threads() == 1
+        assert threads.configure() == 2 and "auto" in threads.rule()  # auto's own OMP_NUM_THREADS is not the user's
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert threads.configure() == 3 and threads.fit() is None  # the user's environment wins: no changes
+        with threads.generating("cpu"):
+            assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_busy_process_beside_is_seen():
+    import subprocess
+    import sys
+    import time
+
+    from mien import threads
+
+    if threads.others_running() is None:
+        pytest.skip("no /proc/stat here")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert threads.others_running() >= 1
+    finally:
+        busy.kill()
+        busy.wait()
 
 
 # --- predictable outputs --------------------------------------------------------------------------

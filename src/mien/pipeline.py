@@ -22,7 +22,7 @@ from mien.editing import ProgressCallback
 from mien.errors import FaceTooSmallError, MienError, NoFaceError
 from mien.lora_rows import ROW_SCALE_STREAM
 from mien.settings import GenerationSettings
-from mien.threads import native_bfloat16
+from mien.threads import generating, native_bfloat16
 
 DEFAULT_MODEL = "default"
 
@@ -143,10 +143,13 @@ class Generation:
     model_hash: str = ""
     latents: torch.Tensor | None = None  # (n, 32, 16, 16) raw TAEF2 latents of the images
     person: str = ""  # the person adapter's hash (its first 12 hex digits) when one was loaded
+    threads: int = 0  # CPU threads it ran on (0: a GPU); float sums, so the last bits of pixels, follow the count
 
     def metadata(self, seed: int) -> dict:
-        """What an output image records: its request, seed, resolved settings, model hash (and person adapter)."""
-        meta = {"request": self.request, "seed": seed, **self.settings.to_dict(), "model_hash": self.model_hash}
+        """What an output image records: its request, seed, resolved settings, model hash (and person adapter),
+        and the CPU threads, without which the same seed can differ in rounding (docs/performance.md, "Threads")."""
+        meta = {"request": self.request, "seed": seed, **self.settings.to_dict(), "model_hash": self.model_hash,
+                **({"threads": self.threads} if self.threads else {})}
         return {**meta, "person": self.person} if self.person else meta
 
 
@@ -284,7 +287,6 @@ class MienPipeline:
         target = torch.full((n,), float(s.person_scale), device=self.device)
         return (torch.zeros_like(target) if s.person_rows == "target" else target), target
 
-    @torch.inference_mode()  # no autograd bookkeeping; critic guidance steps out of it (mien.guidance.gradient)
     def __call__(self, identity: IdentityInput | list[IdentityInput], request,
                  settings: GenerationSettings | None = None, n: int = 1, seed: int | list[int] = 0,
                  callback: ProgressCallback | None = None,
@@ -309,6 +311,12 @@ class MienPipeline:
         take the scene's identity vector and spatial reference, the target rows ``identity``'s
         (docs/swap.md says why). Without it the scene is ``identity``'s own first photo: the plain edit.
         """
+        with generating(self.device):  # the thread count for this machine's load now (mien.threads)
+            return self._generate(identity, request, settings, n, seed, callback, scene)
+
+    @torch.inference_mode()  # no autograd bookkeeping; critic guidance steps out of it (mien.guidance.gradient)
+    def _generate(self, identity, request, settings, n, seed, callback, scene) -> Generation:
+        """:meth:`__call__`'s work."""
         from mien import editing
         from mien.expression.targets import blendshape_target, expression_vector
         from mien.guidance import GUIDANCE, GuidanceContext, chain
@@ -392,4 +400,5 @@ class MienPipeline:
         with torch.inference_mode(False):  # an ordinary tensor for the caller (inference tensors cannot enter autograd)
             latents = z.cpu().clone()
         expr = exprs[0] if len(exprs) == 1 else np.stack(exprs)
-        return Generation(images, seeds, request.describe(), expr, s, self.model_hash, latents, self.person_hash)
+        threads = torch.get_num_threads() if self.device.type == "cpu" else 0
+        return Generation(images, seeds, request.describe(), expr, s, self.model_hash, latents, self.person_hash, threads)

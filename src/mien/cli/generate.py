@@ -280,14 +280,14 @@ def dry_run(args, request, settings, out: Path) -> int:
         request = scene_request(request, unread)
     described = request.describe()  # as the run's metadata and sheet say it
     into = {"into": args.into, "face": args.face or 0} if args.into else {}
-    from mien.threads import native_bfloat16  # critic guidance's default number format
+    from mien.threads import native_bfloat16, rule  # critic guidance's default number format; the thread rule
 
     native = native_bfloat16(args.device)
     resolved = settings.resolve(request, swap=bool(args.into), native_bfloat16=native).to_dict()
     print(json.dumps({"identity": args.identity, **into, "request": described, "like": args.like, "n": args.n,
                       "seed": args.seed, **resolved, "model": args.model,
                       **({"person": str(args.person)} if args.person else {}),
-                      "device": args.device, "threads": args.threads, "out": str(out)}, indent=1))
+                      "device": args.device, "threads": args.threads, "threads_rule": rule(), "out": str(out)}, indent=1))
     return batch.finish()
 
 

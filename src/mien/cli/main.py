@@ -38,8 +38,9 @@ start here:
   mien verify image.png             was this image made by mien (watermark, metadata)
   mien ui                           the web UI in your browser (http://127.0.0.1:7860)
 
-every command: --threads N sets the CPU threads (default: one per physical core, one core left
-free; here {threads}); COMMAND --help shows its examples.
+every command: --threads N sets the CPU threads (default: every physical core while nothing else
+runs, one core left free otherwise, looked at before each generation; here {busy}-{cores});
+COMMAND --help shows its examples.
 
 exit status (every command): 0 done; 1 done, but some items (photos, files) were skipped, each
 named in one message; 2 bad input or nothing usable; 3 a pretrained file is missing or corrupt;
@@ -54,9 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mien.cli import (analyze, annotate, data, evaluate, expressions, generate, personalize,  # one module each
                           train, ui, verify, weights)
 
-    from mien.threads import default_threads
+    from mien.threads import default_threads, physical_cores
 
-    parser = Parser(prog="mien", description=DESCRIPTION.format(threads=default_threads()),
+    parser = Parser(prog="mien", description=DESCRIPTION.format(busy=default_threads(), cores=physical_cores()),
                     formatter_class=argparse.RawDescriptionHelpFormatter)  # subcommands take its class
     parser.add_argument("--version", action="version", version=f"mien {__version__}")
     add_global_flags(parser)
@@ -92,8 +93,9 @@ class Parser(argparse.ArgumentParser):
 
 def add_global_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
-                        help="CPU threads for the models (default: one per physical core with one core left free, "
-                             "or $OMP_NUM_THREADS; 1 is fastest on a busy machine)")
+                        help="CPU threads for the models (default: every physical core while no other process has "
+                             "work running, else one core left free, looked at before each generation; or "
+                             "$OMP_NUM_THREADS; 1 is fastest on a busy machine)")
 
 
 def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
