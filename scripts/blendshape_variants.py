@@ -64,11 +64,11 @@ def apply(variant: str) -> None:
     if "reuse" in parts:
         read = B.BlendshapeGuide.gradient
 
-        def gradient(self, z, precision):
+        def gradient(self, z, precision, score=None):
             k = self._reads = getattr(self, "_reads", 0) + 1
             if k % 2 == 0 and getattr(self, "_last", None) is not None:
                 return self._last.clone()
-            self._last = read(self, z, precision)
+            self._last = read(self, z, precision, score)
             return self._last.clone()
 
         B.BlendshapeGuide.gradient = gradient

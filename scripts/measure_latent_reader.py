@@ -59,8 +59,8 @@ def main() -> None:
             a, b = a * region, b * region
         return F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1).tolist()
 
-    def hooked(self, z, precision):
-        g = gradient(self, z, precision)
+    def hooked(self, z, precision, score=None):
+        g = gradient(self, z, precision, score)
         with torch.inference_mode(False), torch.enable_grad():
             zz = z.detach().clone().requires_grad_(True)
             e_reader = reader(zz)

@@ -161,10 +161,10 @@ def identity_input(pipe, person: dict):
 class Recorder:
     """While active, every :class:`RecogniserGuide` step keeps its state, the critic's embedding of it, the target and
     the step's own gradient: the step runs as in mien, once (:meth:`GradientGuide.gradient`), with the guide's
-    ``embed`` wrapped for that call to keep the embedding it computes (``measure_latent_reader.py`` hooks the same
-    method). A subclass records another guide by naming it (:meth:`guide_class`), the guide's critic attribute
-    (``critic``), the key its reading is kept under (``value``) and the gradient's dtype
-    (``record_blendshape_states.py``)."""
+    ``embed`` (and ``late_embed``, which the hybrid critic's late steps read) wrapped for that call to keep the
+    embedding it computes (``measure_latent_reader.py`` hooks the same method). A subclass records another guide by
+    naming it (:meth:`guide_class`), the guide's critic attribute (``critic``), the key its reading is kept under
+    (``value``) and the gradient's dtype (``record_blendshape_states.py``)."""
 
     critic, value, gradient_dtype = "embed", "embedding", "float16"
 
@@ -183,19 +183,26 @@ class Recorder:
         self._original = self._class.gradient
         gradient, recorder, attr = self._original, self, self.critic
 
-        def kept_gradient(guide, z, precision):
-            critic, seen = getattr(guide, attr), []
+        def kept_gradient(guide, z, precision, score=None):
+            # the early and the late critic are both wrapped: the step's score reads one of them
+            critics = {a: getattr(guide, a) for a in (attr, f"late_{attr}") if getattr(guide, a, None) is not None}
+            seen = []
 
-            def keeping(zz):
-                e = critic(zz)
-                seen.append(e.detach().float())
-                return e
+            def keeping(critic):
+                def kept(zz):
+                    e = critic(zz)
+                    seen.append(e.detach().float())
+                    return e
 
-            setattr(guide, attr, keeping)
+                return kept
+
+            for a, critic in critics.items():
+                setattr(guide, a, keeping(critic))
             try:
-                g = gradient(guide, z, precision)
+                g = gradient(guide, z, precision, score)
             finally:
-                setattr(guide, attr, critic)
+                for a, critic in critics.items():
+                    setattr(guide, a, critic)
             recorder.keep(z.detach(), seen[-1], guide.target.clone().float().expand(len(z), -1), g)
             return g
 

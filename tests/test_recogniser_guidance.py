@@ -141,3 +141,26 @@ def test_a_critic_step_that_is_not_finite_in_bfloat16_is_taken_in_float32_and_ne
     torch.testing.assert_close(steps["bfloat16"], steps["float32"])
     broken = GradientGuide(lambda z: z.sum((1, 2, 3)) * float("nan"), region, 1.0, 0.3)
     assert torch.equal(broken(z, 0.2, 0.1), z)
+
+
+def test_a_two_critic_guide_picks_each_steps_critic_without_changing_itself():
+    """The hybrid critic's guides read the early critic before ``late_until`` and the late one from it on, while the
+    guide's own attributes stay as built: a guide never changes between steps."""
+    from mien.guidance.blendshape import BlendshapeGuide
+
+    read = []
+
+    def critic(name, width):
+        w = torch.randn(width, 2 * 4 * 4, generator=torch.Generator().manual_seed(len(name)))
+        return lambda z: read.append(name) or torch.nn.functional.normalize(z.flatten(1) @ w.T, dim=1)
+
+    region, z = torch.ones(1, 1, 4, 4), torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(1))
+    for guide in (RecogniserGuide(critic("reader", 8), torch.ones(1, 8) / 8 ** 0.5, region, 1.0, 0.3,
+                                  late_embed=critic("decoded", 8), late_until=0.1),
+                  BlendshapeGuide(critic("reader", 52), torch.rand(1, 52), region, 1.0, 0.3,
+                                  late_measure=critic("decoded", 52), late_until=0.1)):  # fmt: skip
+        built, read[:] = dict(vars(guide)), []
+        for t in (0.3, 0.2, 0.1, 0.05, 0.2):
+            guide(z, t, t - 0.05)
+            assert vars(guide).keys() == built.keys() and all(vars(guide)[k] is v for k, v in built.items())
+        assert read == ["reader", "reader", "decoded", "decoded", "reader"]

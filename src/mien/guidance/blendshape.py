@@ -39,26 +39,33 @@ class BlendshapeGuide(GradientGuide):
     """Blendshape guidance: the score is minus the squared distance between the decoded face's 52
     blendshapes (``measure``: latents -> (B, 52), differentiable) and ``target`` (1 or B, 52).
 
-    ``late_measure``, when given, replaces ``measure`` on the steps with flow time t <= ``late_until`` (the hybrid
-    critic: the blendshape reader early, the decoded face late)."""
+    ``late_measure``, when given, reads the steps with flow time t <= ``late_until`` instead of ``measure`` (the hybrid
+    critic: the blendshape reader early, the decoded face late): :meth:`score_at` picks the step's closeness."""
 
     def __init__(self, measure: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor, region: torch.Tensor,
                  scale: float, until: float, precision: str = "float32",
                  late_measure: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  late_until: float = -1.0):  # fmt: skip
         super().__init__(self.closeness, region, scale, until, precision)
-        self.early_measure, self.late_measure, self.late_until = measure, late_measure, float(late_until)
-        self.measure, self.target = measure, target
+        self.measure, self.late_measure, self.late_until = measure, late_measure, float(late_until)
+        self.target = target
 
-    def __call__(self, z: torch.Tensor, t: float, t_next: float) -> torch.Tensor:
+    def score_at(self, t: float) -> Callable[[torch.Tensor], torch.Tensor]:
         late = self.late_measure is not None and t <= self.late_until + 1e-9  # 1e-9: grid rounding, as ``until``
-        self.measure = self.late_measure if late else self.early_measure
-        return super().__call__(z, t, t_next)
+        return self.late_closeness if late else self.score
 
     def closeness(self, z: torch.Tensor) -> torch.Tensor:
-        """(B,) minus the squared distance between each image's blendshapes and the target (MediaPipe's
-        first score, ``_neutral``, is not a movement and stays out)."""
-        return -(self.measure(z) - self.target.clone())[:, 1:].pow(2).sum(1)
+        """(B,) minus the squared distance between each image's blendshapes (``measure``) and the target
+        (MediaPipe's first score, ``_neutral``, is not a movement and stays out)."""
+        return self.distance_score(self.measure(z))
+
+    def late_closeness(self, z: torch.Tensor) -> torch.Tensor:
+        """:meth:`closeness` with ``late_measure`` reading the blendshapes."""
+        return self.distance_score(self.late_measure(z))
+
+    def distance_score(self, shapes: torch.Tensor) -> torch.Tensor:
+        """(B,) minus the squared distance between (B, 52) blendshapes and the target, ``_neutral`` left out."""
+        return -(shapes - self.target.clone())[:, 1:].pow(2).sum(1)
 
 
 def latent_blendshapes(model, taef2, blendshapes) -> Callable[[torch.Tensor], torch.Tensor]:

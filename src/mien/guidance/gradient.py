@@ -50,26 +50,36 @@ class GradientGuide:
     def __call__(self, z: torch.Tensor, t: float, t_next: float) -> torch.Tensor:
         if self.scale <= 0 or t > self.until + 1e-9:  # off, or outside the window (1e-9: grid rounding)
             return z
-        grad = self.gradient(z, self.precision)
+        score = self.score_at(t)
+        grad = self.gradient(z, self.precision, score)
         bad = ~torch.isfinite(grad).flatten(1).all(1)
         if bad.any() and self.precision != "float32":
             # bfloat16's rounding can leave the critic's gradient not finite (a swap on the CPU came out black,
             # docs/swap.md): those images take this step's gradient in float32 instead (the whole batch is
             # scored again: a score may hold per-image targets)
-            grad[bad] = self.gradient(z, "float32")[bad]
+            grad[bad] = self.gradient(z, "float32", score)[bad]
             bad = ~torch.isfinite(grad).flatten(1).all(1)
         grad[bad] = 0  # still not finite: no move for that image rather than a NaN state
         grad = grad * self.region
         rms = grad.pow(2).mean((1, 2, 3), keepdim=True).sqrt()  # over the whole latent, zeros outside included
         return z + self.scale * (t - t_next) * grad / (rms + 1e-12)
 
-    def gradient(self, z: torch.Tensor, precision: str) -> torch.Tensor:
-        """The score's gradient at ``z`` (float32), its forward and backward in ``precision``."""
+    def score_at(self, t: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The score of the step at flow time ``t``: ``score`` on every step here. A guide with an early and a late
+        critic returns the one for ``t``; the guide itself never changes between steps, so one guide may serve
+        several edits at once."""
+        return self.score
+
+    def gradient(self, z: torch.Tensor, precision: str,
+                 score: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+        """The gradient at ``z`` (float32) of ``score`` (``self.score`` when None), its forward and backward in
+        ``precision``."""
+        score = self.score if score is None else score
         # callers may run under inference_mode (its tensors cannot enter autograd): step out and clone
         with torch.inference_mode(False), torch.enable_grad(), torch.autocast(
                 z.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):  # fmt: skip
             zz = z.detach().clone().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.score(zz).float().sum(), zz)
+            (grad,) = torch.autograd.grad(score(zz).float().sum(), zz)
         return grad.float()
 
 

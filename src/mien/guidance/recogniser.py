@@ -48,8 +48,8 @@ class RecogniserGuide(GradientGuide):
 
     ``embed`` maps the sampler's latents to (B, 192) unit embeddings, differentiably; ``target`` (B or 1,
     192) are unit embeddings of the person; ``region`` as in :class:`GradientGuide`. ``late_embed``, when given,
-    replaces ``embed`` on the steps with flow time t <= ``late_until`` (the hybrid critic: the latent reader early,
-    the decoded face late).
+    scores the steps with flow time t <= ``late_until`` instead of ``embed`` (the hybrid critic: the latent reader
+    early, the decoded face late): :meth:`score_at` picks the step's similarity.
 
     The two critics' steps are comparable as they stand: :class:`GradientGuide` normalises each step's gradient
     to RMS 1 per image, so either critic moves the state by the same length, ``scale * (t - t_next)``, and only
@@ -61,17 +61,24 @@ class RecogniserGuide(GradientGuide):
                  late_embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  late_until: float = -1.0):  # fmt: skip
         super().__init__(self.similarity, region, scale, until, precision)
-        self.early_embed, self.late_embed, self.late_until = embed, late_embed, float(late_until)
-        self.embed, self.target = embed, target
+        self.embed, self.late_embed, self.late_until = embed, late_embed, float(late_until)
+        self.target = target
 
-    def __call__(self, z: torch.Tensor, t: float, t_next: float) -> torch.Tensor:
+    def score_at(self, t: float) -> Callable[[torch.Tensor], torch.Tensor]:
         late = self.late_embed is not None and t <= self.late_until + 1e-9  # 1e-9: grid rounding, as ``until``
-        self.embed = self.late_embed if late else self.early_embed
-        return super().__call__(z, t, t_next)
+        return self.late_similarity if late else self.score
 
     def similarity(self, z: torch.Tensor) -> torch.Tensor:
-        """(B,) cosine between each image's embedding and the person's."""
-        return (self.embed(z) * self.target.clone()).sum(1)  # clone: the target may be an inference tensor
+        """(B,) cosine between each image's embedding (``embed``) and the person's."""
+        return self.cosine(self.embed(z))
+
+    def late_similarity(self, z: torch.Tensor) -> torch.Tensor:
+        """:meth:`similarity` with ``late_embed`` embedding the face."""
+        return self.cosine(self.late_embed(z))
+
+    def cosine(self, embedding: torch.Tensor) -> torch.Tensor:
+        """(B,) cosine between (B, 192) unit embeddings and the person's."""
+        return (embedding * self.target.clone()).sum(1)  # clone: the target may be an inference tensor
 
 
 def latent_embedder(model, taef2, identity) -> Callable[[torch.Tensor], torch.Tensor]:
