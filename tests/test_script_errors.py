@@ -73,6 +73,18 @@ def test_run_script(monkeypatch, capsys):
     assert done.value.code == 2
     assert capsys.readouterr().err == ("tune.py: error: /nonexistent/rows.json: no such file or directory; "
                                        "check the path\n")
+    # raised without a filename, as some libraries do: still one line, with the exception's own message
+    for error, said in ((FileNotFoundError("weights.bin is missing."), "weights.bin is missing"),
+                        (FileNotFoundError(2, "No such file or directory"), "No such file or directory"),
+                        (IsADirectoryError(), "Is a directory")):
+
+        def raising():
+            raise error
+
+        with pytest.raises(SystemExit) as done:
+            run_script(raising)
+        assert done.value.code == 2
+        assert capsys.readouterr().err == f"tune.py: error: {said}; check the path\n"
     monkeypatch.setenv("MIEN_DEBUG", "1")  # the traceback, for when the path is the script's own
     with pytest.raises(FileNotFoundError):
         run_script(missing)

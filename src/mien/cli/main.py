@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import os
 import re
 import sys
@@ -156,19 +157,30 @@ def report_user_errors(prog: str, run: Callable[[], int | None]) -> int:
         return e.exit_code
 
 
+# what run_script says of a path error raised with neither a filename nor a message
+_PATH_ERRORS = ((FileNotFoundError, errno.ENOENT), (IsADirectoryError, errno.EISDIR),
+                (NotADirectoryError, errno.ENOTDIR))
+
+
 def run_script(main: Callable[[], int | None]) -> NoReturn:
     """Run a script's ``main()`` (scripts/*.py) and exit with its status, bad input reported as `mien` reports it:
     one line naming the script, exit 2 (or the error's own code), no traceback. A missing input file counts as bad
-    input here (a script reads the paths it is given directly, where `mien`'s commands check theirs first);
-    MIEN_DEBUG=1 shows its traceback. Other errors keep theirs: a bug in a measurement script is for its author."""
+    input here (a script reads the paths it is given directly, where `mien`'s commands check theirs first), named by
+    the error's filename, or by its message where it has none; MIEN_DEBUG=1 shows its traceback. Other errors keep
+    theirs: a bug in a measurement script is for its author."""
     prog = Path(sys.argv[0]).name
 
     def paths_checked() -> int | None:
         try:
             return main()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
-            if os.environ.get("MIEN_DEBUG") or e.filename is None:
+            if os.environ.get("MIEN_DEBUG"):
                 raise
-            raise MienError(f"{e.filename}: {(e.strerror or 'not found').lower()}; check the path") from None
+            if e.filename is not None:
+                raise MienError(f"{e.filename}: {(e.strerror or 'not found').lower()}; check the path") from None
+            # raised without a filename (some libraries give only a message): the message is all there is to name
+            what = (e.strerror or str(e)).rstrip(". ")
+            what = what or next(os.strerror(n) for kind, n in _PATH_ERRORS if isinstance(e, kind))
+            raise MienError(f"{what}; check the path") from None
 
     raise SystemExit(report_user_errors(prog, paths_checked))
