@@ -83,8 +83,8 @@ def default_threads() -> int:
 
 
 SPINCOUNT = 10_000  # GNU OpenMP's spins before an idle pool thread sleeps (the module's docstring says why)
-_AUTO = {"on": False}
-AUTO_MARK = "MIEN_AUTO_THREADS"  # the OMP_NUM_THREADS that auto mode set, told apart from one the user set  # configure() left the number to mien: fit() chooses it per generation
+_AUTO = {"on": False}  # configure() left the number to mien: fit() chooses it per generation
+AUTO_MARK = "MIEN_AUTO_THREADS"  # the OMP_NUM_THREADS that auto mode set, told apart from one the user set
 
 
 def others_running(looks: int = 3, gap_s: float = 0.002) -> int | None:
@@ -113,15 +113,20 @@ def others_running(looks: int = 3, gap_s: float = 0.002) -> int | None:
     return sorted(counts)[len(counts) // 2]
 
 
+def auto_count(generations: int = 1) -> int:
+    """The auto rule's count now: every physical core when nothing else runs, else :func:`default_threads`."""
+    return physical_cores() if generations <= 1 and others_running() == 0 else default_threads()
+
+
 def fit(generations: int = 1) -> int | None:
     """Before a generation, in auto mode (:func:`configure` without a number): every physical core when no other
     process has work runnable and this one runs no other generation (``generations``, counting this one: two
-    requests at once in the web UI), else :func:`default_threads`; sets torch's thread count (one for the process)
-    and returns it. Outside auto mode (a number given, or a library user who never called :func:`configure`) it
-    changes nothing: None."""
+    requests at once through one library process), else :func:`default_threads`; sets torch's thread count (one
+    for the process) and returns it. Outside auto mode (a number given, or a library user who never called
+    :func:`configure`) it changes nothing: None."""
     if not _AUTO["on"]:
         return None
-    threads = physical_cores() if generations <= 1 and others_running() == 0 else default_threads()
+    threads = auto_count(generations)
     import torch
 
     if torch.get_num_threads() != threads:
@@ -167,7 +172,7 @@ def configure(threads: int | None = None) -> int:
     if "OMP_WAIT_POLICY" not in os.environ:  # read once, when torch loads OpenMP
         os.environ.setdefault("GOMP_SPINCOUNT", str(SPINCOUNT))
     if threads is None:
-        threads = physical_cores() if others_running() == 0 else default_threads()
+        threads = auto_count()
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     if _AUTO["on"]:  # so that a later configure() here, or a child process, still reads auto, not a fixed number
         os.environ[AUTO_MARK] = str(threads)
