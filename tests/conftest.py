@@ -196,15 +196,24 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def _threads_as_they_were():
-    """A `mien` command run in-process turns on mien's auto thread count (mien.threads) for the whole process;
-    a later test (the golden comparisons at one thread) must not inherit it, nor the count it chose."""
+    """A `mien` command run in-process turns on mien's auto thread count (mien.threads) for the whole process and
+    writes the count it chose into OMP_NUM_THREADS; a later test (the golden comparisons, scripts that read
+    OMP_NUM_THREADS) must not inherit either, nor torch's count."""
+    import os
     import sys
 
     from mien import threads
 
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT", threads.AUTO_MARK)
+    env = {k: os.environ.get(k) for k in names}
     torch = sys.modules.get("torch")
     before = torch.get_num_threads() if torch else None
     yield
     threads._AUTO["on"] = False
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     if before is not None and torch.get_num_threads() != before:
         torch.set_num_threads(before)
