@@ -40,19 +40,15 @@ class BlendshapeGuide(GradientGuide):
     blendshapes (``measure``: latents -> (B, 52), differentiable) and ``target`` (1 or B, 52).
 
     ``late_measure``, when given, reads the steps with flow time t <= ``late_until`` instead of ``measure`` (the hybrid
-    critic: the blendshape reader early, the decoded face late): :meth:`score_at` picks the step's closeness."""
+    critic: the blendshape reader early, the decoded face late; :meth:`GradientGuide.score_at` picks the step's closeness)."""
 
     def __init__(self, measure: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor, region: torch.Tensor,
                  scale: float, until: float, precision: str = "float32",
                  late_measure: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  late_until: float = -1.0):  # fmt: skip
-        super().__init__(self.closeness, region, scale, until, precision)
-        self.measure, self.late_measure, self.late_until = measure, late_measure, float(late_until)
-        self.target = target
-
-    def score_at(self, t: float) -> Callable[[torch.Tensor], torch.Tensor]:
-        late = self.late_measure is not None and t <= self.late_until + 1e-9  # 1e-9: grid rounding, as ``until``
-        return self.late_closeness if late else self.score
+        super().__init__(self.closeness, region, scale, until, precision,
+                         self.late_closeness if late_measure is not None else None, late_until)
+        self.measure, self.late_measure, self.target = measure, late_measure, target
 
     def closeness(self, z: torch.Tensor) -> torch.Tensor:
         """(B,) minus the squared distance between each image's blendshapes (``measure``) and the target

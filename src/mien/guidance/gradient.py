@@ -37,13 +37,18 @@ class GradientGuide:
     ``precision``: the number format of the score and its gradient (:data:`mien.settings.CRITIC_PRECISIONS`;
     "bfloat16" autocasts, and an image whose bfloat16 gradient is not finite takes that step in float32; a
     gradient still not finite moves nothing).
+
+    ``late_score``, when given, scores the steps with flow time t <= ``late_until`` instead of ``score`` (a hybrid
+    critic, :func:`critic_plan`: a latent reader early, the decoded face late); :meth:`score_at` picks the step's.
     """
 
     def __init__(self, score: Callable[[torch.Tensor], torch.Tensor], region: torch.Tensor, scale: float,
-                 until: float, precision: str = "float32"):  # fmt: skip
+                 until: float, precision: str = "float32",
+                 late_score: Callable[[torch.Tensor], torch.Tensor] | None = None, late_until: float = -1.0):  # fmt: skip
         if precision not in CRITIC_PRECISIONS:
             raise ValueError(f"precision {precision!r}: choose one of {', '.join(CRITIC_PRECISIONS)}")
         self.score, self.region = score, region
+        self.late_score, self.late_until = late_score, float(late_until)
         self.scale, self.until = float(scale), float(until)
         self.precision = precision
 
@@ -65,10 +70,10 @@ class GradientGuide:
         return z + self.scale * (t - t_next) * grad / (rms + 1e-12)
 
     def score_at(self, t: float) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The score of the step at flow time ``t``: ``score`` on every step here. A guide with an early and a late
-        critic returns the one for ``t``; the guide itself never changes between steps, so one guide may serve
-        several edits at once."""
-        return self.score
+        """The score of the step at flow time ``t``: ``late_score`` from ``late_until`` on, else ``score``. The guide
+        itself never changes between steps, so one guide may serve several edits at once."""
+        late = self.late_score is not None and t <= self.late_until + 1e-9  # 1e-9: grid rounding, as ``until``
+        return self.late_score if late else self.score
 
     def gradient(self, z: torch.Tensor, precision: str,
                  score: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip

@@ -49,7 +49,7 @@ class RecogniserGuide(GradientGuide):
     ``embed`` maps the sampler's latents to (B, 192) unit embeddings, differentiably; ``target`` (B or 1,
     192) are unit embeddings of the person; ``region`` as in :class:`GradientGuide`. ``late_embed``, when given,
     scores the steps with flow time t <= ``late_until`` instead of ``embed`` (the hybrid critic: the latent reader
-    early, the decoded face late): :meth:`score_at` picks the step's similarity.
+    early, the decoded face late; :meth:`GradientGuide.score_at` picks the step's similarity).
 
     The two critics' steps are comparable as they stand: :class:`GradientGuide` normalises each step's gradient
     to RMS 1 per image, so either critic moves the state by the same length, ``scale * (t - t_next)``, and only
@@ -60,13 +60,9 @@ class RecogniserGuide(GradientGuide):
                  scale: float, until: float, precision: str = "float32",
                  late_embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  late_until: float = -1.0):  # fmt: skip
-        super().__init__(self.similarity, region, scale, until, precision)
-        self.embed, self.late_embed, self.late_until = embed, late_embed, float(late_until)
-        self.target = target
-
-    def score_at(self, t: float) -> Callable[[torch.Tensor], torch.Tensor]:
-        late = self.late_embed is not None and t <= self.late_until + 1e-9  # 1e-9: grid rounding, as ``until``
-        return self.late_similarity if late else self.score
+        super().__init__(self.similarity, region, scale, until, precision,
+                         self.late_similarity if late_embed is not None else None, late_until)
+        self.embed, self.late_embed, self.target = embed, late_embed, target
 
     def similarity(self, z: torch.Tensor) -> torch.Tensor:
         """(B,) cosine between each image's embedding (``embed``) and the person's."""
