@@ -185,35 +185,43 @@ def walk_guided_window(guide, steps: int, strength: float, reader: Counting, dec
     return states, who
 
 
+TEST_THREADS = 1  # the CPU threads every test starts with (pytest_configure says why)
+
+
 def pytest_configure(config):
     """One CPU thread for the whole run, whatever the machine: the float sums of batched and single calls then
     agree to the tolerances the mechanics tests state, results do not depend on how busy the machine is, and
     a 2-core machine running other jobs does not crawl (mien.threads). Tests of the thread rule set their own."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(TEST_THREADS)
 
 
 @pytest.fixture(autouse=True)
 def _threads_as_they_were():
-    """A `mien` command run in-process turns on mien's auto thread count (mien.threads) for the whole process and
-    writes the count it chose into OMP_NUM_THREADS; a later test (the golden comparisons, scripts that read
-    OMP_NUM_THREADS) must not inherit either, nor torch's count."""
+    """Each test starts at :data:`TEST_THREADS` with mien's auto thread count off, and leaves the thread variables
+    of the environment as it found them: a `mien` command run in-process (in a test or a module's fixture) turns
+    the auto count on for the whole process and writes the count it chose into OMP_NUM_THREADS, which a later
+    test (the golden comparisons, the batched-versus-single mechanics, scripts that read OMP_NUM_THREADS) must
+    not inherit."""
     import os
-    import sys
+
+    import torch
 
     from mien import threads
 
+    def reset():
+        threads._AUTO["on"] = False
+        if torch.get_num_threads() != TEST_THREADS:
+            torch.set_num_threads(TEST_THREADS)
+
     names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT", threads.AUTO_MARK)
     env = {k: os.environ.get(k) for k in names}
-    torch = sys.modules.get("torch")
-    before = torch.get_num_threads() if torch else None
+    reset()
     yield
-    threads._AUTO["on"] = False
+    reset()
     for k, v in env.items():
         if v is None:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-    if before is not None and torch.get_num_threads() != before:
-        torch.set_num_threads(before)
